@@ -1,0 +1,217 @@
+"""Experiment specs: YAML files (or built-in names) loaded into typed configuration.
+
+A spec is checked completely before Ray starts: unknown keys (with the nearest
+valid name), wrong types, out-of-range values, unknown methods, a missing file
+or malformed YAML all raise :class:`SpecError`, one line naming the field, the
+value and the fix; the CLI prints it and exits with status 2.
+
+Overrides, in order: the spec file, its ``smoke:`` section (with ``--smoke``),
+then each ``--set dotted.key=value`` (the value is read as YAML, so
+``--set seeds=[0,1]`` and ``--set train.epochs=5`` work).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from searchers.lr_schedules import ScheduleConfig
+from searchers.qlearning_agent import QLearningConfig
+from trainables.data import DataConfig
+from trainables.errors import InputError, did_you_mean
+from trainables.segmentation import METHODS, ModelConfig, TrainConfig
+from trainables.typed import from_dict
+
+STUDIES = ("lr",)
+
+
+class SpecError(InputError):
+    """A spec medtune cannot run (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What each trial asks of the cluster."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int = 0  # 0: as many as the resources allow
+
+    def __post_init__(self) -> None:
+        if self.cpus_per_trial <= 0:
+            raise ValueError(f"cpus_per_trial={self.cpus_per_trial!r} must be > 0")
+        if self.gpus_per_trial < 0:
+            raise ValueError(f"gpus_per_trial={self.gpus_per_trial!r} must be >= 0 (fractions such as 0.25 are fine)")
+        if self.max_concurrent < 0:
+            raise ValueError(f"max_concurrent={self.max_concurrent!r} must be >= 0 (0 means no limit)")
+
+
+@dataclass(frozen=True)
+class QLearningSpec:
+    """The ``qlearning:`` section: the agent's settings but the LR bounds, which come from ``train``."""
+
+    patience: int = 3
+    cooldown: int = 5
+    alpha: float = 0.1
+    gamma: float = 0.9
+    epsilon: float = 0.2
+    epsilon_decay: float = 0.95
+    epsilon_min: float = 0.01
+    decrease_factor: float = 0.5
+    increase_factor: float = 1.2
+    window: int = 5
+    min_history: int = 3
+    dice_tol: float = 1e-3
+    loss_tol: float = 1e-3
+    consistency: float = 0.75
+    dice_weight: float = 10.0
+    loss_weight: float = 5.0
+    best_dice_bonus: float = 0.5
+    bound_penalty: float = 0.5
+    bound_margin: float = 2.0
+    q_init_high: float = 0.1
+    warm_start: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warm_start is not None and not Path(self.warm_start).expanduser().is_file():
+            raise ValueError(
+                f"warm_start={self.warm_start!r} is not a file; give the qtable.json of an earlier experiment"
+            )
+
+
+@dataclass(frozen=True)
+class LRStudySpec:
+    """The learning-rate study: every method x every seed in one Tune experiment."""
+
+    name: str = "lr-schedulers"
+    study: str = "lr"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    schedules: ScheduleConfig = field(default_factory=ScheduleConfig)
+    qlearning: QLearningSpec = field(default_factory=QLearningSpec)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ValueError(f"name={self.name!r} must be a non-empty word without '/', '\\' or spaces")
+        if self.study not in STUDIES:
+            raise ValueError(f"study={self.study!r} is not a study{did_you_mean(self.study, STUDIES)}; use one of {', '.join(STUDIES)}")
+        if not self.seeds:
+            raise ValueError("seeds=[] is empty; list at least one seed, e.g. seeds: [0, 1, 2]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds={list(self.seeds)!r} has duplicates; list each seed once")
+        if not self.methods:
+            raise ValueError(f"methods=[] is empty; list some of {', '.join(METHODS)}")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"methods: {m!r} is not an LR method{did_you_mean(m, METHODS)}; use any of {', '.join(METHODS)}")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods={list(self.methods)!r} has duplicates; list each method once")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+
+    def agent_config(self) -> QLearningConfig:
+        """The Q-learning agent's configuration: the ``qlearning`` section plus the LR bounds of ``train``."""
+        q = {k: v for k, v in self.qlearning.__dict__.items() if k != "seed"}
+        return QLearningConfig(base_lr=self.train.base_lr, min_lr=self.train.min_lr, max_lr=self.train.max_lr, **q)
+
+
+def builtin_specs() -> list[str]:
+    """Names of the specs shipped in ``cluster/specs``."""
+    root = resources.files("cluster") / "specs"
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_spec_file(spec: str) -> tuple[dict[str, Any], str]:
+    """Raw mapping of a spec given as a path or a built-in name, and where it came from."""
+    path = Path(spec).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in spec:
+        if not path.is_file():
+            raise SpecError(f"spec file {str(path)!r} does not exist; give a YAML path or one of {', '.join(builtin_specs())}")
+        source = str(path)
+        text = path.read_text()
+    elif spec in builtin_specs():
+        source = f"built-in spec {spec!r}"
+        text = (resources.files("cluster") / "specs" / f"{spec}.yaml").read_text()
+    else:
+        raise SpecError(
+            f"spec {spec!r} is neither a file nor a built-in spec{did_you_mean(spec, builtin_specs())}; "
+            f"built-ins: {', '.join(builtin_specs())}"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"spec {source} is not valid YAML{where}: {problem}; fix the YAML syntax there")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"spec {source} must be a YAML mapping of settings, not {type(data).__name__}")
+    return data, source
+
+
+def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way."""
+    parts = key.split(".")
+    if not all(parts):
+        raise SpecError(f"--set key {key!r} is malformed; write --set section.field=value")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section; set it directly")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; the value is read as YAML."""
+    if "=" not in item:
+        raise SpecError(f"--set {item!r} has no '='; write --set key=value, e.g. --set train.epochs=5")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> LRStudySpec:
+    """Load, override and check a spec; raises :class:`SpecError` with one line."""
+    data, _source = read_spec_file(spec)
+    data = copy.deepcopy(data)
+    if smoke:
+        smoke_overrides = data.get("smoke") or {}
+        if not isinstance(smoke_overrides, dict):
+            raise SpecError(f"smoke={smoke_overrides!r} must be a mapping of dotted keys to values")
+        for key, value in smoke_overrides.items():
+            apply_override(data, str(key), value)
+    for item in overrides:
+        apply_override(data, *parse_set(item))
+    study = data.get("study", "lr")
+    if study not in STUDIES:
+        raise SpecError(f"study={study!r} is not a study{did_you_mean(study, STUDIES)}; use one of {', '.join(STUDIES)}")
+    try:
+        parsed = from_dict(LRStudySpec, data)
+        parsed.agent_config()
+    except InputError as exc:
+        raise SpecError(str(exc)) from None
+    except ValueError as exc:
+        raise SpecError(f"qlearning.{exc}") from None
+    return parsed

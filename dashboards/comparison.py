@@ -1,0 +1,291 @@
+"""Comparison table for the learning-rate study (DESIGN.md section 5).
+
+Turns per-epoch learning curves of every trial into per-trial metrics, aggregates them per method over seeds
+(mean and sample std), formats a fixed-width text table, and writes an honest verdict for a candidate method
+against the best baseline on each criterion. Pure pandas/numpy: no Ray, no MLflow.
+
+Input ``curves`` is a long DataFrame with one row per (trial, epoch) and columns ``run_id``, ``method``, ``seed``,
+``epoch`` (1-based), ``dice`` (validation mean foreground Dice, NaN on the epoch a trial diverged), ``val_loss``,
+``train_loss``, ``lr`` and ``diverged`` (0/1). Only ``run_id``, ``method``, ``seed``, ``epoch``, ``dice`` and
+``diverged`` are read here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
+TRIAL_COLUMNS = [
+    "run_id", "method", "seed", "final_dice", "best_dice", "epochs_to_target", "auc", "oscillation", "epochs",
+    "diverged",
+]
+TABLE_COLUMNS = [
+    "seeds", "final_dice_mean", "final_dice_std", "best_dice_mean", "best_dice_std", "epochs_to_target_mean",
+    "epochs_to_target_std", "reached_target", "auc_mean", "auc_std", "oscillation_mean", "oscillation_std",
+    "diverged",
+]
+
+
+def _check_columns(curves: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in curves.columns]
+    if missing:
+        raise ValueError(
+            f"curves is missing column(s) {missing}; it has {list(curves.columns)}. "
+            "Build it with one row per (run_id, epoch) and columns " + ", ".join(REQUIRED_COLUMNS) + "."
+        )
+
+
+def _one_trial(trial: pd.DataFrame, target_dice: float) -> dict[str, object]:
+    """Metrics of one trial; ``trial`` is sorted by epoch with one row per epoch."""
+    epochs = trial["epoch"].to_numpy(dtype=float)
+    dice = trial["dice"].to_numpy(dtype=float)
+    finite = np.isfinite(dice)
+    diverged = int(trial["diverged"].fillna(0).astype(float).max() > 0)
+
+    last = dice[-1]
+    final = 0.0 if diverged or not np.isfinite(last) else float(last)
+    best = float(dice[finite].max()) if finite.any() else math.nan
+    hit = np.flatnonzero(finite & (dice >= target_dice))
+    to_target = float(epochs[hit[0]]) if hit.size else math.nan
+
+    # Normalised area: trapezoid over epochs / span of epochs (= number of intervals for consecutive epochs).
+    filled = np.where(finite, dice, 0.0)
+    span = epochs[-1] - epochs[0]
+    auc = float(filled[0]) if len(dice) == 1 or span <= 0 else float(np.trapezoid(filled, epochs) / span)
+
+    values = dice[finite]
+    oscillation = float(np.std(np.diff(values), ddof=0)) if values.size >= 3 else 0.0
+    return {
+        "run_id": trial["run_id"].iloc[0], "method": trial["method"].iloc[0], "seed": trial["seed"].iloc[0],
+        "final_dice": final, "best_dice": best, "epochs_to_target": to_target, "auc": auc,
+        "oscillation": oscillation, "epochs": len(trial), "diverged": diverged,
+    }
+
+
+def trial_metrics(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
+    """Per-trial learning-curve metrics.
+
+    Args:
+        curves: Long per-epoch curves (see module docstring). Rows need not be sorted; a repeated
+            (run_id, epoch) keeps its last row (a re-reported epoch after a restore).
+        target_dice: Dice threshold for ``epochs_to_target``.
+
+    Returns:
+        One row per ``run_id`` in order of first appearance, with columns ``run_id, method, seed, final_dice``
+        (last epoch's Dice; 0.0 for a diverged trial or a NaN last Dice), ``best_dice`` (max finite Dice, NaN if
+        none), ``epochs_to_target`` (first epoch number with Dice >= target, NaN if never), ``auc`` (trapezoid of
+        the Dice curve over epochs divided by the epoch span, so in [0, 1]; NaN Dice counts as 0; a single epoch
+        gives its Dice), ``oscillation`` (std, ddof=0, of epoch-to-epoch changes of the finite Dice values; 0.0
+        with fewer than 3 finite values), ``epochs`` (rows) and ``diverged`` (0/1).
+
+    Raises:
+        ValueError: If a required column is missing.
+    """
+    _check_columns(curves)
+    if curves.empty:
+        return pd.DataFrame(columns=TRIAL_COLUMNS)
+    order = pd.unique(curves["run_id"])
+    data = curves.drop_duplicates(["run_id", "epoch"], keep="last").sort_values(["run_id", "epoch"], kind="stable")
+    rows = {rid: _one_trial(g, target_dice) for rid, g in data.groupby("run_id", sort=False)}
+    return pd.DataFrame([rows[rid] for rid in order], columns=TRIAL_COLUMNS)
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) of the finite values; std 0.0 for one value, both NaN for none."""
+    v = values.to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def compare(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
+    """Per-method comparison table aggregated over seeds.
+
+    Args:
+        curves: Long per-epoch curves (see module docstring).
+        target_dice: Dice threshold for ``epochs_to_target`` and ``reached_target``.
+
+    Returns:
+        DataFrame indexed by ``method`` (order of first appearance) with columns ``seeds`` (trials of the method),
+        ``{final_dice,best_dice,auc,oscillation}_{mean,std}``, ``epochs_to_target_{mean,std}`` over the seeds
+        that reached the target (NaN when none did), ``reached_target`` (count) and ``diverged`` (count).
+        std is the sample std (ddof=1) and 0.0 for a single seed.
+    """
+    trials = trial_metrics(curves, target_dice)
+    rows: dict[str, dict[str, float | int]] = {}
+    for method, g in trials.groupby("method", sort=False):
+        row: dict[str, float | int] = {"seeds": len(g)}
+        for metric in ("final_dice", "best_dice", "epochs_to_target"):
+            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(g[metric])
+        row["reached_target"] = int(g["epochs_to_target"].notna().sum())
+        for metric in ("auc", "oscillation"):
+            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(g[metric])
+        row["diverged"] = int(g["diverged"].sum())
+        rows[str(method)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=TABLE_COLUMNS)
+    table.index.name = "method"
+    for col in ("seeds", "reached_target", "diverged"):
+        table[col] = table[col].astype(int)
+    return table
+
+
+def _fmt(value: float, decimals: int) -> str:
+    return "—" if value is None or not np.isfinite(value) else f"{value:.{decimals}f}"
+
+
+def _cell(mean: float, std: float, decimals: int) -> str:
+    if not np.isfinite(mean):
+        return "—"
+    return f"{mean:.{decimals}f} ± {_fmt(std if np.isfinite(std) else 0.0, decimals)}"
+
+
+def format_table(table: pd.DataFrame, target_dice: float) -> str:
+    """Fixed-width text rendering of :func:`compare`'s table.
+
+    Args:
+        table: Output of :func:`compare`.
+        target_dice: The target Dice the table was built with (named in the header).
+
+    Returns:
+        Multi-line string: a title naming the target, a header, a rule and one line per method with
+        "mean ± std" cells (3 decimals for Dice/AUC/oscillation, 1 for epochs); epochs to target reads
+        ``12.3 ± 1.5 (3/3)`` or ``— (0/3)``.
+    """
+    header = ["method", "seeds", "final Dice", "best Dice", f"epochs to Dice≥{target_dice:g}", "AUC",
+              "oscillation", "diverged"]
+    lines = [header]
+    for method, r in table.iterrows():
+        reach = f"({int(r['reached_target'])}/{int(r['seeds'])})"
+        ett = _cell(r["epochs_to_target_mean"], r["epochs_to_target_std"], 1)
+        lines.append([
+            str(method), str(int(r["seeds"])), _cell(r["final_dice_mean"], r["final_dice_std"], 3),
+            _cell(r["best_dice_mean"], r["best_dice_std"], 3), f"{ett} {reach}",
+            _cell(r["auc_mean"], r["auc_std"], 3), _cell(r["oscillation_mean"], r["oscillation_std"], 3),
+            f"{int(r['diverged'])}/{int(r['seeds'])}",
+        ])
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+
+    def render(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    title = f"LR study comparison — target Dice {target_dice:g} (mean ± sample std over seeds)"
+    return "\n".join([title, render(header), "-" * len(render(header))] + [render(r) for r in lines[1:]])
+
+
+class _Criterion(NamedTuple):
+    label: str
+    mean: str
+    std: str | None
+    higher_better: bool
+    decimals: int
+
+
+_CRITERIA = (
+    _Criterion("final Dice", "final_dice_mean", "final_dice_std", True, 3),
+    _Criterion("best Dice", "best_dice_mean", "best_dice_std", True, 3),
+    _Criterion("AUC of the Dice curve", "auc_mean", "auc_std", True, 3),
+    _Criterion("share of seeds reaching the target", "reached_share", None, True, 2),
+    _Criterion("epochs to target", "epochs_to_target_mean", "epochs_to_target_std", False, 1),
+    _Criterion("oscillation", "oscillation_mean", "oscillation_std", False, 3),
+)
+
+
+def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
+    """Plain-language comparison of ``candidate`` with the best baseline on each criterion.
+
+    For each criterion the best baseline is the other method with the best mean (higher is better for final and
+    best Dice, AUC and share of seeds reaching the target; lower for epochs to target and oscillation). A line
+    says "beats", "does not beat" or "ties" (equal at the displayed precision), names the baseline and both
+    numbers, and adds that the difference is within the seed spread when |difference of means| is smaller than
+    the larger of the two stds. Reaching the target is compared as a share of seeds so unequal seed counts stay
+    fair; epochs to target is averaged only over seeds that reached it, which each line states.
+
+    Args:
+        table: Output of :func:`compare`.
+        candidate: Method to judge.
+
+    Returns:
+        Lines of text; a single line when the candidate or every baseline is absent.
+    """
+    methods = [str(m) for m in table.index]
+    if candidate not in methods:
+        return [f"No verdict: candidate '{candidate}' is not in the table (methods: {', '.join(methods) or 'none'})."]
+    baselines = [m for m in methods if m != candidate]
+    if not baselines:
+        return [f"No verdict: '{candidate}' is the only method in the table; there is no baseline to compare with."]
+    t = table.copy()
+    t["reached_share"] = t["reached_target"] / t["seeds"].where(t["seeds"] > 0)
+    cand = t.loc[candidate]
+
+    def show(method: str, c: _Criterion) -> str:
+        if c.mean == "reached_share":
+            return f"{int(t.loc[method, 'reached_target'])}/{int(t.loc[method, 'seeds'])}"
+        return _fmt(float(t.loc[method, c.mean]), c.decimals)
+
+    lines: list[str] = []
+    wins = within = losses = judged = 0
+    for c in _CRITERIA:
+        base = t.loc[baselines, c.mean].astype(float).dropna()
+        cv = float(cand[c.mean])
+        if base.empty and not np.isfinite(cv):
+            lines.append(f"{c.label}: no method has a value, nothing to compare.")
+            continue
+        judged += 1
+        if base.empty:
+            wins += 1
+            extra = (f" (reached the target in {show(candidate, _CRITERIA[3])} seeds; no baseline reached it)"
+                     if c.mean == "epochs_to_target_mean" else "; no baseline has a value")
+            lines.append(f"{c.label}: {candidate} beats every baseline — {candidate} has {show(candidate, c)}{extra}.")
+            continue
+        best = str(base.idxmax() if c.higher_better else base.idxmin())
+        bv = float(base[best])
+        note = ""
+        if c.mean == "epochs_to_target_mean":
+            note = (f" (mean over the seeds that reached it: {candidate} {show(candidate, _CRITERIA[3])}, "
+                    f"{best} {show(best, _CRITERIA[3])})")
+        if not np.isfinite(cv):
+            losses += 1
+            lines.append(f"{c.label}: {candidate} does not beat {best} — {candidate} has no value (never reached "
+                         f"the target or no finite Dice), {best} has {show(best, c)}{note}.")
+            continue
+        cs, bs = show(candidate, c), show(best, c)
+        if cs == bs or cv == bv:
+            word = "ties"
+        else:
+            word = "beats" if (cv > bv if c.higher_better else cv < bv) else "does not beat"
+        spread = ""
+        if c.std is not None and word != "ties":
+            largest = max((float(x) for x in (cand[c.std], t.loc[best, c.std]) if np.isfinite(x)), default=0.0)
+            diff = abs(cv - bv)
+            if diff < largest:
+                spread = (f"; the difference ({diff:.{c.decimals}f}) is within the seed spread "
+                          f"(std up to {largest:.{c.decimals}f}), so it is not a clear difference")
+        wins += word == "beats"
+        within += bool(spread)
+        losses += word == "does not beat"
+        lines.append(f"{c.label}: {candidate} {word} {best} ({cs} vs {bs}){note}{spread}.")
+    lines.append(f"Overall: {candidate} beats the best baseline on {wins} of {judged} criteria, does not beat it on "
+                 f"{losses}, ties on {judged - wins - losses}; {within} of these differences are within the seed "
+                 "spread.")
+    n_seeds = int(cand["seeds"])
+    if n_seeds < 3:
+        lines.append(f"Caution: {candidate} has only {n_seeds} seed(s); spread estimates are unreliable.")
+    return lines
+
+
+def rank(table: pd.DataFrame) -> list[str]:
+    """Methods sorted by mean final Dice, best first (stable for ties; NaN last).
+
+    Args:
+        table: Output of :func:`compare`.
+
+    Returns:
+        Method names.
+    """
+    order = table["final_dice_mean"].astype(float).sort_values(ascending=False, kind="stable", na_position="last")
+    return [str(m) for m in order.index]

@@ -1,0 +1,151 @@
+"""PNG plots for the learning-rate study: Dice curves, LR traces and the Q-learning agent's Q-table.
+
+matplotlib with the Agg backend only (no display needed); every function creates the parent folder, saves the
+figure, closes it, and returns the path. ``curves`` has the long layout described in
+:mod:`dashboards.comparison` (one row per (run_id, epoch)).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STATES = ("improving", "worsening", "plateau", "oscillating", "mixed", "insufficient_data")
+ACTIONS = ("maintain", "decrease", "increase")
+
+
+def _colours(methods: list[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _no_data(ax: plt.Axes) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def plot_dice_curves(curves: pd.DataFrame, path: str | Path) -> Path:
+    """Validation Dice per epoch: mean over seeds per method with a ± std band.
+
+    NaN Dice (the epoch a trial diverged) is left out of that epoch's mean; the band uses the sample std and is
+    empty where only one seed has a value.
+
+    Args:
+        curves: Long per-epoch curves with ``method``, ``epoch`` and ``dice``.
+        path: PNG file to write.
+
+    Returns:
+        The written path.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = [str(m) for m in pd.unique(curves["method"])] if len(curves) else []
+    colours = _colours(methods)
+    for method in methods:
+        g = curves[curves["method"] == method].groupby("epoch")["dice"].agg(["mean", "std"]).sort_index()
+        x, mean, std = g.index.to_numpy(float), g["mean"].to_numpy(float), g["std"].fillna(0.0).to_numpy(float)
+        ax.plot(x, mean, color=colours[method], lw=1.8, label=method)
+        ax.fill_between(x, mean - std, mean + std, color=colours[method], alpha=0.2, lw=0)
+    if methods:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        _no_data(ax)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("validation Dice (mean foreground)")
+    ax.set_title("Validation Dice per epoch (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_lr_traces(curves: pd.DataFrame, path: str | Path) -> Path:
+    """Learning rate per epoch on a log scale: one thin line per trial (seed), one colour per method.
+
+    Non-positive or non-finite LRs are dropped (they cannot be drawn on a log axis).
+
+    Args:
+        curves: Long per-epoch curves with ``run_id``, ``method``, ``epoch`` and ``lr``.
+        path: PNG file to write.
+
+    Returns:
+        The written path.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    data = curves[np.isfinite(curves["lr"].astype(float)) & (curves["lr"].astype(float) > 0)] if len(curves) else curves
+    methods = [str(m) for m in pd.unique(data["method"])] if len(data) else []
+    colours = _colours(methods)
+    for method in methods:
+        for i, (_, run) in enumerate(data[data["method"] == method].groupby("run_id", sort=False)):
+            run = run.sort_values("epoch")
+            ax.plot(run["epoch"], run["lr"], color=colours[method], lw=0.9, alpha=0.8,
+                    label=method if i == 0 else None)
+    if methods:
+        ax.set_yscale("log")
+        ax.legend(loc="best", fontsize=8)
+    else:
+        _no_data(ax)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning rate per epoch (one line per seed)")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_qtable(qtable: dict[str, dict[str, dict[str, float]]], path: str | Path) -> Path:
+    """Heatmap of the Q-learning LR agent's Q-values, each cell annotated with the value and its visit count.
+
+    Rows are the states (the six known ones first, in a fixed order, then any others), columns the actions
+    (maintain, decrease, increase, then any others). A missing Q-value is drawn blank and labelled "—";
+    a missing visit count reads ``n=0``.
+
+    Args:
+        qtable: ``{"q": {state: {action: float}}, "visits": {state: {action: int}}}``.
+        path: PNG file to write.
+
+    Returns:
+        The written path.
+    """
+    q = qtable.get("q", {}) or {}
+    visits = qtable.get("visits", {}) or {}
+    states = list(STATES) + sorted({str(s) for s in q} - set(STATES))
+    actions = list(ACTIONS) + sorted({str(a) for row in q.values() for a in row} - set(ACTIONS))
+    values = np.array([[float(q.get(s, {}).get(a, np.nan)) for a in actions] for s in states])
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
+    for i, s in enumerate(states):
+        for j, a in enumerate(actions):
+            v = values[i, j]
+            n = int(visits.get(s, {}).get(a, 0) or 0)
+            light = np.isfinite(v) and (v - lo) / (hi - lo) > 0.6
+            ax.text(j, i, f"{v:.3f}\nn={n}" if np.isfinite(v) else f"—\nn={n}", ha="center", va="center",
+                    fontsize=8, color="black" if light or not np.isfinite(v) else "white")
+    ax.set_xticks(range(len(actions)), actions)
+    ax.set_yticks(range(len(states)), states)
+    ax.set_xlabel("action")
+    ax.set_ylabel("state")
+    ax.set_title("Q-learning LR agent: Q-values (n = visits)")
+    fig.colorbar(image, ax=ax, label="Q-value")
+    return _save(fig, path)

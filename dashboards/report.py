@@ -1,0 +1,183 @@
+"""The LR study's report, rebuilt from the MLflow store alone.
+
+``build_report`` reads one medtune session's trial runs (params ``method``,
+``seed``, ``train.target_dice``; per-epoch metrics) from MLflow, computes the
+comparison of :mod:`dashboards.comparison`, and ``log_summary`` stores it as the
+session's summary run: ``comparison.csv``, ``trials.csv``, ``curves.csv``, the
+PNG plots, ``qtable.json`` and ``report.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dashboards.comparison import compare, format_table, trial_metrics, verdict
+from dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
+from trainables.errors import InputError
+
+TAG_SESSION = "medtune.session"
+TAG_KIND = "medtune.kind"
+CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged")
+
+
+@dataclass
+class Report:
+    experiment: str
+    experiment_id: str
+    session: str
+    target_dice: float
+    curves: pd.DataFrame
+    table: pd.DataFrame
+    qtable: dict[str, Any] | None = None
+
+    def text(self) -> str:
+        lines = [
+            f"Comparison of experiment {self.experiment!r}, session {self.session} "
+            f"({self.curves['run_id'].nunique()} trials):",
+            format_table(self.table, self.target_dice),
+            "",
+            *verdict(self.table),
+        ]
+        return "\n".join(lines)
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def _trial_runs(client, experiment_id: str, session: str | None) -> list:
+    flt = f"tags.`{TAG_KIND}` = 'trial'"
+    if session:
+        flt += f" and tags.`{TAG_SESSION}` = '{session}'"
+    return list(client.search_runs([experiment_id], filter_string=flt, max_results=5000, order_by=["attributes.start_time DESC"]))
+
+
+def latest_session(client, experiment_id: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'trial'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    return runs[0].data.tags.get(TAG_SESSION) if runs else None
+
+
+def load_curves(client, runs: list) -> pd.DataFrame:
+    """Long table, one row per (run, epoch): run_id, method, seed, epoch, dice, val_loss, train_loss, lr, diverged."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for run in runs:
+        rid = run.info.run_id
+        method = run.data.params.get("method", "?")
+        seed = int(run.data.params.get("seed", 0))
+        for key in CURVE_METRICS:
+            for m in client.get_metric_history(rid, key):
+                row = rows.setdefault((rid, m.step), {"run_id": rid, "method": method, "seed": seed, "epoch": m.step})
+                row[key] = m.value
+    df = pd.DataFrame(list(rows.values()))
+    if df.empty:
+        return pd.DataFrame(columns=["run_id", "method", "seed", "epoch", *CURVE_METRICS])
+    for key in CURVE_METRICS:
+        if key not in df:
+            df[key] = float("nan")
+    df["diverged"] = df["diverged"].fillna(0).astype(int)
+    return df.sort_values(["method", "seed", "epoch"]).reset_index(drop=True)
+
+
+def _download_qtable(client, experiment_id: str, session: str) -> dict[str, Any] | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_KIND}` = 'summary' and tags.`{TAG_SESSION}` = '{session}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    if not runs:
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            path = client.download_artifacts(runs[0].info.run_id, "qtable.json", d)
+            return json.loads(Path(path).read_text())
+    except Exception:
+        return None
+
+
+def build_report(tracking_uri: str, experiment: str, session: str | None = None, qtable: dict | None = None) -> Report:
+    """Rebuild the comparison of ``experiment`` (latest session unless ``session``) from MLflow.
+
+    Raises:
+        InputError: unknown experiment, or no trial runs in it (one line, exit 2 in the CLI).
+    """
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        from trainables.errors import did_you_mean
+
+        raise InputError(
+            f"experiment {experiment!r} is not in the MLflow store {tracking_uri}{did_you_mean(experiment, names)}; "
+            f"known: {', '.join(names) or 'none'}"
+        )
+    session = session or latest_session(client, exp.experiment_id)
+    runs = _trial_runs(client, exp.experiment_id, session) if session else []
+    if not runs:
+        raise InputError(
+            f"experiment {experiment!r} has no trial runs{f' in session {session!r}' if session else ''}; "
+            "run `medtune run SPEC` first"
+        )
+    curves = load_curves(client, runs)
+    target = float(runs[0].data.params.get("train.target_dice", 0.8))
+    if qtable is None:
+        qtable = _download_qtable(client, exp.experiment_id, session)
+    return Report(experiment, exp.experiment_id, session, target, curves, compare(curves, target), qtable)
+
+
+def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
+    """Write the report's files into ``folder``; return their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    table_path = folder / "comparison.csv"
+    report.table.to_csv(table_path)
+    paths.append(table_path)
+    trials_path = folder / "trials.csv"
+    trial_metrics(report.curves, report.target_dice).to_csv(trials_path, index=False)
+    paths.append(trials_path)
+    curves_path = folder / "curves.csv"
+    report.curves.to_csv(curves_path, index=False)
+    paths.append(curves_path)
+    paths.append(plot_dice_curves(report.curves, folder / "dice_curves.png"))
+    paths.append(plot_lr_traces(report.curves, folder / "lr_traces.png"))
+    if report.qtable:
+        table_state = report.qtable.get("table", report.qtable)
+        paths.append(plot_qtable(table_state, folder / "qtable.png"))
+        qpath = folder / "qtable.json"
+        qpath.write_text(json.dumps(report.qtable, indent=1))
+        paths.append(qpath)
+    text_path = folder / "report.txt"
+    text_path.write_text(report.text() + "\n")
+    paths.append(text_path)
+    return paths
+
+
+def log_summary(tracking_uri: str, report: Report, folder: str | Path) -> str:
+    """Create the session's summary run holding the report's artifacts; returns its run id."""
+    client = _client(tracking_uri)
+    run = client.create_run(
+        report.experiment_id,
+        run_name=f"summary-{report.session}",
+        tags={TAG_SESSION: report.session, TAG_KIND: "summary"},
+    )
+    rid = run.info.run_id
+    for path in write_artifacts(report, folder):
+        client.log_artifact(rid, str(path))
+    for method, row in report.table.iterrows():
+        for col in ("final_dice_mean", "best_dice_mean", "auc_mean", "oscillation_mean"):
+            value = row.get(col)
+            if value is not None and pd.notna(value):
+                client.log_metric(rid, f"{col}.{method}", float(value))
+    client.set_terminated(rid, status="FINISHED")
+    return rid

@@ -1,0 +1,477 @@
+"""Q-learning learning-rate agent (RLLRAgent), a pure-Python core.
+
+Paper 000, "Adaptive Learning Rate Optimization via Reinforcement Learning for
+Medical Image Segmentation" (``shared/papers/000_28f75dd5bdfaf1c0.txt``).
+
+The MDP of section 3, exactly:
+
+* **S**: ``improving``, ``worsening``, ``plateau``, ``oscillating``, ``mixed``,
+  ``insufficient_data``, read off the last ``window`` = 5 epochs of validation
+  Dice and validation loss (section 4.3).
+* **A**: ``maintain``, ``decrease`` (x0.5), ``increase`` (x1.2), the new LR
+  clamped to ``[min_lr, max_lr]`` (section 3.3).
+* **R**: ``10 * dice_change + 5 * loss_change`` (section 3.4) plus a bonus for a
+  new best Dice and a penalty when the LR sits near a bound.
+* Q-update ``Q(s,a) += alpha * (r + gamma * max_a' Q(s',a') - Q(s,a))``
+  (section 3.5), epsilon-greedy with ``epsilon = max(epsilon_min, epsilon *
+  epsilon_decay)`` (section 3.6), Q-table initialised ``U(0, 0.1)`` (4.2), and
+  the defaults of section 4.1: ``base_lr`` 1e-4 in [1e-6, 1e-2], patience 3,
+  cooldown 5, alpha 0.1, gamma 0.9, epsilon 0.2, decay 0.95.
+
+What the paper leaves open, and what we chose (all configurable):
+
+* ``insufficient_data`` while fewer than ``min_history`` = 3 epochs are known.
+* A move counts only beyond a tolerance (``dice_tol``, ``loss_tol``, both 1e-3,
+  the loss one relative to the loss's size); ``plateau`` = no move in either
+  metric; ``improving`` / ``worsening`` = at least ``consistency`` = 75 % of the
+  Dice moves and of the loss moves go the same way and the net change agrees;
+  ``oscillating`` = the Dice moves flip sign at every step (at least 3 moves);
+  anything else is ``mixed``.
+* The reward of a decision is paid at the next decision, on the change of Dice
+  and loss between the two (the interval the action governed). The best-Dice
+  bonus is ``best_dice_bonus`` = 0.5; the bound penalty ``bound_penalty`` = 0.5
+  applies when the LR is within a factor ``bound_margin`` = 2 of either bound;
+  ``epsilon_min`` = 0.01.
+* ``patience``: epochs between two decisions; ``cooldown``: epochs to wait
+  instead after a decision that changed the LR.
+
+The Q-table (:class:`QTable`) is separate from the per-run agent
+(:class:`QLearningLRAgent`) so that several runs can pool their experience in
+one table, as the Ray Tune scheduler does. Outside Ray the agent is a plain
+PyTorch LR scheduler::
+
+    agent = QLearningLRAgent(QLearningConfig(base_lr=1e-3), optimizer=opt)
+    for epoch in range(epochs):
+        train_one_epoch(); dice, val_loss = validate()
+        agent.step(dice=dice, val_loss=val_loss)   # sets opt's LR for the next epoch
+
+All state is JSON-serialisable (:meth:`QLearningLRAgent.state_dict`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATES: tuple[str, ...] = (
+    "improving",
+    "worsening",
+    "plateau",
+    "oscillating",
+    "mixed",
+    "insufficient_data",
+)
+ACTIONS: tuple[str, ...] = ("maintain", "decrease", "increase")
+
+
+@dataclass(frozen=True)
+class QLearningConfig:
+    """Hyper-parameters of the agent; defaults are the paper's section 4.1.
+
+    Raises:
+        ValueError: one line naming the field, its value and the fix.
+    """
+
+    base_lr: float = 1e-4
+    min_lr: float = 1e-6
+    max_lr: float = 1e-2
+    patience: int = 3
+    cooldown: int = 5
+    alpha: float = 0.1
+    gamma: float = 0.9
+    epsilon: float = 0.2
+    epsilon_decay: float = 0.95
+    epsilon_min: float = 0.01
+    decrease_factor: float = 0.5
+    increase_factor: float = 1.2
+    window: int = 5
+    min_history: int = 3
+    dice_tol: float = 1e-3
+    loss_tol: float = 1e-3
+    consistency: float = 0.75
+    dice_weight: float = 10.0
+    loss_weight: float = 5.0
+    best_dice_bonus: float = 0.5
+    bound_penalty: float = 0.5
+    bound_margin: float = 2.0
+    q_init_high: float = 0.1
+    warm_start: str | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"{name}={getattr(self, name)!r} {why}")
+
+        for name in ("base_lr", "min_lr", "max_lr"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise bad(name, "must be a positive finite number")
+        if self.min_lr >= self.max_lr:
+            raise bad("min_lr", f"must be below max_lr={self.max_lr!r}; lower min_lr or raise max_lr")
+        if not self.min_lr <= self.base_lr <= self.max_lr:
+            raise bad("base_lr", f"must lie in [min_lr, max_lr] = [{self.min_lr!r}, {self.max_lr!r}]")
+        for name in ("patience", "cooldown"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0 epochs")
+        if self.min_history < 2:
+            raise bad("min_history", "must be >= 2 (a trend needs two epochs)")
+        if self.window < self.min_history:
+            raise bad("window", f"must be >= min_history={self.min_history}")
+        for name in ("alpha", "epsilon", "epsilon_min", "consistency"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, "must lie in [0, 1]")
+        for name in ("gamma", "epsilon_decay"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, "must lie in [0, 1]")
+        if not 0.0 < self.decrease_factor < 1.0:
+            raise bad("decrease_factor", "must lie in (0, 1); it multiplies the LR on 'decrease'")
+        if self.increase_factor <= 1.0:
+            raise bad("increase_factor", "must be > 1; it multiplies the LR on 'increase'")
+        if self.bound_margin < 1.0:
+            raise bad("bound_margin", "must be >= 1 (a factor away from the bound)")
+        for name in ("dice_tol", "loss_tol", "q_init_high"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+
+
+# ---------------------------------------------------------------------------
+# State: the trend analysis of section 4.3
+# ---------------------------------------------------------------------------
+
+
+def _moves(values: list[float], tol: float, improve_sign: int) -> list[int]:
+    """Signs of epoch-to-epoch changes, +1 = better, 0 = within ``tol``."""
+    out = []
+    for prev, cur in zip(values, values[1:]):
+        delta = (cur - prev) * improve_sign
+        out.append(0 if abs(delta) <= tol else (1 if delta > 0 else -1))
+    return out
+
+
+def analyze_trend(
+    dice: list[float], val_loss: list[float], config: QLearningConfig = QLearningConfig()
+) -> str:
+    """Classify the last ``config.window`` epochs into one of :data:`STATES`.
+
+    Args:
+        dice: validation Dice per epoch, oldest first (any length).
+        val_loss: validation loss per epoch, same length as ``dice``.
+        config: tolerances, window and consistency threshold.
+
+    Returns:
+        A state name. NaN or infinite values in the window give ``mixed``
+        (the trend is unreadable, but there is data).
+    """
+    if len(dice) != len(val_loss):
+        raise ValueError(f"dice has {len(dice)} epochs but val_loss has {len(val_loss)}")
+    if len(dice) < config.min_history:
+        return "insufficient_data"
+    d = [float(x) for x in dice[-config.window :]]
+    l = [float(x) for x in val_loss[-config.window :]]
+    if not all(math.isfinite(x) for x in d + l):
+        return "mixed"
+    loss_scale = max(1e-12, sum(abs(x) for x in l) / len(l))
+    dm = _moves(d, config.dice_tol, +1)
+    lm = _moves(l, config.loss_tol * loss_scale, -1)
+    if not any(dm) and not any(lm):
+        return "plateau"
+
+    def consistent(moves: list[int], net: float, sign: int) -> bool:
+        nonzero = [m for m in moves if m != 0]
+        if not nonzero:
+            return False
+        agree = sum(1 for m in nonzero if m == sign) / len(nonzero)
+        return agree >= config.consistency and net * sign > 0
+
+    dice_net = d[-1] - d[0]
+    loss_net = l[0] - l[-1]  # > 0 means the loss went down (better)
+    # A metric with no move at all counts as "not against" the trend.
+    if consistent(dm, dice_net, +1) and (consistent(lm, loss_net, +1) or not any(lm)):
+        return "improving"
+    if consistent(dm, dice_net, -1) and (consistent(lm, loss_net, -1) or not any(lm)):
+        return "worsening"
+    nz = [m for m in dm if m != 0]
+    if len(nz) >= 3 and all(a == -b for a, b in zip(nz, nz[1:])):
+        return "oscillating"
+    return "mixed"
+
+
+# ---------------------------------------------------------------------------
+# The Q-table, shareable between runs
+# ---------------------------------------------------------------------------
+
+
+class QTable:
+    """Q-values, visit counts and the exploration rate, shared by any number of agents.
+
+    Args:
+        config: the agent configuration (``alpha``, ``gamma``, ``epsilon*``, ``q_init_high``).
+        seed: seeds the U(0, q_init_high) initialisation and the epsilon-greedy draws.
+
+    Attributes:
+        q: ``q[state][action]`` -> float, initialised U(0, 0.1) (paper 4.2).
+        visits: ``visits[state][action]`` -> number of Q-updates of that pair.
+        epsilon: current exploration rate.
+        updates: total number of Q-updates applied.
+    """
+
+    def __init__(self, config: QLearningConfig = QLearningConfig(), seed: int | None = None) -> None:
+        self.config = config
+        self.rng = random.Random(seed)
+        self.q: dict[str, dict[str, float]] = {
+            s: {a: self.rng.uniform(0.0, config.q_init_high) for a in ACTIONS} for s in STATES
+        }
+        self.visits: dict[str, dict[str, int]] = {s: {a: 0 for a in ACTIONS} for s in STATES}
+        self.epsilon = config.epsilon
+        self.updates = 0
+
+    def greedy(self, state: str) -> str:
+        """Best action in ``state``; ties broken at random (paper 4.4)."""
+        row = self.q[state]
+        best = max(row.values())
+        return self.rng.choice([a for a in ACTIONS if row[a] == best])
+
+    def select(self, state: str) -> str:
+        """Epsilon-greedy action, then epsilon decays (paper 3.6)."""
+        if self.rng.random() < self.epsilon:
+            action = self.rng.choice(ACTIONS)
+        else:
+            action = self.greedy(state)
+        self.epsilon = max(self.config.epsilon_min, self.epsilon * self.config.epsilon_decay)
+        return action
+
+    def update(self, state: str, action: str, reward: float, next_state: str) -> float:
+        """One Q-learning update (paper 3.5); returns the TD error.
+
+        A non-finite reward (diverged run) is skipped and returns NaN, so one
+        broken trial cannot poison the shared table.
+        """
+        if not math.isfinite(reward):
+            return float("nan")
+        old = self.q[state][action]
+        td = reward + self.config.gamma * max(self.q[next_state].values()) - old
+        self.q[state][action] = old + self.config.alpha * td
+        self.visits[state][action] += 1
+        self.updates += 1
+        return td
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable snapshot (the RNG included, so a restore replays exactly)."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "q": {s: dict(r) for s, r in self.q.items()},
+            "visits": {s: dict(r) for s, r in self.visits.items()},
+            "epsilon": self.epsilon,
+            "updates": self.updates,
+            "rng": [version, list(internal), gauss],
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, keep_rng: bool = False) -> None:
+        """Restore :meth:`state_dict` output; ``keep_rng`` keeps this table's own RNG (warm start)."""
+        for s in STATES:
+            for a in ACTIONS:
+                self.q[s][a] = float(state["q"][s][a])
+                self.visits[s][a] = int(state.get("visits", {}).get(s, {}).get(a, 0))
+        self.epsilon = float(state.get("epsilon", self.epsilon))
+        self.updates = int(state.get("updates", 0))
+        if "rng" in state and not keep_rng:
+            version, internal, gauss = state["rng"]
+            self.rng.setstate((version, tuple(internal), gauss))
+
+
+def load_qtable_file(path: str | os.PathLike, config: QLearningConfig, seed: int | None = None) -> QTable:
+    """Read a Q-table JSON written by medtune (``qtable.json`` or a scheduler state file).
+
+    Raises:
+        ValueError: one line naming the file when it is missing, not JSON, or lacks a
+            value for some state/action pair.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"Q-table file {str(p)!r} does not exist; give the qtable.json of an earlier experiment")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"Q-table file {str(p)!r} is not readable JSON ({exc}); give a qtable.json written by medtune")
+    table_state = data.get("table", data) if isinstance(data, dict) else None
+    try:
+        for s in STATES:
+            for a in ACTIONS:
+                float(table_state["q"][s][a])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"Q-table file {str(p)!r} lacks a numeric q[state][action] for every state in {', '.join(STATES)}"
+        )
+    table = QTable(config, seed=seed)
+    table.load_state_dict(table_state, keep_rng=True)
+    return table
+
+
+# ---------------------------------------------------------------------------
+# The per-run agent
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    """One decision of the agent, kept for reports and tests."""
+
+    epoch: int
+    state: str
+    action: str
+    lr_before: float
+    lr_after: float
+    reward: float | None  # reward paid for the *previous* decision, None for the first
+
+
+@dataclass
+class _RunState:
+    lr: float
+    epochs: int = 0  # epochs observed so far
+    dice: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_dice: float = -math.inf
+    since_decision: int = 0
+    wait: int = 0  # epochs to wait before the next decision: patience, or cooldown after a change
+    last_state: str | None = None
+    last_action: str | None = None
+    last_dice: float | None = None
+    last_loss: float | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class QLearningLRAgent:
+    """The RLLRAgent of paper 000 for one training run.
+
+    Args:
+        config: hyper-parameters (defaults: the paper's section 4.1).
+        table: a :class:`QTable` to learn into; shared tables pool experience
+            across runs. A new private table is made when omitted (seeded with
+            ``seed``).
+        optimizer: optional ``torch.optim.Optimizer`` whose ``param_groups``
+            receive the new LR after every :meth:`step`.
+        seed: seed of the private table when ``table`` is omitted.
+
+    Edge cases:
+        A NaN or infinite Dice or loss is recorded, yields no Q-update and no
+        LR change (the run is diverging; the trainable stops it).
+    """
+
+    def __init__(
+        self,
+        config: QLearningConfig = QLearningConfig(),
+        table: QTable | None = None,
+        optimizer: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.table = table if table is not None else QTable(config, seed=seed)
+        self.optimizer = optimizer
+        self.run = _RunState(lr=config.base_lr, wait=config.patience)
+        self._apply_lr()
+
+    # -- public -----------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate the next epoch should use."""
+        return self.run.lr
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return [Decision(**d) for d in self.run.decisions]
+
+    def state(self) -> str:
+        """The current MDP state from the history seen so far."""
+        return analyze_trend(self.run.dice, self.run.val_loss, self.config)
+
+    def reward(self, dice: float, val_loss: float, lr: float) -> float:
+        """Reward for the interval since the last decision (section 3.4).
+
+        ``10 * (dice - last_dice) + 5 * (last_loss - val_loss)``, plus
+        ``best_dice_bonus`` when ``dice`` is a new best, minus ``bound_penalty``
+        when ``lr`` is within a factor ``bound_margin`` of ``min_lr`` or ``max_lr``.
+        """
+        c, r = self.config, self.run
+        dice_change = dice - (r.last_dice if r.last_dice is not None else dice)
+        loss_change = (r.last_loss if r.last_loss is not None else val_loss) - val_loss
+        reward = c.dice_weight * dice_change + c.loss_weight * loss_change
+        if dice > r.best_dice:
+            reward += c.best_dice_bonus
+        if lr <= c.min_lr * c.bound_margin or lr >= c.max_lr / c.bound_margin:
+            reward -= c.bound_penalty
+        return reward
+
+    def step(self, dice: float, val_loss: float) -> float:
+        """Observe one finished epoch; maybe decide; return the LR for the next epoch.
+
+        Args:
+            dice: validation mean foreground Dice of the epoch just finished.
+            val_loss: validation loss of that epoch.
+
+        Returns:
+            The (possibly new) learning rate, already written to the optimizer if one was given.
+        """
+        r, c = self.run, self.config
+        dice, val_loss = float(dice), float(val_loss)
+        r.dice.append(dice)
+        r.val_loss.append(val_loss)
+        if len(r.dice) > c.window:
+            del r.dice[: -c.window]
+            del r.val_loss[: -c.window]
+        r.epochs += 1
+        r.since_decision += 1
+        finite = math.isfinite(dice) and math.isfinite(val_loss)
+        state = self.state()
+        if finite and state != "insufficient_data" and r.since_decision >= r.wait:
+            self._decide(state, dice, val_loss)
+        if finite:
+            r.best_dice = max(r.best_dice, dice)
+        return r.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state of this run (not the shared table)."""
+        return asdict(self.run)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run = _RunState(**state)
+        self._apply_lr()
+
+    # -- internals --------------------------------------------------------
+    def _decide(self, state: str, dice: float, val_loss: float) -> None:
+        r, c = self.run, self.config
+        reward = None
+        if r.last_state is not None and r.last_action is not None:
+            reward = self.reward(dice, val_loss, r.lr)
+            self.table.update(r.last_state, r.last_action, reward, state)
+        action = self.table.select(state)
+        lr_before = r.lr
+        if action == "decrease":
+            r.lr = max(c.min_lr, r.lr * c.decrease_factor)
+        elif action == "increase":
+            r.lr = min(c.max_lr, r.lr * c.increase_factor)
+        r.decisions.append(
+            asdict(
+                Decision(
+                    epoch=r.epochs,
+                    state=state,
+                    action=action,
+                    lr_before=lr_before,
+                    lr_after=r.lr,
+                    reward=reward,
+                )
+            )
+        )
+        r.last_state, r.last_action = state, action
+        r.last_dice, r.last_loss = dice, val_loss
+        r.since_decision = 0
+        r.wait = c.cooldown if r.lr != lr_before else c.patience
+        self._apply_lr()
+
+    def _apply_lr(self) -> None:
+        if self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.run.lr
+

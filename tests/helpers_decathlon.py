@@ -1,0 +1,47 @@
+"""Write a tiny MSD-Decathlon-layout task folder (Task04_Hippocampus style) for tests.
+
+Used by the data-loader tests and the CLI tests; a plain module so both can
+``from tests.helpers_decathlon import write_decathlon``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+LABELS = {"0": "background", "1": "Anterior", "2": "Posterior"}
+
+
+def write_decathlon(root: str | Path, num_cases: int = 4, shape: tuple[int, int, int] = (12, 14, 10),
+                    seed: int = 0) -> Path:
+    """Create ``root/dataset.json``, ``root/imagesTr/`` and ``root/labelsTr/`` with ``num_cases`` cases.
+
+    Each case ``hippocampus_{i:03d}.nii.gz`` has a float32 image of ``shape``
+    and a uint8 label map holding 0, 1 and 2 (two touching boxes, brighter in
+    the image). Tests break the folder afterwards to exercise the errors.
+
+    Returns:
+        ``root`` as a Path.
+    """
+    root = Path(root)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    training = []
+    for i in range(num_cases):
+        label = np.zeros(shape, np.uint8)
+        d, h, w = (s // 2 for s in shape)
+        label[d - 2:d + 2, h - 4:h, w - 2:w + 2] = 1
+        label[d - 2:d + 2, h:h + 4, w - 2:w + 2] = 2
+        image = (rng.normal(100, 10, shape) + 80 * (label > 0)).astype(np.float32)
+        name = f"hippocampus_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, np.eye(4)), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {"name": "Hippocampus", "modality": {"0": "MRI"}, "labels": LABELS,
+            "numTraining": num_cases, "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return root

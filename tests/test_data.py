@@ -1,0 +1,289 @@
+"""Tests for trainables.data: phantom, split, array preparation, Decathlon loader, DataConfig."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.helpers_decathlon import write_decathlon
+from trainables.data import (
+    DataConfig,
+    load_decathlon,
+    load_split,
+    make_phantom,
+    prepare,
+    split_indices,
+    validate_decathlon,
+)
+from trainables.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(6, seed=3)
+
+
+# --------------------------------------------------------------------------- phantom
+
+
+def test_phantom_same_seed_gives_identical_arrays(phantom):
+    again = make_phantom(6, seed=3)
+    for a, b in zip(phantom, again):
+        assert a.name == b.name
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.label, b.label)
+
+
+def test_phantom_different_seed_differs(phantom):
+    other = make_phantom(6, seed=4)
+    assert any(a.image.shape != b.image.shape or not np.array_equal(a.image, b.image) for a, b in zip(phantom, other))
+
+
+def test_phantom_dtypes_and_label_values(phantom):
+    for case in phantom:
+        assert case.image.dtype == np.float32 and case.label.dtype == np.uint8
+        assert case.image.shape == case.label.shape and case.image.ndim == 3
+        assert set(np.unique(case.label)) == {0, 1, 2}
+        assert np.isfinite(case.image).all()
+
+
+def test_phantom_structures_are_adjacent(phantom):
+    for case in phantom:
+        one = case.label == 1
+        padded = np.pad(case.label, 1)
+        touches = np.zeros_like(one)
+        for axis in range(3):
+            for shift in (-1, 1):
+                neighbour = np.roll(padded, shift, axis=axis)[1:-1, 1:-1, 1:-1]
+                touches |= one & (neighbour == 2)
+        assert touches.any(), case.name
+
+
+def test_phantom_dims_vary_across_cases(phantom):
+    shapes = {case.image.shape for case in phantom}
+    assert len(shapes) > 1
+    assert all(28 <= s <= 38 for shape in shapes for s in shape)
+
+
+def test_phantom_structures_brighter_than_background(phantom):
+    for case in phantom:
+        assert case.image[case.label > 0].mean() > case.image[case.label == 0].mean()
+
+
+# --------------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize("n, frac", [(2, 0.25), (5, 0.5), (24, 0.25), (10, 0.99), (10, 0.01)])
+def test_split_is_disjoint_covering_and_nonempty(n, frac):
+    train, val = split_indices(n, frac, seed=0)
+    assert len(train) >= 1 and len(val) >= 1
+    assert set(train).isdisjoint(val)
+    assert sorted([*train, *val]) == list(range(n))
+
+
+def test_split_is_deterministic_per_seed():
+    a, b = split_indices(24, 0.25, seed=7), split_indices(24, 0.25, seed=7)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert len(a[1]) == 6
+    assert any(not np.array_equal(a[1], split_indices(24, 0.25, seed=s)[1]) for s in range(8, 12))
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_split_rejects_fewer_than_two_cases(n):
+    with pytest.raises(InputError, match="at least 2"):
+        split_indices(n, 0.25, seed=0)
+
+
+# --------------------------------------------------------------------------- prepare / load_split
+
+
+def test_prepare_shapes_dtypes_and_normalisation(phantom):
+    images, labels = prepare(phantom, (32, 32, 32))
+    assert images.shape == labels.shape == (len(phantom), 1, 32, 32, 32)
+    assert images.dtype == np.float32 and labels.dtype == np.int64
+    assert set(np.unique(labels)) <= {0, 1, 2}
+    # each volume was z-scored before padding, so the mean stays near 0
+    assert np.abs(images.mean(axis=(1, 2, 3, 4))).max() < 0.2
+
+
+def test_prepare_pads_and_crops_without_touching_label_values():
+    small = make_phantom(1, seed=0)[0]
+    images, labels = prepare([small], (40, 24, 36))
+    assert images.shape == (1, 1, 40, 24, 36)
+    assert set(np.unique(labels)) <= set(np.unique(small.label))
+
+
+def test_prepare_empty_list():
+    images, labels = prepare([], (8, 8, 8))
+    assert images.shape == (0, 1, 8, 8, 8) and labels.shape == (0, 1, 8, 8, 8)
+
+
+def test_load_split_phantom_is_reproducible():
+    cfg = DataConfig(num_volumes=8, val_fraction=0.25, seed=1, spatial_size=(32, 32, 32))
+    a, b = load_split(cfg), load_split(cfg)
+    assert a.train_images.shape == (6, 1, 32, 32, 32) and a.val_labels.shape == (2, 1, 32, 32, 32)
+    assert a.num_classes == 3 and a.class_names == ("background", "anterior", "posterior")
+    np.testing.assert_array_equal(a.val_images, b.val_images)
+    np.testing.assert_array_equal(a.train_labels, b.train_labels)
+
+
+# --------------------------------------------------------------------------- Decathlon
+
+
+def _assert_one_line_naming(excinfo, name: str) -> None:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert name in message, message
+
+
+def test_decathlon_loads_cases(tmp_path):
+    root = write_decathlon(tmp_path / "Task04_Hippocampus", num_cases=3)
+    cases = load_decathlon(root)
+    assert [c.name for c in cases] == ["hippocampus_000", "hippocampus_001", "hippocampus_002"]
+    assert all(c.image.shape == (12, 14, 10) and c.image.dtype == np.float32 for c in cases)
+    assert all(set(np.unique(c.label)) == {0, 1, 2} and c.label.dtype == np.uint8 for c in cases)
+    assert validate_decathlon(root) == 3
+
+
+def test_decathlon_load_split_uses_declared_class_names(tmp_path):
+    root = write_decathlon(tmp_path / "task", num_cases=4)
+    data = load_split(DataConfig(source="decathlon", path=str(root), spatial_size=(16, 16, 12)))
+    assert data.class_names == ("background", "Anterior", "Posterior") and data.num_classes == 3
+    assert data.train_images.shape == (3, 1, 16, 16, 12) and data.val_images.shape == (1, 1, 16, 16, 12)
+
+
+def test_decathlon_squeezes_trailing_singleton_channel(tmp_path):
+    root = write_decathlon(tmp_path / "task", num_cases=2)
+    path = root / "imagesTr" / "hippocampus_000.nii.gz"
+    data = np.asanyarray(nib.load(path).dataobj)[..., None]
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    assert load_decathlon(root)[0].image.shape == (12, 14, 10)
+
+
+def test_decathlon_missing_folder(tmp_path):
+    with pytest.raises(InputError) as excinfo:
+        load_decathlon(tmp_path / "nowhere")
+    _assert_one_line_naming(excinfo, "nowhere")
+
+
+def test_decathlon_missing_dataset_json(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    (root / "dataset.json").unlink()
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "dataset.json")
+
+
+@pytest.mark.parametrize("content", [
+    "{not json",
+    json.dumps({"labels": {"0": "background"}}),
+    json.dumps({"training": [{"image": "./imagesTr/a.nii.gz", "label": "./labelsTr/a.nii.gz"}]}),
+    json.dumps({"labels": {"0": "background"}, "training": [{"image": "./imagesTr/a.nii.gz"}]}),
+], ids=["bad-json", "no-training", "no-labels", "entry-without-label"])
+def test_decathlon_malformed_dataset_json(tmp_path, content):
+    root = write_decathlon(tmp_path / "task")
+    (root / "dataset.json").write_text(content)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "dataset.json")
+
+
+def test_decathlon_missing_referenced_file(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    (root / "labelsTr" / "hippocampus_002.nii.gz").unlink()
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_002.nii.gz")
+
+
+@pytest.mark.parametrize("garbage", [b"this is not a nifti file at all" * 10, b""], ids=["garbage", "empty"])
+def test_decathlon_corrupt_nifti(tmp_path, garbage):
+    root = write_decathlon(tmp_path / "task")
+    (root / "imagesTr" / "hippocampus_001.nii.gz").write_bytes(garbage)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_001.nii.gz")
+
+
+def test_decathlon_truncated_gzip(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "imagesTr" / "hippocampus_001.nii.gz"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_001.nii.gz")
+
+
+def test_decathlon_shape_mismatch_names_both_shapes(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    nib.save(nib.Nifti1Image(np.zeros((12, 14, 11), np.uint8), np.eye(4)), root / "labelsTr" / "hippocampus_000.nii.gz")
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_000.nii.gz")
+    assert "(12, 14, 11)" in str(excinfo.value) and "(12, 14, 10)" in str(excinfo.value)
+
+
+def test_decathlon_undeclared_label_value(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "labelsTr" / "hippocampus_003.nii.gz"
+    label = np.asanyarray(nib.load(path).dataobj).copy()
+    label[0, 0, 0] = 5
+    nib.save(nib.Nifti1Image(label, np.eye(4)), path)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_003.nii.gz")
+    assert "[5]" in str(excinfo.value) and "[0, 1, 2]" in str(excinfo.value)
+
+
+def test_decathlon_rejects_non_3d_volume(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    nib.save(nib.Nifti1Image(np.zeros((12, 14), np.float32), np.eye(4)), root / "imagesTr" / "hippocampus_000.nii.gz")
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_000.nii.gz")
+
+
+# --------------------------------------------------------------------------- DataConfig
+
+
+def test_config_defaults_are_valid():
+    cfg = DataConfig()
+    assert cfg.source == "phantom" and cfg.spatial_size == (32, 32, 32)
+
+
+def test_config_unknown_source_suggests_nearest():
+    with pytest.raises(InputError, match=r"source='phantm'.*did you mean 'phantom'") as excinfo:
+        DataConfig(source="phantm")
+    assert "\n" not in str(excinfo.value)
+
+
+def test_config_is_a_value_error_for_callers_that_catch_value_error():
+    with pytest.raises(ValueError):
+        DataConfig(source="decathlon")
+
+
+@pytest.mark.parametrize("frac", [0, 1, 1.5, -0.1])
+def test_config_rejects_val_fraction_outside_open_unit_interval(frac):
+    with pytest.raises(InputError, match="val_fraction"):
+        DataConfig(val_fraction=frac)
+
+
+@pytest.mark.parametrize("size", [(30, 32, 32), (32, 32), (32, 32, 0), (32.0, 32, 32)])
+def test_config_rejects_bad_spatial_size(size):
+    with pytest.raises(InputError, match="spatial_size.*divisible by 4"):
+        DataConfig(spatial_size=size)
+
+
+def test_config_converts_list_spatial_size_to_tuple():
+    assert DataConfig(spatial_size=[16, 24, 32]).spatial_size == (16, 24, 32)
+
+
+def test_config_requires_path_for_decathlon_and_enough_phantom_volumes():
+    with pytest.raises(InputError, match="path is required"):
+        DataConfig(source="decathlon")
+    with pytest.raises(InputError, match="num_volumes"):
+        DataConfig(num_volumes=3)

@@ -1,0 +1,411 @@
+"""3D segmentation data for the learning-rate study.
+
+Two sources give the same thing, a list of :class:`Case` (one image and its
+integer label map, both ``(D, H, W)``):
+
+* ``phantom`` (default, nothing to download): :func:`make_phantom` generates a
+  stand-in for MSD Task04 Hippocampus, two adjacent structures (label 1
+  "anterior" head, label 2 "posterior" tail) in MR-like tissue.
+* ``decathlon``: :func:`load_decathlon` reads MSD Task04_Hippocampus from a local
+  folder in its own layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
+
+:func:`load_split` turns either into fixed-size, normalised train/validation
+arrays with a seeded split that is the same for every trial of a study.
+
+Every problem with user input raises :class:`~trainables.errors.InputError`
+with one line naming the field or file and the fix. MONAI and nibabel are
+imported where used, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainables.errors import InputError
+
+SOURCES = ("phantom", "decathlon")
+PHANTOM_CLASS_NAMES = ("background", "anterior", "posterior")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the segmentation data comes from and how it is split and sized.
+
+    Attributes:
+        source: ``"phantom"`` (embedded default) or ``"decathlon"``.
+        path: Decathlon task folder; required when ``source == "decathlon"``.
+        num_volumes: Phantom only: how many volumes to generate (>= 4).
+        val_fraction: Share of cases held out for validation, in (0, 1).
+        seed: Data seed for the phantom generation and the train/val split;
+            the same for every trial so trials see identical data.
+        spatial_size: ``(D, H, W)`` every volume is padded/cropped to; each
+            entry a positive multiple of 4 (two stride-2 levels of the UNet).
+
+    Raises:
+        InputError: One line naming the field, the value and the fix.
+    """
+
+    source: str = "phantom"
+    path: str | None = None
+    num_volumes: int = 24
+    val_fraction: float = 0.25
+    seed: int = 0
+    spatial_size: tuple[int, int, int] = (32, 32, 32)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            near = difflib.get_close_matches(str(self.source), SOURCES, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise InputError(f"source={self.source!r} is not a data source; use one of {', '.join(SOURCES)}{hint}")
+        if self.source == "decathlon" and not self.path:
+            raise InputError("path is required when source='decathlon'; set path to the Task04_Hippocampus folder")
+        if not _is_int(self.num_volumes) or self.num_volumes < 4:
+            raise InputError(f"num_volumes={self.num_volumes!r} is too small; use an integer >= 4")
+        if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
+            raise InputError(f"val_fraction={self.val_fraction!r} is out of range; use a number strictly between 0 and 1")
+        if not _is_int(self.seed):
+            raise InputError(f"seed={self.seed!r} is not an integer; use an integer such as 0")
+        size = self.spatial_size
+        if isinstance(size, list):
+            size = tuple(size)
+            object.__setattr__(self, "spatial_size", size)
+        if not (isinstance(size, tuple) and len(size) == 3 and all(_is_int(s) and s > 0 and s % 4 == 0 for s in size)):
+            raise InputError(
+                f"spatial_size={self.spatial_size!r} is invalid; use three positive integers each divisible by 4, "
+                "e.g. [32, 32, 32]"
+            )
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+@dataclass
+class Case:
+    """One labelled volume.
+
+    Attributes:
+        name: Case identifier (file stem for Decathlon, ``phantom_000`` style).
+        image: ``float32`` array ``(D, H, W)``.
+        label: ``uint8`` array ``(D, H, W)`` with values in ``0..num_classes-1``.
+    """
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+
+
+@dataclass
+class SegmentationData:
+    """Train/validation arrays ready for a 3D network.
+
+    Attributes:
+        train_images, val_images: ``float32`` ``(N, 1, D, H, W)``, z-scored per volume.
+        train_labels, val_labels: ``int64`` ``(N, 1, D, H, W)``.
+        num_classes: Number of classes including background (3 for Task04).
+        class_names: One name per class, index = label value.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- phantom
+
+
+def _smooth_field(rng: np.random.Generator, grid: np.ndarray, n_waves: int, max_freq: float) -> np.ndarray:
+    """Sum of random plane cosines: a smooth field of unit-ish amplitude.
+
+    Args:
+        grid: ``(3, D, H, W)`` voxel coordinates.
+        n_waves: Number of cosines; more gives a less regular pattern.
+        max_freq: Highest spatial frequency in cycles per voxel.
+
+    Returns:
+        ``(D, H, W)`` float64 array with standard deviation about 1.
+    """
+    field = np.zeros(grid.shape[1:])
+    for _ in range(n_waves):
+        direction = rng.normal(size=3)
+        freq = direction / np.linalg.norm(direction) * rng.uniform(0.3, 1.0) * max_freq
+        field += np.cos(2 * np.pi * np.tensordot(freq, grid, axes=1) + rng.uniform(0, 2 * np.pi))
+    return field * np.sqrt(2.0 / n_waves)
+
+
+def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    """Rotation matrix from three random Euler angles within ``+-max_deg``."""
+    ax, ay, az = np.deg2rad(rng.uniform(-max_deg, max_deg, size=3))
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _phantom_case(rng: np.random.Generator, name: str) -> Case:
+    shape = tuple(int(s) for s in rng.integers(28, 39, size=3))
+    grid = np.indices(shape, dtype=np.float64)  # (3, D, H, W)
+
+    # Curved, tapered ellipsoid whose long axis u runs roughly along H (anterior at u < 0).
+    center = np.array(shape) / 2 + rng.uniform(-2.5, 2.5, size=3)
+    rot = _rotation(rng, max_deg=30)
+    local = np.tensordot(rot.T[[1, 0, 2]], grid - center[:, None, None, None], axes=1)  # rows: u, v, w
+    u, v, w = local
+    a = rng.uniform(9.0, 12.0)                     # half length
+    b = rng.uniform(3.3, 4.6)                      # half thickness along v
+    c = b * rng.uniform(0.7, 1.0)                  # half thickness along w
+    bend = rng.uniform(0.015, 0.05) * rng.choice([-1, 1])
+    taper = rng.uniform(0.15, 0.4)                 # head thicker than tail
+    scale = 1.0 - taper * np.clip(u / a, -1, 1)
+    q = np.sqrt((u / a) ** 2 + ((v - bend * u**2) / (b * scale)) ** 2 + (w / (c * scale)) ** 2)
+    inside = q <= 1.0
+    split = a * rng.uniform(-0.2, -0.05)           # head/body boundary, just anterior of the middle
+    head = inside & (u < split)
+    label = np.where(head, 1, np.where(inside, 2, 0)).astype(np.uint8)
+
+    # Tissue: textured background, a dark CSF-like pocket beside the body, grey-matter-like blobs around it.
+    tissue = 0.42 + 0.05 * _smooth_field(rng, grid, 12, 0.18)
+    csf_at = center + rot[:, 0] * rng.choice([-1, 1]) * (b + rng.uniform(2.5, 4.0))
+    csf = np.sqrt((((grid - csf_at[:, None, None, None]) / rng.uniform(2.0, 3.5, (3, 1, 1, 1))) ** 2).sum(0))
+    tissue = np.where(csf < 1, 0.15, tissue)
+    for _ in range(int(rng.integers(2, 5))):
+        r = rng.uniform(2.0, 4.0)
+        angle = rng.uniform(0, 2 * np.pi)
+        side = np.cos(angle) * rot[:, 0] + np.sin(angle) * rot[:, 2]   # perpendicular to the long axis
+        at = center + side * (1.4 * b + r + rng.uniform(1, 4)) + rot[:, 1] * rng.uniform(-0.7, 0.7) * a
+        blob = np.sqrt(((grid - at[:, None, None, None]) ** 2).sum(0)) / r
+        tissue += (rng.uniform(0.50, 0.58) - tissue) / (1 + np.exp((blob - 1) * 6))
+    soft = 1 / (1 + np.exp((q - 1) * 10))          # partial-volume edge
+    bright = rng.uniform(0.64, 0.70)
+    image = tissue + (bright + 0.03 * head - tissue) * soft   # head a touch brighter than the tail
+
+    # Smooth multiplicative bias field, then Rician-like noise (magnitude of complex Gaussian).
+    image = image * np.exp(0.15 * _smooth_field(rng, grid, 3, 0.04))
+    sigma = rng.uniform(0.03, 0.06)
+    image = np.hypot(image + rng.normal(0, sigma, shape), rng.normal(0, sigma, shape))
+    return Case(name=name, image=(image * 1000).astype(np.float32), label=label)
+
+
+def make_phantom(num_volumes: int, seed: int) -> list[Case]:
+    """Generate a hippocampus-like two-structure phantom data set.
+
+    Each volume has its own dims (each axis 28..38 voxels) and holds a curved,
+    tapered, elongated body split across its long axis into a thicker head
+    (label 1, "anterior") and a thinner tail (label 2, "posterior") that touch.
+    Size, elongation, curvature, split point, rotation (within +-30 degrees)
+    and position vary per case. Intensities are MR-like: structure slightly
+    brighter than textured surrounding tissue (the head a touch brighter than
+    the tail), a dark CSF-like pocket nearby, unlabelled grey-matter-like
+    blobs a little dimmer than the structure, a smooth multiplicative bias
+    field and Rician-like noise; values are scaled to roughly 0..1000 like
+    raw MR.
+
+    Args:
+        num_volumes: Number of cases to generate (>= 0).
+        seed: Seed; the same seed gives bit-identical arrays.
+
+    Returns:
+        ``num_volumes`` cases named ``phantom_000``... with ``float32`` images
+        and ``uint8`` labels in ``{0, 1, 2}``, both ``(D, H, W)``.
+    """
+    rng = np.random.default_rng(seed)
+    return [_phantom_case(rng, f"phantom_{i:03d}") for i in range(num_volumes)]
+
+
+# --------------------------------------------------------------------------- Decathlon
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, ...]]:
+    """Check the folder and ``dataset.json``; return (image, label) paths and class names."""
+    if not root.is_dir():
+        raise InputError(f"Decathlon folder {root} does not exist; point path at the Task04_Hippocampus folder")
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise InputError(f"{meta_path} is missing; the Decathlon task folder must hold dataset.json, imagesTr/, labelsTr/")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{meta_path} is not valid JSON ({_one_line(exc)}); restore the file from the task archive") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict) or not meta["labels"]:
+        raise InputError(f"{meta_path} has no 'labels' mapping; add e.g. \"labels\": {{\"0\": \"background\", ...}}")
+    try:
+        labels = {int(k): str(v) for k, v in meta["labels"].items()}
+    except ValueError:
+        raise InputError(f"{meta_path} 'labels' keys {list(meta['labels'])} are not integers; use \"0\", \"1\", ...") from None
+    if sorted(labels) != list(range(len(labels))):
+        raise InputError(f"{meta_path} 'labels' keys {sorted(labels)} are not 0..{len(labels) - 1}; number classes from 0")
+    training = meta.get("training")
+    if not isinstance(training, list) or not training:
+        raise InputError(f"{meta_path} has no non-empty 'training' list; add entries {{\"image\": ..., \"label\": ...}}")
+    pairs = []
+    for i, entry in enumerate(training):
+        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
+            raise InputError(f"{meta_path} training[{i}] is {entry!r}; each entry needs 'image' and 'label' paths")
+        pairs.append((root / entry["image"], root / entry["label"]))
+    return pairs, tuple(labels[k] for k in range(len(labels)))
+
+
+def _read_nifti(path: Path, what: str) -> np.ndarray:
+    """Read one NIfTI volume as a 3D array; squeeze a trailing singleton channel."""
+    import nibabel as nib
+
+    if not path.is_file():
+        raise InputError(f"{what} file {path} is missing; fix the path in dataset.json or restore the file")
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # nibabel, gzip, zlib and EOF errors all mean the same to the user
+        raise InputError(f"{what} file {path} is not a readable NIfTI ({_one_line(exc)}); replace it") from None
+    if data.ndim == 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(f"{what} file {path} has shape {data.shape}; expected a 3D volume (D, H, W)")
+    return data
+
+
+def _iter_decathlon(root: str | Path) -> Iterator[Case]:
+    root = Path(root)
+    pairs, class_names = _read_dataset_json(root)
+    declared = np.arange(len(class_names))
+    for image_path, label_path in pairs:
+        image = _read_nifti(image_path, "image")
+        label = _read_nifti(label_path, "label")
+        if image.shape != label.shape:
+            raise InputError(
+                f"label file {label_path} has shape {label.shape} but image {image_path.name} has {image.shape}; "
+                "they must match voxel for voxel"
+            )
+        values = np.unique(label)
+        bad = values[~np.isin(values, declared)]
+        if bad.size:
+            raise InputError(
+                f"label file {label_path} has values {bad.tolist()} outside the declared classes "
+                f"{declared.tolist()} in dataset.json; fix the label map or the 'labels' entry"
+            )
+        name = image_path.name.removesuffix(".gz").removesuffix(".nii")
+        yield Case(name=name, image=image.astype(np.float32), label=label.astype(np.uint8))
+
+
+def load_decathlon(root: str | Path) -> list[Case]:
+    """Load MSD Task04_Hippocampus (or any 3D Decathlon task) from its own layout.
+
+    Expects ``root/dataset.json`` with ``labels`` (``{"0": "background", ...}``,
+    keys 0..K-1) and ``training`` (list of ``{"image": "./imagesTr/x.nii.gz",
+    "label": "./labelsTr/x.nii.gz"}``, relative to ``root``). 4D images with a
+    trailing singleton axis are squeezed to 3D.
+
+    Args:
+        root: The task folder.
+
+    Returns:
+        Cases in ``dataset.json`` order; images ``float32``, labels ``uint8``.
+
+    Raises:
+        InputError: One line naming the folder or file for: missing folder,
+            missing or malformed ``dataset.json``, missing referenced file,
+            unreadable NIfTI, non-3D volume, image/label shape mismatch, label
+            values outside the declared classes.
+    """
+    return list(_iter_decathlon(root))
+
+
+def decathlon_class_names(root: str | Path) -> tuple[str, ...]:
+    """Class names from ``root/dataset.json`` ``labels``, index = label value (as written there)."""
+    return _read_dataset_json(Path(root))[1]
+
+
+def validate_decathlon(root: str | Path) -> int:
+    """Run every :func:`load_decathlon` check, one case at a time, keeping nothing.
+
+    Meant for the driver, before any trial starts.
+
+    Returns:
+        The number of cases.
+
+    Raises:
+        InputError: As :func:`load_decathlon`.
+    """
+    return sum(1 for _ in _iter_decathlon(root))
+
+
+# --------------------------------------------------------------------------- split and arrays
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split of ``range(n)``.
+
+    The validation side gets ``round(n * val_fraction)`` cases, clipped to
+    ``1..n-1`` so neither side is empty.
+
+    Returns:
+        ``(train_idx, val_idx)``, sorted ``int64`` arrays, disjoint, covering ``range(n)``.
+
+    Raises:
+        InputError: If ``n < 2``.
+    """
+    if n < 2:
+        raise InputError(f"{n} case(s) cannot be split into training and validation; provide at least 2 cases")
+    n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def prepare(cases: list[Case], spatial_size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack cases into network-ready arrays.
+
+    Each image is z-scored over its own voxels (MONAI ``NormalizeIntensity``)
+    and then centre-padded/cropped to ``spatial_size`` (``ResizeWithPadOrCrop``;
+    padding is 0, i.e. the image mean, and background for labels). Labels are
+    only padded/cropped, never interpolated. A constant image becomes all zeros.
+
+    Args:
+        cases: Cases of any (possibly differing) ``(D, H, W)``; may be empty.
+        spatial_size: Output ``(D, H, W)``.
+
+    Returns:
+        ``images`` ``float32`` ``(N, 1, *spatial_size)`` and ``labels`` ``int64``
+        ``(N, 1, *spatial_size)``.
+    """
+    from monai.transforms import NormalizeIntensity, ResizeWithPadOrCrop
+
+    normalise = NormalizeIntensity()
+    resize = ResizeWithPadOrCrop(spatial_size)
+    images = np.zeros((len(cases), 1, *spatial_size), np.float32)
+    labels = np.zeros((len(cases), 1, *spatial_size), np.int64)
+    for i, case in enumerate(cases):
+        img = normalise(case.image[None].astype(np.float32))
+        images[i] = np.asarray(resize(img), dtype=np.float32)
+        labels[i] = np.asarray(resize(case.label[None].astype(np.int64)))
+    return images, labels
+
+
+def load_split(cfg: DataConfig) -> SegmentationData:
+    """Load the configured source, split it with ``cfg.seed`` and prepare both sides.
+
+    The same ``cfg`` always gives the same arrays, so every trial of a study
+    trains and validates on identical data.
+
+    Raises:
+        InputError: From the Decathlon loader or when there are fewer than 2 cases.
+    """
+    if cfg.source == "phantom":
+        cases, class_names = make_phantom(cfg.num_volumes, cfg.seed), PHANTOM_CLASS_NAMES
+    else:
+        cases, class_names = load_decathlon(cfg.path), decathlon_class_names(cfg.path)
+    train_idx, val_idx = split_indices(len(cases), cfg.val_fraction, cfg.seed)
+    train_images, train_labels = prepare([cases[i] for i in train_idx], cfg.spatial_size)
+    val_images, val_labels = prepare([cases[i] for i in val_idx], cfg.spatial_size)
+    return SegmentationData(train_images, train_labels, val_images, val_labels, len(class_names), class_names)

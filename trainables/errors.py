@@ -1,0 +1,23 @@
+"""The one error type that means "the user gave us something we cannot use".
+
+Every layer (spec loading, data loaders, configuration dataclasses) raises
+:class:`InputError` with a single line naming the problem, the offending value
+and the fix. The CLI turns it into that line on stderr and exit status 2,
+before any trial starts. It lives in ``trainables`` because that is the lowest
+package every other one may import without pulling in Ray.
+"""
+
+
+class InputError(ValueError):
+    """Bad user input: a spec, a data folder or a file medtune cannot use.
+
+    The message must be one line: what is wrong, which value, how to fix it.
+    """
+
+
+def did_you_mean(name: object, valid: "list[str] | tuple[str, ...]") -> str:
+    """Return `` (did you mean 'x'?)`` for the valid name nearest to ``name``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""

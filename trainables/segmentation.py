@@ -1,0 +1,323 @@
+"""3D segmentation training with a learning-rate policy: the trainable of the LR study.
+
+A MONAI 3D UNet trained with Dice + cross-entropy on the study's volumes
+(paper 000, section 5: MSD Task04 Hippocampus, or the embedded phantom). Every
+epoch it validates (mean foreground Dice, validation loss), lets the LR policy
+act, checkpoints everything a restart needs (model, optimizer, LR policy, the
+RNG states and the shuffling generator) and reports
+``dice, val_loss, train_loss, lr, epoch, diverged``.
+
+The LR policy is one of the baselines of :mod:`searchers.lr_schedules`, run
+inside the trial, or ``qlearning``: then the trial only *reads* its LR, once per
+epoch, from the mailbox that :class:`searchers.qlearning_scheduler.QLearningLRScheduler`
+writes (the decision is the scheduler's, never the trainable's).
+
+:class:`SegmentationRun` is the plain PyTorch loop (no Ray); :func:`train_segmentation`
+is the thin Tune adapter around it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
+from trainables.data import DataConfig, SegmentationData, load_split
+from trainables.typed import from_dict
+
+QLEARNING = "qlearning"
+METHODS: tuple[str, ...] = BASELINES + (QLEARNING,)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """MONAI ``UNet(spatial_dims=3)`` shape; the defaults are the tiny CPU model of DESIGN.md section 7."""
+
+    channels: tuple[int, ...] = (8, 16, 32)
+    strides: tuple[int, ...] = (2, 2)
+    num_res_units: int = 1
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels={list(self.channels)!r} must list at least two positive widths")
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(
+                f"strides={list(self.strides)!r} must have len(channels) - 1 = {len(self.channels) - 1} entries"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Budget and optimiser of every trial (the same for every method)."""
+
+    epochs: int = 30
+    batch_size: int = 4
+    base_lr: float = 1e-3
+    min_lr: float = 1e-6
+    max_lr: float = 1e-2
+    weight_decay: float = 0.0
+    num_workers: int = 0
+    amp: bool = False
+    target_dice: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs!r} must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} must be >= 1")
+        for name in ("base_lr", "min_lr", "max_lr"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name}={value!r} must be a positive finite number")
+        if self.min_lr >= self.max_lr:
+            raise ValueError(f"min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}; lower min_lr or raise max_lr")
+        if not self.min_lr <= self.base_lr <= self.max_lr:
+            raise ValueError(f"base_lr={self.base_lr!r} must lie in [min_lr, max_lr] = [{self.min_lr!r}, {self.max_lr!r}]")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers!r} must be >= 0")
+        if not 0 < self.target_dice <= 1:
+            raise ValueError(f"target_dice={self.target_dice!r} must lie in (0, 1]")
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    lr: float
+    train_loss: float
+    val_loss: float
+    dice: float
+    diverged: bool = False
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "epoch": self.epoch,
+            "lr": self.lr,
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "dice": self.dice,
+            "diverged": int(self.diverged),
+        }
+
+
+@dataclass
+class SegmentationRun:
+    """One training run: model, optimizer, LR policy, data order; no Ray.
+
+    Args:
+        method: an LR method of :data:`METHODS`; ``qlearning`` means the LR is set from outside via :meth:`set_lr`.
+        seed: model initialisation and batch order.
+        data: volumes, already split (``images`` (N, 1, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64).
+        lr: initial learning rate.
+        device: ``"cpu"`` or a CUDA device.
+    """
+
+    method: str
+    seed: int
+    data: SegmentationData
+    model_cfg: ModelConfig = field(default_factory=ModelConfig)
+    train_cfg: TrainConfig = field(default_factory=TrainConfig)
+    schedule_cfg: ScheduleConfig = field(default_factory=ScheduleConfig)
+    lr: float | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        from monai.losses import DiceCELoss
+        from monai.networks.nets import UNet
+
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} is not an LR method; use one of {', '.join(METHODS)}")
+        seed_everything(self.seed)
+        m = self.model_cfg
+        self.model = UNet(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=self.data.num_classes,
+            channels=tuple(m.channels),
+            strides=tuple(m.strides),
+            num_res_units=m.num_res_units,
+            dropout=m.dropout,
+        ).to(self.device)
+        lr = self.train_cfg.base_lr if self.lr is None else float(self.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=self.train_cfg.weight_decay)
+        self.policy = (
+            EpochSchedule(self.method, self.optimizer, self.schedule_cfg, self.train_cfg.epochs)
+            if self.method in BASELINES
+            else None
+        )
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.epoch = 0
+        self.use_amp = bool(self.train_cfg.amp and str(self.device).startswith("cuda"))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        train = torch.utils.data.TensorDataset(
+            torch.tensor(self.data.train_images), torch.tensor(self.data.train_labels)
+        )  # copies: arrays shared through Ray's object store are read-only
+        self.loader = torch.utils.data.DataLoader(
+            train,
+            batch_size=self.train_cfg.batch_size,
+            shuffle=True,
+            generator=self.generator,
+            num_workers=self.train_cfg.num_workers,
+        )
+
+    @property
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(lr)
+
+    def train_epoch(self) -> float:
+        """One pass over the training volumes; returns the mean training loss (NaN stops early)."""
+        self.model.train()
+        total, count = 0.0, 0
+        for images, labels in self.loader:
+            images, labels = images.to(self.device), labels.to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", enabled=self.use_amp):
+                loss = self.loss_fn(self.model(images), labels)
+            if not torch.isfinite(loss):
+                return float("nan")
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.item() * len(images)
+            count += len(images)
+        return total / max(1, count)
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """Mean foreground Dice and loss on the validation volumes."""
+        from monai.metrics import DiceMetric
+        from monai.networks.utils import one_hot
+
+        self.model.eval()
+        metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
+        images = torch.tensor(self.data.val_images)
+        labels = torch.tensor(self.data.val_labels)
+        losses = []
+        n_cls = self.data.num_classes
+        for start in range(0, len(images), self.train_cfg.batch_size):
+            x = images[start : start + self.train_cfg.batch_size].to(self.device)
+            y = labels[start : start + self.train_cfg.batch_size].to(self.device)
+            logits = self.model(x).float()
+            losses.append(float(self.loss_fn(logits, y)) * len(x))
+            pred = one_hot(logits.argmax(dim=1, keepdim=True), n_cls)
+            metric(y_pred=pred, y=one_hot(y, n_cls))
+        dice = float(metric.aggregate().item())
+        return dice, sum(losses) / len(images)
+
+    def run_epoch(self) -> EpochResult:
+        """Train, validate, let a baseline policy step; the LR reported is the one this epoch used."""
+        self.epoch += 1
+        lr = self.current_lr
+        train_loss = self.train_epoch()
+        if not math.isfinite(train_loss):
+            return EpochResult(self.epoch, lr, train_loss, float("nan"), float("nan"), diverged=True)
+        dice, val_loss = self.validate()
+        if not (math.isfinite(val_loss) and math.isfinite(dice)):
+            return EpochResult(self.epoch, lr, train_loss, val_loss, dice, diverged=True)
+        if self.policy is not None:
+            self.policy.step(dice=dice, val_loss=val_loss)
+        return EpochResult(self.epoch, lr, train_loss, val_loss, dice)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a restart needs to continue exactly (CPU tensors)."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "policy": self.policy.state_dict() if self.policy else {},
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.policy is not None:
+            self.policy.load_state_dict(state["policy"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def train_segmentation(config: dict[str, Any], data: SegmentationData | None = None) -> None:
+    """Ray Tune function trainable for one (method, seed) of the LR study.
+
+    Args:
+        config: ``method``, ``seed``, ``lr`` (initial LR), ``data``/``model``/``train``/``schedules``
+            sections as plain dicts, ``mailbox`` (the LR mailbox name, read by ``qlearning`` trials),
+            ``threads`` (torch intra-op threads).
+        data: the split volumes, shared through the object store (``tune.with_parameters``);
+            loaded from ``config["data"]`` when omitted.
+
+    Reports every epoch, with a checkpoint; a NaN/inf loss reports ``diverged=1`` and ends the trial.
+    """
+    from ray import tune
+
+    from searchers.qlearning_scheduler import read_mailbox
+
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    data_cfg = from_dict(DataConfig, config.get("data"), "data")
+    if data is None:
+        data = load_split(data_cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run = SegmentationRun(
+        method=config["method"],
+        seed=int(config["seed"]),
+        data=data,
+        model_cfg=from_dict(ModelConfig, config.get("model"), "model"),
+        train_cfg=from_dict(TrainConfig, config.get("train"), "train"),
+        schedule_cfg=from_dict(ScheduleConfig, config.get("schedules"), "schedules"),
+        lr=config.get("lr"),
+        device=device,
+    )
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False))
+    trial_id = tune.get_context().get_trial_id()
+    mailbox = config.get("mailbox")
+    while run.epoch < run.train_cfg.epochs:
+        if run.method == QLEARNING and mailbox:
+            lr = read_mailbox(mailbox, trial_id)
+            if lr is not None:
+                run.set_lr(lr)
+        result = run.run_epoch()
+        if result.diverged:  # end this trial cleanly; keep the last good checkpoint
+            tune.report(result.metrics())
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
+            tune.report(result.metrics(), checkpoint=tune.Checkpoint.from_directory(d))
