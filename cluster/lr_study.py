@@ -123,8 +123,20 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results)
     qtable = replay.snapshot() if "qlearning" in spec.methods else None
     if qtable is not None:
         (session_dir / "qtable.json").write_text(json.dumps(qtable, indent=1))
-    errors = [r for r in results if r.error is not None] if results is not None else []
+    errors = [r for r in results if r.error is not None]
+    unfinished = [
+        r for r in results
+        if r.error is None and not (r.metrics or {}).get("diverged")
+        and (r.metrics or {}).get("epoch", 0) < spec.train.epochs
+    ]
     report = build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable)
+    if unfinished:
+        print()
+        print(report.text())
+        print()
+        log(f"interrupted: {len(unfinished)} of {len(results)} trials unfinished; the table above is partial "
+            f"and no summary run was logged. Continue with: medtune resume {session_dir}")
+        return 130
     log_summary(info["tracking_uri"], report, session_dir / "report")
     print()
     print(report.text())

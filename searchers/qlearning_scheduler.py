@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from ray.tune.experiment import Trial
@@ -80,6 +80,7 @@ class QLearningLRScheduler(FIFOScheduler):
         metric: result key of the validation Dice; ``loss_metric`` of the validation loss.
         warm_start: a Q-table JSON from an earlier experiment to start from
             (ignored when the journal already exists: a resumed run keeps its own table).
+        deliver: ``deliver(trial_id, lr)`` replaces the mailbox (tests, benchmarks, other transports).
 
     Decisions: always ``CONTINUE``; the scheduler never stops or pauses a trial.
     """
@@ -95,8 +96,10 @@ class QLearningLRScheduler(FIFOScheduler):
         metric: str = "dice",
         loss_metric: str = "val_loss",
         warm_start: str | None = None,
+        deliver: Callable[[str, float], None] | None = None,
     ) -> None:
         super().__init__()
+        self.deliver = deliver
         self.config = config
         self.state_path = str(state_path)
         self.mailbox_name = mailbox
@@ -180,9 +183,12 @@ class QLearningLRScheduler(FIFOScheduler):
         return agent
 
     def _deliver(self, trial: Trial, lr: float) -> None:
-        if self._box is None:
-            self._box = open_mailbox(self.mailbox_name)
-        ray.get(self._box.put.remote(trial.trial_id, lr))
+        if self.deliver is not None:
+            self.deliver(trial.trial_id, lr)
+        else:
+            if self._box is None:
+                self._box = open_mailbox(self.mailbox_name)
+            ray.get(self._box.put.remote(trial.trial_id, lr))
         trial.set_config({**trial.config, "lr": lr})
 
     # -- Tune hooks -------------------------------------------------------

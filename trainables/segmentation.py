@@ -284,9 +284,13 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
 
     Reports every epoch, with a checkpoint; a NaN/inf loss reports ``diverged=1`` and ends the trial.
     """
+    import logging
+
     from ray import tune
 
     from searchers.qlearning_scheduler import read_mailbox
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint successfully created" per epoch
 
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     data_cfg = from_dict(DataConfig, config.get("data"), "data")

@@ -1,0 +1,127 @@
+"""Bad input ends with exit status 2 and one line naming the field, the value and the fix.
+
+Every case here fails before Ray starts (the tests would take minutes otherwise,
+and ``ray`` is never initialised in this process).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.cli import main
+from tests.helpers_decathlon import write_decathlon
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_one_line(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("medtune: error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["trian.epochs=3"], ["trian", "did you mean 'train'"]),
+        (["train.epochss=3"], ["train.epochss", "did you mean 'epochs'"]),
+        (["train.epochs=abc"], ["train.epochs='abc'", "integer"]),
+        (["train.base_lr=fast"], ["train.base_lr='fast'", "number"]),
+        (["train.min_lr=0.1"], ["min_lr=0.1", "max_lr=0.01"]),
+        (["train.epochs=0"], ["train.epochs=0", ">= 1"]),
+        (["seeds=[]"], ["seeds=[]", "at least one seed"]),
+        (["methods=[fixed,cosin]"], ["'cosin'", "did you mean 'cosine'"]),
+        (["methods=[qlearnig]"], ["did you mean 'qlearning'"]),
+        (["qlearning.epsilon=2"], ["qlearning.epsilon=2", "[0, 1]"]),
+        (["qlearning.warm_start=/nonexistent/qtable.json"], ["warm_start", "/nonexistent/qtable.json"]),
+        (["data.source=phantm"], ["data.source='phantm'", "did you mean 'phantom'"]),
+        (["data.val_fraction=1.5"], ["data.val_fraction=1.5"]),
+        (["resources.gpus_per_trial=-1"], ["gpus_per_trial=-1"]),
+        (["train.epochs"], ["--set 'train.epochs'", "key=value"]),
+    ],
+)
+def test_bad_spec_value_exits_2_with_one_line(capsys, tmp_path, overrides, needles):
+    args = ["run", "lr-schedulers", "--output", str(tmp_path)]
+    for item in overrides:
+        args += ["--set", item]
+    code, err = run_cli(capsys, *args)
+    assert code == 2
+    assert_one_line(err, *needles)
+
+
+def test_unknown_builtin_spec_suggests_the_nearest(capsys, tmp_path):
+    code, err = run_cli(capsys, "run", "lr-schedulrs", "--output", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "'lr-schedulrs'", "did you mean 'lr-schedulers'")
+
+
+def test_missing_spec_file_exits_2(capsys, tmp_path):
+    code, err = run_cli(capsys, "run", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert_one_line(err, "nope.yaml", "does not exist")
+
+
+def test_malformed_yaml_names_the_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: study\nseeds: [0, 1\nmethods: [fixed]\n")
+    code, err = run_cli(capsys, "run", str(bad))
+    assert code == 2
+    assert_one_line(err, "bad.yaml", "not valid YAML", "line")
+
+
+def test_spec_that_is_not_a_mapping_exits_2(capsys, tmp_path):
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- fixed\n- cosine\n")
+    code, err = run_cli(capsys, "run", str(bad))
+    assert code == 2
+    assert_one_line(err, "list.yaml", "mapping")
+
+
+def test_missing_decathlon_folder_exits_2_before_any_trial(capsys, tmp_path):
+    code, err = run_cli(
+        capsys, "run", "lr-schedulers", "--output", str(tmp_path / "out"),
+        "--set", "data.source=decathlon", "--set", f"data.path={tmp_path / 'Task04_Hippocampus'}",
+    )
+    assert code == 2
+    assert_one_line(err, "Task04_Hippocampus")
+    assert not (tmp_path / "out").exists()  # nothing was started or written
+
+
+def test_corrupt_nifti_exits_2_naming_the_file(capsys, tmp_path):
+    root = write_decathlon(tmp_path / "Task04_Hippocampus", num_cases=4)
+    victim = sorted((root / "labelsTr").iterdir())[1]
+    victim.write_bytes(b"not a nifti at all")
+    code, err = run_cli(
+        capsys, "run", "lr-schedulers", "--output", str(tmp_path / "out"),
+        "--set", "data.source=decathlon", "--set", f"data.path={root}",
+    )
+    assert code == 2
+    assert_one_line(err, victim.name)
+
+
+def test_resume_of_a_folder_that_is_no_session_exits_2(capsys, tmp_path):
+    code, err = run_cli(capsys, "resume", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, str(tmp_path), "medtune.json")
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("medtune")
+    proc = subprocess.run(
+        [str(exe), "run", "lr-schedulers", "--set", "train.epochs=-3", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env={**os.environ},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "medtune: error: train.epochs=-3 must be >= 1"

@@ -1,0 +1,149 @@
+"""The LR study end to end on a real local Ray and a real MLflow SQLite store.
+
+One smoke run (every method, one seed) is shared by the tests of this module.
+Its ``qlearning`` trial is warm-started from a Q-table whose greedy action is
+``increase`` in every state with epsilon 0, so the scheduler must change that
+trial's LR at its first decision (epoch 3, ``min_history`` = 3): the tests then
+check that the new LR reached the running trial without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from searchers.qlearning_agent import ACTIONS, STATES
+
+pytestmark = pytest.mark.integration
+
+MEDTUNE = str(Path(sys.executable).with_name("medtune"))
+BASE_LR = 0.001
+EPOCHS = 5
+
+
+def medtune(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([MEDTUNE, *args], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    qtable = {"q": {s: {a: (1.0 if a == "increase" else 0.0) for a in ACTIONS} for s in STATES}}
+    (root / "warm.json").write_text(json.dumps(qtable))
+    proc = medtune(
+        "run", "lr-schedulers", "--smoke", "--output", str(root / "out"),
+        "--set", f"train.epochs={EPOCHS}",
+        "--set", f"qlearning.warm_start={root / 'warm.json'}",
+        "--set", "qlearning.epsilon=0", "--set", "qlearning.epsilon_min=0",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    session = next(p for p in (root / "out").iterdir() if p.is_dir() and p.name.startswith("lr-schedulers-"))
+    return {"root": root, "out": root / "out", "session": session, "proc": proc}
+
+
+def _client(out: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+
+
+def _trial_runs(client):
+    exp = client.get_experiment_by_name("lr-schedulers")
+    return client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
+
+
+def test_smoke_run_prints_the_comparison_table_and_the_ui_command(smoke):
+    out = smoke["proc"].stdout
+    for method in ("fixed", "step", "exponential", "cosine", "plateau", "qlearning"):
+        assert f"\n{method} " in out
+    assert "medtune ui --output" in out
+
+
+def test_mlflow_holds_one_run_per_trial_with_every_epoch(smoke):
+    client = _client(smoke["out"])
+    runs = _trial_runs(client)
+    assert sorted(r.data.params["method"] for r in runs) == sorted(
+        ["fixed", "step", "exponential", "cosine", "plateau", "qlearning"]
+    )
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["seed"] == "0"
+        assert run.data.params["train.epochs"] == str(EPOCHS)
+        for key in ("dice", "val_loss", "train_loss", "lr"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert sorted(steps) == list(range(1, EPOCHS + 1)), (run.data.params["method"], key, steps)
+
+
+def test_summary_run_holds_the_comparison_plots_and_qtable(smoke):
+    client = _client(smoke["out"])
+    exp = client.get_experiment_by_name("lr-schedulers")
+    (summary,) = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
+    names = {a.path for a in client.list_artifacts(summary.info.run_id)}
+    assert {"comparison.csv", "dice_curves.png", "lr_traces.png", "qtable.png", "qtable.json"} <= names
+    local = client.download_artifacts(summary.info.run_id, "comparison.csv", str(smoke["root"]))
+    import pandas as pd
+
+    table = pd.read_csv(local, index_col=0)
+    assert set(table.index) == {"fixed", "step", "exponential", "cosine", "plateau", "qlearning"}
+    assert table["final_dice_mean"].between(0, 1).all()
+
+
+def test_qlearning_changes_the_lr_of_the_running_trial_without_a_restart(smoke):
+    client = _client(smoke["out"])
+    (run,) = [r for r in _trial_runs(client) if r.data.params["method"] == "qlearning"]
+    lr = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "lr")}
+    # Decision at the end of epoch 3 (min_history 3): greedy 'increase' -> 0.001 * 1.2 from epoch 4 on;
+    # cooldown 1 -> the next decision at the end of epoch 4 increases again for epoch 5.
+    assert [lr[e] for e in (1, 2, 3)] == [BASE_LR] * 3
+    assert lr[4] == pytest.approx(BASE_LR * 1.2)
+    assert lr[5] == pytest.approx(BASE_LR * 1.2 * 1.2)
+    # Same worker process and consecutive iterations: the trial was never paused or restarted.
+    trial_dir = next(p for p in smoke["session"].iterdir() if p.is_dir() and "method=qlearning" in p.name)
+    results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert [r["training_iteration"] for r in results] == list(range(1, EPOCHS + 1))
+    assert len({r["pid"] for r in results}) == 1
+
+
+def test_baseline_trials_follow_their_own_schedules(smoke):
+    client = _client(smoke["out"])
+    by_method = {r.data.params["method"]: r for r in _trial_runs(client)}
+    lr = {m: [x.value for x in sorted(client.get_metric_history(r.info.run_id, "lr"), key=lambda x: x.step)]
+          for m, r in by_method.items()}
+    assert lr["fixed"] == [BASE_LR] * EPOCHS
+    assert lr["exponential"] == pytest.approx([BASE_LR * 0.95**k for k in range(EPOCHS)])
+    assert lr["cosine"][0] == BASE_LR and lr["cosine"][-1] < lr["cosine"][1] < BASE_LR
+
+
+def test_warm_started_qtable_is_where_learning_started(smoke):
+    final = json.loads((smoke["session"] / "qtable.json").read_text())["table"]
+    # Decisions at epochs 3, 4 and 5 (patience = cooldown = 1); the first has no reward yet, so two
+    # Q-updates, both of an 'increase'. Every other pair still holds the warm-start value exactly.
+    assert final["updates"] == 2
+    changed = [(s, a) for s in STATES for a in ACTIONS if final["visits"][s][a]]
+    assert 1 <= len(changed) <= 2 and all(a == "increase" for _, a in changed)
+    for s in STATES:
+        for a in ACTIONS:
+            if (s, a) not in changed:
+                assert final["q"][s][a] == (1.0 if a == "increase" else 0.0)
+
+
+def test_report_rebuilds_the_table_from_mlflow_alone(smoke, tmp_path):
+    proc = medtune("report", "lr-schedulers", "--output", str(smoke["out"]), "--save", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "qlearning" in proc.stdout and "final Dice" in proc.stdout
+    assert (tmp_path / "comparison.csv").read_text() == (smoke["session"] / "report" / "comparison.csv").read_text()
+
+
+def test_report_of_an_unknown_experiment_exits_2_with_one_line(smoke):
+    proc = medtune("report", "lr-schedulerz", "--output", str(smoke["out"]))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "lr-schedulerz" in proc.stderr and "did you mean 'lr-schedulers'" in proc.stderr

@@ -1,0 +1,375 @@
+"""Tests for searchers.qlearning_scheduler.QLearningLRScheduler, fed fake results.
+
+Ray is imported (for the Tune classes) but never started: trials are :class:`FakeTrial`
+objects and ``deliver=`` records LR changes instead of writing to the mailbox actor.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from searchers.qlearning_agent import ACTIONS, STATES, QLearningConfig, QTable
+from searchers.qlearning_scheduler import QLearningLRScheduler
+
+CONTINUE = TrialScheduler.CONTINUE
+
+
+class FakeTrial:
+    """What the scheduler touches of a Tune Trial: trial_id, config, set_config."""
+
+    def __init__(self, trial_id: str, config: dict) -> None:
+        self.trial_id = trial_id
+        self.config = dict(config)
+        self.set_config_calls: list[dict] = []
+
+    def set_config(self, cfg: dict) -> None:
+        self.set_config_calls.append(cfg)
+        self.config = cfg
+
+
+class Recorder:
+    """A picklable ``deliver`` (the scheduler itself gets pickled in one test)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float]] = []
+
+    def __call__(self, trial_id: str, lr: float) -> None:
+        self.calls.append((trial_id, lr))
+
+
+def ql_trial(tid: str, lr: float = 1e-3) -> FakeTrial:
+    return FakeTrial(tid, {"method": "qlearning", "seed": 0, "lr": lr})
+
+
+def result(epoch: int, dice: float, loss: float) -> dict:
+    return {"epoch": epoch, "training_iteration": epoch, "dice": dice, "val_loss": loss}
+
+
+def write_qtable(path, q_of) -> None:
+    """A Q-table file whose q[s][a] = q_of(s, a), no visits, epsilon 0.05."""
+    table = QTable(QLearningConfig(), seed=0)
+    for s in STATES:
+        for a in ACTIONS:
+            table.q[s][a] = q_of(s, a)
+    state = table.state_dict()
+    state["epsilon"] = 0.05
+    path.write_text(json.dumps(state))
+
+
+GREEDY_FAST = QLearningConfig(epsilon=0.0, epsilon_min=0.0, patience=0, cooldown=0)
+EXPLORING_FAST = QLearningConfig(epsilon=0.5, epsilon_decay=1.0, patience=0, cooldown=0)
+
+# improving for 5 epochs, then falling (see the state worked out in the delivery test)
+CURVE = [
+    (0.1, 1.0), (0.2, 0.9), (0.3, 0.8), (0.4, 0.7), (0.5, 0.6),
+    (0.4, 0.7), (0.3, 0.8), (0.2, 0.9), (0.1, 1.0),
+]  # fmt: skip
+
+WAVE = [(0.5, 1.0), (0.6, 0.9), (0.55, 0.95), (0.7, 0.8), (0.65, 0.85), (0.8, 0.7), (0.6, 0.9), (0.75, 0.75)]
+
+
+def make(tmp_path, config=EXPLORING_FAST, **kw) -> tuple[QLearningLRScheduler, Recorder]:
+    rec = kw.pop("deliver", None) or Recorder()
+    sched = QLearningLRScheduler(config, state_path=tmp_path / "journal.jsonl", mailbox="unused", deliver=rec, **kw)
+    return sched, rec
+
+
+def feed(sched, trial, curve, first_epoch: int = 1) -> list[str]:
+    return [sched.on_trial_result(None, trial, result(first_epoch + i, d, l)) for i, (d, l) in enumerate(curve)]
+
+
+def journal_lines(tmp_path) -> list[dict]:
+    return [json.loads(x) for x in (tmp_path / "journal.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def test_non_qlearning_trial_continues_without_delivery_or_agent(tmp_path):
+    sched, rec = make(tmp_path)
+    trial = FakeTrial("base", {"method": "cosine", "lr": 1e-3})
+    sched.on_trial_add(None, trial)
+    assert feed(sched, trial, CURVE) == [CONTINUE] * len(CURVE)
+    assert rec.calls == [] and trial.set_config_calls == []
+    assert sched.agents == {} and sched.table is None
+    assert not (tmp_path / "journal.jsonl").exists()
+
+
+def test_qlearning_trial_always_continues_and_delivers_exactly_on_lr_change(tmp_path):
+    # maintain dominates every state but worsening, where decrease dominates; no exploration
+    qfile = tmp_path / "policy.json"
+    write_qtable(qfile, lambda s, a: 10.0 if a == ("decrease" if s == "worsening" else "maintain") else 0.0)
+    sched, rec = make(tmp_path, GREEDY_FAST, warm_start=str(qfile))
+    trial = ql_trial("t1", lr=1e-3)
+    assert feed(sched, trial, CURVE) == [CONTINUE] * 9
+    agent = sched.agents["t1"]
+    # States (window 5): epochs 3-5 improving; epoch 6 dice [.2 .3 .4 .5 .4] 3/4 up, net +.2 -> improving;
+    # epoch 7 dice [.3 .4 .5 .4 .3] 2/4, net 0 -> mixed; epochs 8, 9 3/4 and 4/4 down, loss alike -> worsening.
+    assert [(d.epoch, d.state, d.action) for d in agent.decisions] == [
+        (3, "improving", "maintain"), (4, "improving", "maintain"), (5, "improving", "maintain"),
+        (6, "improving", "maintain"), (7, "mixed", "maintain"),
+        (8, "worsening", "decrease"), (9, "worsening", "decrease"),
+    ]  # fmt: skip
+    # the trial's own lr (1e-3) is the agent's start: 1e-3 * 0.5 = 5e-4, * 0.5 = 2.5e-4
+    assert rec.calls == [("t1", 5e-4), ("t1", 2.5e-4)]
+    changes = [("t1", d.lr_after) for d in agent.decisions if d.lr_after != d.lr_before]
+    assert rec.calls == changes
+    assert trial.config["lr"] == 2.5e-4 and len(trial.set_config_calls) == 2
+    assert trial.config["method"] == "qlearning" and trial.config["seed"] == 0  # rest of the config kept
+
+
+def test_two_qlearning_trials_share_one_table(tmp_path):
+    sched, _ = make(tmp_path)
+    a, b = ql_trial("a"), ql_trial("b")
+    for i in range(5):  # interleaved like parallel trials
+        sched.on_trial_result(None, a, result(i + 1, *CURVE[i]))
+        sched.on_trial_result(None, b, result(i + 1, *WAVE[i]))
+    assert sched.agents["a"].table is sched.table is sched.agents["b"].table
+    # each trial decides at epochs 3, 4, 5 (patience 0) and updates Q at its 2nd and 3rd decision: 2 + 2
+    assert len(sched.agents["a"].decisions) == 3 and len(sched.agents["b"].decisions) == 3
+    assert sched.table.updates == 4
+
+
+def test_repeated_or_old_epoch_is_ignored(tmp_path):
+    sched, rec = make(tmp_path)
+    trial = ql_trial("t")
+    feed(sched, trial, CURVE[:3])
+    agent = sched.agents["t"]
+    before = json.dumps(agent.state_dict()), json.dumps(sched.table.state_dict())
+    assert sched.on_trial_result(None, trial, result(3, 0.9, 0.1)) == CONTINUE  # repeated epoch 3
+    assert sched.on_trial_result(None, trial, result(2, 0.9, 0.1)) == CONTINUE  # older epoch
+    assert (json.dumps(agent.state_dict()), json.dumps(sched.table.state_dict())) == before
+    assert agent.run.epochs == 3
+    sched.on_trial_result(None, trial, result(4, *CURVE[3]))
+    assert agent.run.epochs == 4
+
+
+def test_epoch_falls_back_to_training_iteration(tmp_path):
+    sched, _ = make(tmp_path)
+    trial = ql_trial("t")
+    for i, (d, l) in enumerate(CURVE[:3]):
+        sched.on_trial_result(None, trial, {"training_iteration": i + 1, "dice": d, "val_loss": l})
+    assert sched.agents["t"].run.epochs == 3 and sched.last_epoch["t"] == 3
+
+
+def test_missing_metric_keys_continue_without_crash(tmp_path):
+    sched, rec = make(tmp_path)
+    trial = ql_trial("t")
+    assert sched.on_trial_result(None, trial, {"epoch": 1, "dice": 0.5}) == CONTINUE
+    assert sched.on_trial_result(None, trial, {"epoch": 1, "val_loss": 0.5}) == CONTINUE
+    assert sched.on_trial_result(None, trial, {"epoch": 1, "training_iteration": 1}) == CONTINUE
+    assert sched.agents == {} and rec.calls == []
+    # the skipped results did not consume epoch 1
+    sched.on_trial_result(None, trial, result(1, 0.5, 1.0))
+    assert sched.agents["t"].run.epochs == 1
+
+
+def test_custom_flattened_metric_names(tmp_path):
+    sched, _ = make(tmp_path, metric="val/dice", loss_metric="val/loss")
+    trial = ql_trial("t")
+    sched.on_trial_result(None, trial, {"epoch": 1, "val/dice": 0.4, "val/loss": 0.9, "dice": 0.0})
+    assert sched.agents["t"].run.dice == [0.4] and sched.agents["t"].run.val_loss == [0.9]
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def test_every_decision_appends_one_json_line(tmp_path):
+    sched, _ = make(tmp_path)
+    a, b = ql_trial("a"), ql_trial("b")
+    feed(sched, a, CURVE[:2])
+    assert not (tmp_path / "journal.jsonl").exists()  # epochs 1-2: insufficient data, no decision
+    feed(sched, a, CURVE[2:5], first_epoch=3)
+    lines = journal_lines(tmp_path)
+    # patience 0: decisions at epochs 3, 4, 5 -> 3 lines
+    assert [(x["trial"], x["epoch"]) for x in lines] == [("a", 3), ("a", 4), ("a", 5)]
+    feed(sched, b, WAVE[:3])
+    lines = journal_lines(tmp_path)
+    assert [(x["trial"], x["epoch"]) for x in lines][-1] == ("b", 3) and len(lines) == 4
+    last = lines[-1]
+    assert last["table"]["updates"] == sched.table.updates
+    assert last["table"]["q"] == sched.table.q
+    assert last["agent"] == sched.agents["b"].state_dict()
+
+
+def run_two_trials(sched) -> None:
+    a, b = ql_trial("a", lr=1e-3), ql_trial("b", lr=2e-3)
+    for i in range(8):
+        sched.on_trial_result(None, a, result(i + 1, *WAVE[i]))
+        sched.on_trial_result(None, b, result(i + 1, *CURVE[i]))
+
+
+def test_new_scheduler_replays_journal(tmp_path):
+    s1, _ = make(tmp_path)
+    run_two_trials(s1)
+    s2, _ = make(tmp_path)
+    snap = s2.snapshot()
+    t1, t2 = s1.table.state_dict(), snap["table"]
+    for key in ("q", "visits", "updates", "epsilon"):
+        assert t2[key] == t1[key], key
+    assert t1["updates"] == 2 * 5  # 6 decisions per trial (epochs 3-8), 5 updates each
+    assert set(s2.agents) == {"a", "b"}
+    for tid in ("a", "b"):
+        assert s2.agents[tid].lr == s1.agents[tid].lr
+        assert s2.agents[tid].state_dict() == s1.agents[tid].state_dict()
+        assert s2.agents[tid].table is s2.table
+    assert s2.last_epoch == {"a": 8, "b": 8}
+    assert s2.restored_updates == 10
+    # the LRs actually moved during the run, so equality above is not trivial
+    assert {s1.agents["a"].lr, s1.agents["b"].lr} != {1e-3, 2e-3}
+
+
+def test_pickled_scheduler_comes_back_empty_and_reloads_journal(tmp_path):
+    s1, _ = make(tmp_path)
+    trial = ql_trial("t")
+    feed(s1, trial, WAVE[:5])
+    s2 = pickle.loads(pickle.dumps(s1))  # what tuner.pkl holds
+    assert s2.table is None and s2.agents == {} and s2.last_epoch == {}
+    assert s2.state_path == s1.state_path and s2.config == s1.config
+    # Tuner.restore calls on_trial_add for every restored trial first: that is the first use
+    s2.on_trial_add(None, trial)
+    assert s2.agents["t"].state_dict() == s1.agents["t"].state_dict()
+    assert s2.table.q == s1.table.q and s2.table.updates == s1.table.updates == 2
+    assert s2.deliver.calls[-1] == ("t", s1.agents["t"].lr)  # the resumed trial gets its LR back
+    # epoch 5 was already used before the driver died: ignored after the reload
+    assert s2.on_trial_result(None, trial, result(5, 0.0, 9.0)) == CONTINUE
+    assert s2.agents["t"].run.epochs == 5
+    s2.on_trial_result(None, trial, result(6, *WAVE[5]))
+    assert s2.agents["t"].run.epochs == 6
+    assert s2.table.updates == 3  # the continued trial keeps learning into the restored table
+
+
+def test_pickled_scheduler_reloads_journal_when_first_use_is_a_result(tmp_path):
+    s1, _ = make(tmp_path)
+    trial = ql_trial("t")
+    feed(s1, trial, WAVE[:5])
+    s2 = pickle.loads(pickle.dumps(s1))
+    assert s2.on_trial_result(None, trial, result(6, *WAVE[5])) == CONTINUE
+    assert s2.agents["t"].run.epochs == 6  # continued from the journal's 5 epochs, not from scratch
+    assert s2.table.updates == 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: on_trial_result checks last_epoch before _agent() replays the journal, so on a fresh or "
+    "unpickled scheduler whose first call is a re-reported epoch, that epoch is fed to the agent a second time",
+)
+def test_pickled_scheduler_ignores_replayed_epoch_when_first_use_is_a_result(tmp_path):
+    s1, _ = make(tmp_path)
+    trial = ql_trial("t")
+    feed(s1, trial, WAVE[:5])
+    s2 = pickle.loads(pickle.dumps(s1))
+    s2.on_trial_result(None, trial, result(5, 0.0, 9.0))  # epoch 5 again (trial restarted from a checkpoint)
+    assert s2.agents["t"].state_dict() == s1.agents["t"].state_dict()
+
+
+def test_torn_last_journal_line_is_ignored(tmp_path):
+    s1, _ = make(tmp_path)
+    feed(s1, ql_trial("t"), WAVE[:5])
+    with open(tmp_path / "journal.jsonl", "a") as f:
+        f.write('{"trial": "t", "epoch": 6, "table": {"q": {"impro')  # driver killed mid-write
+    s2, _ = make(tmp_path)
+    snap = s2.snapshot()
+    assert snap["table"]["q"] == s1.table.q and snap["table"]["updates"] == s1.table.updates
+    assert s2.agents["t"].state_dict() == s1.agents["t"].state_dict()
+    assert s2.last_epoch == {"t": 5}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _journal appends to a file whose torn last line has no newline, so the first record "
+    "written after a crash is glued onto the torn line and dropped by the next replay",
+)
+def test_first_record_after_a_torn_line_survives_the_next_replay(tmp_path):
+    s1, _ = make(tmp_path)
+    trial = ql_trial("t")
+    feed(s1, trial, WAVE[:5])
+    with open(tmp_path / "journal.jsonl", "a") as f:
+        f.write('{"trial": "t", "epoch": 6, "tab')
+    s2, _ = make(tmp_path)
+    s2.on_trial_result(None, trial, result(6, *WAVE[5]))  # one more decision, then the driver dies again
+    assert s2.agents["t"].run.epochs == 6
+    s3, _ = make(tmp_path)
+    s3.snapshot()
+    assert s3.agents["t"].run.epochs == 6
+    assert s3.table.updates == s2.table.updates
+
+
+# --------------------------------------------------------------------------- warm start
+
+
+def test_warm_start_file_used_when_no_journal(tmp_path):
+    qfile = tmp_path / "prior.json"
+    write_qtable(qfile, lambda s, a: 0.01 * (STATES.index(s) * 3 + ACTIONS.index(a)))
+    sched, _ = make(tmp_path, warm_start=str(qfile))
+    table = sched.snapshot()["table"]
+    assert table["q"] == {s: {a: 0.01 * (STATES.index(s) * 3 + ACTIONS.index(a)) for a in ACTIONS} for s in STATES}
+    assert sched.warm_started_from == str(qfile)
+    assert table["epsilon"] == EXPLORING_FAST.epsilon  # exploration restarts from the config, not the file's 0.05
+
+
+def test_warm_start_ignored_when_journal_exists(tmp_path):
+    s1, _ = make(tmp_path)
+    feed(s1, ql_trial("t"), WAVE[:5])
+    qfile = tmp_path / "prior.json"
+    write_qtable(qfile, lambda s, a: 42.0)
+    s2, _ = make(tmp_path, warm_start=str(qfile))
+    table = s2.snapshot()["table"]
+    assert table["q"] == s1.table.q
+    assert all(v != 42.0 for row in table["q"].values() for v in row.values())
+    assert s2.warm_started_from is None
+
+
+def test_bad_warm_start_file_raises_naming_it(tmp_path):
+    sched, _ = make(tmp_path, warm_start=str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="missing.json"):
+        sched.on_trial_result(None, ql_trial("t"), result(1, 0.5, 1.0))
+
+
+# --------------------------------------------------------------------------- resumed trials
+
+
+def test_on_trial_add_redelivers_lr_of_resumed_trial(tmp_path):
+    qfile = tmp_path / "policy.json"
+    write_qtable(qfile, lambda s, a: 10.0 if a == "decrease" else 0.0)
+    s1, _ = make(tmp_path, GREEDY_FAST, warm_start=str(qfile))
+    feed(s1, ql_trial("a", lr=1e-3), CURVE[:4])
+    # decisions at epochs 3 and 4, both decrease: 1e-3 -> 5e-4 -> 2.5e-4
+    assert s1.agents["a"].lr == 2.5e-4
+
+    s2, rec = make(tmp_path, GREEDY_FAST, warm_start=str(qfile))
+    resumed = ql_trial("a", lr=1e-3)  # config as first sampled
+    s2.on_trial_add(None, resumed)
+    assert rec.calls == [("a", 2.5e-4)]
+    assert resumed.config["lr"] == 2.5e-4
+    fresh = ql_trial("c", lr=1e-3)
+    s2.on_trial_add(None, fresh)
+    other = FakeTrial("d", {"method": "fixed", "lr": 1e-3})
+    s2.on_trial_add(None, other)
+    assert rec.calls == [("a", 2.5e-4)]  # neither a new trial nor a baseline gets a delivery
+    assert fresh.set_config_calls == [] and other.set_config_calls == []
+    assert s2.agents["c"].lr == 1e-3 and "d" not in s2.agents
+
+
+def test_new_trial_agent_starts_from_trial_lr(tmp_path):
+    sched, _ = make(tmp_path)
+    sched.on_trial_add(None, ql_trial("x", lr=3e-4))
+    assert sched.agents["x"].lr == 3e-4
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _agent copies trial.config['lr'] into the agent without checking [min_lr, max_lr]; from an LR "
+    "above max_lr the action 'increase' computes min(max_lr, lr * 1.2) and so lowers the LR tenfold",
+)
+def test_increase_never_lowers_lr_of_trial_started_above_max_lr(tmp_path):
+    qfile = tmp_path / "policy.json"
+    write_qtable(qfile, lambda s, a: 10.0 if a == "increase" else 0.0)
+    sched, rec = make(tmp_path, GREEDY_FAST, warm_start=str(qfile))
+    feed(sched, ql_trial("t", lr=0.1), CURVE[:3])  # max_lr 1e-2; decision at epoch 3 is "increase"
+    assert [d.action for d in sched.agents["t"].decisions] == ["increase"]
+    assert all(lr >= 0.1 for _, lr in rec.calls)  # actual: [("t", 0.01)]
