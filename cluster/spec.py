@@ -124,7 +124,7 @@ class LRStudySpec:
 
     def agent_config(self) -> QLearningConfig:
         """The Q-learning agent's configuration: the ``qlearning`` section plus the LR bounds of ``train``."""
-        q = {k: v for k, v in self.qlearning.__dict__.items() if k != "seed"}
+        q = {k: v for k, v in self.qlearning.__dict__.items() if k not in ("seed", "warm_start")}
         return QLearningConfig(base_lr=self.train.base_lr, min_lr=self.train.min_lr, max_lr=self.train.max_lr, **q)
 
 

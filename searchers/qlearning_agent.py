@@ -100,7 +100,6 @@ class QLearningConfig:
     bound_penalty: float = 0.5
     bound_margin: float = 2.0
     q_init_high: float = 0.1
-    warm_start: str | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -126,6 +125,8 @@ class QLearningConfig:
         for name in ("gamma", "epsilon_decay"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "must lie in [0, 1]")
+        if self.epsilon_min > self.epsilon:
+            raise bad("epsilon_min", f"must be <= epsilon={self.epsilon!r} (exploration only decays); lower epsilon_min")
         if not 0.0 < self.decrease_factor < 1.0:
             raise bad("decrease_factor", "must lie in (0, 1); it multiplies the LR on 'decrease'")
         if self.increase_factor <= 1.0:
@@ -307,6 +308,10 @@ def load_qtable_file(path: str | os.PathLike, config: QLearningConfig, seed: int
         )
     table = QTable(config, seed=seed)
     table.load_state_dict(table_state, keep_rng=True)
+    # A warm start transfers what was learned (the values), not the earlier experiment's bookkeeping.
+    table.visits = {s: {a: 0 for a in ACTIONS} for s in STATES}
+    table.updates = 0
+    table.epsilon = config.epsilon
     return table
 
 
@@ -333,7 +338,7 @@ class _RunState:
     epochs: int = 0  # epochs observed so far
     dice: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    best_dice: float = -math.inf
+    best_dice: float | None = None  # None until a finite Dice is seen (keeps the state strict JSON)
     since_decision: int = 0
     wait: int = 0  # epochs to wait before the next decision: patience, or cooldown after a change
     last_state: str | None = None
@@ -398,7 +403,7 @@ class QLearningLRAgent:
         dice_change = dice - (r.last_dice if r.last_dice is not None else dice)
         loss_change = (r.last_loss if r.last_loss is not None else val_loss) - val_loss
         reward = c.dice_weight * dice_change + c.loss_weight * loss_change
-        if dice > r.best_dice:
+        if r.best_dice is None or dice > r.best_dice:
             reward += c.best_dice_bonus
         if lr <= c.min_lr * c.bound_margin or lr >= c.max_lr / c.bound_margin:
             reward -= c.bound_penalty
@@ -428,7 +433,7 @@ class QLearningLRAgent:
         if finite and state != "insufficient_data" and r.since_decision >= r.wait:
             self._decide(state, dice, val_loss)
         if finite:
-            r.best_dice = max(r.best_dice, dice)
+            r.best_dice = dice if r.best_dice is None else max(r.best_dice, dice)
         return r.lr
 
     def state_dict(self) -> dict[str, Any]:

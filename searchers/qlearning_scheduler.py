@@ -147,7 +147,6 @@ class QLearningLRScheduler(FIFOScheduler):
         elif self.warm_start:
             self.table = load_qtable_file(self.warm_start, self.config, seed=self.seed)
             self.warm_started_from = self.warm_start
-            self.table.epsilon = self.config.epsilon
         else:
             self.table = QTable(self.config, seed=self.seed)
         return self.table
@@ -157,9 +156,13 @@ class QLearningLRScheduler(FIFOScheduler):
         table = self.table.state_dict()
         table.pop("rng")
         record = {"trial": trial_id, "epoch": epoch, "table": table, "agent": self.agents[trial_id].state_dict()}
-        Path(self.state_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.state_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        path = Path(self.state_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as f:
+            # A driver killed mid-write leaves a torn last line: start a fresh line after it.
+            size = f.seek(0, os.SEEK_END)
+            torn = size > 0 and f.seek(size - 1) >= 0 and f.read(1) != b"\n"
+            f.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
             f.flush()
 
     def snapshot(self) -> dict[str, Any]:
@@ -177,8 +180,8 @@ class QLearningLRScheduler(FIFOScheduler):
         if agent is None:
             agent = QLearningLRAgent(self.config, table=table)
             lr = trial.config.get("lr")
-            if lr is not None:
-                agent.run.lr = float(lr)
+            if lr is not None:  # kept inside [min_lr, max_lr]: the agent's actions assume it
+                agent.run.lr = min(max(float(lr), self.config.min_lr), self.config.max_lr)
             self.agents[trial.trial_id] = agent
         return agent
 
@@ -195,8 +198,9 @@ class QLearningLRScheduler(FIFOScheduler):
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         if trial.config.get("method") == METHOD:
             agent = self._agent(trial)
-            # A resumed trial gets the LR its agent had when the driver stopped.
-            if trial.trial_id in self.last_epoch:
+            # A resumed trial gets the LR its agent had when the driver stopped; a new one whose
+            # configured LR lay outside the bounds gets the clamped LR.
+            if trial.trial_id in self.last_epoch or agent.lr != trial.config.get("lr", agent.lr):
                 self._deliver(trial, agent.lr)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
@@ -205,6 +209,7 @@ class QLearningLRScheduler(FIFOScheduler):
         dice, loss = result.get(self.dice_metric), result.get(self.loss_metric)
         if dice is None or loss is None:
             return TrialScheduler.CONTINUE
+        self._ensure_table()  # replays the journal first, so a re-reported epoch is recognised
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if epoch <= self.last_epoch.get(trial.trial_id, 0):
             return TrialScheduler.CONTINUE  # a restarted trial re-reporting an epoch we already used
