@@ -13,7 +13,7 @@ then each ``--set dotted.key=value`` (the value is read as YAML, so
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,38 +51,21 @@ class ResourcesConfig:
             raise ValueError(f"max_concurrent={self.max_concurrent!r} must be >= 0 (0 means no limit)")
 
 
-@dataclass(frozen=True)
-class QLearningSpec:
-    """The ``qlearning:`` section: the agent's settings but the LR bounds, which come from ``train``."""
+def _check_warm_start(self) -> None:
+    if self.warm_start is not None and not Path(self.warm_start).expanduser().is_file():
+        raise ValueError(f"warm_start={self.warm_start!r} is not a file; give the qtable.json of an earlier experiment")
 
-    patience: int = 3
-    cooldown: int = 5
-    alpha: float = 0.1
-    gamma: float = 0.9
-    epsilon: float = 0.2
-    epsilon_decay: float = 0.95
-    epsilon_min: float = 0.01
-    decrease_factor: float = 0.5
-    increase_factor: float = 1.2
-    window: int = 5
-    min_history: int = 3
-    dice_tol: float = 1e-3
-    loss_tol: float = 1e-3
-    consistency: float = 0.75
-    dice_weight: float = 10.0
-    loss_weight: float = 5.0
-    best_dice_bonus: float = 0.5
-    bound_penalty: float = 0.5
-    bound_margin: float = 2.0
-    q_init_high: float = 0.1
-    warm_start: str | None = None
-    seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.warm_start is not None and not Path(self.warm_start).expanduser().is_file():
-            raise ValueError(
-                f"warm_start={self.warm_start!r} is not a file; give the qtable.json of an earlier experiment"
-            )
+# The ``qlearning:`` section: every QLearningConfig field but the LR bounds (those come from ``train``),
+# plus where to warm-start from and the seed of the shared table. Derived, so the two never drift apart.
+LR_BOUNDS = ("base_lr", "min_lr", "max_lr")
+QLearningSpec = make_dataclass(
+    "QLearningSpec",
+    [(f.name, f.type, field(default=f.default)) for f in fields(QLearningConfig) if f.name not in LR_BOUNDS]
+    + [("warm_start", "str | None", field(default=None)), ("seed", "int", field(default=0))],
+    frozen=True,
+    namespace={"__post_init__": _check_warm_start, "__doc__": "The spec's qlearning section (LR bounds come from train)."},
+)
 
 
 @dataclass(frozen=True)
@@ -125,7 +108,8 @@ class LRStudySpec:
     def agent_config(self) -> QLearningConfig:
         """The Q-learning agent's configuration: the ``qlearning`` section plus the LR bounds of ``train``."""
         q = {k: v for k, v in self.qlearning.__dict__.items() if k not in ("seed", "warm_start")}
-        return QLearningConfig(base_lr=self.train.base_lr, min_lr=self.train.min_lr, max_lr=self.train.max_lr, **q)
+        bounds = {k: getattr(self.train, k) for k in LR_BOUNDS}
+        return QLearningConfig(**bounds, **q)
 
 
 def builtin_specs() -> list[str]:

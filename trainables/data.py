@@ -19,7 +19,6 @@ imported where used, so importing this module is cheap.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.errors import InputError
+from trainables.errors import InputError, did_you_mean
 
 SOURCES = ("phantom", "decathlon")
 PHANTOM_CLASS_NAMES = ("background", "anterior", "posterior")
@@ -60,8 +59,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            near = difflib.get_close_matches(str(self.source), SOURCES, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            hint = did_you_mean(self.source, SOURCES)
             raise InputError(f"source={self.source!r} is not a data source; use one of {', '.join(SOURCES)}{hint}")
         if self.source == "decathlon" and not self.path:
             raise InputError("path is required when source='decathlon'; set path to the Task04_Hippocampus folder")
