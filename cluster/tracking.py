@@ -27,7 +27,7 @@ from trainables.errors import InputError
 TAG_SESSION = "medtune.session"
 TAG_TRIAL = "medtune.trial_id"
 TAG_KIND = "medtune.kind"  # "trial" or "summary"
-METRICS = ("epoch", "dice", "val_loss", "train_loss", "lr", "diverged")
+METRICS = ("epoch", "dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 PRIVATE_KEYS = ("mailbox", "threads")
 
 

@@ -6,8 +6,9 @@ against the best baseline on each criterion. Pure pandas/numpy: no Ray, no MLflo
 
 Input ``curves`` is a long DataFrame with one row per (trial, epoch) and columns ``run_id``, ``method``, ``seed``,
 ``epoch`` (1-based), ``dice`` (validation mean foreground Dice, NaN on the epoch a trial diverged), ``val_loss``,
-``train_loss``, ``lr`` and ``diverged`` (0/1). Only ``run_id``, ``method``, ``seed``, ``epoch``, ``dice`` and
-``diverged`` are read here.
+``train_loss``, ``lr``, ``diverged`` (0/1) and optionally ``test_dice`` (held-out test Dice of the final model,
+present on the last epoch only). Only ``run_id``, ``method``, ``seed``, ``epoch``, ``dice``, ``diverged`` and
+``test_dice`` are read here.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import pandas as pd
 
 REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
 TRIAL_COLUMNS = [
-    "run_id", "method", "seed", "final_dice", "best_dice", "epochs_to_target", "auc", "oscillation", "epochs",
-    "diverged",
+    "run_id", "method", "seed", "test_dice", "final_dice", "best_dice", "epochs_to_target", "auc", "oscillation",
+    "epochs", "diverged",
 ]
 TABLE_COLUMNS = [
-    "seeds", "final_dice_mean", "final_dice_std", "best_dice_mean", "best_dice_std", "epochs_to_target_mean",
+    "seeds", "test_dice_mean", "test_dice_std", "final_dice_mean", "final_dice_std", "best_dice_mean", "best_dice_std", "epochs_to_target_mean",
     "epochs_to_target_std", "reached_target", "auc_mean", "auc_std", "oscillation_mean", "oscillation_std",
     "diverged",
 ]
@@ -57,11 +58,15 @@ def _one_trial(trial: pd.DataFrame, target_dice: float) -> dict[str, object]:
     span = epochs[-1] - epochs[0]
     auc = float(filled[0]) if len(dice) == 1 or span <= 0 else float(np.trapezoid(filled, epochs) / span)
 
+    test = trial["test_dice"].to_numpy(dtype=float) if "test_dice" in trial else np.array([])
+    test = test[np.isfinite(test)]
+    test_dice = 0.0 if diverged else (float(test[-1]) if test.size else math.nan)
+
     values = dice[finite]
     oscillation = float(np.std(np.diff(values), ddof=0)) if values.size >= 3 else 0.0
     return {
         "run_id": trial["run_id"].iloc[0], "method": trial["method"].iloc[0], "seed": trial["seed"].iloc[0],
-        "final_dice": final, "best_dice": best, "epochs_to_target": to_target, "auc": auc,
+        "test_dice": test_dice, "final_dice": final, "best_dice": best, "epochs_to_target": to_target, "auc": auc,
         "oscillation": oscillation, "epochs": len(trial), "diverged": diverged,
     }
 
@@ -75,7 +80,9 @@ def trial_metrics(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
         target_dice: Dice threshold for ``epochs_to_target``.
 
     Returns:
-        One row per ``run_id`` in order of first appearance, with columns ``run_id, method, seed, final_dice``
+        One row per ``run_id`` in order of first appearance, with columns ``run_id, method, seed``,
+        ``test_dice`` (held-out test Dice of the final model; 0.0 if diverged, NaN without a test split),
+        ``final_dice``
         (last epoch's Dice; 0.0 for a diverged trial or a NaN last Dice), ``best_dice`` (max finite Dice, NaN if
         none), ``epochs_to_target`` (first epoch number with Dice >= target, NaN if never), ``auc`` (trapezoid of
         the Dice curve over epochs divided by the epoch span, so in [0, 1]; NaN Dice counts as 0; a single epoch
@@ -112,7 +119,7 @@ def compare(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
 
     Returns:
         DataFrame indexed by ``method`` (order of first appearance) with columns ``seeds`` (trials of the method),
-        ``{final_dice,best_dice,auc,oscillation}_{mean,std}``, ``epochs_to_target_{mean,std}`` over the seeds
+        ``{test_dice,final_dice,best_dice,auc,oscillation}_{mean,std}``, ``epochs_to_target_{mean,std}`` over the seeds
         that reached the target (NaN when none did), ``reached_target`` (count) and ``diverged`` (count).
         std is the sample std (ddof=1) and 0.0 for a single seed.
     """
@@ -120,7 +127,7 @@ def compare(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
     rows: dict[str, dict[str, float | int]] = {}
     for method, g in trials.groupby("method", sort=False):
         row: dict[str, float | int] = {"seeds": len(g)}
-        for metric in ("final_dice", "best_dice", "epochs_to_target"):
+        for metric in ("test_dice", "final_dice", "best_dice", "epochs_to_target"):
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(g[metric])
         row["reached_target"] = int(g["epochs_to_target"].notna().sum())
         for metric in ("auc", "oscillation"):
@@ -152,18 +159,19 @@ def format_table(table: pd.DataFrame, target_dice: float) -> str:
         target_dice: The target Dice the table was built with (named in the header).
 
     Returns:
-        Multi-line string: a title naming the target, a header, a rule and one line per method with
+        Multi-line string: a title naming the target and the splits, a header, a rule and one line per method with
         "mean ± std" cells (3 decimals for Dice/AUC/oscillation, 1 for epochs); epochs to target reads
         ``12.3 ± 1.5 (3/3)`` or ``— (0/3)``.
     """
-    header = ["method", "seeds", "final Dice", "best Dice", f"epochs to Dice≥{target_dice:g}", "AUC",
+    header = ["method", "seeds", "test Dice", "final Dice", "best Dice", f"epochs to Dice≥{target_dice:g}", "AUC",
               "oscillation", "diverged"]
     lines = [header]
     for method, r in table.iterrows():
         reach = f"({int(r['reached_target'])}/{int(r['seeds'])})"
         ett = _cell(r["epochs_to_target_mean"], r["epochs_to_target_std"], 1)
         lines.append([
-            str(method), str(int(r["seeds"])), _cell(r["final_dice_mean"], r["final_dice_std"], 3),
+            str(method), str(int(r["seeds"])), _cell(r["test_dice_mean"], r["test_dice_std"], 3),
+            _cell(r["final_dice_mean"], r["final_dice_std"], 3),
             _cell(r["best_dice_mean"], r["best_dice_std"], 3), f"{ett} {reach}",
             _cell(r["auc_mean"], r["auc_std"], 3), _cell(r["oscillation_mean"], r["oscillation_std"], 3),
             f"{int(r['diverged'])}/{int(r['seeds'])}",
@@ -173,7 +181,8 @@ def format_table(table: pd.DataFrame, target_dice: float) -> str:
     def render(row: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
-    title = f"LR study comparison — target Dice {target_dice:g} (mean ± sample std over seeds)"
+    title = (f"LR study comparison — mean ± sample std over seeds; test Dice: held-out split, final model; "
+             f"other columns: validation split; target Dice {target_dice:g}")
     return "\n".join([title, render(header), "-" * len(render(header))] + [render(r) for r in lines[1:]])
 
 
@@ -186,6 +195,7 @@ class _Criterion(NamedTuple):
 
 
 _CRITERIA = (
+    _Criterion("held-out test Dice", "test_dice_mean", "test_dice_std", True, 3),
     _Criterion("final Dice", "final_dice_mean", "final_dice_std", True, 3),
     _Criterion("best Dice", "best_dice_mean", "best_dice_std", True, 3),
     _Criterion("AUC of the Dice curve", "auc_mean", "auc_std", True, 3),
@@ -198,7 +208,8 @@ _CRITERIA = (
 def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
     """Plain-language comparison of ``candidate`` with the best baseline on each criterion.
 
-    For each criterion the best baseline is the other method with the best mean (higher is better for final and
+    The first criterion is the held-out test Dice of the final model (the split nothing watched during training);
+    the others are read off the validation curves. For each criterion the best baseline is the other method with the best mean (higher is better for final and
     best Dice, AUC and share of seeds reaching the target; lower for epochs to target and oscillation). A line
     says "beats", "does not beat" or "ties" (equal at the displayed precision), names the baseline and both
     numbers, and adds that the difference is within the seed spread when |difference of means| is smaller than
@@ -238,7 +249,7 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
         judged += 1
         if base.empty:
             wins += 1
-            extra = (f" (reached the target in {show(candidate, _CRITERIA[3])} seeds; no baseline reached it)"
+            extra = (f" (reached the target in {show(candidate, _CRITERIA[4])} seeds; no baseline reached it)"
                      if c.mean == "epochs_to_target_mean" else "; no baseline has a value")
             lines.append(f"{c.label}: {candidate} beats every baseline — {candidate} has {show(candidate, c)}{extra}.")
             continue
@@ -246,8 +257,8 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
         bv = float(base[best])
         note = ""
         if c.mean == "epochs_to_target_mean":
-            note = (f" (mean over the seeds that reached it: {candidate} {show(candidate, _CRITERIA[3])}, "
-                    f"{best} {show(best, _CRITERIA[3])})")
+            note = (f" (mean over the seeds that reached it: {candidate} {show(candidate, _CRITERIA[4])}, "
+                    f"{best} {show(best, _CRITERIA[4])})")
         if not np.isfinite(cv):
             losses += 1
             lines.append(f"{c.label}: {candidate} does not beat {best} — {candidate} has no value (never reached "

@@ -23,7 +23,7 @@ from trainables.errors import InputError
 
 TAG_SESSION = "medtune.session"
 TAG_KIND = "medtune.kind"
-CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged")
+CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 
 
 @dataclass

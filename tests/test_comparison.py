@@ -138,3 +138,23 @@ def test_plots_write_non_blank_pngs(tmp_path: Path) -> None:
     _assert_real_png(plot_qtable(qtable, tmp_path / "c" / "q.png"))
     import matplotlib.pyplot as plt
     assert plt.get_fignums() == []
+
+
+def test_held_out_test_dice_is_taken_from_the_last_epoch_and_judged_first():
+    import pandas as pd
+
+    from dashboards.comparison import compare, trial_metrics, verdict
+
+    rows = []
+    for method, seed, tests in (("qlearning", 0, 0.70), ("qlearning", 1, 0.60), ("fixed", 0, 0.50), ("fixed", 1, 0.40)):
+        for epoch, dice in enumerate((0.3, 0.5), start=1):
+            rows.append({"run_id": f"{method}{seed}", "method": method, "seed": seed, "epoch": epoch, "dice": dice,
+                         "diverged": 0, "test_dice": tests if epoch == 2 else float("nan")})
+    curves = pd.DataFrame(rows)
+    assert trial_metrics(curves, 0.9)["test_dice"].tolist() == [0.70, 0.60, 0.50, 0.40]
+    table = compare(curves, 0.9)
+    # qlearning: mean (0.7+0.6)/2 = 0.65, sample std = 0.0707; fixed: 0.45
+    assert table.loc["qlearning", "test_dice_mean"] == pytest.approx(0.65)
+    assert table.loc["qlearning", "test_dice_std"] == pytest.approx(0.0707107, rel=1e-5)
+    first = verdict(table)[0]
+    assert first.startswith("held-out test Dice: qlearning beats fixed (0.650 vs 0.450)")

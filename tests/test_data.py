@@ -123,12 +123,30 @@ def test_prepare_empty_list():
 
 
 def test_load_split_phantom_is_reproducible():
-    cfg = DataConfig(num_volumes=8, val_fraction=0.25, seed=1, spatial_size=(32, 32, 32))
+    cfg = DataConfig(num_volumes=8, val_fraction=0.25, test_fraction=0.0, seed=1, spatial_size=(32, 32, 32))
     a, b = load_split(cfg), load_split(cfg)
+    assert a.test_images is None and a.test_labels is None
     assert a.train_images.shape == (6, 1, 32, 32, 32) and a.val_labels.shape == (2, 1, 32, 32, 32)
     assert a.num_classes == 3 and a.class_names == ("background", "anterior", "posterior")
     np.testing.assert_array_equal(a.val_images, b.val_images)
     np.testing.assert_array_equal(a.train_labels, b.train_labels)
+
+
+def test_load_split_holds_out_a_disjoint_test_split_of_the_whole():
+    cfg = DataConfig(num_volumes=32, val_fraction=0.25, test_fraction=0.2, seed=0, spatial_size=(16, 16, 16))
+    d = load_split(cfg)
+    # 32 * 0.2 = 6.4 -> 6 test cases; of the 26 left, 26 * 0.25 / 0.8 = 8.1 -> 8 validation; 18 train.
+    assert (len(d.train_images), len(d.val_images), len(d.test_images)) == (18, 8, 6)
+    assert d.test_labels.shape == (6, 1, 16, 16, 16)
+    seen = {a.tobytes() for a in np.concatenate([d.train_images, d.val_images])}
+    assert not any(t.tobytes() in seen for t in d.test_images)
+
+
+def test_fractions_that_leave_no_training_data_are_rejected():
+    with pytest.raises(InputError, match="val_fraction \\+ test_fraction"):
+        DataConfig(val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(InputError, match="test_fraction=1.0"):
+        DataConfig(test_fraction=1.0)
 
 
 # --------------------------------------------------------------------------- Decathlon
@@ -151,7 +169,7 @@ def test_decathlon_loads_cases(tmp_path):
 
 def test_decathlon_load_split_uses_declared_class_names(tmp_path):
     root = write_decathlon(tmp_path / "task", num_cases=4)
-    data = load_split(DataConfig(source="decathlon", path=str(root), spatial_size=(16, 16, 12)))
+    data = load_split(DataConfig(source="decathlon", path=str(root), test_fraction=0.0, spatial_size=(16, 16, 12)))
     assert data.class_names == ("background", "Anterior", "Posterior") and data.num_classes == 3
     assert data.train_images.shape == (3, 1, 16, 16, 12) and data.val_images.shape == (1, 1, 16, 16, 12)
 

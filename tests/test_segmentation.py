@@ -92,3 +92,11 @@ def test_healthy_epoch_reports_every_metric(data):
 def test_unknown_method_is_rejected(data):
     with pytest.raises(ValueError, match="cosin"):
         make_run(data, method="cosin")
+
+
+def test_only_the_last_epoch_scores_the_held_out_test_split(data):
+    run = make_run(data, method="fixed", epochs=2)
+    first, last = run.run_epoch(), run.run_epoch()
+    assert "test_dice" not in first.metrics()
+    dice, _ = run.evaluate(data.test_images, data.test_labels)
+    assert last.metrics()["test_dice"] == pytest.approx(dice)

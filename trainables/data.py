@@ -40,7 +40,10 @@ class DataConfig:
         source: ``"phantom"`` (embedded default) or ``"decathlon"``.
         path: Decathlon task folder; required when ``source == "decathlon"``.
         num_volumes: Phantom only: how many volumes to generate (>= 4).
-        val_fraction: Share of cases held out for validation, in (0, 1).
+        val_fraction: Share of cases held out for validation, in (0, 1). The LR
+            policies (plateau, the Q-learning agent) watch this split.
+        test_fraction: Share of cases held out for the final, untouched test
+            evaluation, in [0, 1); 0 means no test split. Nothing is tuned on it.
         seed: Data seed for the phantom generation and the train/val split;
             the same for every trial so trials see identical data.
         spatial_size: ``(D, H, W)`` every volume is padded/cropped to; each
@@ -54,6 +57,7 @@ class DataConfig:
     path: str | None = None
     num_volumes: int = 24
     val_fraction: float = 0.25
+    test_fraction: float = 0.2
     seed: int = 0
     spatial_size: tuple[int, int, int] = (32, 32, 32)
 
@@ -67,6 +71,13 @@ class DataConfig:
             raise InputError(f"num_volumes={self.num_volumes!r} is too small; use an integer >= 4")
         if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
             raise InputError(f"val_fraction={self.val_fraction!r} is out of range; use a number strictly between 0 and 1")
+        if not isinstance(self.test_fraction, (int, float)) or not 0 <= self.test_fraction < 1:
+            raise InputError(f"test_fraction={self.test_fraction!r} is out of range; use a number in [0, 1) (0: no test split)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise InputError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction!r} leaves no training data; "
+                "make their sum below 1"
+            )
         if not _is_int(self.seed):
             raise InputError(f"seed={self.seed!r} is not an integer; use an integer such as 0")
         size = self.spatial_size
@@ -104,8 +115,9 @@ class SegmentationData:
     """Train/validation arrays ready for a 3D network.
 
     Attributes:
-        train_images, val_images: ``float32`` ``(N, 1, D, H, W)``, z-scored per volume.
-        train_labels, val_labels: ``int64`` ``(N, 1, D, H, W)``.
+        train_images, val_images, test_images: ``float32`` ``(N, 1, D, H, W)``, z-scored per volume
+            (``test_*`` is None without a test split).
+        train_labels, val_labels, test_labels: ``int64`` ``(N, 1, D, H, W)``.
         num_classes: Number of classes including background (3 for Task04).
         class_names: One name per class, index = label value.
     """
@@ -116,6 +128,8 @@ class SegmentationData:
     val_labels: np.ndarray
     num_classes: int
     class_names: tuple[str, ...]
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- phantom
@@ -391,7 +405,10 @@ def prepare(cases: list[Case], spatial_size: tuple[int, int, int]) -> tuple[np.n
 
 
 def load_split(cfg: DataConfig) -> SegmentationData:
-    """Load the configured source, split it with ``cfg.seed`` and prepare both sides.
+    """Load the configured source, split it with ``cfg.seed`` and prepare every side.
+
+    The test cases are drawn first (``seed + 1``), then the rest is split into
+    training and validation (``seed``), so each fraction is of the whole set.
 
     The same ``cfg`` always gives the same arrays, so every trial of a study
     trains and validates on identical data.
@@ -403,7 +420,16 @@ def load_split(cfg: DataConfig) -> SegmentationData:
         cases, class_names = make_phantom(cfg.num_volumes, cfg.seed), PHANTOM_CLASS_NAMES
     else:
         cases, class_names = load_decathlon(cfg.path), decathlon_class_names(cfg.path)
-    train_idx, val_idx = split_indices(len(cases), cfg.val_fraction, cfg.seed)
-    train_images, train_labels = prepare([cases[i] for i in train_idx], cfg.spatial_size)
-    val_images, val_labels = prepare([cases[i] for i in val_idx], cfg.spatial_size)
-    return SegmentationData(train_images, train_labels, val_images, val_labels, len(class_names), class_names)
+    rest, test_idx = np.arange(len(cases)), None
+    if cfg.test_fraction > 0:
+        keep, test_idx = split_indices(len(cases), cfg.test_fraction, cfg.seed + 1)
+        rest = rest[keep]
+    train_pos, val_pos = split_indices(len(rest), cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
+    train_images, train_labels = prepare([cases[i] for i in rest[train_pos]], cfg.spatial_size)
+    val_images, val_labels = prepare([cases[i] for i in rest[val_pos]], cfg.spatial_size)
+    test_images = test_labels = None
+    if test_idx is not None:
+        test_images, test_labels = prepare([cases[i] for i in test_idx], cfg.spatial_size)
+    return SegmentationData(
+        train_images, train_labels, val_images, val_labels, len(class_names), class_names, test_images, test_labels
+    )

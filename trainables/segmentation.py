@@ -5,7 +5,8 @@ A MONAI 3D UNet trained with Dice + cross-entropy on the study's volumes
 epoch it validates (mean foreground Dice, validation loss), lets the LR policy
 act, checkpoints everything a restart needs (model, optimizer, LR policy, the
 RNG states and the shuffling generator) and reports
-``dice, val_loss, train_loss, lr, epoch, diverged``.
+``dice, val_loss, train_loss, lr, epoch, diverged``; after the last epoch also
+``test_dice`` on the held-out test split, which nothing watches during training.
 
 The LR policy is one of the baselines of :mod:`searchers.lr_schedules`, run
 inside the trial, or ``qlearning``: then the trial only *reads* its LR, once per
@@ -98,9 +99,10 @@ class EpochResult:
     val_loss: float
     dice: float
     diverged: bool = False
+    test_dice: float | None = None  # held-out test Dice, after the last epoch only
 
     def metrics(self) -> dict[str, float]:
-        return {
+        out = {
             "epoch": self.epoch,
             "lr": self.lr,
             "train_loss": self.train_loss,
@@ -108,6 +110,9 @@ class EpochResult:
             "dice": self.dice,
             "diverged": int(self.diverged),
         }
+        if self.test_dice is not None:
+            out["test_dice"] = self.test_dice
+        return out
 
 
 @dataclass
@@ -197,16 +202,26 @@ class SegmentationRun:
             count += len(images)
         return total / max(1, count)
 
-    @torch.no_grad()
     def validate(self) -> tuple[float, float]:
-        """Mean foreground Dice and loss on the validation volumes."""
+        """Mean foreground Dice and loss on the validation volumes (what the LR policies watch)."""
+        return self.evaluate(self.data.val_images, self.data.val_labels)
+
+    def test(self) -> tuple[float, float] | None:
+        """Mean foreground Dice and loss on the held-out test volumes; None without a test split."""
+        if self.data.test_images is None or len(self.data.test_images) == 0:
+            return None
+        return self.evaluate(self.data.test_images, self.data.test_labels)
+
+    @torch.no_grad()
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """Mean foreground Dice and loss of the current model on ``images`` (N, 1, D, H, W)."""
         from monai.metrics import DiceMetric
         from monai.networks.utils import one_hot
 
         self.model.eval()
         metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
-        images = torch.tensor(self.data.val_images)
-        labels = torch.tensor(self.data.val_labels)
+        images = torch.tensor(images)
+        labels = torch.tensor(labels)
         losses = []
         n_cls = self.data.num_classes
         for start in range(0, len(images), self.train_cfg.batch_size):
@@ -231,7 +246,8 @@ class SegmentationRun:
             return EpochResult(self.epoch, lr, train_loss, val_loss, dice, diverged=True)
         if self.policy is not None:
             self.policy.step(dice=dice, val_loss=val_loss)
-        return EpochResult(self.epoch, lr, train_loss, val_loss, dice)
+        test = self.test() if self.epoch >= self.train_cfg.epochs else None
+        return EpochResult(self.epoch, lr, train_loss, val_loss, dice, test_dice=test[0] if test else None)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a restart needs to continue exactly (CPU tensors)."""

@@ -11,20 +11,25 @@ directly in this process (no Ray, no MLflow, no checkpoint), same data
 
 The bare loop runs twice, before and after the Tune run (Ray's background
 processes are up for both), and the first epoch of every run is dropped
-(warm-up). Under Tune, the per-epoch time is the trial's own ``time_this_iter_s``
-(time between two ``tune.report`` calls inside the worker, so it includes the
-previous epoch's checkpoint persistence and the wait for the driver to handle
-the result) and, as a cross-check, the interval between two results as seen by
-the driver (a callback appended after the tracker).
+(warm-up). Under Tune two per-epoch times are taken:
 
-Target: median Tune epoch / median bare epoch <= 1.10.
+* the trial's own ``time_this_iter_s``. For a function trainable on Ray 2.60 this
+  is the duration of the actor's ``train()`` call: the training thread is held in
+  ``tune.report`` until the driver asks for the next result, so it covers the
+  epoch, ``torch.save`` and the checkpoint persistence, but NOT the driver's
+  handling of the result (scheduler, MLflow ``log_batch``, experiment snapshot)
+  nor the round trip;
+* the interval between two results as the driver sees them (a callback appended
+  after the tracker): the real wall time per epoch, everything included.
+
+The target is asserted on the second, the stricter one:
+median driver interval / median bare epoch <= 1.10.
 """
 
 from __future__ import annotations
 
 import time
-
-import pytest
+from statistics import mean
 
 from tests.bench._common import median, pct, report
 
@@ -121,8 +126,8 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     checkpoints = sorted(p.name for p in session_dir.rglob("checkpoint_*") if p.is_dir())
 
     m_bare, m_tune, m_driver = median(bare), median(tune_iter), median(driver_gaps)
-    ratio = m_tune / m_bare
-    ratio_driver = m_driver / m_bare
+    ratio_iter = m_tune / m_bare
+    ratio = m_driver / m_bare
     ok = ratio <= TARGET
     report(
         "per-epoch overhead: train_segmentation under Tune + MLflowTracker vs bare SegmentationRun.run_epoch",
@@ -134,11 +139,13 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
             ("tune driver gaps s", " ".join(f"{x:.3f}" for x in driver_gaps)),
             ("median bare s", f"{m_bare:.4f} (p90 {pct(bare, 0.9):.4f})"),
             ("median tune s", f"{m_tune:.4f} (p90 {pct(tune_iter, 0.9):.4f})"),
-            ("median driver gap s", f"{m_driver:.4f}"),
-            ("overhead per epoch s", f"{m_tune - m_bare:+.4f}"),
-            ("ratio tune/bare", f"{ratio:.3f} (driver-gap ratio {ratio_driver:.3f})"),
+            ("median driver gap s", f"{m_driver:.4f} (p90 {pct(driver_gaps, 0.9):.4f})"),
+            ("mean bare/iter/gap s", f"{mean(bare):.4f} / {mean(tune_iter):.4f} / {mean(driver_gaps):.4f}"),
+            ("overhead per epoch s", f"{m_driver - m_bare:+.4f} wall (driver gap), {m_tune - m_bare:+.4f} in-worker"),
+            ("ratio time_this_iter/bare", f"{ratio_iter:.3f}"),
+            ("RATIO driver gap/bare", f"{ratio:.3f}"),
             ("checkpoints kept", ", ".join(checkpoints)),
-            ("target", f"ratio <= {TARGET:.2f}"),
+            ("target", f"driver-gap ratio <= {TARGET:.2f}"),
         ],
         "MET" if ok else "MISSED",
     )
