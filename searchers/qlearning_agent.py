@@ -259,16 +259,18 @@ class QTable:
         self.updates += 1
         return td
 
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable snapshot (the RNG included, so a restore replays exactly)."""
-        version, internal, gauss = self.rng.getstate()
-        return {
+    def state_dict(self, include_rng: bool = True) -> dict[str, Any]:
+        """JSON-serialisable snapshot; with the RNG (the default) a restore replays exactly."""
+        state: dict[str, Any] = {
             "q": {s: dict(r) for s, r in self.q.items()},
             "visits": {s: dict(r) for s, r in self.visits.items()},
             "epsilon": self.epsilon,
             "updates": self.updates,
-            "rng": [version, list(internal), gauss],
         }
+        if include_rng:
+            version, internal, gauss = self.rng.getstate()
+            state["rng"] = [version, list(internal), gauss]
+        return state
 
     def load_state_dict(self, state: dict[str, Any], *, keep_rng: bool = False) -> None:
         """Restore :meth:`state_dict` output; ``keep_rng`` keeps this table's own RNG (warm start)."""
@@ -437,8 +439,14 @@ class QLearningLRAgent:
         return r.lr
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state of this run (not the shared table)."""
-        return asdict(self.run)
+        """JSON-serialisable state of this run (not the shared table).
+
+        A shallow copy: the lists are copied, the decision records (never changed once written) are shared.
+        """
+        state = dict(vars(self.run))
+        for key in ("dice", "val_loss", "decisions"):
+            state[key] = list(state[key])
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.run = _RunState(**state)

@@ -116,11 +116,12 @@ class QLearningLRScheduler(FIFOScheduler):
         self.warm_started_from: str | None = None
         self.restored_updates = 0
         self._box = None
+        self._journal_dir_ready = False
 
     # Tune pickles the scheduler into tuner.pkl; keep only the configuration.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("table", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates"):
+        for key in ("table", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates", "_journal_dir_ready"):
             state.pop(key, None)
         return state
 
@@ -153,11 +154,12 @@ class QLearningLRScheduler(FIFOScheduler):
 
     def _journal(self, trial_id: str, epoch: int) -> None:
         assert self.table is not None
-        table = self.table.state_dict()
-        table.pop("rng")
+        table = self.table.state_dict(include_rng=False)
         record = {"trial": trial_id, "epoch": epoch, "table": table, "agent": self.agents[trial_id].state_dict()}
         path = Path(self.state_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._journal_dir_ready:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._journal_dir_ready = True
         with open(path, "a+b") as f:
             # A driver killed mid-write leaves a torn last line: start a fresh line after it.
             size = f.seek(0, os.SEEK_END)
