@@ -12,6 +12,7 @@ and the report files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ from trainables.typed import from_dict, to_dict
 
 SESSION_FILE = "medtune.json"
 JOURNAL_FILE = "qlearning-journal.jsonl"
+MEMORY_FILE = "episodic-memory.jsonl"  # beside the MLflow store: outlives each experiment
+PBT_DIR = "pbt"
 
 
 def log(msg: str) -> None:
@@ -68,67 +71,111 @@ def _trainable(spec: LRStudySpec, data: Any):
     return tune.with_resources(tune.with_parameters(train_segmentation, data=data), resources)
 
 
-def build_tuner(spec: LRStudySpec, session_dir: Path, tracking_uri: str, experiment_id: str, data: Any):
+def task_key(spec: LRStudySpec) -> str:
+    """Curves are comparable (for the episodic memory) when data, model and batch size are the same."""
+    key = json.dumps([to_dict(spec.data), to_dict(spec.model), spec.train.batch_size], sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any]):
     from ray import tune
 
     from cluster.tracking import MLflowTracker
-    from searchers.qlearning_scheduler import QLearningLRScheduler
+    from searchers.qlearning_scheduler import EpisodeRecorder
 
-    session = session_dir.name
-    mailbox = f"medtune-lr-{session}"
-    scheduler = QLearningLRScheduler(
-        spec.agent_config(),
-        state_path=session_dir / JOURNAL_FILE,
-        mailbox=mailbox,
-        seed=spec.qlearning.seed,
-        warm_start=spec.qlearning.warm_start,
+    session = info["session"]
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        callbacks=[
+            MLflowTracker(info["tracking_uri"], info["experiment_id"], session),
+            EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session),
+        ],
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        verbose=1,
     )
-    param_space = {
-        "method": tune.grid_search(list(spec.methods)),
+
+
+def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
+    """The study's Tuner of ``kind``: ``main`` (every method but pbt, with the Q-learning scheduler)
+    or ``pbt`` (the PBT population, one member per seed). Both log to the same session and experiment."""
+    from ray import tune
+
+    from searchers.pbt import make_pbt
+    from searchers.qlearning_scheduler import WARM_METHOD, QLearningLRScheduler
+
+    common = {
         "seed": tune.grid_search(list(spec.seeds)),
         "lr": spec.train.base_lr,
         "data": to_dict(spec.data),
         "model": to_dict(spec.model),
         "train": to_dict(spec.train),
         "schedules": to_dict(spec.schedules),
-        "mailbox": mailbox,
+        "mailbox": info["mailbox"],
+        "task": info["task"],
         "threads": max(1, int(spec.resources.cpus_per_trial)),
     }
-    run_config = tune.RunConfig(
-        name=session,
-        storage_path=str(session_dir.parent),
-        callbacks=[MLflowTracker(tracking_uri, experiment_id, session)],
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        verbose=1,
-    )
+    if kind == "main":
+        scheduler = QLearningLRScheduler(
+            spec.agent_config(),
+            state_path=session_dir / JOURNAL_FILE,
+            mailbox=info["mailbox"],
+            seed=spec.qlearning.seed,
+            warm_start=spec.qlearning.warm_start,
+            warm_method=WARM_METHOD if WARM_METHOD in spec.methods else "qlearning",
+        )
+        methods = [m for m in spec.methods if m != "pbt"]
+        name, storage = session_dir.name, session_dir.parent
+    else:
+        scheduler = make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr, seed=spec.qlearning.seed)
+        methods = ["pbt"]
+        name, storage = PBT_DIR, session_dir
     tune_config = tune.TuneConfig(
-        scheduler=scheduler,
-        max_concurrent_trials=spec.resources.max_concurrent or None,
-        reuse_actors=False,
+        scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False
     )
-    return tune.Tuner(_trainable(spec, data), param_space=param_space, tune_config=tune_config, run_config=run_config), scheduler
+    return tune.Tuner(
+        _trainable(spec, data),
+        param_space={"method": tune.grid_search(methods), **common},
+        tune_config=tune_config,
+        run_config=_run_config(spec, name, storage, info),
+    )
+
+
+def tuner_kinds(spec: LRStudySpec) -> list[str]:
+    kinds = ["main"] if any(m != "pbt" for m in spec.methods) else []
+    return kinds + (["pbt"] if "pbt" in spec.methods else [])
+
+
+def tuner_path(kind: str, session_dir: Path) -> Path:
+    return session_dir if kind == "main" else session_dir / PBT_DIR
+
+
+def _unfinished(spec: LRStudySpec, results) -> list:
+    """Results of trials that stopped before their last epoch without diverging or failing (interrupted)."""
+    return [
+        r for r in results
+        if r.error is None and not (r.metrics or {}).get("diverged")
+        and (r.metrics or {}).get("epoch", 0) < spec.train.epochs
+    ]
 
 
 def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
     """Write the final Q-table, build the report from MLflow, log the summary run, print the table."""
     from dashboards.report import build_report, log_summary
-    from searchers.qlearning_scheduler import QLearningLRScheduler
+    from searchers.qlearning_scheduler import WARM_METHOD, QLearningLRScheduler
 
-    # The journal is the scheduler's durable state; rebuild the final table from it.
+    # The journal is the scheduler's durable state; rebuild the final tables from it.
     replay = QLearningLRScheduler(
         spec.agent_config(), state_path=session_dir / JOURNAL_FILE, mailbox="", seed=spec.qlearning.seed,
         warm_start=spec.qlearning.warm_start,
+        warm_method=WARM_METHOD if WARM_METHOD in spec.methods else "qlearning",
     )
-    qtable = replay.snapshot() if "qlearning" in spec.methods else None
+    qtable = replay.snapshot() if set(spec.methods) & {"qlearning", WARM_METHOD} else None
     if qtable is not None:
         (session_dir / "qtable.json").write_text(json.dumps(qtable, indent=1))
     errors = [r for r in results if r.error is not None]
-    unfinished = [
-        r for r in results
-        if r.error is None and not (r.metrics or {}).get("diverged")
-        and (r.metrics or {}).get("epoch", 0) < spec.train.epochs
-    ]
+    unfinished = _unfinished(spec, results)
     report = build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable)
     if unfinished:
         print()
@@ -180,6 +227,9 @@ def run_lr_study(
         "tracking_uri": uri,
         "custom_uri": bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
         "experiment_id": experiment_id,
+        "mailbox": f"medtune-lr-{session}",
+        "memory_path": str(output_dir / MEMORY_FILE),
+        "task": task_key(spec),
         "origin": origin or {},
     }
     (session_dir / SESSION_FILE).write_text(json.dumps(info, indent=1))
@@ -188,8 +238,14 @@ def run_lr_study(
         f"{spec.train.epochs} epochs each")
     log(f"session folder: {session_dir}; MLflow: {uri}")
     init_ray(address)
-    tuner, _ = build_tuner(spec, session_dir, uri, experiment_id, data)
-    results = tuner.fit()
+    results = []
+    for kind in tuner_kinds(spec):
+        if kind == "pbt":
+            log(f"PBT population of {len(spec.seeds)} (a second Tuner: PBT restarts trials, so it cannot share "
+                "the Q-learning scheduler's Tuner)")
+        results.extend(build_tuner(kind, spec, session_dir, info, data).fit())
+        if _unfinished(spec, results):
+            break  # interrupted: the next Tuner starts on `medtune resume`
     return _finish(spec, session_dir, info, results)
 
 
@@ -213,8 +269,16 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     if journal.exists():
         log(f"resuming with the Q-learning journal {journal}")
     init_ray(address)
-    tuner = tune.Tuner.restore(
-        str(session_dir), trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True
-    )
-    results = tuner.fit()
+    results = []
+    for kind in tuner_kinds(spec):
+        path = tuner_path(kind, session_dir)
+        if tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(
+                str(path), trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True
+            )
+        else:  # interrupted before this Tuner started
+            tuner = build_tuner(kind, spec, session_dir, info, data)
+        results.extend(tuner.fit())
+        if _unfinished(spec, results):
+            break
     return _finish(spec, session_dir, info, results)

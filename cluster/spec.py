@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from searchers.lr_schedules import ScheduleConfig
+from searchers.pbt import PBTConfig
 from searchers.qlearning_agent import QLearningConfig
 from trainables.data import DataConfig
 from trainables.errors import InputError, did_you_mean
@@ -82,6 +83,7 @@ class LRStudySpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     schedules: ScheduleConfig = field(default_factory=ScheduleConfig)
     qlearning: QLearningSpec = field(default_factory=QLearningSpec)
+    pbt: PBTConfig = field(default_factory=PBTConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
     smoke: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +104,11 @@ class LRStudySpec:
                 raise ValueError(f"methods: {m!r} is not an LR method{did_you_mean(m, METHODS)}; use any of {', '.join(METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods={list(self.methods)!r} has duplicates; list each method once")
+        if "qlearning_warm" in self.methods and not self.qlearning.warm_start:
+            raise ValueError(
+                "methods: 'qlearning_warm' needs qlearning.warm_start; give the qtable.json of an earlier "
+                "experiment, e.g. --set qlearning.warm_start=medtune-runs/<session>/qtable.json"
+            )
         if self.max_failures < 0:
             raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
 

@@ -109,7 +109,9 @@ def plot_lr_traces(curves: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_qtable(qtable: dict[str, dict[str, dict[str, float]]], path: str | Path) -> Path:
+def plot_qtable(
+    qtable: dict[str, dict[str, dict[str, float]]], path: str | Path, title: str = "Q-learning LR agent"
+) -> Path:
     """Heatmap of the Q-learning LR agent's Q-values, each cell annotated with the value and its visit count.
 
     Rows are the states (the six known ones first, in a fixed order, then any others), columns the actions
@@ -119,6 +121,7 @@ def plot_qtable(qtable: dict[str, dict[str, dict[str, float]]], path: str | Path
     Args:
         qtable: ``{"q": {state: {action: float}}, "visits": {state: {action: int}}}``.
         path: PNG file to write.
+        title: the plot's title; ": Q-values (n = visits)" is appended.
 
     Returns:
         The written path.
@@ -146,6 +149,6 @@ def plot_qtable(qtable: dict[str, dict[str, dict[str, float]]], path: str | Path
     ax.set_yticks(range(len(states)), states)
     ax.set_xlabel("action")
     ax.set_ylabel("state")
-    ax.set_title("Q-learning LR agent: Q-values (n = visits)")
+    ax.set_title(f"{title}: Q-values (n = visits)")
     fig.colorbar(image, ax=ax, label="Q-value")
     return _save(fig, path)

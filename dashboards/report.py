@@ -132,7 +132,11 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None,
     target = float(runs[0].data.params.get("train.target_dice", 0.8))
     if qtable is None:
         qtable = _download_qtable(client, exp.experiment_id, session)
-    return Report(experiment, exp.experiment_id, session, target, curves, compare(curves, target), qtable)
+    table = compare(curves, target)
+    # Best first: by the held-out test Dice where there is one, else by the final validation Dice.
+    key = "test_dice_mean" if table["test_dice_mean"].notna().any() else "final_dice_mean"
+    table = table.sort_values(key, ascending=False, kind="stable", na_position="last")
+    return Report(experiment, exp.experiment_id, session, target, curves, table, qtable)
 
 
 def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
@@ -152,8 +156,10 @@ def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
     paths.append(plot_dice_curves(report.curves, folder / "dice_curves.png"))
     paths.append(plot_lr_traces(report.curves, folder / "lr_traces.png"))
     if report.qtable:
-        table_state = report.qtable.get("table", report.qtable)
-        paths.append(plot_qtable(table_state, folder / "qtable.png"))
+        tables = report.qtable.get("tables") or {"qlearning": report.qtable.get("table", report.qtable)}
+        for method, table_state in tables.items():
+            name = "qtable.png" if method == "qlearning" or len(tables) == 1 else f"qtable-{method}.png"
+            paths.append(plot_qtable(table_state, folder / name, title=f"Q-table of {method}"))
         qpath = folder / "qtable.json"
         qpath.write_text(json.dumps(report.qtable, indent=1))
         paths.append(qpath)

@@ -22,6 +22,9 @@ from typing import Any
 
 import torch
 
+from searchers.effort_controller import EffortConfig
+from searchers.greedy_lr import GreedyConfig
+
 BASELINES: tuple[str, ...] = ("fixed", "step", "exponential", "cosine", "plateau")
 
 
@@ -70,12 +73,14 @@ class PlateauConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Parameters of every baseline schedule (one section each in a spec)."""
+    """Parameters of every LR policy that runs inside a trial (one section each in a spec)."""
 
     step: StepConfig = field(default_factory=StepConfig)
     exponential: ExponentialConfig = field(default_factory=ExponentialConfig)
     cosine: CosineConfig = field(default_factory=CosineConfig)
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
+    greedy: GreedyConfig = field(default_factory=GreedyConfig)
+    effort: EffortConfig = field(default_factory=EffortConfig)
 
 
 class EpochSchedule:

@@ -29,26 +29,40 @@ from pathlib import Path
 from typing import Any, Callable
 
 import ray
+from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from searchers.episodic_memory import EpisodicMemory
 from searchers.qlearning_agent import QLearningConfig, QLearningLRAgent, QTable, load_qtable_file
 
 METHOD = "qlearning"
+WARM_METHOD = "qlearning_warm"
+METHODS = (METHOD, WARM_METHOD)
 
 
 @ray.remote(num_cpus=0)
 class LRMailbox:
-    """Latest LR per trial id, written by the scheduler, read by trainables."""
+    """The study's message board: the latest LR per trial id (written by the scheduler, read by
+    trainables) and the episodic memory of finished Dice curves (written by the driver, read by
+    ``effort`` trials), so both work on any node of a cluster."""
 
     def __init__(self) -> None:
         self._lr: dict[str, float] = {}
+        self._episodes: list[dict[str, Any]] = []
 
     def put(self, trial_id: str, lr: float) -> None:
         self._lr[trial_id] = lr
 
     def get(self, trial_id: str) -> float | None:
         return self._lr.get(trial_id)
+
+    def add_episodes(self, episodes: list[dict[str, Any]]) -> int:
+        self._episodes.extend(episodes)
+        return len(self._episodes)
+
+    def episodes(self, task: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self._episodes if task is None or e.get("task") == task]
 
 
 def open_mailbox(name: str) -> Any:
@@ -69,8 +83,70 @@ def read_mailbox(name: str, trial_id: str) -> float | None:
     return ray.get(box.get.remote(trial_id))
 
 
+def read_episodes(name: str, task: str | None = None) -> EpisodicMemory:
+    """The trainable's side: the episodic memory held by the board (empty if there is none)."""
+    try:
+        box = ray.get_actor(name)
+    except ValueError:
+        return EpisodicMemory()
+    memory = EpisodicMemory()
+    for e in ray.get(box.episodes.remote(task)):
+        memory.add(e["curve"], e.get("task", ""), e.get("source", ""))
+    return memory
+
+
+class EpisodeRecorder(Callback):
+    """Stores the validation Dice curve of every finished trial in the episodic memory.
+
+    The memory file (JSON lines, kept beside the MLflow store) outlives the experiment; the board
+    actor serves this experiment's trials. Diverged trials are not stored.
+
+    Args:
+        mailbox: the board's name (created if missing, seeded with the file's episodes).
+        path: the memory file.
+        task: the task key of this experiment's curves (same data, model and batch size).
+        session: prefix of each episode's ``source``.
+    """
+
+    def __init__(self, mailbox: str, path: str | os.PathLike, task: str, session: str) -> None:
+        self.mailbox, self.path, self.task, self.session = mailbox, str(path), task, session
+        self._curves: dict[str, dict[int, float]] = {}
+        self._box = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_box": None, "_curves": {}}
+
+    def board(self) -> Any:
+        if self._box is None:
+            try:
+                self._box = ray.get_actor(self.mailbox)
+            except ValueError:
+                self._box = open_mailbox(self.mailbox)
+                stored = EpisodicMemory.load(self.path)
+                ray.get(self._box.add_episodes.remote(
+                    [{"curve": list(e.curve), "task": e.task, "source": e.source} for e in stored.episodes]))
+        return self._box
+
+    def setup(self, **info: Any) -> None:
+        self.board()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "dice" in result and "epoch" in result:
+            self._curves.setdefault(trial.trial_id, {})[int(result["epoch"])] = float(result["dice"])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        points = self._curves.pop(trial.trial_id, {})
+        last = trial.last_result or {}
+        if not points or last.get("diverged"):
+            return
+        curve = [points[e] for e in sorted(points)]
+        source = f"{self.session}/{trial.config.get('method')}-seed{trial.config.get('seed')}"
+        EpisodicMemory.append(self.path, curve, self.task, source)
+        ray.get(self.board().add_episodes.remote([{"curve": curve, "task": self.task, "source": source}]))
+
+
 class QLearningLRScheduler(FIFOScheduler):
-    """Drives the LR of every ``qlearning`` trial with one shared Q-table.
+    """Drives the LR of every ``qlearning`` (and ``qlearning_warm``) trial; one shared Q-table per method.
 
     Args:
         config: the agent's hyper-parameters (paper 000 section 4.1 defaults).
@@ -80,6 +156,8 @@ class QLearningLRScheduler(FIFOScheduler):
         metric: result key of the validation Dice; ``loss_metric`` of the validation loss.
         warm_start: a Q-table JSON from an earlier experiment to start from
             (ignored when the journal already exists: a resumed run keeps its own table).
+        warm_method: the method whose table starts from ``warm_start``: ``qlearning`` (default), or
+            ``qlearning_warm`` to compare a warm agent with a cold ``qlearning`` one in the same experiment.
         deliver: ``deliver(trial_id, lr)`` replaces the mailbox (tests, benchmarks, other transports).
 
     Decisions: always ``CONTINUE``; the scheduler never stops or pauses a trial.
@@ -97,6 +175,7 @@ class QLearningLRScheduler(FIFOScheduler):
         loss_metric: str = "val_loss",
         warm_start: str | None = None,
         deliver: Callable[[str, float], None] | None = None,
+        warm_method: str = METHOD,
     ) -> None:
         super().__init__()
         self.deliver = deliver
@@ -107,10 +186,14 @@ class QLearningLRScheduler(FIFOScheduler):
         self.dice_metric = metric
         self.loss_metric = loss_metric
         self.warm_start = warm_start
+        if warm_method not in METHODS:
+            raise ValueError(f"warm_method={warm_method!r} must be one of {', '.join(METHODS)}")
+        self.warm_method = warm_method
         self._reset()
 
     def _reset(self) -> None:
-        self.table: QTable | None = None
+        self.tables: dict[str, QTable] = {}
+        self._loaded = False
         self.agents: dict[str, QLearningLRAgent] = {}
         self.last_epoch: dict[str, int] = {}
         self.warm_started_from: str | None = None
@@ -121,7 +204,8 @@ class QLearningLRScheduler(FIFOScheduler):
     # Tune pickles the scheduler into tuner.pkl; keep only the configuration.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("table", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates", "_journal_dir_ready"):
+        for key in ("tables", "_loaded", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates",
+                    "_journal_dir_ready"):
             state.pop(key, None)
         return state
 
@@ -130,32 +214,52 @@ class QLearningLRScheduler(FIFOScheduler):
         self._reset()
 
     # -- state ------------------------------------------------------------
-    def _ensure_table(self) -> QTable:
-        if self.table is not None:
-            return self.table
-        path = Path(self.state_path)
-        if path.exists() and path.stat().st_size > 0:
-            self.table = QTable(self.config, seed=self.seed)
-            for record in _read_journal(path):
-                self.table.load_state_dict(record["table"], keep_rng=True)
-                agent = QLearningLRAgent(self.config, table=self.table)
-                agent.load_state_dict(record["agent"])
-                self.agents[record["trial"]] = agent
-                self.last_epoch[record["trial"]] = record.get("epoch", 0)
-            self.restored_updates = self.table.updates
-            # Re-seed exploration deterministically from how far learning got.
-            self.table.rng.seed(self.seed * 1_000_003 + self.table.updates)
-        elif self.warm_start:
-            self.table = load_qtable_file(self.warm_start, self.config, seed=self.seed)
-            self.warm_started_from = self.warm_start
-        else:
-            self.table = QTable(self.config, seed=self.seed)
-        return self.table
+    @property
+    def table(self) -> QTable | None:
+        """The ``qlearning`` method's shared table (None before first use)."""
+        return self.tables.get(METHOD)
 
-    def _journal(self, trial_id: str, epoch: int) -> None:
-        assert self.table is not None
-        table = self.table.state_dict(include_rng=False)
-        record = {"trial": trial_id, "epoch": epoch, "table": table, "agent": self.agents[trial_id].state_dict()}
+    def _ensure_loaded(self) -> None:
+        """Replay the journal once (a restarted driver), so nothing learned is lost."""
+        if self._loaded:
+            return
+        self._loaded = True
+        path = Path(self.state_path)
+        if not (path.exists() and path.stat().st_size > 0):
+            return
+        for record in _read_journal(path):
+            table = self._table(record.get("method", METHOD), fresh=True)
+            table.load_state_dict(record["table"], keep_rng=True)
+            agent = QLearningLRAgent(self.config, table=table)
+            agent.load_state_dict(record["agent"])
+            self.agents[record["trial"]] = agent
+            self.last_epoch[record["trial"]] = record.get("epoch", 0)
+        for table in self.tables.values():
+            # Re-seed exploration deterministically from how far learning got.
+            table.rng.seed(self.seed * 1_000_003 + table.updates)
+        self.restored_updates = sum(t.updates for t in self.tables.values())
+
+    def _table(self, method: str, fresh: bool = False) -> QTable:
+        """The shared table of ``method``; a new one starts from ``warm_start`` if it is the warm method."""
+        if not fresh:
+            self._ensure_loaded()
+        if method not in self.tables:
+            if self.warm_start and method == self.warm_method and not fresh:
+                self.tables[method] = load_qtable_file(self.warm_start, self.config, seed=self.seed)
+                self.warm_started_from = self.warm_start
+            else:
+                self.tables[method] = QTable(self.config, seed=self.seed)
+        return self.tables[method]
+
+    def _ensure_table(self) -> QTable:
+        return self._table(METHOD)
+
+    def _journal(self, trial_id: str, method: str, epoch: int) -> None:
+        agent = self.agents[trial_id]
+        record = {
+            "trial": trial_id, "method": method, "epoch": epoch,
+            "table": agent.table.state_dict(include_rng=False), "agent": agent.state_dict(),
+        }
         path = Path(self.state_path)
         if not self._journal_dir_ready:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,16 +272,25 @@ class QLearningLRScheduler(FIFOScheduler):
             f.flush()
 
     def snapshot(self) -> dict[str, Any]:
-        """The shared table and every trial's agent, JSON-serialisable (for reports)."""
-        table = self._ensure_table()
+        """Every method's table and every trial's agent, JSON-serialisable (for reports).
+
+        ``table`` is the ``qlearning`` table (or the only one); ``tables`` holds each method's.
+        """
+        self._ensure_loaded()
+        if not self.tables:
+            self._table(METHOD)
+        tables = {m: t.state_dict() for m, t in self.tables.items()}
         return {
-            "table": table.state_dict(),
+            "table": tables.get(METHOD, next(iter(tables.values()))),
+            "tables": tables,
+            "warm_start": self.warm_start,
+            "warm_method": self.warm_method if self.warm_start else None,
             "agents": {tid: a.state_dict() for tid, a in self.agents.items()},
             "config": self.config.__dict__,
         }
 
     def _agent(self, trial: Trial) -> QLearningLRAgent:
-        table = self._ensure_table()
+        table = self._table(trial.config["method"])
         agent = self.agents.get(trial.trial_id)
         if agent is None:
             agent = QLearningLRAgent(self.config, table=table)
@@ -198,7 +311,7 @@ class QLearningLRScheduler(FIFOScheduler):
 
     # -- Tune hooks -------------------------------------------------------
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        if trial.config.get("method") == METHOD:
+        if trial.config.get("method") in METHODS:
             agent = self._agent(trial)
             # A resumed trial gets the LR its agent had when the driver stopped; a new one whose
             # configured LR lay outside the bounds gets the clamped LR.
@@ -206,12 +319,13 @@ class QLearningLRScheduler(FIFOScheduler):
                 self._deliver(trial, agent.lr)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        if trial.config.get("method") != METHOD:
+        method = trial.config.get("method")
+        if method not in METHODS:
             return TrialScheduler.CONTINUE
         dice, loss = result.get(self.dice_metric), result.get(self.loss_metric)
         if dice is None or loss is None:
             return TrialScheduler.CONTINUE
-        self._ensure_table()  # replays the journal first, so a re-reported epoch is recognised
+        self._ensure_loaded()  # replays the journal first, so a re-reported epoch is recognised
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if epoch <= self.last_epoch.get(trial.trial_id, 0):
             return TrialScheduler.CONTINUE  # a restarted trial re-reporting an epoch we already used
@@ -223,17 +337,14 @@ class QLearningLRScheduler(FIFOScheduler):
         if after != before:
             self._deliver(trial, after)
         if len(agent.run.decisions) != decided or agent.table.updates != updates:
-            self._journal(trial.trial_id, epoch)
+            self._journal(trial.trial_id, method, epoch)
         return TrialScheduler.CONTINUE
 
     def debug_string(self) -> str:
-        table = self.table
-        if table is None:
+        if not self.tables:
             return "QLearningLRScheduler: no qlearning result yet"
-        return (
-            f"QLearningLRScheduler: {len(self.agents)} qlearning trials, {table.updates} Q-updates, "
-            f"epsilon {table.epsilon:.3f}"
-        )
+        parts = [f"{m}: {t.updates} Q-updates, epsilon {t.epsilon:.3f}" for m, t in self.tables.items()]
+        return f"QLearningLRScheduler: {len(self.agents)} trials; " + "; ".join(parts)
 
 
 def _read_journal(path: Path) -> list[dict[str, Any]]:

@@ -1,10 +1,12 @@
 """The LR study end to end on a real local Ray and a real MLflow SQLite store.
 
-One smoke run (every method, one seed) is shared by the tests of this module.
-Its ``qlearning`` trial is warm-started from a Q-table whose greedy action is
-``increase`` in every state with epsilon 0, so the scheduler must change that
-trial's LR at its first decision (epoch 3, ``min_history`` = 3): the tests then
-check that the new LR reached the running trial without a restart.
+One smoke run (every method, one seed) is shared by the tests of this module:
+the nine methods of the default study plus ``qlearning_warm``. The warm agent
+starts from a Q-table whose greedy action is ``increase`` in every state, with
+epsilon 0, so the scheduler must change that trial's LR at its first decision
+(epoch 3, ``min_history`` = 3): the tests check that the new LR reached the
+running trial without a restart, and that the cold ``qlearning`` agent learned
+into a table of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.integration
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
 BASE_LR = 0.001
 EPOCHS = 5
+METHODS = ["fixed", "step", "exponential", "cosine", "plateau", "greedy", "effort", "pbt", "qlearning", "qlearning_warm"]
 
 
 def medtune(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
@@ -41,6 +44,7 @@ def smoke(tmp_path_factory):
     proc = medtune(
         "run", "lr-schedulers", "--smoke", "--output", str(root / "out"),
         "--set", f"train.epochs={EPOCHS}",
+        "--set", f"methods=[{','.join(METHODS)}]",
         "--set", f"qlearning.warm_start={root / 'warm.json'}",
         "--set", "qlearning.epsilon=0", "--set", "qlearning.epsilon_min=0",
     )
@@ -62,7 +66,7 @@ def _trial_runs(client):
 
 def test_smoke_run_prints_the_comparison_table_and_the_ui_command(smoke):
     out = smoke["proc"].stdout
-    for method in ("fixed", "step", "exponential", "cosine", "plateau", "qlearning"):
+    for method in METHODS:
         assert f"\n{method} " in out
     assert "medtune ui --output" in out
 
@@ -70,9 +74,7 @@ def test_smoke_run_prints_the_comparison_table_and_the_ui_command(smoke):
 def test_mlflow_holds_one_run_per_trial_with_every_epoch(smoke):
     client = _client(smoke["out"])
     runs = _trial_runs(client)
-    assert sorted(r.data.params["method"] for r in runs) == sorted(
-        ["fixed", "step", "exponential", "cosine", "plateau", "qlearning"]
-    )
+    assert sorted(r.data.params["method"] for r in runs) == sorted(METHODS)
     for run in runs:
         assert run.info.status == "FINISHED"
         assert run.data.params["seed"] == "0"
@@ -87,18 +89,19 @@ def test_summary_run_holds_the_comparison_plots_and_qtable(smoke):
     exp = client.get_experiment_by_name("lr-schedulers")
     (summary,) = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
     names = {a.path for a in client.list_artifacts(summary.info.run_id)}
-    assert {"comparison.csv", "dice_curves.png", "lr_traces.png", "qtable.png", "qtable.json"} <= names
+    assert {"comparison.csv", "dice_curves.png", "lr_traces.png", "qtable.png", "qtable-qlearning_warm.png",
+            "qtable.json"} <= names
     local = client.download_artifacts(summary.info.run_id, "comparison.csv", str(smoke["root"]))
     import pandas as pd
 
     table = pd.read_csv(local, index_col=0)
-    assert set(table.index) == {"fixed", "step", "exponential", "cosine", "plateau", "qlearning"}
+    assert set(table.index) == set(METHODS)
     assert table["final_dice_mean"].between(0, 1).all()
 
 
 def test_qlearning_changes_the_lr_of_the_running_trial_without_a_restart(smoke):
     client = _client(smoke["out"])
-    (run,) = [r for r in _trial_runs(client) if r.data.params["method"] == "qlearning"]
+    (run,) = [r for r in _trial_runs(client) if r.data.params["method"] == "qlearning_warm"]
     lr = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "lr")}
     # Decision at the end of epoch 3 (min_history 3): greedy 'increase' -> 0.001 * 1.2 from epoch 4 on;
     # cooldown 1 -> the next decision at the end of epoch 4 increases again for epoch 5.
@@ -106,7 +109,7 @@ def test_qlearning_changes_the_lr_of_the_running_trial_without_a_restart(smoke):
     assert lr[4] == pytest.approx(BASE_LR * 1.2)
     assert lr[5] == pytest.approx(BASE_LR * 1.2 * 1.2)
     # Same worker process and consecutive iterations: the trial was never paused or restarted.
-    trial_dir = next(p for p in smoke["session"].iterdir() if p.is_dir() and "method=qlearning" in p.name)
+    trial_dir = next(p for p in smoke["session"].iterdir() if p.is_dir() and "method=qlearning_warm" in p.name)
     results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     assert [r["training_iteration"] for r in results] == list(range(1, EPOCHS + 1))
     assert len({r["pid"] for r in results}) == 1
@@ -123,7 +126,8 @@ def test_baseline_trials_follow_their_own_schedules(smoke):
 
 
 def test_warm_started_qtable_is_where_learning_started(smoke):
-    final = json.loads((smoke["session"] / "qtable.json").read_text())["table"]
+    tables = json.loads((smoke["session"] / "qtable.json").read_text())["tables"]
+    final = tables["qlearning_warm"]
     # Decisions at epochs 3, 4 and 5 (patience = cooldown = 1); the first has no reward yet, so two
     # Q-updates, both of an 'increase'. Every other pair still holds the warm-start value exactly.
     assert final["updates"] == 2
@@ -147,3 +151,28 @@ def test_report_of_an_unknown_experiment_exits_2_with_one_line(smoke):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "lr-schedulerz" in proc.stderr and "did you mean 'lr-schedulers'" in proc.stderr
+
+
+def test_cold_agent_learns_into_its_own_table(smoke):
+    tables = json.loads((smoke["session"] / "qtable.json").read_text())["tables"]
+    cold = tables["qlearning"]
+    assert cold["updates"] == 2  # its own decisions at epochs 3, 4, 5
+    # it did not start from the warm file: its values are U(0, 0.1) draws, not 0.0 / 1.0
+    untouched = [cold["q"][s][a] for s in STATES for a in ACTIONS if not cold["visits"][s][a]]
+    assert untouched and all(0.0 < v < 0.1 for v in untouched)
+
+
+def test_effort_and_pbt_and_greedy_ran_and_finished_curves_fill_the_episodic_memory(smoke):
+    client = _client(smoke["out"])
+    by_method = {r.data.params["method"]: r for r in _trial_runs(client)}
+    for method in ("effort", "pbt", "greedy"):
+        steps = [m.step for m in client.get_metric_history(by_method[method].info.run_id, "lr")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1))
+    memory = [json.loads(l) for l in (smoke["out"] / "episodic-memory.jsonl").read_text().splitlines()]
+    assert len(memory) == len(METHODS)  # every trial finished without diverging
+    assert all(len(m["curve"]) == EPOCHS and m["task"] == memory[0]["task"] for m in memory)
+    # The effort trial ran after others had finished (grid order, two at a time), so it recalled
+    # their curves and moved its LR away from the base after its warm-up (2 epochs).
+    lr = [x.value for x in sorted(client.get_metric_history(by_method["effort"].info.run_id, "lr"),
+                                  key=lambda x: x.step)]
+    assert lr[:3] == [BASE_LR] * 3 and lr[3:] != [BASE_LR] * (EPOCHS - 3)

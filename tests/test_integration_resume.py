@@ -1,5 +1,8 @@
 """An LR study interrupted mid-run (Ctrl-C) and resumed keeps its Q-table and its MLflow runs.
 
+The interrupt comes during the first Tuner (every method but pbt), so resume must restore that
+Tuner and then start the PBT Tuner that never ran.
+
 Real local Ray, real MLflow SQLite store, real ``medtune`` processes: the run is
 stopped with SIGINT once the scheduler's journal shows Q-updates, then
 ``medtune resume`` finishes it.
@@ -49,7 +52,7 @@ def test_interrupted_study_resumes_with_its_qtable(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(out),
-         "--set", "methods=[fixed,qlearning]", "--set", "seeds=[0,1]", "--set", f"train.epochs={EPOCHS}"],
+         "--set", "methods=[fixed,qlearning,pbt]", "--set", "seeds=[0,1]", "--set", f"train.epochs={EPOCHS}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
     )
     try:
@@ -96,7 +99,7 @@ def test_interrupted_study_resumes_with_its_qtable(tmp_path):
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lr-schedulers")
     trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
-    assert len(trials) == 4
+    assert len(trials) == 6  # fixed, qlearning and the PBT population (started only on resume), 2 seeds each
     for run in trials:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "dice")]
         assert sorted(steps) == list(range(1, EPOCHS + 1)), (run.data.params["method"], steps)

@@ -8,10 +8,14 @@ RNG states and the shuffling generator) and reports
 ``dice, val_loss, train_loss, lr, epoch, diverged``; after the last epoch also
 ``test_dice`` on the held-out test split, which nothing watches during training.
 
-The LR policy is one of the baselines of :mod:`searchers.lr_schedules`, run
-inside the trial, or ``qlearning``: then the trial only *reads* its LR, once per
-epoch, from the mailbox that :class:`searchers.qlearning_scheduler.QLearningLRScheduler`
-writes (the decision is the scheduler's, never the trainable's).
+The LR policy runs inside the trial for the baselines of
+:mod:`searchers.lr_schedules`, ``greedy`` (:mod:`searchers.greedy_lr`) and
+``effort`` (:mod:`searchers.effort_controller`, fed the episodic memory of
+finished trials). For ``qlearning`` / ``qlearning_warm`` the trial only *reads*
+its LR, once per epoch, from the mailbox that
+:class:`searchers.qlearning_scheduler.QLearningLRScheduler` writes, and for
+``pbt`` it takes ``config["lr"]``, which Tune's PopulationBasedTraining mutates
+between restarts (the decisions are the schedulers', never the trainable's).
 
 :class:`SegmentationRun` is the plain PyTorch loop (no Ray); :func:`train_segmentation`
 is the thin Tune adapter around it.
@@ -25,17 +29,22 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from searchers.effort_controller import EffortController
+from searchers.episodic_memory import EpisodicMemory
+from searchers.greedy_lr import GreedyLR
 from searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
 from trainables.data import DataConfig, SegmentationData, load_split
 from trainables.typed import from_dict
 
 QLEARNING = "qlearning"
-METHODS: tuple[str, ...] = BASELINES + (QLEARNING,)
+QLEARNING_WARM = "qlearning_warm"  # the same agent warm-started from an earlier experiment's Q-table
+SCHEDULER_DRIVEN = (QLEARNING, QLEARNING_WARM)
+METHODS: tuple[str, ...] = BASELINES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,8 @@ class SegmentationRun:
     """One training run: model, optimizer, LR policy, data order; no Ray.
 
     Args:
-        method: an LR method of :data:`METHODS`; ``qlearning`` means the LR is set from outside via :meth:`set_lr`.
+        method: an LR method of :data:`METHODS`; ``qlearning``, ``qlearning_warm`` and ``pbt`` mean the LR is
+            set from outside via :meth:`set_lr`.
         seed: model initialisation and batch order.
         data: volumes, already split (``images`` (N, 1, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64).
         lr: initial learning rate.
@@ -135,6 +145,8 @@ class SegmentationRun:
     schedule_cfg: ScheduleConfig = field(default_factory=ScheduleConfig)
     lr: float | None = None
     device: str = "cpu"
+    memory_source: Callable[[], EpisodicMemory] | None = None  # ``effort``: the current episodic memory
+    task: str | None = None  # ``effort``: recall only curves of this task key
 
     def __post_init__(self) -> None:
         from monai.losses import DiceCELoss
@@ -155,11 +167,17 @@ class SegmentationRun:
         ).to(self.device)
         lr = self.train_cfg.base_lr if self.lr is None else float(self.lr)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=self.train_cfg.weight_decay)
-        self.policy = (
-            EpochSchedule(self.method, self.optimizer, self.schedule_cfg, self.train_cfg.epochs)
-            if self.method in BASELINES
-            else None
-        )
+        t = self.train_cfg
+        self.policy: EpochSchedule | GreedyLR | EffortController | None = None
+        if self.method in BASELINES:
+            self.policy = EpochSchedule(self.method, self.optimizer, self.schedule_cfg, t.epochs)
+        elif self.method == "greedy":
+            self.policy = GreedyLR(self.optimizer, self.schedule_cfg.greedy, t.min_lr, t.max_lr)
+        elif self.method == "effort":
+            self.policy = EffortController(
+                self.schedule_cfg.effort, base_lr=lr, min_lr=t.min_lr, max_lr=t.max_lr, horizon=t.epochs,
+                task=self.task, optimizer=self.optimizer,
+            )
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
@@ -244,10 +262,20 @@ class SegmentationRun:
         dice, val_loss = self.validate()
         if not (math.isfinite(val_loss) and math.isfinite(dice)):
             return EpochResult(self.epoch, lr, train_loss, val_loss, dice, diverged=True)
-        if self.policy is not None:
-            self.policy.step(dice=dice, val_loss=val_loss)
+        self.policy_step(dice, val_loss)
         test = self.test() if self.epoch >= self.train_cfg.epochs else None
         return EpochResult(self.epoch, lr, train_loss, val_loss, dice, test_dice=test[0] if test else None)
+
+    def policy_step(self, dice: float, val_loss: float) -> None:
+        """Let the in-trial LR policy see the epoch's validation metrics (sets the next epoch's LR)."""
+        if isinstance(self.policy, EpochSchedule):
+            self.policy.step(dice=dice, val_loss=val_loss)
+        elif isinstance(self.policy, GreedyLR):
+            self.policy.step(val_loss)
+        elif isinstance(self.policy, EffortController):
+            if self.memory_source is not None:
+                self.policy.memory = self.memory_source()
+            self.policy.step(dice)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a restart needs to continue exactly (CPU tensors)."""
@@ -304,7 +332,7 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
 
     from ray import tune
 
-    from searchers.qlearning_scheduler import read_mailbox
+    from searchers.qlearning_scheduler import read_episodes, read_mailbox
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint successfully created" per epoch
 
@@ -322,15 +350,19 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
         schedule_cfg=from_dict(ScheduleConfig, config.get("schedules"), "schedules"),
         lr=config.get("lr"),
         device=device,
+        memory_source=(lambda: read_episodes(config["mailbox"], config.get("task"))) if config.get("mailbox") else None,
+        task=config.get("task"),
     )
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False))
+        if run.method == "pbt":  # PBT restarts the trial from a (possibly cloned) checkpoint with a mutated lr
+            run.set_lr(float(config["lr"]))
     trial_id = tune.get_context().get_trial_id()
     mailbox = config.get("mailbox")
     while run.epoch < run.train_cfg.epochs:
-        if run.method == QLEARNING and mailbox:
+        if run.method in SCHEDULER_DRIVEN and mailbox:
             lr = read_mailbox(mailbox, trial_id)
             if lr is not None:
                 run.set_lr(lr)

@@ -1,0 +1,57 @@
+"""Population Based Training over the learning rate: the strongest peer of the learned LR controllers.
+
+A thin adapter around Ray Tune's ``PopulationBasedTraining`` (Jaderberg et al.
+2017). Its population is the study's seeds: one member per seed, each trained
+for the study's ``train.epochs``, so PBT gets the same total epoch budget as
+every other method. Every ``perturbation_interval`` epochs the members in the
+bottom ``quantile_fraction`` by validation Dice copy the checkpoint of a member
+in the top quantile and perturb its LR (x0.8 or x1.2, or a fresh draw from
+log-uniform[min_lr, max_lr] with ``resample_probability``). ``synch=True``:
+members exploit at the same epoch, so a copied checkpoint is never ahead of or
+behind the copier and no epoch is skipped or trained twice.
+
+PBT pauses and restarts trials to change their config, so it cannot share a
+Tuner with the Q-learning scheduler; the LR study runs it as a second Tuner in
+the same session and MLflow experiment (``cluster/lr_study.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PBTConfig:
+    """PBT's parameters (the ``pbt:`` section of a spec)."""
+
+    perturbation_interval: int = 10
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.perturbation_interval < 1:
+            raise ValueError(f"perturbation_interval={self.perturbation_interval!r} must be >= 1 epoch")
+        if not 0 < self.quantile_fraction <= 0.5:
+            raise ValueError(f"quantile_fraction={self.quantile_fraction!r} must lie in (0, 0.5]")
+        if not 0 <= self.resample_probability <= 1:
+            raise ValueError(f"resample_probability={self.resample_probability!r} must lie in [0, 1]")
+
+
+def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dice", seed: int = 0):
+    """The Tune scheduler: PBT over ``lr`` maximising ``metric``, synchronous."""
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    import random
+
+    random.seed(seed)  # PBT draws its explore/exploit choices from the global RNG
+    return PopulationBasedTraining(
+        time_attr="training_iteration",
+        metric=metric,
+        mode="max",
+        perturbation_interval=config.perturbation_interval,
+        quantile_fraction=config.quantile_fraction,
+        resample_probability=config.resample_probability,
+        hyperparam_mutations={"lr": tune.loguniform(min_lr, max_lr)},
+        synch=True,
+    )
