@@ -23,6 +23,8 @@ from trainables.errors import InputError
 
 TAG_SESSION = "medtune.session"
 TAG_KIND = "medtune.kind"
+CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
+LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 
 
@@ -42,8 +44,18 @@ class Report:
             f"({self.curves['run_id'].nunique()} trials):",
             format_table(self.table, self.target_dice),
             "",
+            "Q-learning against the best other method on each criterion:",
             *verdict(self.table),
         ]
+        methods = list(self.table.index)
+        classic = [m for m in CLASSIC if m in methods]
+        learned = [m for m in LEARNED if m in methods]
+        if classic and learned:
+            lines += ["", f"Each learned controller against the best classic schedule ({', '.join(classic)}):"]
+            lines += ["  " + verdict(self.table.loc[classic + [m]], m)[0] for m in learned]
+        if "qlearning" in methods and "qlearning_warm" in methods:
+            lines += ["", "Warm-started against cold Q-learning:"]
+            lines += verdict(self.table.loc[["qlearning", "qlearning_warm"]], "qlearning_warm")[:2]
         return "\n".join(lines)
 
 
