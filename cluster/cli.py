@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _uri(args: argparse.Namespace) -> str:
-    from cluster.tracking import default_tracking_uri
+    from cluster.store import default_tracking_uri
 
     return args.tracking_uri or default_tracking_uri(args.output)
 

@@ -1,9 +1,12 @@
-"""Assemble and run the learning-rate study as one Ray Tune experiment.
+"""Assemble and run the learning-rate study as Ray Tune experiments in one session.
 
-Every method x seed of the spec is a trial of one ``Tuner`` (a grid over
-``method`` and ``seed``), scheduled by :class:`QLearningLRScheduler` (which
-drives only the ``qlearning`` trials), logged to MLflow by
-:class:`~cluster.tracking.MLflowTracker`, and summarised from MLflow at the end.
+Every method x seed of the spec is a trial. All methods but ``pbt`` run in one
+``Tuner`` (a grid over ``method`` and ``seed``) scheduled by
+:class:`QLearningLRScheduler`, which drives only the ``qlearning`` /
+``qlearning_warm`` trials; ``pbt`` runs in a second Tuner right after (PBT
+restarts trials, so it cannot share the first one's scheduler). Both log to the
+same MLflow experiment and session through :class:`~cluster.tracking.MLflowTracker`,
+and the comparison is built from MLflow at the end.
 
 The session folder ``OUTPUT/<name>-<timestamp>/`` holds Tune's experiment
 state, ``medtune.json`` (what ``medtune resume`` needs), the Q-learning journal
@@ -55,11 +58,31 @@ def init_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(
+                f"cannot connect to the Ray cluster at {address!r} ({str(exc).splitlines()[0][:160]}); "
+                "check --address / RAY_ADDRESS or start the cluster"
+            ) from None
         log(f"connected to the Ray cluster at {address}")
     else:
         ray.init(include_dashboard=False, log_to_driver=True)
         log(f"started a local Ray instance with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+
+
+def check_resources(spec: LRStudySpec) -> None:
+    """Exit 2 before any trial when one trial asks for more than the whole cluster has (Tune would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    for key, want, field_name in (("CPU", spec.resources.cpus_per_trial, "cpus_per_trial"),
+                                  ("GPU", spec.resources.gpus_per_trial, "gpus_per_trial")):
+        if want > have.get(key, 0):
+            raise InputError(
+                f"resources.{field_name}={want:g} but the Ray cluster has {have.get(key, 0):g} {key}s in all; "
+                f"lower resources.{field_name} or add nodes"
+            )
 
 
 def _trainable(spec: LRStudySpec, data: Any):
@@ -77,7 +100,7 @@ def task_key(spec: LRStudySpec) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any]):
+def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = 2):
     from ray import tune
 
     from cluster.tracking import MLflowTracker
@@ -92,7 +115,9 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
             EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session),
         ],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # PBT clones a member's checkpoint at a perturbation; a copier may start up to one interval later
+        # (synchronous PBT, fewer CPUs than members), so keep that many more.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
         verbose=1,
     )
 
@@ -112,6 +137,8 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         "model": to_dict(spec.model),
         "train": to_dict(spec.train),
         "schedules": to_dict(spec.schedules),
+        "qlearning": to_dict(spec.qlearning),
+        "pbt": to_dict(spec.pbt),
         "mailbox": info["mailbox"],
         "task": info["task"],
         "threads": max(1, int(spec.resources.cpus_per_trial)),
@@ -126,11 +153,11 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
             warm_method=WARM_METHOD if WARM_METHOD in spec.methods else "qlearning",
         )
         methods = [m for m in spec.methods if m != "pbt"]
-        name, storage = session_dir.name, session_dir.parent
+        name, storage, keep = session_dir.name, session_dir.parent, 2
     else:
         scheduler = make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr, seed=spec.qlearning.seed)
         methods = ["pbt"]
-        name, storage = PBT_DIR, session_dir
+        name, storage, keep = PBT_DIR, session_dir, 2 * spec.pbt.perturbation_interval + 2
     tune_config = tune.TuneConfig(
         scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False
     )
@@ -138,7 +165,7 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         _trainable(spec, data),
         param_space={"method": tune.grid_search(methods), **common},
         tune_config=tune_config,
-        run_config=_run_config(spec, name, storage, info),
+        run_config=_run_config(spec, name, storage, info, keep),
     )
 
 
@@ -199,6 +226,22 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results)
     return 0
 
 
+def session_info(
+    spec: LRStudySpec, session_dir: Path, tracking_uri: str, experiment_id: str, origin: dict | None = None
+) -> dict[str, Any]:
+    """What the session's Tuners, ``medtune resume`` and the report need (written as ``medtune.json``)."""
+    return {
+        "session": session_dir.name,
+        "spec": to_dict(spec),
+        "tracking_uri": tracking_uri,
+        "experiment_id": experiment_id,
+        "mailbox": f"medtune-lr-{session_dir.name}",
+        "memory_path": str(session_dir.parent / MEMORY_FILE),
+        "task": task_key(spec),
+        "origin": origin or {},
+    }
+
+
 def run_lr_study(
     spec: LRStudySpec,
     output: str | os.PathLike,
@@ -211,33 +254,31 @@ def run_lr_study(
     Raises:
         InputError: bad data or an unusable tracking store, before any trial starts.
     """
-    from cluster.tracking import default_tracking_uri, ensure_experiment
+    from cluster.store import default_tracking_uri, ensure_experiment
 
     output_dir = Path(output).expanduser().resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output {str(output_dir)!r} is a file; give a folder (default ./medtune-runs)")
     data = prepare_data(spec)  # validates the data before anything starts
     output_dir.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or default_tracking_uri(output_dir)
     experiment_id = ensure_experiment(uri, spec.name, output_dir)
     session = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    suffix = 1
+    while (output_dir / session).exists():  # two runs started in the same second
+        suffix += 1
+        session = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
     session_dir = output_dir / session
-    session_dir.mkdir(parents=True, exist_ok=False)
-    info = {
-        "session": session,
-        "spec": to_dict(spec),
-        "tracking_uri": uri,
-        "custom_uri": bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
-        "experiment_id": experiment_id,
-        "mailbox": f"medtune-lr-{session}",
-        "memory_path": str(output_dir / MEMORY_FILE),
-        "task": task_key(spec),
-        "origin": origin or {},
-    }
+    session_dir.mkdir(parents=True)
+    info = session_info(spec, session_dir, uri, experiment_id, origin)
+    info["custom_uri"] = bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     (session_dir / SESSION_FILE).write_text(json.dumps(info, indent=1))
     n = len(spec.methods) * len(spec.seeds)
     log(f"experiment {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {n} trials, "
         f"{spec.train.epochs} epochs each")
     log(f"session folder: {session_dir}; MLflow: {uri}")
     init_ray(address)
+    check_resources(spec)
     results = []
     for kind in tuner_kinds(spec):
         if kind == "pbt":
@@ -260,15 +301,27 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
             f"{str(session_dir)!r} is not a medtune session folder (no {SESSION_FILE}); "
             "give the folder `medtune run` printed, e.g. medtune-runs/lr-schedulers-20260101-120000"
         )
-    info = json.loads(info_path.read_text())
-    spec = from_dict(LRStudySpec, info["spec"])
-    if not tune.Tuner.can_restore(str(session_dir)):
+    try:
+        info = json.loads(info_path.read_text())
+        if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or not info["spec"]:
+            raise ValueError("no spec in it")
+        spec = from_dict(LRStudySpec, info["spec"])
+        for key in ("session", "tracking_uri", "experiment_id", "mailbox", "memory_path", "task"):
+            if key not in info:
+                raise ValueError(f"no {key!r} in it")
+    except (ValueError, OSError) as exc:  # json.JSONDecodeError and InputError are ValueErrors
+        raise InputError(
+            f"{str(info_path)!r} is unreadable or damaged ({str(exc).splitlines()[0][:120]}); "
+            "resume needs the medtune.json that `medtune run` wrote"
+        ) from None
+    if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec)):
         raise InputError(f"{str(session_dir)!r} holds no Tune experiment state to resume; start it again with medtune run")
     data = prepare_data(spec)
     journal = session_dir / JOURNAL_FILE
     if journal.exists():
         log(f"resuming with the Q-learning journal {journal}")
     init_ray(address)
+    check_resources(spec)
     results = []
     for kind in tuner_kinds(spec):
         path = tuner_path(kind, session_dir)

@@ -22,7 +22,7 @@ import yaml
 
 from searchers.lr_schedules import ScheduleConfig
 from searchers.pbt import PBTConfig
-from searchers.qlearning_agent import QLearningConfig
+from searchers.qlearning_agent import QLearningConfig, load_qtable_file
 from trainables.data import DataConfig
 from trainables.errors import InputError, did_you_mean
 from trainables.segmentation import METHODS, ModelConfig, TrainConfig
@@ -53,8 +53,11 @@ class ResourcesConfig:
 
 
 def _check_warm_start(self) -> None:
-    if self.warm_start is not None and not Path(self.warm_start).expanduser().is_file():
+    if self.warm_start is None:
+        return
+    if not Path(self.warm_start).expanduser().is_file():
         raise ValueError(f"warm_start={self.warm_start!r} is not a file; give the qtable.json of an earlier experiment")
+    load_qtable_file(Path(self.warm_start).expanduser(), QLearningConfig())  # one line naming the file if it is no Q-table
 
 
 # The ``qlearning:`` section: every QLearningConfig field but the LR bounds (those come from ``train``),
@@ -67,6 +70,7 @@ QLearningSpec = make_dataclass(
     frozen=True,
     namespace={"__post_init__": _check_warm_start, "__doc__": "The spec's qlearning section (LR bounds come from train)."},
 )
+QLearningSpec.__module__ = __name__  # picklable, like every other spec class
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,11 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
             apply_override(data, str(key), value)
     for item in overrides:
         apply_override(data, *parse_set(item))
+    # Paths are kept absolute, so `medtune resume` works from any folder.
+    for section, key in (("data", "path"), ("qlearning", "warm_start")):
+        value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value:
+            data[section][key] = str(Path(value).expanduser().resolve())
     study = data.get("study", "lr")
     if study not in STUDIES:
         raise SpecError(f"study={study!r} is not a study{did_you_mean(study, STUDIES)}; use one of {', '.join(STUDIES)}")

@@ -19,10 +19,8 @@ import pandas as pd
 
 from dashboards.comparison import compare, format_table, trial_metrics, verdict
 from dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
+from cluster.store import TAG_KIND, TAG_SESSION
 from trainables.errors import InputError
-
-TAG_SESSION = "medtune.session"
-TAG_KIND = "medtune.kind"
 CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
 LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
@@ -182,8 +180,16 @@ def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
 
 
 def log_summary(tracking_uri: str, report: Report, folder: str | Path) -> str:
-    """Create the session's summary run holding the report's artifacts; returns its run id."""
+    """Create the session's summary run holding the report's artifacts; returns its run id.
+
+    A session has one summary: an earlier one (a finished session resumed again) is deleted.
+    """
     client = _client(tracking_uri)
+    for old in client.search_runs(
+        [report.experiment_id],
+        filter_string=f"tags.`{TAG_KIND}` = 'summary' and tags.`{TAG_SESSION}` = '{report.session}'",
+    ):
+        client.delete_run(old.info.run_id)
     run = client.create_run(
         report.experiment_id,
         run_name=f"summary-{report.session}",

@@ -35,10 +35,11 @@ episodic memory (:class:`~searchers.episodic_memory.EpisodicMemory`, anchored at
 ``P_t``), and ``P_bar`` is the best level seen or expected.
 
 Two choices make it usable (ours, configurable): ``kappa / c`` is unknown, so it
-is set once such that the controller's first decision (after ``warmup`` epochs
-at ``base_lr``) gives ``base_lr``; afterwards ``eta_t = base_lr * S_t / S_ref``
-with ``S_t`` the expected shortfall, clamped to ``[min_lr, max_lr]``. With no
-comparable curve in memory there is no expectation, and the LR is held.
+is set once such that the controller's first decision gives ``base_lr``; that is
+the first epoch after ``warmup`` at which the memory holds a comparable curve and
+the expected shortfall exceeds ``min_shortfall`` (a flat expectation gives no
+scale to measure against). Afterwards ``eta_t = base_lr * S_t / S_ref``,
+clamped to ``[min_lr, max_lr]``. Until then the LR is held at ``base_lr``.
 
 A plain PyTorch scheduler::
 
@@ -65,6 +66,7 @@ class EffortConfig:
     Attributes:
         warmup: epochs at ``base_lr`` before the first decision (the prefix the memory matches on).
         neighbours: curves recalled per prediction.
+        min_shortfall: the expected cumulative shortfall (in Dice-epochs) below which no reference is set.
 
     Raises:
         ValueError: one line naming the field, its value and the fix.
@@ -72,8 +74,11 @@ class EffortConfig:
 
     warmup: int = 5
     neighbours: int = 3
+    min_shortfall: float = 0.01
 
     def __post_init__(self) -> None:
+        if self.min_shortfall <= 0:
+            raise ValueError(f"min_shortfall={self.min_shortfall!r} must be > 0")
         if self.warmup < 1:
             raise ValueError(f"warmup={self.warmup!r} must be >= 1 epoch (the memory matches on the prefix)")
         if self.neighbours < 1:
@@ -142,7 +147,9 @@ class EffortController:
         s_t = self.shortfall(self.history, list(expected))
         self.last_shortfall = s_t
         if self.s_ref is None:
-            self.s_ref = max(s_t, 1e-9)
+            if s_t < c.min_shortfall:
+                return self.lr  # nothing expected to gain yet: no scale, hold the LR
+            self.s_ref = s_t
         self.lr = min(self.max_lr, max(self.min_lr, self.base_lr * s_t / self.s_ref))
         self._apply()
         return self.lr

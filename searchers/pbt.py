@@ -6,7 +6,8 @@ for the study's ``train.epochs``, so PBT gets the same total epoch budget as
 every other method. Every ``perturbation_interval`` epochs the members in the
 bottom ``quantile_fraction`` by validation Dice copy the checkpoint of a member
 in the top quantile and perturb its LR (x0.8 or x1.2, or a fresh draw from
-log-uniform[min_lr, max_lr] with ``resample_probability``). ``synch=True``:
+log-uniform[min_lr, max_lr] with ``resample_probability``), clamped to
+``[min_lr, max_lr]`` like every other method's LR. ``synch=True``:
 members exploit at the same epoch, so a copied checkpoint is never ahead of or
 behind the copier and no epoch is skipped or trained twice.
 
@@ -44,7 +45,17 @@ def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dic
 
     import random
 
-    random.seed(seed)  # PBT draws its explore/exploit choices from the global RNG
+    import numpy as np
+
+    # PBT draws its explore/exploit choices from the global RNGs of the driver (``random`` and numpy's,
+    # for the resample): seed them so a study's PBT is reproducible.
+    random.seed(seed)
+    np.random.seed(seed)
+
+    def clamp(config: dict) -> dict:
+        config["lr"] = min(max_lr, max(min_lr, float(config["lr"])))
+        return config
+
     return PopulationBasedTraining(
         time_attr="training_iteration",
         metric=metric,
@@ -53,5 +64,6 @@ def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dic
         quantile_fraction=config.quantile_fraction,
         resample_probability=config.resample_probability,
         hyperparam_mutations={"lr": tune.loguniform(min_lr, max_lr)},
+        custom_explore_fn=clamp,
         synch=True,
     )

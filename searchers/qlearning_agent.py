@@ -421,15 +421,9 @@ class QLearningLRAgent:
         Returns:
             The (possibly new) learning rate, already written to the optimizer if one was given.
         """
-        r, c = self.run, self.config
         dice, val_loss = float(dice), float(val_loss)
-        r.dice.append(dice)
-        r.val_loss.append(val_loss)
-        if len(r.dice) > c.window:
-            del r.dice[: -c.window]
-            del r.val_loss[: -c.window]
-        r.epochs += 1
-        r.since_decision += 1
+        self.observe(dice, val_loss)
+        r = self.run
         finite = math.isfinite(dice) and math.isfinite(val_loss)
         state = self.state()
         if finite and state != "insufficient_data" and r.since_decision >= r.wait:
@@ -437,6 +431,28 @@ class QLearningLRAgent:
         if finite:
             r.best_dice = dice if r.best_dice is None else max(r.best_dice, dice)
         return r.lr
+
+    def record(self, dice: float, val_loss: float) -> None:
+        """An epoch on which no decision was taken (a journal replaying the epochs between two decisions)."""
+        self.observe(dice, val_loss)
+        if math.isfinite(dice) and math.isfinite(val_loss):
+            r = self.run
+            r.best_dice = dice if r.best_dice is None else max(r.best_dice, dice)
+
+    def observe(self, dice: float, val_loss: float) -> None:
+        """The bookkeeping half of :meth:`step` (history and counters), with no decision.
+
+        ``best_dice`` is left to the caller: :meth:`step` updates it after a possible decision
+        (the reward compares against the best *before* this epoch), :meth:`record` at once.
+        """
+        r, c = self.run, self.config
+        r.dice.append(float(dice))
+        r.val_loss.append(float(val_loss))
+        if len(r.dice) > c.window:
+            del r.dice[: -c.window]
+            del r.val_loss[: -c.window]
+        r.epochs += 1
+        r.since_decision += 1
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state of this run (not the shared table).

@@ -6,8 +6,10 @@ to Tune (DESIGN.md section 4):
 * :class:`QLearningLRScheduler` sees every reported result of the trials whose
   ``config["method"]`` is ``qlearning`` (other trials get plain FIFO
   treatment). One :class:`~searchers.qlearning_agent.QTable` is shared by all
-  its trials, so parallel trials pool their experience; each trial has its own
+  the trials of a method, so parallel trials pool their experience; each trial has its own
   :class:`~searchers.qlearning_agent.QLearningLRAgent` (history, counters, LR).
+  ``qlearning_warm`` trials, when present, share a second table that starts
+  from an earlier experiment's Q-table, so one report compares cold and warm.
 * A new LR reaches the *running* trial through :class:`LRMailbox`, a named Ray
   actor the trainable reads once per epoch: no pause, no restart, the process,
   optimizer state and data loaders carry on. Function trainables report
@@ -16,9 +18,10 @@ to Tune (DESIGN.md section 4):
   experiment state that ``Tuner.restore`` reads holds the current LR.
 * Tune never calls ``TrialScheduler.save/restore`` and unpickles a restored
   scheduler in its initial state, so the scheduler keeps its own journal
-  (``state_path``, JSON lines): every decision appends the table and the
-  trial's agent state, flushed at once. A restarted driver replays the journal
-  on first use, so nothing learned is lost when the driver dies.
+  (``state_path``, JSON lines, flushed at once): every decision appends the
+  method's table and the trial's whole agent state; every other epoch appends
+  a small observation (Dice and loss). A restarted driver replays the journal
+  on first use and rebuilds exactly the tables and agents it had.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class LRMailbox:
     def __init__(self) -> None:
         self._lr: dict[str, float] = {}
         self._episodes: list[dict[str, Any]] = []
+        self._seeded_from: set[str] = set()
 
     def put(self, trial_id: str, lr: float) -> None:
         self._lr[trial_id] = lr
@@ -61,13 +65,28 @@ class LRMailbox:
         self._episodes.extend(episodes)
         return len(self._episodes)
 
+    def seed_episodes(self, path: str) -> int:
+        """Load the memory file once per board (whoever creates the board first)."""
+        if path not in self._seeded_from:
+            self._seeded_from.add(path)
+            stored = EpisodicMemory.load(path)
+            self._episodes.extend({"curve": list(e.curve), "task": e.task, "source": e.source} for e in stored.episodes)
+        return len(self._episodes)
+
     def episodes(self, task: str | None = None) -> list[dict[str, Any]]:
         return [e for e in self._episodes if task is None or e.get("task") == task]
 
 
 def open_mailbox(name: str) -> Any:
-    """Get the named :class:`LRMailbox`, creating it if it does not exist yet."""
-    return LRMailbox.options(name=name, get_if_exists=True).remote()
+    """Get the named :class:`LRMailbox`, creating it if it does not exist yet.
+
+    A new board is pinned to the node of the process that creates it (the driver), so losing a
+    worker node never loses the board.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return LRMailbox.options(name=name, get_if_exists=True, scheduling_strategy=here).remote()
 
 
 def read_mailbox(name: str, trial_id: str) -> float | None:
@@ -98,8 +117,10 @@ def read_episodes(name: str, task: str | None = None) -> EpisodicMemory:
 class EpisodeRecorder(Callback):
     """Stores the validation Dice curve of every finished trial in the episodic memory.
 
-    The memory file (JSON lines, kept beside the MLflow store) outlives the experiment; the board
-    actor serves this experiment's trials. Diverged trials are not stored.
+    The memory file (JSON lines, in the output folder) outlives the experiment; the board actor
+    serves this experiment's trials. Diverged trials are not stored, and neither is a curve this
+    driver did not see from epoch 1 on (a trial resumed mid-run), so no partial curve is stored as
+    if it were whole.
 
     Args:
         mailbox: the board's name (created if missing, seeded with the file's episodes).
@@ -118,13 +139,8 @@ class EpisodeRecorder(Callback):
 
     def board(self) -> Any:
         if self._box is None:
-            try:
-                self._box = ray.get_actor(self.mailbox)
-            except ValueError:
-                self._box = open_mailbox(self.mailbox)
-                stored = EpisodicMemory.load(self.path)
-                ray.get(self._box.add_episodes.remote(
-                    [{"curve": list(e.curve), "task": e.task, "source": e.source} for e in stored.episodes]))
+            self._box = open_mailbox(self.mailbox)
+            ray.get(self._box.seed_episodes.remote(self.path))
         return self._box
 
     def setup(self, **info: Any) -> None:
@@ -137,7 +153,7 @@ class EpisodeRecorder(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         points = self._curves.pop(trial.trial_id, {})
         last = trial.last_result or {}
-        if not points or last.get("diverged"):
+        if not points or last.get("diverged") or sorted(points) != list(range(1, len(points) + 1)):
             return
         curve = [points[e] for e in sorted(points)]
         source = f"{self.session}/{trial.config.get('method')}-seed{trial.config.get('seed')}"
@@ -199,13 +215,13 @@ class QLearningLRScheduler(FIFOScheduler):
         self.warm_started_from: str | None = None
         self.restored_updates = 0
         self._box = None
-        self._journal_dir_ready = False
+        self._journal_file = None
 
     # Tune pickles the scheduler into tuner.pkl; keep only the configuration.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for key in ("tables", "_loaded", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates",
-                    "_journal_dir_ready"):
+                    "_journal_file"):
             state.pop(key, None)
         return state
 
@@ -228,12 +244,16 @@ class QLearningLRScheduler(FIFOScheduler):
         if not (path.exists() and path.stat().st_size > 0):
             return
         for record in _read_journal(path):
-            table = self._table(record.get("method", METHOD), fresh=True)
-            table.load_state_dict(record["table"], keep_rng=True)
-            agent = QLearningLRAgent(self.config, table=table)
-            agent.load_state_dict(record["agent"])
-            self.agents[record["trial"]] = agent
-            self.last_epoch[record["trial"]] = record.get("epoch", 0)
+            trial_id, table = record["trial"], self._table(record.get("method", METHOD), fresh=True)
+            if "agent" in record:  # a decision: the whole state
+                table.load_state_dict(record["table"], keep_rng=True)
+                agent = QLearningLRAgent(self.config, table=table)
+                agent.load_state_dict(record["agent"])
+                self.agents[trial_id] = agent
+            else:  # an epoch without a decision
+                agent = self.agents.setdefault(trial_id, QLearningLRAgent(self.config, table=table))
+                agent.record(record["dice"], record["loss"])
+            self.last_epoch[trial_id] = record.get("epoch", 0)
         for table in self.tables.values():
             # Re-seed exploration deterministically from how far learning got.
             table.rng.seed(self.seed * 1_000_003 + table.updates)
@@ -251,25 +271,17 @@ class QLearningLRScheduler(FIFOScheduler):
                 self.tables[method] = QTable(self.config, seed=self.seed)
         return self.tables[method]
 
-    def _ensure_table(self) -> QTable:
-        return self._table(METHOD)
-
-    def _journal(self, trial_id: str, method: str, epoch: int) -> None:
-        agent = self.agents[trial_id]
-        record = {
-            "trial": trial_id, "method": method, "epoch": epoch,
-            "table": agent.table.state_dict(include_rng=False), "agent": agent.state_dict(),
-        }
-        path = Path(self.state_path)
-        if not self._journal_dir_ready:
+    def _journal(self, record: dict[str, Any]) -> None:
+        if self._journal_file is None:
+            path = Path(self.state_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal_dir_ready = True
-        with open(path, "a+b") as f:
+            self._journal_file = open(path, "a+b")
             # A driver killed mid-write leaves a torn last line: start a fresh line after it.
-            size = f.seek(0, os.SEEK_END)
-            torn = size > 0 and f.seek(size - 1) >= 0 and f.read(1) != b"\n"
-            f.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
-            f.flush()
+            size = self._journal_file.seek(0, os.SEEK_END)
+            if size > 0 and self._journal_file.seek(size - 1) >= 0 and self._journal_file.read(1) != b"\n":
+                self._journal_file.write(b"\n")
+        self._journal_file.write((json.dumps(record) + "\n").encode())
+        self._journal_file.flush()
 
     def snapshot(self) -> dict[str, Any]:
         """Every method's table and every trial's agent, JSON-serialisable (for reports).
@@ -336,8 +348,12 @@ class QLearningLRScheduler(FIFOScheduler):
         after = agent.step(dice=float(dice), val_loss=float(loss))
         if after != before:
             self._deliver(trial, after)
+        record: dict[str, Any] = {"trial": trial.trial_id, "method": method, "epoch": epoch}
         if len(agent.run.decisions) != decided or agent.table.updates != updates:
-            self._journal(trial.trial_id, method, epoch)
+            record.update(table=agent.table.state_dict(include_rng=False), agent=agent.state_dict())
+        else:
+            record.update(dice=float(dice), loss=float(loss))
+        self._journal(record)
         return TrialScheduler.CONTINUE
 
     def debug_string(self) -> str:

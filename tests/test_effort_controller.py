@@ -87,13 +87,26 @@ def test_lr_follows_the_expected_shortfall_on_a_remembered_curve():
 
 
 def test_a_saturated_memory_means_little_effort_is_worth_paying():
-    # the run tracks FAST, whose future is flat: the expected shortfall collapses and so does the LR
+    # the run tracks SLOW at first (reference set), then its expectation flattens: the LR falls to min_lr
+    memory = EpisodicMemory(k=1)
+    memory.add(SLOW)
+    ctl, _ = make(memory)
+    ctl.step(0.1)
+    ctl.step(0.2)  # S_ref = 0.6 (see above)
+    flat = EpisodicMemory(k=1)
+    flat.add([0.1, 0.2, 0.6, 0.6, 0.6, 0.6])
+    ctl.memory = flat
+    # t=3, expected 0.6, 0.6, 0.6 with P_bar 0.6: S = 0 -> 0 * base, clamped to min_lr
+    assert ctl.step(0.6) == pytest.approx(1e-5)
+
+
+def test_a_flat_expectation_sets_no_reference_and_holds_the_lr():
+    # FAST is already saturated at the decision epoch: S = 0 < min_shortfall, no scale to measure against
     memory = EpisodicMemory(k=1)
     memory.add(FAST)
     ctl, _ = make(memory)
-    ctl.step(0.5)
-    ctl.step(0.7)  # S_ref: expected 0.8 x4, P_bar 0.8 -> S = 0 -> s_ref guarded to 1e-9
-    assert ctl.step(0.8) == pytest.approx(1e-5)  # S = 0: clamped to min_lr
+    assert [ctl.step(d) for d in (0.5, 0.7, 0.8, 0.8)] == [1e-3] * 4
+    assert ctl.s_ref is None
 
 
 def test_no_memory_holds_the_lr():

@@ -1,7 +1,7 @@
 """An LR study interrupted mid-run (Ctrl-C) and resumed keeps its Q-table and its MLflow runs.
 
 The interrupt comes during the first Tuner (every method but pbt), so resume must restore that
-Tuner and then start the PBT Tuner that never ran.
+Tuner and then start the PBT Tuner that never ran; that population of two exploits every 2 epochs.
 
 Real local Ray, real MLflow SQLite store, real ``medtune`` processes: the run is
 stopped with SIGINT once the scheduler's journal shows Q-updates, then
@@ -40,11 +40,13 @@ def _journal_tail(session: Path) -> dict | None:
     if not path.exists():
         return None
     lines = [l for l in path.read_text().splitlines() if l.strip()]
-    for line in reversed(lines):
+    for line in reversed(lines):  # the last decision record (observations carry no table)
         try:
-            return json.loads(line)
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if "table" in record:
+            return record
     return None
 
 
@@ -52,7 +54,7 @@ def test_interrupted_study_resumes_with_its_qtable(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(out),
-         "--set", "methods=[fixed,qlearning,pbt]", "--set", "seeds=[0,1]", "--set", f"train.epochs={EPOCHS}"],
+         "--set", "methods=[fixed,qlearning,pbt]", "--set", "pbt.quantile_fraction=0.5", "--set", "seeds=[0,1]", "--set", f"train.epochs={EPOCHS}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
     )
     try:
@@ -74,9 +76,10 @@ def test_interrupted_study_resumes_with_its_qtable(tmp_path):
     assert proc.returncode == 130, output[-3000:]
     assert "Continue with: medtune resume" in output
     session = sessions[0]
-    # Whatever the journal held when the driver stopped is what resume must start from.
-    saved = _journal_tail(session)["table"]
-    assert saved["updates"] >= at_interrupt["table"]["updates"]
+    # Whatever the journal held when the driver stopped is what resume must start from: the last
+    # decision record (observation records carry no table).
+    records = [json.loads(l) for l in (session / "qlearning-journal.jsonl").read_text().splitlines() if l.strip()]
+    saved = [r for r in records if "table" in r][-1]["table"]
 
     resumed = subprocess.run([MEDTUNE, "resume", str(session)], capture_output=True, text=True, timeout=600, env=_env())
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -104,5 +107,10 @@ def test_interrupted_study_resumes_with_its_qtable(tmp_path):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "dice")]
         assert sorted(steps) == list(range(1, EPOCHS + 1)), (run.data.params["method"], steps)
         assert run.info.status == "FINISHED"
+    # PBT (2 members, interval 2, bottom half exploits) really exploited and explored: the copier's
+    # LR moved away from the base while its epochs stayed contiguous (checked above).
+    pbt_lrs = [[m.value for m in client.get_metric_history(r.info.run_id, "lr")]
+               for r in trials if r.data.params["method"] == "pbt"]
+    assert any(len(set(lrs)) > 1 for lrs in pbt_lrs), pbt_lrs
     summaries = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
     assert len(summaries) == 1  # only the finished session logs a summary

@@ -178,22 +178,44 @@ def test_custom_flattened_metric_names(tmp_path):
 # --------------------------------------------------------------------------- journal
 
 
-def test_every_decision_appends_one_json_line(tmp_path):
+def test_every_epoch_appends_one_json_line_and_decisions_carry_the_state(tmp_path):
     sched, _ = make(tmp_path)
     a, b = ql_trial("a"), ql_trial("b")
     feed(sched, a, CURVE[:2])
-    assert not (tmp_path / "journal.jsonl").exists()  # epochs 1-2: insufficient data, no decision
+    lines = journal_lines(tmp_path)
+    # epochs 1-2: insufficient data, no decision -> small observation records
+    assert [(x["trial"], x["epoch"], "agent" in x) for x in lines] == [("a", 1, False), ("a", 2, False)]
+    assert (lines[0]["dice"], lines[0]["loss"]) == CURVE[0]
     feed(sched, a, CURVE[2:5], first_epoch=3)
     lines = journal_lines(tmp_path)
-    # patience 0: decisions at epochs 3, 4, 5 -> 3 lines
-    assert [(x["trial"], x["epoch"]) for x in lines] == [("a", 3), ("a", 4), ("a", 5)]
+    # patience 0: decisions at epochs 3, 4, 5 -> full records
+    assert [(x["epoch"], "agent" in x) for x in lines[2:]] == [(3, True), (4, True), (5, True)]
     feed(sched, b, WAVE[:3])
     lines = journal_lines(tmp_path)
-    assert [(x["trial"], x["epoch"]) for x in lines][-1] == ("b", 3) and len(lines) == 4
+    assert [(x["trial"], x["epoch"]) for x in lines][-1] == ("b", 3) and len(lines) == 8
     last = lines[-1]
     assert last["table"]["updates"] == sched.table.updates
     assert last["table"]["q"] == sched.table.q
     assert last["agent"] == sched.agents["b"].state_dict()
+
+
+def test_replay_between_decisions_rebuilds_the_agent_exactly(tmp_path):
+    # The paper's patience 3 / cooldown 5: most epochs make no decision. A driver that dies
+    # between two decisions must still come back with the same history and counters.
+    config = QLearningConfig(epsilon=0.0, epsilon_min=0.0)
+    s1, _ = make(tmp_path, config)
+    trial = ql_trial("t")
+    feed(s1, trial, CURVE[:7])
+    agent = s1.agents["t"]
+    assert 0 < len(agent.run.decisions) and agent.run.since_decision > 0  # mid-interval
+    s2, _ = make(tmp_path, config)
+    s2.snapshot()
+    assert s2.agents["t"].state_dict() == agent.state_dict()
+    assert s2.last_epoch == {"t": 7}
+    # and both continue identically
+    feed(s1, trial, CURVE[7:], first_epoch=8)
+    feed(s2, trial, CURVE[7:], first_epoch=8)
+    assert s2.agents["t"].state_dict() == s1.agents["t"].state_dict()
 
 
 def run_two_trials(sched) -> None:

@@ -285,6 +285,8 @@ def _read_nifti(path: Path, what: str) -> np.ndarray:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(f"{what} file {path} has shape {data.shape}; expected a 3D volume (D, H, W)")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise InputError(f"{what} file {path} holds {data.dtype} voxels; expected a numeric (integer or float) volume")
     return data
 
 

@@ -209,7 +209,7 @@ class SegmentationRun:
         for images, labels in self.loader:
             images, labels = images.to(self.device), labels.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", enabled=self.use_amp):
+            with torch.autocast(torch.device(self.device).type, enabled=self.use_amp):
                 loss = self.loss_fn(self.model(images), labels)
             if not torch.isfinite(loss):
                 return float("nan")
@@ -298,11 +298,13 @@ class SegmentationRun:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.policy is not None:
             self.policy.load_state_dict(state["policy"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and self.use_amp:  # a checkpoint from a CPU (no AMP) trial has no scaler state
+            self.scaler.load_state_dict(state["scaler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        cuda_rng = state["cuda_rng"]
+        if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
 
@@ -358,7 +360,8 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
         with checkpoint.as_directory() as d:
             run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False))
         if run.method == "pbt":  # PBT restarts the trial from a (possibly cloned) checkpoint with a mutated lr
-            run.set_lr(float(config["lr"]))
+            t = run.train_cfg
+            run.set_lr(min(t.max_lr, max(t.min_lr, float(config["lr"]))))
     trial_id = tune.get_context().get_trial_id()
     mailbox = config.get("mailbox")
     while run.epoch < run.train_cfg.epochs:

@@ -75,9 +75,9 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient
 
-    from cluster.lr_study import build_tuner, init_ray, prepare_data
+    from cluster.lr_study import build_tuner, init_ray, prepare_data, session_info
     from cluster.spec import LRStudySpec
-    from cluster.tracking import default_tracking_uri, ensure_experiment
+    from cluster.store import default_tracking_uri, ensure_experiment
     from trainables.data import DataConfig
     from trainables.segmentation import TrainConfig
 
@@ -102,7 +102,7 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     try:
         bare = bare_epochs(spec, data)
 
-        tuner, _ = build_tuner(spec, session_dir, uri, experiment_id, data)
+        tuner = build_tuner("main", spec, session_dir, session_info(spec, session_dir, uri, experiment_id), data)
         clock = ResultClock()
         tuner._local_tuner.get_run_config().callbacks.append(clock.callback)
         results = tuner.fit()

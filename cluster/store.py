@@ -1,0 +1,63 @@
+"""The MLflow store: where it is, the experiment, and the tags medtune puts on runs. No Ray import.
+
+Used by the CLI before Ray starts (``medtune report``, ``medtune ui``), by the
+Tune callback that logs trials (:mod:`cluster.tracking`) and by the reports
+(:mod:`dashboards.report`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainables.errors import InputError
+
+TAG_SESSION = "medtune.session"  # one `medtune run`
+TAG_TRIAL = "medtune.trial_id"  # the Tune trial a run belongs to
+TAG_KIND = "medtune.kind"  # "trial" or "summary"
+
+
+def default_tracking_uri(output_dir: str | os.PathLike) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store under ``output_dir``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    path = Path(output_dir).expanduser().resolve() / "mlflow.db"
+    return f"sqlite:///{path}"
+
+
+def artifact_root(tracking_uri: str, output_dir: str | os.PathLike) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store; the server's choice otherwise."""
+    if tracking_uri.startswith("sqlite:") or tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        return (Path(output_dir).expanduser().resolve() / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(tracking_uri: str, name: str, output_dir: str | os.PathLike) -> str:
+    """Create (or find) the MLflow experiment ``name``; return its id.
+
+    Raises:
+        InputError: the tracking store cannot be reached or opened (one line, before any trial).
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        return client.create_experiment(name, artifact_location=artifact_root(tracking_uri, output_dir))
+    except mlflow.exceptions.MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"MLflow tracking store {tracking_uri!r} cannot be used ({first}); "
+            "check --tracking-uri / MLFLOW_TRACKING_URI or start the server"
+        ) from None
+    except Exception as exc:  # connection errors surface as various requests/sqlalchemy types
+        raise InputError(
+            f"MLflow tracking store {tracking_uri!r} is unreachable ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "check --tracking-uri / MLFLOW_TRACKING_URI or start the server"
+        ) from None
