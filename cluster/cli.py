@@ -84,9 +84,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from trainables.errors import InputError
 
     uri = _uri(args)
+    # A report reads a few runs: fail within seconds, not after MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR or --tracking-uri of the run")
-    report = build_report(uri, args.experiment, args.session)
+    try:
+        report = build_report(uri, args.experiment, args.session)
+    except InputError:
+        raise
+    except Exception as exc:  # an unreachable server, a file that is no MLflow store, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise InputError(f"cannot read the MLflow store {uri} ({first}); check --output / --tracking-uri") from None
     print(report.text())
     if args.save:
         paths = write_artifacts(report, args.save)

@@ -51,6 +51,9 @@ class Report:
         if classic and learned:
             lines += ["", f"Each learned controller against the best classic schedule ({', '.join(classic)}):"]
             lines += ["  " + verdict(self.table.loc[classic + [m]], m)[0] for m in learned]
+        if "pbt" in methods:
+            lines += ["", "Note: pbt's members copy each other's weights, so its spread over seeds is not that of "
+                          "independent runs."]
         if "qlearning" in methods and "qlearning_warm" in methods:
             lines += ["", "Warm-started against cold Q-learning:"]
             lines += verdict(self.table.loc[["qlearning", "qlearning_warm"]], "qlearning_warm")[:2]

@@ -125,3 +125,43 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "medtune: error: train.epochs=-3 must be >= 1"
+
+
+def test_report_of_a_file_that_is_no_mlflow_store_exits_2(capsys, tmp_path):
+    bogus = tmp_path / "mlflow.db"
+    bogus.write_text("this is not a database")
+    code, err = run_cli(capsys, "report", "lr-schedulers", "--tracking-uri", f"sqlite:///{bogus}")
+    assert code == 2
+    assert_one_line(err, str(bogus))
+
+
+def test_damaged_session_file_exits_2_on_resume(capsys, tmp_path):
+    (tmp_path / "medtune.json").write_text("{not json")
+    code, err = run_cli(capsys, "resume", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "medtune.json", "damaged")
+
+
+def test_output_that_is_a_file_exits_2(capsys, tmp_path):
+    target = tmp_path / "runs"
+    target.write_text("")
+    code, err = run_cli(capsys, "run", "lr-schedulers", "--output", str(target))
+    assert code == 2
+    assert_one_line(err, "--output", "is a file")
+
+
+def test_warm_start_file_that_is_no_qtable_exits_2_before_ray(capsys, tmp_path):
+    bad = tmp_path / "qtable.json"
+    bad.write_text('{"q": {"improving": {}}}')
+    code, err = run_cli(capsys, "run", "lr-schedulers", "--output", str(tmp_path / "out"),
+                        "--set", f"qlearning.warm_start={bad}")
+    assert code == 2
+    assert_one_line(err, "qtable.json", "lacks")
+    assert not (tmp_path / "out").exists()
+
+
+def test_qlearning_warm_without_a_warm_start_exits_2(capsys, tmp_path):
+    code, err = run_cli(capsys, "run", "lr-schedulers", "--output", str(tmp_path),
+                        "--set", "methods=[qlearning,qlearning_warm]")
+    assert code == 2
+    assert_one_line(err, "qlearning_warm", "warm_start")
