@@ -42,9 +42,10 @@ def prepare_data(spec: LRStudySpec):
     from trainables.data import load_split
 
     data = load_split(spec.data)
+    n_test = 0 if data.test_images is None else len(data.test_images)
     log(
-        f"data: {spec.data.source} - {len(data.train_images)} training and {len(data.val_images)} validation "
-        f"volumes of {tuple(data.train_images.shape[2:])}"
+        f"data: {spec.data.source} - {len(data.train_images)} training, {len(data.val_images)} validation and "
+        f"{n_test} test volumes of {tuple(data.train_images.shape[2:])}"
     )
     return data
 
