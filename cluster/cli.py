@@ -3,8 +3,13 @@
     medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--address RAY] [--tracking-uri URI]
     medtune resume DIR [--address RAY]
     medtune report EXPERIMENT [--output DIR | --tracking-uri URI] [--session NAME] [--save FOLDER]
+    medtune report --sync SESSION_DIR
     medtune ui [--output DIR | --tracking-uri URI] [--port N]
     medtune specs
+    medtune cluster up [--host H --allow-remote] [--port P] [--dashboard-port D] [--mlflow-port M] [--no-auth]
+    medtune cluster down | status | join ADDRESS [--token-file F]
+    medtune submit SPEC [--smoke] [--set key=value ...] [--address URL] [--wait]
+    medtune jobs list | logs JOB [--follow] | stop JOB
 
 Bad input (a spec, a data folder, a tracking store) ends with one line on
 stderr naming the problem, the value and the fix, and exit status 2, before
@@ -43,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
 
     report = sub.add_parser("report", help="rebuild an experiment's comparison from MLflow alone")
-    report.add_argument("experiment", help="MLflow experiment name (the spec's name, e.g. lr-schedulers)")
+    report.add_argument("experiment", nargs="?", help="MLflow experiment name (the spec's name, e.g. lr-schedulers)")
+    report.add_argument("--sync", default=None, metavar="SESSION_DIR",
+                        help="first deliver the MLflow records a session buffered while its server was unreachable")
     report.add_argument("--session", default=None, help="a particular session (default: the latest)")
     report.add_argument("--output", default=DEFAULT_OUTPUT, help="where the default MLflow store lives")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
@@ -55,6 +62,56 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
 
     sub.add_parser("specs", help="list the built-in specs")
+
+    from cluster.service import DEFAULT_STATE_DIR
+
+    def state_arg(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                            help=f"where the cluster's token, state and MLflow store live ({DEFAULT_STATE_DIR})")
+
+    cluster = sub.add_parser("cluster", help="start, inspect, join or stop a Ray cluster with an MLflow server")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+    up = csub.add_parser("up", help="start a Ray head (token auth on) and an MLflow server on this machine")
+    up.add_argument("--host", default="127.0.0.1", help="address the dashboard, jobs API and MLflow bind to")
+    up.add_argument("--allow-remote", action="store_true", help="required to bind beyond loopback")
+    up.add_argument("--port", type=int, default=6379, help="Ray GCS port")
+    up.add_argument("--dashboard-port", type=int, default=8265, help="dashboard and jobs API port")
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--num-cpus", type=int, default=None)
+    up.add_argument("--num-gpus", type=int, default=None)
+    up.add_argument("--no-auth", action="store_true", help="turn Ray token authentication off (not recommended)")
+    state_arg(up)
+    down = csub.add_parser("down", help="stop exactly what `cluster up` / `cluster join` started")
+    state_arg(down)
+    status = csub.add_parser("status", help="nodes, CPUs/GPUs, jobs and the MLflow URL")
+    status.add_argument("--address", default=None, help="a Ray address (default: the recorded cluster)")
+    state_arg(status)
+    join = csub.add_parser("join", help="add this machine to a cluster as a worker node")
+    join.add_argument("address", help="the head's address, HOST:6379")
+    join.add_argument("--token-file", default=None, help="the head's token file (default: the recorded one)")
+    join.add_argument("--num-cpus", type=int, default=None)
+    state_arg(join)
+
+    submit = sub.add_parser("submit", help="run a study as a Ray job on a cluster")
+    submit.add_argument("spec", help="YAML path or built-in spec name")
+    submit.add_argument("--smoke", action="store_true")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    submit.add_argument("--address", default=None, help="jobs API, http://HOST:8265 (default: the recorded cluster)")
+    submit.add_argument("--tracking-uri", default=None, help="MLflow server (default: the recorded cluster's)")
+    submit.add_argument("--wait", action="store_true", help="follow the logs; exit 0 only if the job succeeded")
+    state_arg(submit)
+
+    jobs = sub.add_parser("jobs", help="list the cluster's jobs, show a job's logs or stop it")
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    jl = jsub.add_parser("list")
+    jlogs = jsub.add_parser("logs")
+    jlogs.add_argument("job")
+    jlogs.add_argument("--follow", action="store_true")
+    jstop = jsub.add_parser("stop")
+    jstop.add_argument("job")
+    for parser in (jl, jlogs, jstop):
+        parser.add_argument("--address", default=None)
+        state_arg(parser)
     return p
 
 
@@ -83,6 +140,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dashboards.report import build_report, write_artifacts
     from trainables.errors import InputError
 
+    if args.sync:
+        from cluster.lr_study import _read_session, sync_backlog
+
+        session_dir = Path(args.sync).expanduser().resolve()
+        info = _read_session(session_dir)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        if sync_backlog(session_dir):
+            return 1
+        args.tracking_uri, args.session = info["tracking_uri"], info["session"]
+        args.experiment = args.experiment or info["spec"]["name"]
+    if not args.experiment:
+        raise InputError("give the EXPERIMENT to report on (the spec's name, e.g. lr-schedulers), or --sync SESSION_DIR")
     uri = _uri(args)
     # A report reads a few runs: fail within seconds, not after MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -122,7 +191,71 @@ def cmd_specs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "resume": cmd_resume, "report": cmd_report, "ui": cmd_ui, "specs": cmd_specs}
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from cluster import service
+
+    state_dir = Path(args.state_dir).expanduser()
+    if args.cluster_command == "up":
+        cfg = service.UpConfig(
+            state_dir=state_dir, host=args.host, port=args.port, dashboard_port=args.dashboard_port,
+            mlflow_port=args.mlflow_port, num_cpus=args.num_cpus, num_gpus=args.num_gpus, auth=not args.no_auth,
+            allow_remote=args.allow_remote,
+        )
+        service.print_up(service.cluster_up(cfg), state_dir)
+    elif args.cluster_command == "down":
+        n = service.cluster_down(state_dir)
+        print(f"[medtune] stopped {n} processes of the cluster recorded in {state_dir}")
+    elif args.cluster_command == "join":
+        service.cluster_join(args.address, state_dir, args.token_file, args.num_cpus)
+        print(f"[medtune] this machine joined {args.address} as a worker node")
+    else:
+        st = service.cluster_status(state_dir, args.address)
+        print(f"Ray cluster {st['address']}  dashboard {st['dashboard'] or '-'}  MLflow {st['mlflow'] or '-'}")
+        for n in st["nodes"]:
+            print(f"  node {n['node_id']}  {n['ip']:15s} {'alive' if n['alive'] else 'DEAD '}  "
+                  f"CPUs {n['cpus']:g}  GPUs {n['gpus']:g}")
+        print(f"jobs: {len(st['jobs'])}")
+        for j in st["jobs"]:
+            print(f"  {j['id']}  {j['status']}  {j['entrypoint']}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from cluster import jobs
+
+    client, job_id = jobs.submit(
+        args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri
+    )
+    print(f"[medtune] submitted job {job_id}", flush=True)
+    if not args.wait:
+        print(f"[medtune] follow it with: medtune jobs logs {job_id} --follow")
+        return 0
+    status = jobs.follow(client, job_id)
+    print(f"[medtune] job {job_id} {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from cluster import jobs
+
+    state_dir = Path(args.state_dir).expanduser()
+    if args.jobs_command == "list":
+        for j in jobs.list_jobs(state_dir, args.address):
+            print(f"{j['id']}  {j['status']:10s} {j['entrypoint']}")
+    elif args.jobs_command == "logs":
+        status = jobs.job_logs(args.job, state_dir, args.address, args.follow)
+        if status is not None:
+            return 0 if status == "SUCCEEDED" else 1
+    else:
+        stopped = jobs.stop_job(args.job, state_dir, args.address)
+        print(f"[medtune] job {args.job} {'stopping' if stopped else 'was not running'}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "resume": cmd_resume, "report": cmd_report, "ui": cmd_ui, "specs": cmd_specs,
+    "cluster": cmd_cluster, "submit": cmd_submit, "jobs": cmd_jobs,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,8 @@ from trainables.typed import from_dict, to_dict
 
 SESSION_FILE = "medtune.json"
 JOURNAL_FILE = "qlearning-journal.jsonl"
-MEMORY_FILE = "episodic-memory.jsonl"  # beside the MLflow store: outlives each experiment
+MEMORY_FILE = "episodic-memory.jsonl"
+BACKLOG_FILE = "mlflow-backlog.jsonl"  # MLflow records not delivered yet (server unreachable)  # beside the MLflow store: outlives each experiment
 PBT_DIR = "pbt"
 
 
@@ -112,7 +113,8 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
         name=name,
         storage_path=str(storage),
         callbacks=[
-            MLflowTracker(info["tracking_uri"], info["experiment_id"], session),
+            MLflowTracker(info["tracking_uri"], info["experiment_id"], session,
+                          backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE)),
             EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session),
         ],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -219,8 +221,12 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results)
     if qtable is not None:
         log(f"final Q-table ({qtable['table']['updates']} updates): {session_dir / 'qtable.json'}")
     log(f"report files: {session_dir / 'report'}")
-    log(f"browse every run: medtune ui --output {session_dir.parent}"
-        + (f" --tracking-uri {info['tracking_uri']}" if info.get("custom_uri") else ""))
+    uri = info["tracking_uri"]
+    if uri.startswith(("http://", "https://")):
+        log(f"browse every run: {uri} (the MLflow server)")
+    else:
+        log(f"browse every run: medtune ui --output {session_dir.parent}"
+            + (f" --tracking-uri {uri}" if info.get("custom_uri") else ""))
     if errors:
         log(f"{len(errors)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0][:120] for r in errors))
         return 1
@@ -255,14 +261,19 @@ def run_lr_study(
     Raises:
         InputError: bad data or an unusable tracking store, before any trial starts.
     """
-    from cluster.store import default_tracking_uri, ensure_experiment
+    from cluster.store import check_reachable, default_tracking_uri, ensure_experiment
 
     output_dir = Path(output).expanduser().resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output {str(output_dir)!r} is a file; give a folder (default ./medtune-runs)")
     data = prepare_data(spec)  # validates the data before anything starts
-    output_dir.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or default_tracking_uri(output_dir)
+    check_reachable(uri)
+    if uri.startswith(("http://", "https://")):
+        # The tracker buffers and retries by itself: a failed request should fail fast, not block training.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    output_dir.mkdir(parents=True, exist_ok=True)
     experiment_id = ensure_experiment(uri, spec.name, output_dir)
     session = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
@@ -291,11 +302,8 @@ def run_lr_study(
     return _finish(spec, session_dir, info, results)
 
 
-def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) -> int:
-    """Continue an interrupted session (``Tuner.restore``) with the Q-table its journal holds."""
-    from ray import tune
-
-    session_dir = Path(session_dir).expanduser().resolve()
+def _read_session(session_dir: Path) -> dict[str, Any]:
+    """The session's ``medtune.json``, checked; one line and exit 2 if it is missing or damaged."""
     info_path = session_dir / SESSION_FILE
     if not info_path.is_file():
         raise InputError(
@@ -306,7 +314,7 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
         info = json.loads(info_path.read_text())
         if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or not info["spec"]:
             raise ValueError("no spec in it")
-        spec = from_dict(LRStudySpec, info["spec"])
+        from_dict(LRStudySpec, info["spec"])
         for key in ("session", "tracking_uri", "experiment_id", "mailbox", "memory_path", "task"):
             if key not in info:
                 raise ValueError(f"no {key!r} in it")
@@ -315,6 +323,35 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
             f"{str(info_path)!r} is unreadable or damaged ({str(exc).splitlines()[0][:120]}); "
             "resume needs the medtune.json that `medtune run` wrote"
         ) from None
+    return info
+
+
+def sync_backlog(session_dir: str | os.PathLike) -> int:
+    """Deliver a session's MLflow records that the server missed; returns how many are still pending."""
+    from cluster.tracking import MLflowTracker
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = _read_session(session_dir)
+    backlog = session_dir / BACKLOG_FILE
+    if not backlog.is_file():
+        log(f"nothing to deliver: {session_dir} has no {BACKLOG_FILE}")
+        return 0
+    tracker = MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"], backlog=str(backlog))
+    tracker._load_backlog()
+    total = tracker.pending
+    left = tracker.flush()
+    log(f"delivered {total - left} of {total} buffered MLflow records to {info['tracking_uri']}"
+        + (f"; {left} still pending (is the server up?)" if left else ""))
+    return left
+
+
+def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) -> int:
+    """Continue an interrupted session (``Tuner.restore``) with the Q-table its journal holds."""
+    from ray import tune
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = _read_session(session_dir)
+    spec = from_dict(LRStudySpec, info["spec"])
     if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec)):
         raise InputError(f"{str(session_dir)!r} holds no Tune experiment state to resume; start it again with medtune run")
     data = prepare_data(spec)

@@ -33,6 +33,25 @@ def artifact_root(tracking_uri: str, output_dir: str | os.PathLike) -> str | Non
     return None
 
 
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """For an HTTP tracking server: one quick request, so an unreachable server is one line, not minutes of retries.
+
+    Raises:
+        InputError: the server does not answer.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as exc:
+        raise InputError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({type(exc).__name__}); start it "
+            "(`medtune cluster up` starts one) or fix --tracking-uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
 def ensure_experiment(tracking_uri: str, name: str, output_dir: str | os.PathLike) -> str:
     """Create (or find) the MLflow experiment ``name``; return its id.
 

@@ -309,6 +309,12 @@ class SegmentationRun:
         random.setstate(state["python_rng"])
 
 
+def ray_node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -363,6 +369,7 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
             t = run.train_cfg
             run.set_lr(min(t.max_lr, max(t.min_lr, float(config["lr"]))))
     trial_id = tune.get_context().get_trial_id()
+    node_id = ray_node_id()
     mailbox = config.get("mailbox")
     while run.epoch < run.train_cfg.epochs:
         if run.method in SCHEDULER_DRIVEN and mailbox:
@@ -370,9 +377,10 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
             if lr is not None:
                 run.set_lr(lr)
         result = run.run_epoch()
+        metrics = {**result.metrics(), "node_id": node_id}  # where it ran: Tune keeps it in result.json
         if result.diverged:  # end this trial cleanly; keep the last good checkpoint
-            tune.report(result.metrics())
+            tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
             torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
-            tune.report(result.metrics(), checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,123 @@
+"""Studies as Ray jobs: ``medtune submit`` and ``medtune jobs list | logs | stop``.
+
+Submission goes through the Ray Jobs API (``JobSubmissionClient``) with the
+cluster's token (``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` in this
+process's environment, which the client reads). Without ``--address`` the
+cluster recorded by ``medtune cluster up`` is used, and the job logs to that
+cluster's MLflow server. A spec given as a file travels with the job (its
+folder becomes the job's working directory); a built-in name needs nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cluster.service import apply_auth_env, read_state
+from trainables.errors import InputError
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def _client(address: str | None, state_dir: Path):
+    from ray.job_submission import JobSubmissionClient
+
+    state = read_state(state_dir)
+    address = address or (state or {}).get("dashboard")
+    if not address:
+        raise InputError(
+            f"no cluster to talk to: give --address http://HOST:8265 or start one with `medtune cluster up` "
+            f"(nothing recorded in {str(state_dir)!r})"
+        )
+    apply_auth_env(state)
+    try:
+        return JobSubmissionClient(address), state
+    except Exception as exc:  # connection refused, 401, ...
+        raise InputError(f"cannot reach the Ray jobs API at {address} ({str(exc).splitlines()[0][:200]})") from None
+
+
+def submit(
+    spec: str,
+    state_dir: Path,
+    address: str | None = None,
+    smoke: bool = False,
+    overrides: tuple[str, ...] = (),
+    tracking_uri: str | None = None,
+) -> tuple[Any, str]:
+    """Submit ``medtune run SPEC`` as a Ray job; returns the client and the job id.
+
+    The spec is loaded and checked here first, so a bad spec exits 2 before anything is submitted.
+    """
+    from cluster.spec import load_spec
+
+    load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted
+    client, state = _client(address, state_dir)
+    runtime_env: dict[str, Any] = {}
+    spec_arg = spec
+    if Path(spec).expanduser().is_file():
+        folder = tempfile.mkdtemp(prefix="medtune-job-")
+        Path(folder, "spec.yaml").write_text(Path(spec).expanduser().read_text())
+        runtime_env["working_dir"] = folder
+        spec_arg = "spec.yaml"
+    local = state is not None and address is None
+    python = state["python"] if local else "python"
+    uri = tracking_uri or (state or {}).get("mlflow")
+    args = [python, "-m", "cluster.cli", "run", spec_arg]
+    if smoke:
+        args.append("--smoke")
+    for item in overrides:
+        args += ["--set", item]
+    if uri:
+        args += ["--tracking-uri", uri]
+    if local:
+        args += ["--output", state["runs_dir"]]
+    entrypoint = " ".join(shlex.quote(a) for a in args)
+    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None, entrypoint_num_cpus=0)
+    return client, job_id
+
+
+def follow(client, job_id: str, out=sys.stdout, poll_s: float = 1.0) -> str:
+    """Print the job's log as it grows until it ends; return its final status."""
+    shown = 0
+    while True:
+        status = str(client.get_job_status(job_id)).split(".")[-1]
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            out.write(logs[shown:])
+            out.flush()
+            shown = len(logs)
+        if status in TERMINAL:
+            return status
+        time.sleep(poll_s)
+
+
+def list_jobs(state_dir: Path, address: str | None = None) -> list[dict[str, Any]]:
+    client, _ = _client(address, state_dir)
+    return [
+        {"id": j.submission_id, "status": str(j.status).split(".")[-1], "entrypoint": j.entrypoint}
+        for j in client.list_jobs()
+        if j.submission_id  # submitted jobs, not drivers that merely connected
+    ]
+
+
+def job_logs(job_id: str, state_dir: Path, address: str | None = None, follow_logs: bool = False) -> str | None:
+    client, _ = _client(address, state_dir)
+    try:
+        if follow_logs:
+            return follow(client, job_id)
+        print(client.get_job_logs(job_id), end="")
+        return None
+    except RuntimeError as exc:
+        raise InputError(f"job {job_id!r}: {str(exc).splitlines()[0][:200]}; see `medtune jobs list`") from None
+
+
+def stop_job(job_id: str, state_dir: Path, address: str | None = None) -> bool:
+    client, _ = _client(address, state_dir)
+    try:
+        return client.stop_job(job_id)
+    except RuntimeError as exc:
+        raise InputError(f"job {job_id!r}: {str(exc).splitlines()[0][:200]}; see `medtune jobs list`") from None
