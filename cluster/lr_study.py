@@ -206,7 +206,13 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results)
         (session_dir / "qtable.json").write_text(json.dumps(qtable, indent=1))
     errors = [r for r in results if r.error is not None]
     unfinished = _unfinished(spec, results)
-    report = build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable)
+    try:
+        report = build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable)
+    except Exception as exc:  # the tracking server is down at the very end: the runs are safe in the backlog
+        log(f"the comparison cannot be built now: MLflow at {info['tracking_uri']} failed "
+            f"({str(exc).splitlines()[0][:160]}). Training finished; deliver what is buffered and build the "
+            f"report with: medtune report --sync {session_dir}")
+        return 1
     if unfinished:
         print()
         print(report.text())
