@@ -165,3 +165,36 @@ def test_qlearning_warm_without_a_warm_start_exits_2(capsys, tmp_path):
                         "--set", "methods=[qlearning,qlearning_warm]")
     assert code == 2
     assert_one_line(err, "qlearning_warm", "warm_start")
+
+
+def test_cluster_up_beyond_loopback_needs_allow_remote(capsys, tmp_path):
+    code, err = run_cli(capsys, "cluster", "up", "--host", "0.0.0.0", "--state-dir", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "--host='0.0.0.0'", "--allow-remote")
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_cluster_up_with_clashing_ports_exits_2(capsys, tmp_path):
+    code, err = run_cli(capsys, "cluster", "up", "--port", "8265", "--state-dir", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "must differ")
+
+
+def test_cluster_down_without_a_cluster_exits_2(capsys, tmp_path):
+    code, err = run_cli(capsys, "cluster", "down", "--state-dir", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "no medtune cluster recorded", str(tmp_path))
+
+
+def test_submit_without_any_cluster_exits_2(capsys, tmp_path):
+    code, err = run_cli(capsys, "submit", "lr-schedulers", "--smoke", "--state-dir", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "medtune cluster up", "--address")
+
+
+def test_run_against_an_unreachable_mlflow_server_exits_2_before_any_trial(capsys, tmp_path):
+    code, err = run_cli(capsys, "run", "lr-schedulers", "--smoke", "--output", str(tmp_path / "out"),
+                        "--tracking-uri", "http://127.0.0.1:9")
+    assert code == 2
+    assert_one_line(err, "http://127.0.0.1:9", "unreachable")
+    assert not (tmp_path / "out").exists()
