@@ -305,6 +305,14 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     return state
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _node_ip(host: str) -> str:
     return "127.0.0.1" if is_loopback(host) else host
 
@@ -349,7 +357,9 @@ def cluster_join(address: str, state_dir: Path, token_file: str | None, num_cpus
         raise InputError(f"--token-file {token!r} does not exist; copy the head's token file here (mode 0600)")
     env = {**os.environ, **auth_env(None, token)}
     temp_dir = tempfile.mkdtemp(prefix="mtray-", dir="/tmp")
-    args = [f"--address={address}", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    # Free ports for the node's agents, so a worker can also join from the head's own machine.
+    args = [f"--address={address}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
     _run_ray_start(args, env, state_dir / "ray-join.log")

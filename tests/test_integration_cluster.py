@@ -50,11 +50,14 @@ def cluster(tmp_path_factory):
         assert up.returncode == 0, up.stdout + up.stderr
         yield {"dir": state_dir, "state": state, "up": up}
     finally:
+        if (state_dir / "state.json").exists():  # `join` adds its processes to the record
+            state = json.loads((state_dir / "state.json").read_text())
         down = medtune("cluster", "down", "--state-dir", str(state_dir))
         import psutil
 
         leftovers = []
-        for record in (state or {}).get("processes", []):
+        records = (state or {}).get("processes", []) + [r for j in (state or {}).get("joined", []) for r in j["processes"]]
+        for record in records:
             try:
                 p = psutil.Process(record["pid"])
                 if abs(p.create_time() - record["create_time"]) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE:
@@ -63,7 +66,8 @@ def cluster(tmp_path_factory):
                 pass
         assert down.returncode == 0, down.stderr
         assert leftovers == [], f"processes of ours left behind: {leftovers}"
-        assert not any(state["temp_dir"] in " ".join(p.info["cmdline"] or [])
+        temp_dirs = [state["temp_dir"]] + [j["temp_dir"] for j in state.get("joined", [])]
+        assert not any(d in " ".join(p.info["cmdline"] or []) for d in temp_dirs
                        for p in psutil.process_iter(["cmdline"])), "a Ray process of this cluster is still running"
 
 
@@ -184,3 +188,13 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
     assert len(trials) == 2
     for run in trials:
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice")) == list(range(1, 13))
+
+
+def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):
+    # runs last: the cluster has a second node from here on
+    proc = medtune("cluster", "join", cluster["state"]["address"], "--state-dir", str(cluster["dir"]), "--num-cpus", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = medtune("cluster", "status", "--state-dir", str(cluster["dir"]))
+    assert status.stdout.count(" alive ") == 2 and "CPUs 1" in status.stdout
+    state = json.loads((cluster["dir"] / "state.json").read_text())
+    assert len(state["joined"]) == 1 and state["joined"][0]["processes"]  # recorded: the teardown checks `down`
