@@ -40,12 +40,16 @@ def _check_columns(curves: pd.DataFrame) -> None:
         )
 
 
-def _one_trial(trial: pd.DataFrame, target_dice: float) -> dict[str, object]:
-    """Metrics of one trial; ``trial`` is sorted by epoch with one row per epoch."""
+def _one_trial(trial: pd.DataFrame, target_dice: float, budget: int | None = None) -> dict[str, object]:
+    """Metrics of one trial; ``trial`` is sorted by epoch with one row per epoch.
+
+    A diverged trial's curve is padded with Dice 0 up to ``budget`` (the longest trial's last epoch), so its
+    AUC is over the same span as everyone else's.
+    """
     epochs = trial["epoch"].to_numpy(dtype=float)
     dice = trial["dice"].to_numpy(dtype=float)
-    finite = np.isfinite(dice)
     diverged = int(trial["diverged"].fillna(0).astype(float).max() > 0)
+    finite = np.isfinite(dice)
 
     last = dice[-1]
     final = 0.0 if diverged or not np.isfinite(last) else float(last)
@@ -54,9 +58,12 @@ def _one_trial(trial: pd.DataFrame, target_dice: float) -> dict[str, object]:
     to_target = float(epochs[hit[0]]) if hit.size else math.nan
 
     # Normalised area: trapezoid over epochs / span of epochs (= number of intervals for consecutive epochs).
-    filled = np.where(finite, dice, 0.0)
-    span = epochs[-1] - epochs[0]
-    auc = float(filled[0]) if len(dice) == 1 or span <= 0 else float(np.trapezoid(filled, epochs) / span)
+    filled, at = np.where(finite, dice, 0.0), epochs
+    if diverged and budget is not None and len(epochs) and epochs[-1] < budget:
+        pad = np.arange(epochs[-1] + 1, budget + 1, dtype=float)
+        filled, at = np.concatenate([filled, np.zeros(len(pad))]), np.concatenate([epochs, pad])
+    span = at[-1] - at[0]
+    auc = float(filled[0]) if len(filled) == 1 or span <= 0 else float(np.trapezoid(filled, at) / span)
 
     test = trial["test_dice"].to_numpy(dtype=float) if "test_dice" in trial else np.array([])
     test = test[np.isfinite(test)]
@@ -97,7 +104,8 @@ def trial_metrics(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
     order = pd.unique(curves["run_id"])
     data = curves.drop_duplicates(["run_id", "epoch"], keep="last").sort_values(["run_id", "epoch"], kind="stable")
-    rows = {rid: _one_trial(g, target_dice) for rid, g in data.groupby("run_id", sort=False)}
+    budget = int(data["epoch"].max())
+    rows = {rid: _one_trial(g, target_dice, budget) for rid, g in data.groupby("run_id", sort=False)}
     return pd.DataFrame([rows[rid] for rid in order], columns=TRIAL_COLUMNS)
 
 

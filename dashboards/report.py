@@ -74,10 +74,11 @@ def _trial_runs(client, experiment_id: str, session: str | None) -> list:
 
 
 def latest_session(client, experiment_id: str) -> str | None:
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'trial'", max_results=1, order_by=["attributes.start_time DESC"]
-    )
-    return runs[0].data.tags.get(TAG_SESSION) if runs else None
+    """The newest session of the experiment: session names end in their start time, so the largest name
+    (a resumed old session's late trials do not make it the newest)."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'trial'", max_results=5000)
+    sessions = {r.data.tags.get(TAG_SESSION) for r in runs} - {None}
+    return max(sessions) if sessions else None
 
 
 def load_curves(client, runs: list) -> pd.DataFrame:

@@ -158,3 +158,19 @@ def test_held_out_test_dice_is_taken_from_the_last_epoch_and_judged_first():
     assert table.loc["qlearning", "test_dice_std"] == pytest.approx(0.0707107, rel=1e-5)
     first = verdict(table)[0]
     assert first.startswith("held-out test Dice: qlearning beats fixed (0.650 vs 0.450)")
+
+
+def test_a_diverged_trial_is_scored_over_the_whole_budget_for_auc():
+    import pandas as pd
+
+    from dashboards.comparison import trial_metrics
+
+    rows = [{"run_id": "ok", "method": "fixed", "seed": 0, "epoch": e, "dice": 0.5, "diverged": 0} for e in (1, 2, 3, 4, 5)]
+    rows += [{"run_id": "bad", "method": "qlearning", "seed": 0, "epoch": 1, "dice": 0.5, "diverged": 0},
+             {"run_id": "bad", "method": "qlearning", "seed": 0, "epoch": 2, "dice": 0.5, "diverged": 0},
+             {"run_id": "bad", "method": "qlearning", "seed": 0, "epoch": 3, "dice": float("nan"), "diverged": 1}]
+    t = trial_metrics(pd.DataFrame(rows), 0.9).set_index("run_id")
+    # padded with 0 to epoch 5: trapezoid of [0.5, 0.5, 0, 0, 0] over 4 intervals = (0.5 + 0.25) / 4
+    assert t.loc["bad", "auc"] == pytest.approx(0.1875)
+    assert t.loc["ok", "auc"] == pytest.approx(0.5)
+    assert t.loc["bad", "oscillation"] == 0.0  # only two finite values: no padding in the oscillation
