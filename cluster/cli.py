@@ -141,13 +141,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from trainables.errors import InputError
 
     if args.sync:
-        from cluster.lr_study import _read_session, sync_backlog
+        from cluster.lr_study import _read_session, log_session_summary, sync_backlog
 
         session_dir = Path(args.sync).expanduser().resolve()
         info = _read_session(session_dir)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         if sync_backlog(session_dir):
             return 1
+        if (session_dir / "report").is_dir():  # the session finished: give it its summary run now
+            log_session_summary(session_dir)
         args.tracking_uri, args.session = info["tracking_uri"], info["session"]
         args.experiment = args.experiment or info["spec"]["name"]
     if not args.experiment:
@@ -222,6 +224,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from cluster import jobs
+    from trainables.errors import InputError
 
     client, job_id = jobs.submit(
         args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri
@@ -230,7 +233,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.wait:
         print(f"[medtune] follow it with: medtune jobs logs {job_id} --follow")
         return 0
-    status = jobs.follow(client, job_id)
+    try:
+        status = jobs.follow(client, job_id)
+    except KeyboardInterrupt:
+        print(f"\n[medtune] stopped following; job {job_id} goes on. Stop it with: medtune jobs stop {job_id}")
+        return 130
+    except Exception as exc:  # the cluster went away mid-follow
+        raise InputError(f"lost the jobs API while following job {job_id} ({str(exc).splitlines()[0][:160]}); "
+                         f"check it later with: medtune jobs logs {job_id}") from None
     print(f"[medtune] job {job_id} {status}")
     return 0 if status == "SUCCEEDED" else 1
 

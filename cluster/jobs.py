@@ -10,7 +10,9 @@ folder becomes the job's working directory); a built-in name needs nothing.
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -27,15 +29,22 @@ def _client(address: str | None, state_dir: Path):
     from ray.job_submission import JobSubmissionClient
 
     state = read_state(state_dir)
-    address = address or (state or {}).get("dashboard")
+    env_address = os.environ.get("RAY_ADDRESS", "")
+    address = address or (env_address if env_address.startswith(("http://", "https://")) else None)
+    recorded = (state or {}).get("dashboard")
+    address = address or recorded
     if not address:
         raise InputError(
             f"no cluster to talk to: give --address http://HOST:8265 or start one with `medtune cluster up` "
             f"(nothing recorded in {str(state_dir)!r})"
         )
-    apply_auth_env(state)
+    if not address.startswith(("http://", "https://")):
+        raise InputError(f"--address {address!r} must be the jobs API URL, http://HOST:8265 (the dashboard port)")
+    own = state is not None and address.rstrip("/") == recorded
+    if own:  # the recorded cluster's token; another cluster's comes from the user's own RAY_AUTH_* settings
+        apply_auth_env(state)
     try:
-        return JobSubmissionClient(address), state
+        return JobSubmissionClient(address), (state if own else None)
     except Exception as exc:  # connection refused, 401, ...
         raise InputError(f"cannot reach the Ray jobs API at {address} ({str(exc).splitlines()[0][:200]})") from None
 
@@ -52,31 +61,29 @@ def submit(
 
     The spec is loaded and checked here first, so a bad spec exits 2 before anything is submitted.
     """
-    from cluster.spec import load_spec
+    import yaml
 
-    load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted
+    from cluster.spec import load_spec
+    from trainables.typed import to_dict
+
+    parsed = load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted
     client, state = _client(address, state_dir)
-    runtime_env: dict[str, Any] = {}
-    spec_arg = spec
-    if Path(spec).expanduser().is_file():
-        folder = tempfile.mkdtemp(prefix="medtune-job-")
-        Path(folder, "spec.yaml").write_text(Path(spec).expanduser().read_text())
-        runtime_env["working_dir"] = folder
-        spec_arg = "spec.yaml"
-    local = state is not None and address is None
-    python = state["python"] if local else "python"
-    uri = tracking_uri or (state or {}).get("mlflow")
-    args = [python, "-m", "cluster.cli", "run", spec_arg]
-    if smoke:
-        args.append("--smoke")
-    for item in overrides:
-        args += ["--set", item]
-    if uri:
-        args += ["--tracking-uri", uri]
-    if local:
-        args += ["--output", state["runs_dir"]]
-    entrypoint = " ".join(shlex.quote(a) for a in args)
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None, entrypoint_num_cpus=0)
+    # The job gets the spec as resolved here (smoke and --set applied, paths absolute), not the raw file.
+    resolved = {k: v for k, v in to_dict(parsed).items() if k != "smoke"}
+    folder = tempfile.mkdtemp(prefix="medtune-job-")
+    try:
+        Path(folder, "spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+        python = state["python"] if state else "python3"  # on another cluster: its own python3 with medtune
+        uri = tracking_uri or (state or {}).get("mlflow")
+        args = [python, "-m", "cluster.cli", "run", "spec.yaml"]
+        if uri:
+            args += ["--tracking-uri", uri]
+        if state:
+            args += ["--output", state["runs_dir"]]
+        entrypoint = " ".join(shlex.quote(a) for a in args)
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": folder}, entrypoint_num_cpus=0)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # uploaded by submit_job already
     return client, job_id
 
 
@@ -97,9 +104,13 @@ def follow(client, job_id: str, out=sys.stdout, poll_s: float = 1.0) -> str:
 
 def list_jobs(state_dir: Path, address: str | None = None) -> list[dict[str, Any]]:
     client, _ = _client(address, state_dir)
+    try:
+        listed = client.list_jobs()
+    except Exception as exc:
+        raise InputError(f"the jobs API does not answer ({str(exc).splitlines()[0][:160]})") from None
     return [
         {"id": j.submission_id, "status": str(j.status).split(".")[-1], "entrypoint": j.entrypoint}
-        for j in client.list_jobs()
+        for j in listed
         if j.submission_id  # submitted jobs, not drivers that merely connected
     ]
 

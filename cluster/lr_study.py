@@ -60,12 +60,17 @@ def init_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        if address.startswith(("http://", "https://")):
+            raise InputError(
+                f"--address {address!r} is a dashboard URL; `medtune run` needs the cluster address HOST:6379 "
+                "(use the dashboard URL with `medtune submit`)"
+            )
         try:
             ray.init(address=address, log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...
             raise InputError(
                 f"cannot connect to the Ray cluster at {address!r} ({str(exc).splitlines()[0][:160]}); "
-                "check --address / RAY_ADDRESS or start the cluster"
+                "check --address / RAY_ADDRESS, the token (RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH) or start the cluster"
             ) from None
         log(f"connected to the Ray cluster at {address}")
     else:
@@ -73,18 +78,21 @@ def init_ray(address: str | None) -> None:
         log(f"started a local Ray instance with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
 
 
-def check_resources(spec: LRStudySpec) -> None:
-    """Exit 2 before any trial when one trial asks for more than the whole cluster has (Tune would wait forever)."""
+def check_resources(spec: LRStudySpec, remote: bool) -> None:
+    """Before any trial: no node can hold one trial -> exit 2 on a local Ray (Tune would wait forever),
+    a loud warning on a cluster (an autoscaler may still add such a node)."""
     import ray
 
-    have = ray.cluster_resources()
-    for key, want, field_name in (("CPU", spec.resources.cpus_per_trial, "cpus_per_trial"),
-                                  ("GPU", spec.resources.gpus_per_trial, "gpus_per_trial")):
-        if want > have.get(key, 0):
-            raise InputError(
-                f"resources.{field_name}={want:g} but the Ray cluster has {have.get(key, 0):g} {key}s in all; "
-                f"lower resources.{field_name} or add nodes"
-            )
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    want = {"CPU": spec.resources.cpus_per_trial, "GPU": spec.resources.gpus_per_trial}
+    if any(all(res.get(k, 0) >= v for k, v in want.items()) for res in nodes):
+        return
+    biggest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    msg = (f"no node can hold one trial (resources.cpus_per_trial={want['CPU']:g}, gpus_per_trial={want['GPU']:g}; "
+           f"the largest node has {biggest.get('CPU', 0):g} CPUs and {biggest.get('GPU', 0):g} GPUs)")
+    if not remote:
+        raise InputError(f"{msg}; lower resources.cpus_per_trial / gpus_per_trial")
+    log(f"WARNING: {msg}; trials wait until the autoscaler adds such a node")
 
 
 def _trainable(spec: LRStudySpec, data: Any):
@@ -220,7 +228,13 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results)
         log(f"interrupted: {len(unfinished)} of {len(results)} trials unfinished; the table above is partial "
             f"and no summary run was logged. Continue with: medtune resume {session_dir}")
         return 130
-    log_summary(info["tracking_uri"], report, session_dir / "report")
+    try:
+        log_summary(info["tracking_uri"], report, session_dir / "report")
+    except Exception as exc:
+        log(f"the summary run could not be logged ({str(exc).splitlines()[0][:160]}); the report files are in "
+            f"{session_dir / 'report'}; log it later with: medtune report --sync {session_dir}")
+        print(report.text())
+        return 1
     print()
     print(report.text())
     print()
@@ -237,6 +251,17 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results)
         log(f"{len(errors)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0][:120] for r in errors))
         return 1
     return 0
+
+
+def prepare_tracking(uri: str) -> None:
+    """Before any trial (run and resume): exit 2 if the server is unreachable; make requests fail fast."""
+    from cluster.store import check_reachable
+
+    check_reachable(uri)
+    if uri.startswith(("http://", "https://")):
+        # The tracker buffers and retries by itself: a failed request should fail fast, not block training.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 def session_info(
@@ -267,27 +292,25 @@ def run_lr_study(
     Raises:
         InputError: bad data or an unusable tracking store, before any trial starts.
     """
-    from cluster.store import check_reachable, default_tracking_uri, ensure_experiment
+    from cluster.store import default_tracking_uri, ensure_experiment
 
     output_dir = Path(output).expanduser().resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output {str(output_dir)!r} is a file; give a folder (default ./medtune-runs)")
     data = prepare_data(spec)  # validates the data before anything starts
     uri = tracking_uri or default_tracking_uri(output_dir)
-    check_reachable(uri)
-    if uri.startswith(("http://", "https://")):
-        # The tracker buffers and retries by itself: a failed request should fail fast, not block training.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    prepare_tracking(uri)
     output_dir.mkdir(parents=True, exist_ok=True)
     experiment_id = ensure_experiment(uri, spec.name, output_dir)
-    session = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    suffix = 1
-    while (output_dir / session).exists():  # two runs started in the same second
-        suffix += 1
-        session = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
+    stamp, suffix = time.strftime("%Y%m%d-%H%M%S"), 1
+    while True:  # two runs started in the same second get -2, -3, ...
+        session = f"{spec.name}-{stamp}" + (f"-{suffix}" if suffix > 1 else "")
+        try:
+            (output_dir / session).mkdir()
+            break
+        except FileExistsError:
+            suffix += 1
     session_dir = output_dir / session
-    session_dir.mkdir(parents=True)
     info = session_info(spec, session_dir, uri, experiment_id, origin)
     info["custom_uri"] = bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     (session_dir / SESSION_FILE).write_text(json.dumps(info, indent=1))
@@ -296,7 +319,7 @@ def run_lr_study(
         f"{spec.train.epochs} epochs each")
     log(f"session folder: {session_dir}; MLflow: {uri}")
     init_ray(address)
-    check_resources(spec)
+    check_resources(spec, remote=bool(address or os.environ.get("RAY_ADDRESS")))
     results = []
     for kind in tuner_kinds(spec):
         if kind == "pbt":
@@ -351,6 +374,18 @@ def sync_backlog(session_dir: str | os.PathLike) -> int:
     return left
 
 
+def log_session_summary(session_dir: str | os.PathLike) -> None:
+    """(Re)build a finished session's report from MLflow and log its summary run (after ``report --sync``)."""
+    from dashboards.report import build_report, log_summary
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = _read_session(session_dir)
+    qpath = session_dir / "qtable.json"
+    qtable = json.loads(qpath.read_text()) if qpath.is_file() else None
+    report = build_report(info["tracking_uri"], info["spec"]["name"], info["session"], qtable=qtable)
+    log_summary(info["tracking_uri"], report, session_dir / "report")
+
+
 def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) -> int:
     """Continue an interrupted session (``Tuner.restore``) with the Q-table its journal holds."""
     from ray import tune
@@ -358,6 +393,7 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     session_dir = Path(session_dir).expanduser().resolve()
     info = _read_session(session_dir)
     spec = from_dict(LRStudySpec, info["spec"])
+    prepare_tracking(info["tracking_uri"])
     if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec)):
         raise InputError(f"{str(session_dir)!r} holds no Tune experiment state to resume; start it again with medtune run")
     data = prepare_data(spec)
@@ -365,7 +401,7 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     if journal.exists():
         log(f"resuming with the Q-learning journal {journal}")
     init_ray(address)
-    check_resources(spec)
+    check_resources(spec, remote=bool(address or os.environ.get("RAY_ADDRESS")))
     results = []
     for kind in tuner_kinds(spec):
         path = tuner_path(kind, session_dir)

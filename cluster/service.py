@@ -127,7 +127,11 @@ def ensure_token(state_dir: Path) -> Path:
 
 
 def auth_env(state: dict[str, Any] | None, token_file: str | None = None) -> dict[str, str]:
-    """Environment that lets a Ray client (driver, JobSubmissionClient, ``ray start``) authenticate."""
+    """Environment that lets a Ray client (driver, JobSubmissionClient, ``ray start``) authenticate.
+
+    Callers also drop ``RAY_AUTH_TOKEN``: Ray prefers it over the token file, so a stray value would
+    silently replace the cluster's token (and travel to every worker and job).
+    """
     path = token_file or (state or {}).get("token_path")
     if state is not None and not state.get("auth", True):
         return {"RAY_AUTH_MODE": "disabled"}
@@ -141,6 +145,7 @@ def apply_auth_env(state: dict[str, Any] | None, token_file: str | None = None) 
     env = auth_env(state, token_file)
     if not env:
         return
+    os.environ.pop("RAY_AUTH_TOKEN", None)
     os.environ.update(env)
     try:  # Ray caches its config and the token at first use; refresh both
         from ray._raylet import AuthenticationTokenLoader, Config
@@ -216,21 +221,26 @@ def _ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def _run_ray_start(args: list[str], env: dict[str, str], log_file: Path) -> None:
+def _run_ray_start(args: list[str], env: dict[str, str], log_file: Path, temp_dir: str) -> None:
     with open(log_file, "ab") as out:
         proc = subprocess.run([_ray_bin(), "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=180)
     if proc.returncode != 0:
+        stop_processes(_ours(temp_dir))  # whatever it did start is ours: leave nothing behind
+        shutil.rmtree(temp_dir, ignore_errors=True)
         tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise InputError(f"`ray start` failed ({tail[0][:200]}); see {log_file}")
 
 
-def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -> bool:
+def _wait_http(url: str, timeout: float, alive: subprocess.Popen | None = None, ok: tuple[int, ...] = (200,)) -> bool:
+    """Whether ``url`` answers with a status in ``ok`` within ``timeout``; gives up early when ``alive`` exits."""
     import requests
 
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if alive is not None and alive.poll() is not None:
+            return False
         try:
-            if requests.get(url, timeout=2, headers=headers).status_code < 500:
+            if requests.get(url, timeout=2).status_code in ok:
                 return True
         except requests.RequestException:
             pass
@@ -243,9 +253,7 @@ def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) 
 
 def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     """Start the head and the MLflow server; returns the recorded state."""
-    state_dir = Path(cfg.state_dir).expanduser()
-    state_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(state_dir, 0o700)
+    state_dir = _state_dir(cfg.state_dir)
     old = read_state(state_dir)
     if old and any(_alive(r) for r in old.get("processes", [])):
         raise InputError(f"a medtune cluster is already up ({old['address']}); run `medtune cluster down` first")
@@ -254,20 +262,24 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
         if not cfg.auth:
             warn("AUTHENTICATION IS OFF on a non-loopback address: anyone on the network can run code on this cluster")
     token_path = ensure_token(state_dir) if cfg.auth else None
-    env = {**os.environ, **auth_env({"auth": cfg.auth, "token_path": str(token_path) if token_path else None})}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env.update(auth_env({"auth": cfg.auth, "token_path": str(token_path) if token_path else None}))
     # A short private temp dir: Ray's socket paths must stay under ~100 characters, and every process
     # of this cluster names it on its command line, which is how `down` finds exactly ours.
     temp_dir = tempfile.mkdtemp(prefix="mtray-", dir="/tmp")
     args = [
         "--head", f"--port={cfg.port}", f"--dashboard-host={cfg.host}", f"--dashboard-port={cfg.dashboard_port}",
         f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--node-ip-address={_node_ip(cfg.host)}",
+        # free ports for the node's agents and the client server: another Ray on this machine may hold the defaults
+        f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}",
+        f"--ray-client-server-port={_free_port()}",
     ]
     if cfg.num_cpus is not None:
         args.append(f"--num-cpus={cfg.num_cpus}")
     if cfg.num_gpus is not None:
         args.append(f"--num-gpus={cfg.num_gpus}")
     log(f"starting the Ray head (dashboard and jobs API on {cfg.host}:{cfg.dashboard_port}) ...")
-    _run_ray_start(args, env, state_dir / "ray-start.log")
+    _run_ray_start(args, env, state_dir / "ray-start.log", temp_dir)
     processes = _ours(temp_dir)
     state: dict[str, Any] = {
         "role": "head",
@@ -298,11 +310,25 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
 
     state["processes"].append({"pid": server.pid, "create_time": psutil.Process(server.pid).create_time()})
     write_state(state_dir, state)
-    if not _wait_http(f"{state['mlflow']}/health", timeout=90):
-        raise InputError(f"the MLflow server did not answer on {state['mlflow']} within 90 s; see {state_dir / 'mlflow.log'}")
-    if not _wait_http(f"{state['dashboard']}/api/version", timeout=60):
+    if not _wait_http(f"{state['mlflow']}/health", timeout=90, alive=server) or server.poll() is not None:
+        raise InputError(
+            f"the MLflow server did not start on {state['mlflow']} (port taken?); see {state_dir / 'mlflow.log'} "
+            "and run `medtune cluster down` to stop the Ray head"
+        )
+    if not _wait_http(f"{state['dashboard']}/api/version", timeout=60, ok=(200, 401)):
         raise InputError(f"the Ray dashboard did not answer on {state['dashboard']} within 60 s; see {temp_dir}")
     return state
+
+
+def _state_dir(path: str | Path) -> Path:
+    """The state folder, created private (0700); one line and exit 2 when it cannot be."""
+    state_dir = Path(path).expanduser()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
+    except OSError as exc:
+        raise InputError(f"--state-dir {str(state_dir)!r} cannot be used ({exc.strerror}); give a writable folder") from None
+    return state_dir
 
 
 def _free_port() -> int:
@@ -330,7 +356,8 @@ def print_up(state: dict[str, Any], state_dir: Path) -> None:
     else:
         warn("token authentication is OFF")
     log("submit a study:  medtune submit lr-schedulers --smoke --wait")
-    log(f"add a worker:    medtune cluster join {state['address']} --token-file {state['token_path']}")
+    token_arg = f" --token-file {state['token_path']}" if state.get("token_path") else ""
+    log(f"add a worker:    medtune cluster join {state['address']}{token_arg}   (other machines: up with --host)")
     log(f"stop everything: medtune cluster down" + ("" if state_dir == DEFAULT_STATE_DIR else f" --state-dir {state_dir}"))
 
 
@@ -343,28 +370,36 @@ def cluster_down(state_dir: Path) -> int:
     for extra in state.get("joined", []):
         stopped += stop_processes(extra.get("processes", []))
     state_path(state_dir).unlink()
-    shutil.rmtree(state.get("temp_dir") or "/nonexistent", ignore_errors=True)
+    for temp_dir in [state.get("temp_dir")] + [j.get("temp_dir") for j in state.get("joined", [])]:
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
     return stopped
 
 
 def cluster_join(address: str, state_dir: Path, token_file: str | None, num_cpus: int | None = None) -> dict[str, Any]:
     """Add this machine to the cluster at ``address`` as a worker node."""
-    state_dir = Path(state_dir).expanduser()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = _state_dir(state_dir)
     head_state = read_state(state_dir)
-    token = token_file or (head_state or {}).get("token_path")
+    own_head = head_state is not None and head_state.get("address") == address
+    if head_state is not None and not own_head:
+        raise InputError(
+            f"--state-dir {str(state_dir)!r} already records the cluster at {head_state.get('address')}; "
+            f"give another --state-dir to join {address}"
+        )
+    token = token_file or (head_state.get("token_path") if own_head else None)
     if token and not Path(token).is_file():
         raise InputError(f"--token-file {token!r} does not exist; copy the head's token file here (mode 0600)")
-    env = {**os.environ, **auth_env(None, token)}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env.update(auth_env(None, token))
     temp_dir = tempfile.mkdtemp(prefix="mtray-", dir="/tmp")
     # Free ports for the node's agents, so a worker can also join from the head's own machine.
     args = [f"--address={address}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
             f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
-    _run_ray_start(args, env, state_dir / "ray-join.log")
+    _run_ray_start(args, env, state_dir / "ray-join.log", temp_dir)
     record = {"address": address, "temp_dir": temp_dir, "processes": _ours(temp_dir)}
-    if head_state is not None:  # a worker on the head's own machine: `down` stops it too
+    if own_head:  # a worker on the head's own machine: `down` stops it too
         head_state.setdefault("joined", []).append(record)
         write_state(state_dir, head_state)
         return head_state
@@ -378,6 +413,8 @@ def cluster_status(state_dir: Path, address: str | None = None) -> dict[str, Any
     import ray
 
     state = read_state(state_dir) or {}
+    if address and address != state.get("address"):
+        state = {}  # another cluster: none of the recorded token, jobs API or MLflow URL applies
     address = address or state.get("address")
     if not address:
         raise InputError(f"no medtune cluster recorded in {str(state_dir)!r}; run `medtune cluster up` or give --address")
@@ -398,10 +435,14 @@ def cluster_status(state_dir: Path, address: str | None = None) -> dict[str, Any
     if state.get("dashboard"):
         from ray.job_submission import JobSubmissionClient
 
-        client = JobSubmissionClient(state["dashboard"])
+        try:
+            client = JobSubmissionClient(state["dashboard"])
+            listed = client.list_jobs()
+        except Exception as exc:
+            raise InputError(f"the jobs API at {state['dashboard']} does not answer ({str(exc).splitlines()[0][:160]})") from None
         jobs = [
             {"id": j.submission_id, "status": str(j.status).split(".")[-1], "entrypoint": j.entrypoint[:100]}
-            for j in client.list_jobs()
+            for j in listed
             if j.submission_id  # submitted jobs, not drivers that merely connected (like this one)
         ]
     return {"address": address, "nodes": nodes, "jobs": jobs, "mlflow": state.get("mlflow"), "dashboard": state.get("dashboard")}

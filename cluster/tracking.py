@@ -81,8 +81,11 @@ class MLflowTracker(Callback):
         self._runs: dict[str, str] = {}
         self._last_epoch: dict[str, int] = {}
         self._queue: list[dict[str, Any]] = []
+        self._stored: dict[str, int] = {}
         self._outage = False
         self._loaded = False
+        self._backoff = 0.0
+        self._retry_at = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "experiment_id", "session", "backlog", "metrics")}
@@ -105,20 +108,27 @@ class MLflowTracker(Callback):
 
     # -- the queue ----------------------------------------------------------
     def _load_backlog(self) -> None:
+        """Pending operations a previous driver (or this one) left in the backlog file."""
         if self._loaded:
             return
         self._loaded = True
-        if self.backlog and Path(self.backlog).is_file():
-            for line in Path(self.backlog).read_text().splitlines():
-                try:
-                    op = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self._queue.append(op)
-                if op["op"] == "metrics":
-                    self._last_epoch[op["trial"]] = max(self._last_epoch.get(op["trial"], 0), op["step"])
+        if not (self.backlog and Path(self.backlog).is_file()):
+            return
+        dropped = 0
+        for line in Path(self.backlog).read_text().splitlines():
+            try:
+                op = json.loads(line)
+                kind, trial = op["op"], op["trial"]
+            except (json.JSONDecodeError, TypeError, KeyError):
+                dropped += 1
+                continue
+            self._queue.append(op)
+            if kind == "metrics":
+                self._last_epoch[trial] = max(self._last_epoch.get(trial, 0), int(op["step"]))
+        if dropped:
+            print(f"[medtune] WARNING: {dropped} unreadable line(s) in {self.backlog} were skipped", flush=True)
 
-    def _save_backlog(self) -> None:
+    def _rewrite_backlog(self) -> None:
         if not self.backlog:
             return
         path = Path(self.backlog)
@@ -132,31 +142,58 @@ class MLflowTracker(Callback):
     def _push(self, op: dict[str, Any]) -> None:
         self._load_backlog()
         self._queue.append(op)
+        if len(self._queue) > 1 and self.backlog:  # something is pending already: keep the new op on disk too
+            with open(self.backlog, "a") as f:
+                f.write(json.dumps(op) + "\n")
         self.flush()
 
-    def flush(self) -> int:
-        """Send the pending operations in order; returns how many are still pending."""
+    def flush(self, force: bool = False) -> int:
+        """Send the pending operations in order; returns how many are still pending.
+
+        During an outage a retry is attempted only when it is due (2 s, doubling up to 60 s), so a
+        dead or hanging server costs the training loop almost nothing; ``force`` retries at once.
+        An operation the server refuses for good (a 4xx answer, a malformed record) is moved to the
+        dead-letter file beside the backlog, with a loud warning, instead of blocking the others.
+        """
         self._load_backlog()
+        if self._queue and not force and time.time() < self._retry_at:
+            return len(self._queue)
         sent = 0
         while self._queue:
+            op = self._queue[0]
             try:
-                self._apply(self._queue[0])
-            except Exception as exc:  # connection refused, timeouts, 5xx: keep it for later
+                self._apply(op)
+            except Exception as exc:
+                if _permanent(exc):
+                    self._dead_letter(op, exc)
+                    self._queue.pop(0)
+                    continue
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 if not self._outage:
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                     print(f"[medtune] WARNING: MLflow at {self.tracking_uri} failed ({first}); training goes on "
                           f"and every record waits in {self.backlog or 'memory'} until it answers", flush=True)
                 self._outage = True
+                self._backoff = min(60.0, self._backoff * 2) if self._backoff else 2.0
+                self._retry_at = time.time() + self._backoff
                 break
             self._queue.pop(0)
             sent += 1
         if self._outage and not self._queue:
             print(f"[medtune] MLflow at {self.tracking_uri} answers again: the buffered records are delivered",
                   flush=True)
-            self._outage = False
-        if sent or self._queue:
-            self._save_backlog()
+            self._outage, self._backoff, self._retry_at = False, 0.0, 0.0
+        if sent or (self._queue and self.backlog and not Path(self.backlog).exists()):
+            self._rewrite_backlog()
         return len(self._queue)
+
+    def _dead_letter(self, op: dict[str, Any], exc: Exception) -> None:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        where = Path(self.backlog).with_name("mlflow-deadletter.jsonl") if self.backlog else None
+        if where is not None:
+            with open(where, "a") as f:
+                f.write(json.dumps({**op, "error": first}) + "\n")
+        print(f"[medtune] WARNING: MLflow refused a {op.get('op')} record of trial {op.get('trial')} ({first}); "
+              f"it is kept in {where or 'no file'} and the others go on", flush=True)
 
     def _run_of(self, trial_id: str) -> str | None:
         if trial_id not in self._runs:
@@ -170,47 +207,55 @@ class MLflowTracker(Callback):
             self._runs[trial_id] = found[0].info.run_id
         return self._runs[trial_id]
 
+    def _stored_epoch(self, run_id: str) -> int:
+        """The last epoch MLflow already holds for ``run_id`` (asked once per run per driver)."""
+        if run_id not in self._stored:
+            history = self.client.get_metric_history(run_id, "epoch")
+            self._stored[run_id] = int(max((m.value for m in history), default=0))
+        return self._stored[run_id]
+
     def _apply(self, op: dict[str, Any]) -> None:
         from mlflow.entities import Metric, Param
 
         kind, trial_id = op["op"], op["trial"]
         if kind == "start":
             run_id = self._run_of(trial_id)
-            if run_id is not None:  # a restarted or resumed trial continues its own run
+            if run_id is None:
+                run_id = self.client.create_run(
+                    self.experiment_id,
+                    run_name=op["name"],
+                    tags={TAG_SESSION: self.session, TAG_TRIAL: trial_id, TAG_KIND: "trial"},
+                ).info.run_id
+                self._runs[trial_id] = run_id
+                have: dict[str, str] = {}
+            else:  # a restarted or resumed trial (or a retried start) continues its own run
                 self.client.update_run(run_id, status="RUNNING")
-                return
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=op["name"],
-                tags={TAG_SESSION: self.session, TAG_TRIAL: trial_id, TAG_KIND: "trial"},
-            )
-            self._runs[trial_id] = run.info.run_id
-            params = [Param(k, str(v)[:6000]) for k, v in op["params"].items()]
+                have = self.client.get_run(run_id).data.params
+            # only the params the run lacks: a retried start after a partial failure completes them,
+            # and a param whose value changed since (the LR, under PBT or the Q-learning agent) is kept as first logged
+            params = [Param(k, str(v)[:6000]) for k, v in op["params"].items() if k not in have]
             for i in range(0, len(params), 100):
-                self.client.log_batch(run.info.run_id, params=params[i : i + 100])
+                self.client.log_batch(run_id, params=params[i : i + 100])
             return
         run_id = self._run_of(trial_id)
         if run_id is None:
-            raise RuntimeError(f"no MLflow run for trial {trial_id} yet")
+            raise _NoRun(f"no MLflow run for trial {trial_id}")
         if kind == "metrics":
+            if int(op["step"]) <= self._stored_epoch(run_id):
+                return  # already in MLflow (a resumed trial re-reporting epochs a previous driver logged)
             batch = [Metric(k, float(v), op["ts"], op["step"]) for k, v in op["values"].items()]
             self.client.log_batch(run_id, metrics=batch)
+            self._stored[run_id] = int(op["step"])
         elif kind == "tag":
             self.client.set_tag(run_id, op["key"], op["value"])
         elif kind == "end":
             self.client.set_terminated(run_id, status=op["status"])
+        else:
+            raise _BadOp(f"unknown operation {kind!r}")
 
     # -- Tune hooks -----------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
         self._load_backlog()
-        if trial.trial_id not in self._last_epoch:
-            try:  # epochs a previous driver already stored (resume): never log them twice
-                run_id = self._run_of(trial.trial_id)
-                if run_id is not None:
-                    history = self.client.get_metric_history(run_id, "epoch")
-                    self._last_epoch[trial.trial_id] = int(max((m.value for m in history), default=0))
-            except Exception:
-                pass  # unreachable: the backlog still knows what was queued
         config = trial.config
         self._push({
             "op": "start", "trial": trial.trial_id,
@@ -236,7 +281,30 @@ class MLflowTracker(Callback):
         self._push({"op": "end", "trial": trial.trial_id, "status": "FAILED"})
 
     def on_experiment_end(self, trials, **info):
-        if self.flush():
+        if self.flush(force=True):
             print(f"[medtune] WARNING: {self.pending} MLflow records could not be delivered; they are kept in "
                   f"{self.backlog}. Deliver them with: medtune report --sync {Path(self.backlog or '.').parent}",
                   flush=True)
+
+
+class _NoRun(RuntimeError):
+    """A record for a trial whose run does not exist (its start record was lost): it can never be delivered."""
+
+
+class _BadOp(ValueError):
+    """A malformed record."""
+
+
+def _permanent(exc: Exception) -> bool:
+    """Whether retrying can never deliver the record: a 4xx answer (but 429), a malformed or orphaned record."""
+    if isinstance(exc, (_NoRun, _BadOp, KeyError, TypeError, ValueError)) and not isinstance(exc, OSError):
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(exc, MlflowException):
+            return True
+    status = getattr(exc, "get_http_status_code", None)
+    try:
+        code = status() if callable(status) else None
+    except Exception:
+        code = None
+    return code is not None and 400 <= int(code) < 500 and int(code) != 429

@@ -24,7 +24,15 @@ from searchers.qlearning_agent import ACTIONS, STATES
 pytestmark = pytest.mark.integration
 
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
-PORTS = {"port": 26479, "dashboard": 28365, "mlflow": 25155}
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # an ephemeral port: outside Ray's worker range 10002-19999
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+PORTS = {"port": _free_port(), "dashboard": _free_port(), "mlflow": _free_port()}
 
 
 def _env() -> dict[str, str]:
@@ -129,6 +137,9 @@ def test_submit_of_a_bad_spec_exits_2_and_submits_nothing(cluster):
     assert proc.returncode == 2 and proc.stderr.strip() == "medtune: error: train.epochs=0 must be >= 1"
 
 
+EPOCHS_KILL = 30
+
+
 def _journal_updates(session: Path) -> int:
     path = session / "qlearning-journal.jsonl"
     if not path.exists():
@@ -149,7 +160,7 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
     env = {**_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": cluster["state"]["token_path"]}
     args = [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(out), "--address", address,
             "--tracking-uri", mlflow_uri, "--set", "name=driver-kill", "--set", "methods=[qlearning]",
-            "--set", "seeds=[0,1]", "--set", "train.epochs=12"]
+            "--set", "seeds=[0,1]", "--set", f"train.epochs={EPOCHS_KILL}"]
     driver = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline, session = time.time() + 240, None
@@ -160,6 +171,7 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
                 break
             time.sleep(0.5)
         assert session is not None and _journal_updates(session) >= 3, "no Q-updates before the deadline"
+        assert driver.poll() is None, "the driver finished before it could be killed"
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
@@ -187,7 +199,7 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
     trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
     assert len(trials) == 2
     for run in trials:
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice")) == list(range(1, 13))
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice")) == list(range(1, EPOCHS_KILL + 1))
 
 
 def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):

@@ -21,7 +21,15 @@ import requests
 pytestmark = pytest.mark.integration
 
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
-PORT = 25355
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+PORT = _free_port()
 URI = f"http://127.0.0.1:{PORT}"
 EPOCHS = 80
 

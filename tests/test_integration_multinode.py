@@ -86,6 +86,11 @@ def test_trials_spread_over_nodes_and_survive_a_killed_worker_and_a_removed_node
     assert len(nodes_used) >= 2, "trials were not spread over the nodes"
     pids = {name: {row["pid"] for row in rows} for name, rows in results.items()}
     assert any(killed_pid in p and len(p) > 1 for p in pids.values()), "the killed trial did not restart"
+    # ... from its last checkpoint, not from scratch: the new process's first epoch follows on
+    killed_rows = next(rows for rows in results.values() if killed_pid in {r["pid"] for r in rows})
+    after = [r for r in killed_rows if r["pid"] != killed_pid]
+    last_before = max(r["epoch"] for r in killed_rows if r["pid"] == killed_pid)
+    assert 1 < after[0]["epoch"] <= last_before + 1, (after[0]["epoch"], last_before)
     moved = [rows for rows in results.values() if rows[0]["node_id"] == removed_node]
     assert moved and all(rows[-1]["node_id"] != removed_node for rows in moved), "no trial left the removed node"
 

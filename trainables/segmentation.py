@@ -348,7 +348,10 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
     data_cfg = from_dict(DataConfig, config.get("data"), "data")
     if data is None:
         data = load_split(data_cfg)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    import ray
+
+    # The GPU Ray assigned to this trial, if any (a CPU trial on a GPU node must not take cuda:0).
+    device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
     run = SegmentationRun(
         method=config["method"],
         seed=int(config["seed"]),

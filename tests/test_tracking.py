@@ -1,0 +1,166 @@
+"""The MLflow tracker's queue without a server: order, outage buffering, the backlog file, refused records,
+a start that half-succeeded, and epochs a previous driver already logged."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from cluster.tracking import MLflowTracker
+
+
+class FakeClient:
+    """Just enough of MlflowClient; ``down`` makes every call fail like a dead server."""
+
+    def __init__(self):
+        self.down = False
+        self.fail_params_once = False
+        self.runs: dict[str, dict] = {}
+        self.calls: list[str] = []
+
+    def _check(self, name):
+        self.calls.append(name)
+        if self.down:
+            raise ConnectionError("connection refused")
+
+    def search_runs(self, experiment_ids, filter_string, max_results):
+        self._check("search_runs")
+        trial = filter_string.split("medtune.trial_id` = '")[1].rstrip("'")
+        return [SimpleNamespace(info=SimpleNamespace(run_id=rid)) for rid, r in self.runs.items() if r["trial"] == trial]
+
+    def create_run(self, experiment_id, run_name, tags):
+        self._check("create_run")
+        rid = f"run{len(self.runs)}"
+        self.runs[rid] = {"trial": tags["medtune.trial_id"], "params": {}, "metrics": [], "status": "RUNNING", "tags": {}}
+        return SimpleNamespace(info=SimpleNamespace(run_id=rid))
+
+    def get_run(self, run_id):
+        self._check("get_run")
+        return SimpleNamespace(data=SimpleNamespace(params=dict(self.runs[run_id]["params"])))
+
+    def update_run(self, run_id, status):
+        self._check("update_run")
+        self.runs[run_id]["status"] = status
+
+    def log_batch(self, run_id, metrics=(), params=()):
+        self._check("log_batch")
+        if params and self.fail_params_once:
+            self.fail_params_once = False
+            raise ConnectionError("timed out after the server created the run")
+        for p in params:
+            if p.key in self.runs[run_id]["params"]:
+                raise MlflowException("Changing param values is not allowed", error_code="INVALID_PARAMETER_VALUE")
+            self.runs[run_id]["params"][p.key] = p.value
+        self.runs[run_id]["metrics"] += [(m.key, m.step) for m in metrics]
+
+    def get_metric_history(self, run_id, key):
+        self._check("get_metric_history")
+        return [SimpleNamespace(value=s, step=s) for k, s in self.runs[run_id]["metrics"] if k == key]
+
+    def set_tag(self, run_id, key, value):
+        self._check("set_tag")
+        self.runs[run_id]["tags"][key] = value
+
+    def set_terminated(self, run_id, status):
+        self._check("set_terminated")
+        self.runs[run_id]["status"] = status
+
+
+def trial(tid="t1", method="fixed"):
+    return SimpleNamespace(trial_id=tid, config={"method": method, "seed": 0, "train": {"epochs": 3}})
+
+
+def make(tmp_path, client=None):
+    tracker = MLflowTracker("http://unused", "0", "session-a", backlog=str(tmp_path / "mlflow-backlog.jsonl"))
+    tracker._client = client or FakeClient()
+    return tracker, tracker._client
+
+
+def epochs(client, rid="run0"):
+    return sorted(s for k, s in client.runs[rid]["metrics"] if k == "epoch")
+
+
+def test_healthy_server_gets_start_params_metrics_and_end_in_order(tmp_path):
+    tracker, client = make(tmp_path)
+    t = trial()
+    tracker.on_trial_start(0, [], t)
+    for e in (1, 2, 3):
+        tracker.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1 * e})
+    tracker.on_trial_complete(0, [], t)
+    run = client.runs["run0"]
+    assert run["params"]["method"] == "fixed" and run["params"]["train.epochs"] == "3"
+    assert epochs(client) == [1, 2, 3] and run["status"] == "FINISHED"
+    assert tracker.pending == 0 and not (tmp_path / "mlflow-backlog.jsonl").exists()
+
+
+def test_an_outage_buffers_to_disk_and_delivers_everything_once_when_the_server_is_back(tmp_path, monkeypatch):
+    tracker, client = make(tmp_path)
+    t = trial()
+    tracker.on_trial_start(0, [], t)
+    tracker.on_trial_result(0, [], t, {"epoch": 1, "dice": 0.1})
+    client.down = True
+    for e in (2, 3, 4):
+        tracker.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1})
+    assert tracker.pending == 3
+    on_disk = [json.loads(l) for l in (tmp_path / "mlflow-backlog.jsonl").read_text().splitlines()]
+    assert [op["step"] for op in on_disk] == [2, 3, 4]  # a driver dying now would lose nothing
+    calls = len(client.calls)
+    tracker.on_trial_result(0, [], t, {"epoch": 5, "dice": 0.1})
+    assert len(client.calls) == calls  # backing off: no request until the retry is due
+    client.down = False
+    tracker.on_trial_complete(0, [], t)  # not due yet: stays queued
+    assert tracker.flush(force=True) == 0
+    assert epochs(client) == [1, 2, 3, 4, 5] and client.runs["run0"]["status"] == "FINISHED"
+    assert not (tmp_path / "mlflow-backlog.jsonl").exists()
+
+
+def test_a_new_driver_delivers_the_backlog_of_the_one_that_died(tmp_path):
+    first, client = make(tmp_path)
+    t = trial()
+    first.on_trial_start(0, [], t)
+    client.down = True
+    first.on_trial_result(0, [], t, {"epoch": 1, "dice": 0.1})
+    first.on_trial_result(0, [], t, {"epoch": 2, "dice": 0.1})
+    # the driver dies here; `medtune report --sync` (or a resumed driver) picks the backlog up
+    client.down = False
+    second, _ = make(tmp_path, client)
+    assert second.flush(force=True) == 0
+    assert epochs(client) == [1, 2]
+
+
+def test_a_start_that_half_succeeded_completes_its_params_on_retry(tmp_path):
+    tracker, client = make(tmp_path)
+    client.fail_params_once = True  # run created, then the params request fails
+    t = trial()
+    tracker.on_trial_start(0, [], t)
+    assert tracker.pending == 1 and client.runs["run0"]["params"] == {}
+    tracker.flush(force=True)
+    assert client.runs["run0"]["params"]["method"] == "fixed" and len(client.runs) == 1
+
+
+def test_epochs_a_previous_driver_logged_are_not_logged_twice_after_resume(tmp_path):
+    first, client = make(tmp_path)
+    t = trial()
+    first.on_trial_start(0, [], t)
+    for e in (1, 2, 3):
+        first.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1})
+    resumed, _ = make(tmp_path, client)  # a new driver: knows nothing of what was logged
+    resumed.on_trial_start(0, [], t)
+    for e in (3, 4):  # the trial restored from its epoch-2 checkpoint re-reports epoch 3
+        resumed.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1})
+    assert epochs(client) == [1, 2, 3, 4]
+
+
+def test_a_refused_record_is_set_aside_and_does_not_block_the_rest(tmp_path, capsys):
+    tracker, client = make(tmp_path)
+    t = trial()
+    tracker.on_trial_start(0, [], t)
+    tracker._push({"op": "metrics", "trial": "t1", "step": 2, "ts": 0, "values": {"dice": "not a number"}})
+    tracker.on_trial_result(0, [], t, {"epoch": 3, "dice": 0.3})
+    assert tracker.pending == 0 and epochs(client) == [3]
+    dead = [json.loads(l) for l in (tmp_path / "mlflow-deadletter.jsonl").read_text().splitlines()]
+    assert dead[0]["step"] == 2 and "error" in dead[0]
+    assert "MLflow refused a metrics record" in capsys.readouterr().out
