@@ -141,10 +141,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from trainables.errors import InputError
 
     if args.sync:
-        from cluster.lr_study import _read_session, log_session_summary, sync_backlog
+        from cluster.lr_study import read_session, log_session_summary, sync_backlog
 
         session_dir = Path(args.sync).expanduser().resolve()
-        info = _read_session(session_dir)
+        info = read_session(session_dir)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         if sync_backlog(session_dir):
             return 1

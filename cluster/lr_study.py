@@ -133,13 +133,26 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
     )
 
 
+def qlearning_scheduler(spec: LRStudySpec, session_dir: Path, mailbox: str):
+    """The session's Q-learning scheduler; also rebuilds the final tables from its journal at the end."""
+    from searchers.qlearning_scheduler import METHOD, WARM_METHOD, QLearningLRScheduler
+
+    return QLearningLRScheduler(
+        spec.agent_config(),
+        state_path=session_dir / JOURNAL_FILE,
+        mailbox=mailbox,
+        seed=spec.qlearning.seed,
+        warm_start=spec.qlearning.warm_start,
+        warm_method=WARM_METHOD if WARM_METHOD in spec.methods else METHOD,
+    )
+
+
 def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
     """The study's Tuner of ``kind``: ``main`` (every method but pbt, with the Q-learning scheduler)
     or ``pbt`` (the PBT population, one member per seed). Both log to the same session and experiment."""
     from ray import tune
 
     from searchers.pbt import make_pbt
-    from searchers.qlearning_scheduler import WARM_METHOD, QLearningLRScheduler
 
     common = {
         "seed": tune.grid_search(list(spec.seeds)),
@@ -155,14 +168,7 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         "threads": max(1, int(spec.resources.cpus_per_trial)),
     }
     if kind == "main":
-        scheduler = QLearningLRScheduler(
-            spec.agent_config(),
-            state_path=session_dir / JOURNAL_FILE,
-            mailbox=info["mailbox"],
-            seed=spec.qlearning.seed,
-            warm_start=spec.qlearning.warm_start,
-            warm_method=WARM_METHOD if WARM_METHOD in spec.methods else "qlearning",
-        )
+        scheduler = qlearning_scheduler(spec, session_dir, info["mailbox"])
         methods = [m for m in spec.methods if m != "pbt"]
         name, storage, keep = session_dir.name, session_dir.parent, 2
     else:
@@ -201,15 +207,11 @@ def _unfinished(spec: LRStudySpec, results) -> list:
 def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
     """Write the final Q-table, build the report from MLflow, log the summary run, print the table."""
     from dashboards.report import build_report, log_summary
-    from searchers.qlearning_scheduler import WARM_METHOD, QLearningLRScheduler
+    from searchers.qlearning_scheduler import METHODS
 
     # The journal is the scheduler's durable state; rebuild the final tables from it.
-    replay = QLearningLRScheduler(
-        spec.agent_config(), state_path=session_dir / JOURNAL_FILE, mailbox="", seed=spec.qlearning.seed,
-        warm_start=spec.qlearning.warm_start,
-        warm_method=WARM_METHOD if WARM_METHOD in spec.methods else "qlearning",
-    )
-    qtable = replay.snapshot() if set(spec.methods) & {"qlearning", WARM_METHOD} else None
+    replay = qlearning_scheduler(spec, session_dir, mailbox="")
+    qtable = replay.snapshot() if set(spec.methods) & set(METHODS) else None
     if qtable is not None:
         (session_dir / "qtable.json").write_text(json.dumps(qtable, indent=1))
     errors = [r for r in results if r.error is not None]
@@ -331,7 +333,7 @@ def run_lr_study(
     return _finish(spec, session_dir, info, results)
 
 
-def _read_session(session_dir: Path) -> dict[str, Any]:
+def read_session(session_dir: Path) -> dict[str, Any]:
     """The session's ``medtune.json``, checked; one line and exit 2 if it is missing or damaged."""
     info_path = session_dir / SESSION_FILE
     if not info_path.is_file():
@@ -360,7 +362,7 @@ def sync_backlog(session_dir: str | os.PathLike) -> int:
     from cluster.tracking import MLflowTracker
 
     session_dir = Path(session_dir).expanduser().resolve()
-    info = _read_session(session_dir)
+    info = read_session(session_dir)
     backlog = session_dir / BACKLOG_FILE
     if not backlog.is_file():
         log(f"nothing to deliver: {session_dir} has no {BACKLOG_FILE}")
@@ -379,7 +381,7 @@ def log_session_summary(session_dir: str | os.PathLike) -> None:
     from dashboards.report import build_report, log_summary
 
     session_dir = Path(session_dir).expanduser().resolve()
-    info = _read_session(session_dir)
+    info = read_session(session_dir)
     qpath = session_dir / "qtable.json"
     qtable = json.loads(qpath.read_text()) if qpath.is_file() else None
     report = build_report(info["tracking_uri"], info["spec"]["name"], info["session"], qtable=qtable)
@@ -391,7 +393,7 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     from ray import tune
 
     session_dir = Path(session_dir).expanduser().resolve()
-    info = _read_session(session_dir)
+    info = read_session(session_dir)
     spec = from_dict(LRStudySpec, info["spec"])
     prepare_tracking(info["tracking_uri"])
     if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec)):

@@ -296,15 +296,17 @@ class _BadOp(ValueError):
 
 
 def _permanent(exc: Exception) -> bool:
-    """Whether retrying can never deliver the record: a 4xx answer (but 429), a malformed or orphaned record."""
-    if isinstance(exc, (_NoRun, _BadOp, KeyError, TypeError, ValueError)) and not isinstance(exc, OSError):
-        from mlflow.exceptions import MlflowException
+    """Whether retrying can never deliver the record: a 4xx answer (but 429), or a malformed or orphaned record.
 
-        if not isinstance(exc, MlflowException):
-            return True
-    status = getattr(exc, "get_http_status_code", None)
+    Transport failures (``OSError`` and its ``requests`` subclasses) and 5xx answers are worth retrying.
+    """
+    if isinstance(exc, OSError):
+        return False
+    if isinstance(exc, (_NoRun, _BadOp, KeyError, TypeError, ValueError)):
+        return True
+    status = getattr(exc, "get_http_status_code", None)  # MlflowException and its REST subclass
     try:
-        code = status() if callable(status) else None
+        code = int(status()) if callable(status) else None
     except Exception:
         code = None
-    return code is not None and 400 <= int(code) < 500 and int(code) != 429
+    return code is not None and 400 <= code < 500 and code != 429

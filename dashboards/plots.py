@@ -18,8 +18,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-STATES = ("improving", "worsening", "plateau", "oscillating", "mixed", "insufficient_data")
-ACTIONS = ("maintain", "decrease", "increase")
+from searchers.qlearning_agent import ACTIONS, STATES  # noqa: E402  (pure Python, no Ray/torch import)
 
 
 def _colours(methods: list[str]) -> dict[str, Any]:

@@ -67,6 +67,9 @@ STATES: tuple[str, ...] = (
     "insufficient_data",
 )
 ACTIONS: tuple[str, ...] = ("maintain", "decrease", "increase")
+# The names of the agent's methods in a study: cold, and warm-started from an earlier experiment's Q-table.
+METHOD = "qlearning"
+WARM_METHOD = "qlearning_warm"
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from searchers.episodic_memory import EpisodicMemory
-from searchers.qlearning_agent import QLearningConfig, QLearningLRAgent, QTable, load_qtable_file
+from searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent, QTable, load_qtable_file
 
-METHOD = "qlearning"
-WARM_METHOD = "qlearning_warm"
 METHODS = (METHOD, WARM_METHOD)
 
 
@@ -258,6 +256,8 @@ class QLearningLRScheduler(FIFOScheduler):
             # Re-seed exploration deterministically from how far learning got.
             table.rng.seed(self.seed * 1_000_003 + table.updates)
         self.restored_updates = sum(t.updates for t in self.tables.values())
+        print(f"[medtune] Q-learning: replayed {path.name}: {len(self.agents)} trials, "
+              f"{self.restored_updates} Q-updates carried over", flush=True)
 
     def _table(self, method: str, fresh: bool = False) -> QTable:
         """The shared table of ``method``; a new one starts from ``warm_start`` if it is the warm method."""

@@ -38,12 +38,11 @@ from searchers.effort_controller import EffortController
 from searchers.episodic_memory import EpisodicMemory
 from searchers.greedy_lr import GreedyLR
 from searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
+from searchers.qlearning_agent import METHOD, WARM_METHOD
 from trainables.data import DataConfig, SegmentationData, load_split
 from trainables.typed import from_dict
 
-QLEARNING = "qlearning"
-QLEARNING_WARM = "qlearning_warm"  # the same agent warm-started from an earlier experiment's Q-table
-SCHEDULER_DRIVEN = (QLEARNING, QLEARNING_WARM)
+SCHEDULER_DRIVEN = (METHOD, WARM_METHOD)  # LR set by the Q-learning scheduler, read from the mailbox
 METHODS: tuple[str, ...] = BASELINES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
 
 
