@@ -122,26 +122,30 @@ def _uri(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cluster.lr_study import run_lr_study
     from cluster.spec import load_spec
+    from cluster.studies import study_module
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
     origin = {"spec": args.spec, "smoke": args.smoke, "overrides": args.overrides}
-    return run_lr_study(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin)
+    study = study_module(spec.study)
+    return study.run(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from cluster.lr_study import resume_lr_study
+    from cluster.session import read_session
+    from cluster.studies import study_module
 
-    return resume_lr_study(args.dir, address=args.address)
+    info = read_session(Path(args.dir).expanduser().resolve())
+    return study_module(info["spec"].get("study", "lr")).resume(args.dir, address=args.address)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dashboards.report import build_report, write_artifacts
+    from cluster.studies import study_module
+    from dashboards.report import _client, session_runs, study_of
     from trainables.errors import InputError
 
     if args.sync:
-        from cluster.lr_study import read_session, log_session_summary, sync_backlog
+        from cluster.session import read_session, sync_backlog
 
         session_dir = Path(args.sync).expanduser().resolve()
         info = read_session(session_dir)
@@ -149,7 +153,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if sync_backlog(session_dir):
             return 1
         if (session_dir / "report").is_dir():  # the session finished: give it its summary run now
-            log_session_summary(session_dir)
+            study_module(info["spec"].get("study", "lr")).log_session_summary(session_dir)
         args.tracking_uri, args.session = info["tracking_uri"], info["session"]
         args.experiment = args.experiment or info["spec"]["name"]
     if not args.experiment:
@@ -161,7 +165,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR or --tracking-uri of the run")
     try:
-        report = build_report(uri, args.experiment, args.session)
+        _, session, runs = session_runs(_client(uri), uri, args.experiment, args.session)
+        report = study_module(study_of(runs)).build_report(uri, args.experiment, session)
     except InputError:
         raise
     except Exception as exc:  # an unreachable server, a file that is no MLflow store, ...
@@ -169,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise InputError(f"cannot read the MLflow store {uri} ({first}); check --output / --tracking-uri") from None
     print(report.text())
     if args.save:
-        paths = write_artifacts(report, args.save)
+        paths = report.write(args.save)
         print(f"[medtune] wrote {len(paths)} files to {args.save}")
     return 0
 

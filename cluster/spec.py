@@ -23,16 +23,37 @@ import yaml
 from searchers.lr_schedules import ScheduleConfig
 from searchers.pbt import PBTConfig
 from searchers.qlearning_agent import QLearningConfig, load_qtable_file
+from trainables.augmentation import METHODS as AUGMENTATION_METHODS
+from trainables.augmentation import AugmentationConfig
+from trainables.classification_data import ClassificationDataConfig
 from trainables.data import DataConfig
 from trainables.errors import InputError, did_you_mean
 from trainables.segmentation import METHODS, ModelConfig, TrainConfig
 from trainables.typed import from_dict
 
-STUDIES = ("lr",)
 
 
 class SpecError(InputError):
     """A spec medtune cannot run (exit status 2)."""
+
+
+def _check_seeds_and_methods(seeds: tuple[int, ...], methods: tuple[str, ...], known: tuple[str, ...], what: str) -> None:
+    if not seeds:
+        raise ValueError("seeds=[] is empty; list at least one seed, e.g. seeds: [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={list(seeds)!r} has duplicates; list each seed once")
+    if not methods:
+        raise ValueError(f"methods=[] is empty; list some of {', '.join(known)}")
+    for m in methods:
+        if m not in known:
+            raise ValueError(f"methods: {m!r} is not {what}{did_you_mean(m, known)}; use any of {', '.join(known)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods={list(methods)!r} has duplicates; list each method once")
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c in name for c in "/\\ "):
+        raise ValueError(f"name={name!r} must be a non-empty word without '/', '\\' or spaces")
 
 
 @dataclass(frozen=True)
@@ -93,21 +114,10 @@ class LRStudySpec:
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ "):
-            raise ValueError(f"name={self.name!r} must be a non-empty word without '/', '\\' or spaces")
-        if self.study not in STUDIES:
-            raise ValueError(f"study={self.study!r} is not a study{did_you_mean(self.study, STUDIES)}; use one of {', '.join(STUDIES)}")
-        if not self.seeds:
-            raise ValueError("seeds=[] is empty; list at least one seed, e.g. seeds: [0, 1, 2]")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds={list(self.seeds)!r} has duplicates; list each seed once")
-        if not self.methods:
-            raise ValueError(f"methods=[] is empty; list some of {', '.join(METHODS)}")
-        for m in self.methods:
-            if m not in METHODS:
-                raise ValueError(f"methods: {m!r} is not an LR method{did_you_mean(m, METHODS)}; use any of {', '.join(METHODS)}")
-        if len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods={list(self.methods)!r} has duplicates; list each method once")
+        _check_name(self.name)
+        if self.study != "lr":
+            raise ValueError(f"study={self.study!r}: this is the LR study's spec; set study: lr")
+        _check_seeds_and_methods(self.seeds, self.methods, METHODS, "an LR method")
         if "qlearning_warm" in self.methods and not self.qlearning.warm_start:
             raise ValueError(
                 "methods: 'qlearning_warm' needs qlearning.warm_start; give the qtable.json of an earlier "
@@ -121,6 +131,50 @@ class LRStudySpec:
         q = {k: v for k, v in self.qlearning.__dict__.items() if k not in ("seed", "warm_start")}
         bounds = {k: getattr(self.train, k) for k in LR_BOUNDS}
         return QLearningConfig(**bounds, **q)
+
+
+REGIMES = ("full", "few_shot")
+
+
+@dataclass(frozen=True)
+class APGAStudySpec:
+    """The APGA study (paper 002): every augmentation method x regime x seed in one Tune experiment.
+
+    ``regimes`` are ``full`` (every training image) and ``few_shot`` (``few_shot`` images per class,
+    100 as in the paper); both share one held-out test split. ``train.pretrain_epochs`` pre-train one
+    classifier per (regime, seed) that all methods of that seed start from.
+    """
+
+    name: str = "apga"
+    study: str = "apga"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    methods: tuple[str, ...] = AUGMENTATION_METHODS
+    regimes: tuple[str, ...] = REGIMES
+    few_shot: int = 100
+    data: ClassificationDataConfig = field(default_factory=lambda: ClassificationDataConfig(source="cluttered_digits"))
+    train: AugmentationConfig = field(default_factory=AugmentationConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if self.study != "apga":
+            raise ValueError(f"study={self.study!r}: this is the APGA study's spec; set study: apga")
+        _check_seeds_and_methods(self.seeds, self.methods, AUGMENTATION_METHODS, "an augmentation method")
+        if not self.regimes or len(set(self.regimes)) != len(self.regimes):
+            raise ValueError(f"regimes={list(self.regimes)!r} must list some of {', '.join(REGIMES)} once each")
+        for r in self.regimes:
+            if r not in REGIMES:
+                raise ValueError(f"regimes: {r!r} is not a regime{did_you_mean(r, REGIMES)}; use any of {', '.join(REGIMES)}")
+        if "few_shot" in self.regimes and self.few_shot < 1:
+            raise ValueError(f"few_shot={self.few_shot!r} must be >= 1 images per class (the paper uses 100)")
+        if self.data.few_shot:
+            raise ValueError(f"data.few_shot={self.data.few_shot!r}: the study sets it per regime; "
+                             "set the top-level few_shot instead and leave data.few_shot at 0")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
 
 
 def builtin_specs() -> list[str]:
@@ -187,7 +241,7 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> LRStudySpec:
+def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """Load, override and check a spec; raises :class:`SpecError` with one line."""
     data, _source = read_spec_file(spec)
     data = copy.deepcopy(data)
@@ -204,12 +258,13 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
         value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value:
             data[section][key] = str(Path(value).expanduser().resolve())
-    study = data.get("study", "lr")
-    if study not in STUDIES:
-        raise SpecError(f"study={study!r} is not a study{did_you_mean(study, STUDIES)}; use one of {', '.join(STUDIES)}")
+    from cluster.studies import check_study, spec_class
+
     try:
-        parsed = from_dict(LRStudySpec, data)
-        parsed.agent_config()
+        cls = spec_class(check_study(data.get("study", "lr")))
+        parsed = from_dict(cls, data)
+        if isinstance(parsed, LRStudySpec):
+            parsed.agent_config()
     except InputError as exc:
         raise SpecError(str(exc)) from None
     except ValueError as exc:

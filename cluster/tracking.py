@@ -59,6 +59,8 @@ class MLflowTracker(Callback):
         session: the medtune session name (the Tune experiment directory's name).
         backlog: where pending operations are kept; None keeps them in memory only.
         metrics: result keys logged each epoch (missing ones are skipped).
+        artifacts: result keys whose (string) value is logged as a text artifact of the trial's run,
+            ``{result_key: file_name}``; e.g. the APGA study's mask examples at the last epoch.
     """
 
     def __init__(
@@ -68,12 +70,14 @@ class MLflowTracker(Callback):
         session: str,
         backlog: str | None = None,
         metrics: tuple[str, ...] = METRICS,
+        artifacts: dict[str, str] | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.session = session
         self.backlog = backlog
         self.metrics = metrics
+        self.artifacts = dict(artifacts or {})
         self._reset()
 
     def _reset(self) -> None:
@@ -88,10 +92,11 @@ class MLflowTracker(Callback):
         self._retry_at = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "experiment_id", "session", "backlog", "metrics")}
+        return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "experiment_id", "session", "backlog", "metrics", "artifacts")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("artifacts", {})
         self._reset()
 
     @property
@@ -246,6 +251,8 @@ class MLflowTracker(Callback):
             batch = [Metric(k, float(v), op["ts"], op["step"]) for k, v in op["values"].items()]
             self.client.log_batch(run_id, metrics=batch)
             self._stored[run_id] = int(op["step"])
+        elif kind == "text":
+            self.client.log_text(run_id, op["text"], op["file"])
         elif kind == "tag":
             self.client.set_tag(run_id, op["key"], op["value"])
         elif kind == "end":
@@ -271,6 +278,9 @@ class MLflowTracker(Callback):
         self._last_epoch[trial.trial_id] = epoch
         self._push({"op": "metrics", "trial": trial.trial_id, "step": epoch, "ts": int(time.time() * 1000),
                     "values": values})
+        for key, file_name in self.artifacts.items():
+            if isinstance(result.get(key), str):
+                self._push({"op": "text", "trial": trial.trial_id, "file": file_name, "text": result[key]})
         if result.get("diverged"):
             self._push({"op": "tag", "trial": trial.trial_id, "key": "medtune.diverged", "value": "true"})
 

@@ -1,4 +1,4 @@
-"""PNG plots for the learning-rate study: Dice curves, LR traces and the Q-learning agent's Q-table.
+"""PNG plots: the LR study's Dice curves, LR traces and Q-table; the APGA study's accuracy curves and masks.
 
 matplotlib with the Agg backend only (no display needed); every function creates the parent folder, saves the
 figure, closes it, and returns the path. ``curves`` has the long layout described in
@@ -150,4 +150,58 @@ def plot_qtable(
     ax.set_ylabel("state")
     ax.set_title(f"{title}: Q-values (n = visits)")
     fig.colorbar(image, ax=ax, label="Q-value")
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- APGA study
+
+
+def plot_accuracy_curves(curves: pd.DataFrame, path: str | Path) -> Path:
+    """Test accuracy per epoch, mean and +/- std band over seeds, one panel per regime (APGA study)."""
+    regimes = sorted(curves["regime"].unique()) if len(curves) else []
+    fig, axes = plt.subplots(1, max(1, len(regimes)), figsize=(5.5 * max(1, len(regimes)), 4), squeeze=False)
+    if not regimes:
+        _no_data(axes[0, 0])
+    colours = _colours(sorted(curves["method"].unique()) if len(curves) else [])
+    for ax, regime in zip(axes[0], regimes):
+        part = curves[curves["regime"] == regime]
+        for method, g in part.groupby("method"):
+            stats = g.groupby("epoch")["accuracy"].agg(["mean", "std"]).fillna(0.0)
+            ax.plot(stats.index, stats["mean"], label=method, color=colours[method])
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                            color=colours[method], alpha=0.15)
+        ax.set_title(f"test accuracy ({regime})")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_masks(masks: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "masks") -> Path:
+    """One row per method: each example image with the pixels its mask erases tinted red.
+
+    Args:
+        masks: ``{method: (images, masks)}``, both ``(n, H, W)`` uint8 (masks 0/1).
+    """
+    methods = list(masks)
+    n = max((len(v[0]) for v in masks.values()), default=1)
+    fig, axes = plt.subplots(max(1, len(methods)), n, figsize=(1.2 * n, 1.3 * max(1, len(methods))), squeeze=False)
+    for i, method in enumerate(methods):
+        images, keep = masks[method]
+        for j in range(n):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(images):
+                continue
+            grey = images[j].astype(float) / 255.0
+            rgb = np.stack([grey, grey, grey], -1)
+            erased = keep[j] == 0
+            rgb[erased] = 0.35 * rgb[erased] + 0.65 * np.array([0.85, 0.1, 0.1])
+            ax.imshow(rgb, interpolation="nearest")
+            if j == 0:
+                ax.set_ylabel(f"{method}\n{float(keep.mean()):.0%} kept", fontsize=8)
+    if not methods:
+        _no_data(axes[0, 0])
+    fig.suptitle(f"{title}: red = erased", fontsize=9)
     return _save(fig, path)

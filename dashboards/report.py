@@ -1,4 +1,4 @@
-"""The LR study's report, rebuilt from the MLflow store alone.
+"""The LR study's report, rebuilt from the MLflow store alone, and what every study's report shares.
 
 ``build_report`` reads one medtune session's trial runs (params ``method``,
 ``seed``, ``train.target_dice``; per-epoch metrics) from MLflow, computes the
@@ -58,6 +58,19 @@ class Report:
             lines += ["", "Warm-started against cold Q-learning:"]
             lines += verdict(self.table.loc[["qlearning", "qlearning_warm"]], "qlearning_warm")[:2]
         return "\n".join(lines)
+
+    def write(self, folder: str | Path) -> list[Path]:
+        return write_artifacts(self, folder)
+
+    def summary_metrics(self) -> dict[str, float]:
+        """``<criterion>.<method>`` means logged on the summary run, so the MLflow UI can chart them."""
+        out = {}
+        for method, row in self.table.iterrows():
+            for col in ("final_dice_mean", "best_dice_mean", "auc_mean", "oscillation_mean", "test_dice_mean"):
+                value = row.get(col)
+                if value is not None and pd.notna(value):
+                    out[f"{col}.{method}"] = float(value)
+        return out
 
 
 def _client(tracking_uri: str):
@@ -119,13 +132,12 @@ def _download_qtable(client, experiment_id: str, session: str) -> dict[str, Any]
         return None
 
 
-def build_report(tracking_uri: str, experiment: str, session: str | None = None, qtable: dict | None = None) -> Report:
-    """Rebuild the comparison of ``experiment`` (latest session unless ``session``) from MLflow.
+def session_runs(client, tracking_uri: str, experiment: str, session: str | None) -> tuple[Any, str, list]:
+    """The experiment, the session (the latest unless given) and its trial runs.
 
     Raises:
         InputError: unknown experiment, or no trial runs in it (one line, exit 2 in the CLI).
     """
-    client = _client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
@@ -142,6 +154,22 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None,
             f"experiment {experiment!r} has no trial runs{f' in session {session!r}' if session else ''}; "
             "run `medtune run SPEC` first"
         )
+    return exp, session, runs
+
+
+def study_of(runs: list) -> str:
+    """The study the runs belong to: their ``study`` param (LR runs may have none)."""
+    return runs[0].data.params.get("study", "lr")
+
+
+def build_report(tracking_uri: str, experiment: str, session: str | None = None, qtable: dict | None = None) -> Report:
+    """Rebuild the comparison of ``experiment`` (latest session unless ``session``) from MLflow.
+
+    Raises:
+        InputError: unknown experiment, or no trial runs in it (one line, exit 2 in the CLI).
+    """
+    client = _client(tracking_uri)
+    exp, session, runs = session_runs(client, tracking_uri, experiment, session)
     curves = load_curves(client, runs)
     target = float(runs[0].data.params.get("train.target_dice", 0.8))
     if qtable is None:
@@ -183,8 +211,8 @@ def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
     return paths
 
 
-def log_summary(tracking_uri: str, report: Report, folder: str | Path) -> str:
-    """Create the session's summary run holding the report's artifacts; returns its run id.
+def log_summary(tracking_uri: str, report: Any, folder: str | Path) -> str:
+    """Create the session's summary run holding the report's artifacts (any study's report); returns its run id.
 
     A session has one summary: an earlier one (a finished session resumed again) is deleted.
     """
@@ -200,12 +228,9 @@ def log_summary(tracking_uri: str, report: Report, folder: str | Path) -> str:
         tags={TAG_SESSION: report.session, TAG_KIND: "summary"},
     )
     rid = run.info.run_id
-    for path in write_artifacts(report, folder):
+    for path in report.write(folder):
         client.log_artifact(rid, str(path))
-    for method, row in report.table.iterrows():
-        for col in ("final_dice_mean", "best_dice_mean", "auc_mean", "oscillation_mean"):
-            value = row.get(col)
-            if value is not None and pd.notna(value):
-                client.log_metric(rid, f"{col}.{method}", float(value))
+    for key, value in report.summary_metrics().items():
+        client.log_metric(rid, key, value)
     client.set_terminated(rid, status="FINISHED")
     return rid

@@ -66,3 +66,38 @@ def test_unknown_method_and_bad_config_are_rejected(data):
         AugmentationRun("cutot", seed=0, data=data, config=CFG)
     with pytest.raises(ValueError, match="did you mean 'densenet'"):
         AugmentationConfig(classifier="densnet")
+
+
+@pytest.mark.parametrize("method", ["cutout", "apga"])
+def test_a_restart_from_the_checkpoint_continues_exactly(data, method):
+    """2 epochs, save, 1 more in a fresh run loaded from the save == 3 epochs straight (what a Tune retry relies on)."""
+    from trainables.augmentation import pretrain
+
+    cfg = AugmentationConfig(pretrain_epochs=1, epochs=3, batch_size=32, cutout_size=4)
+    start = pretrain(data, cfg, seed=3)
+    straight = AugmentationRun(method, 3, data, cfg, pretrained=start)
+    for _ in range(3):
+        last = straight.train_epoch()
+    first = AugmentationRun(method, 3, data, cfg, pretrained=start)
+    first.train_epoch()
+    first.train_epoch()
+    state = first.state_dict()
+    resumed = AugmentationRun(method, 3, data, cfg, pretrained=start)
+    resumed.load_state_dict(state)
+    again = resumed.train_epoch()
+    assert again["epoch"] == last["epoch"] == 3
+    assert again["train_loss"] == pytest.approx(last["train_loss"], rel=1e-5)
+    assert again["accuracy"] == last["accuracy"]
+    assert again["keep_fraction"] == pytest.approx(last["keep_fraction"])
+
+
+@pytest.mark.parametrize("method", ["none", "gradcam"])
+def test_mask_examples_decode_to_the_test_images_and_their_masks(data, method):
+    from dashboards.apga_report import decode_masks
+
+    run = AugmentationRun(method, 0, data, CFG)
+    images, masks = decode_masks(run.mask_examples(n=4))
+    assert images.shape == masks.shape == (4, *data.test_images.shape[2:])
+    np.testing.assert_array_equal(images, np.round(data.test_images[:4, 0] * 255).astype(np.uint8))
+    expected = np.ones_like(masks) if method == "none" else run.masks(torch.tensor(data.test_images[:4]))[:, 0].numpy()
+    np.testing.assert_array_equal(masks, expected.astype(np.uint8))

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cluster.cli import main
@@ -198,3 +199,45 @@ def test_run_against_an_unreachable_mlflow_server_exits_2_before_any_trial(capsy
     assert code == 2
     assert_one_line(err, "http://127.0.0.1:9", "unreachable")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["train.apga.lambda_zeros=-0.1"], ["train.apga.lambda_zeros=-0.1", ">= 0"]),
+        (["few_shot=500"], ["few_shot=500", "set few_shot to"]),
+        (["methods=[none,cutot]"], ["'cutot'", "did you mean 'cutout'"]),
+        (["regimes=[ful]"], ["'ful'", "did you mean 'full'"]),
+        (["data.few_shot=10"], ["data.few_shot=10", "top-level few_shot"]),
+        (["train.classifier=vgg"], ["classifier='vgg'"]),
+    ],
+)
+def test_bad_apga_spec_exits_2_with_one_line(capsys, tmp_path, overrides, needles):
+    args = ["run", "apga", "--output", str(tmp_path)]
+    for item in overrides:
+        args += ["--set", item]
+    code, err = run_cli(capsys, *args)
+    assert code == 2
+    assert_one_line(err, *needles)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing started
+
+
+def test_apga_images_of_mixed_sizes_exit_2_naming_both_files(capsys, tmp_path):
+    from PIL import Image
+
+    for cls, size in (("a", 32), ("b", 28)):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((size, size), 40 * i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    code, err = run_cli(capsys, "run", "apga", "--output", str(tmp_path / "out"), "--set", "data.source=folder",
+                        "--set", f"data.path={tmp_path / 'imgs'}", "--set", "few_shot=1")
+    assert code == 2
+    assert_one_line(err, "differ in size", "32x32", "28x28")
+
+
+def test_unknown_study_exits_2(capsys, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: x\nstudy: apgaa\n")
+    code, err = run_cli(capsys, "run", str(spec), "--output", str(tmp_path))
+    assert code == 2
+    assert_one_line(err, "study='apgaa'", "did you mean 'apga'")

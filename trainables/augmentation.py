@@ -92,7 +92,37 @@ def make_policy(in_channels: int) -> torch.nn.Module:
 
 
 def gradcam_target_layer(kind: str) -> str:
-    return "class_layers.relu" if kind == "densenet" else "layer4"
+    """The layer Grad-CAM reads: the first one at 1/4 of the input's resolution.
+
+    Our choice: the last feature maps of these small classifiers are 1/16 of the input (2x2 on a 32x32
+    image), too coarse for a pixel mask once upsampled, so Grad-CAM reads the block at 1/4 (8x8).
+    """
+    return "features.denseblock1" if kind == "densenet" else "layer2"
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    order = torch.randperm(n, generator=generator)
+    return [order[start : start + batch_size] for start in range(0, n, batch_size)]
+
+
+def pretrain(data: ClassificationData, config: AugmentationConfig, seed: int, device: str = "cpu") -> dict:
+    """Algorithm 1, line 1: the classifier trained on the originals for ``config.pretrain_epochs`` epochs.
+
+    Every method of one seed starts from this state, so the comparison isolates the augmentation.
+    Deterministic by ``seed`` (initialisation and batch order). Returns a CPU ``state_dict``.
+    """
+    torch.manual_seed(seed)
+    model = make_classifier(config.classifier, data.train_images.shape[1], data.num_classes).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(seed + 7919)  # its own stream: the run's batch order is untouched
+    x_all, y_all = torch.tensor(data.train_images), torch.tensor(data.train_labels)
+    model.train()
+    for _ in range(config.pretrain_epochs):
+        for idx in _batches(len(x_all), config.batch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x_all[idx].to(device)), y_all[idx].to(device)).backward()
+            optimizer.step()
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 class AugmentationRun:
@@ -122,11 +152,9 @@ class AugmentationRun:
         self.train_y = torch.tensor(data.train_labels)
         self.epoch = 0
         self.keep_fractions: list[float] = []
-        if pretrained is not None:
-            self.classifier.load_state_dict(pretrained)
-        else:
-            for _ in range(config.pretrain_epochs):
-                self._epoch(lambda x, y: self._classifier_step(x, y))
+        if pretrained is None:
+            pretrained = pretrain(data, config, seed, device)
+        self.classifier.load_state_dict(pretrained)
         self.reference = copy.deepcopy(self.classifier).eval()  # the no-augmentation model Grad-CAM reads
         self.policy = self.policy_optimizer = self.baseline = None
         if method == "apga":
@@ -189,11 +217,8 @@ class AugmentationRun:
         return self._classifier_step(torch.cat([x, x * keep]), torch.cat([y, y]))  # 1:1 originals and masked
 
     def _epoch(self, step) -> float:
-        order = torch.randperm(len(self.train_x), generator=self.generator)
-        losses = []
-        for start in range(0, len(order), self.cfg.batch_size):
-            idx = order[start : start + self.cfg.batch_size]
-            losses.append(step(self.train_x[idx].to(self.device), self.train_y[idx].to(self.device)))
+        losses = [step(self.train_x[idx].to(self.device), self.train_y[idx].to(self.device))
+                  for idx in _batches(len(self.train_x), self.cfg.batch_size, self.generator)]
         return float(np.mean(losses))
 
     # -- public ---------------------------------------------------------------
@@ -217,3 +242,102 @@ class AugmentationRun:
             x = torch.tensor(images[start : start + 256]).to(self.device)
             correct += int((self.classifier(x).argmax(1).cpu() == torch.tensor(labels[start : start + 256])).sum())
         return correct / max(1, len(images))
+
+    # -- examples and state ------------------------------------------------------
+    def mask_examples(self, n: int = 8) -> dict:
+        """The first ``n`` test images and the keep-masks the method gives them (all ones for ``none``).
+
+        Returns:
+            ``{"method", "shape": [n, H, W], "images": base64 uint8, "masks": base64 uint8}``, JSON-ready and
+            small (a few kB): the first channel of each image scaled to 0..255, masks 0/1.
+        """
+        import base64
+
+        x = torch.tensor(self.data.test_images[:n]).to(self.device)
+        keep = torch.ones_like(x[:, :1]) if self.method == "none" else self.masks(x)
+        images = (x[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        masks = keep[:, 0].to(torch.uint8).cpu().numpy()
+        return {
+            "method": self.method,
+            "shape": list(images.shape),
+            "images": base64.b64encode(images.tobytes()).decode(),
+            "masks": base64.b64encode(masks.tobytes()).decode(),
+        }
+
+    def state_dict(self) -> dict:
+        """Everything a restarted trial needs to go on exactly: nets, optimizers, baseline, RNG states."""
+        return {
+            "epoch": self.epoch,
+            "classifier": self.classifier.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "policy": None if self.policy is None else self.policy.state_dict(),
+            "policy_optimizer": None if self.policy_optimizer is None else self.policy_optimizer.state_dict(),
+            "baseline": None if self.baseline is None else self.baseline.value,
+            "cutout_rng": self.cutout.R.get_state() if self.method == "cutout" else None,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.classifier.load_state_dict(state["classifier"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.policy is not None:
+            self.policy.load_state_dict(state["policy"])
+            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+            self.baseline.value = state["baseline"]
+        if self.method == "cutout":
+            self.cutout.R.set_state(state["cutout_rng"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def train_augmentation(config: dict, data: dict | None = None, pretrained: dict | None = None) -> None:
+    """Ray Tune function trainable for one (method, regime, seed) of the APGA study.
+
+    Args:
+        config: ``method``, ``seed``, ``regime`` (``full`` or ``few_shot``), ``train`` (an
+            :class:`AugmentationConfig` as a dict), ``threads`` (torch intra-op threads).
+        data: ``{regime: ClassificationData}``, shared through the object store (``tune.with_parameters``).
+        pretrained: ``{"<regime>/<seed>": classifier state_dict}``, the shared pre-trained classifiers.
+
+    Reports ``epoch``, ``accuracy`` (test), ``train_loss`` and ``keep_fraction`` every epoch with a
+    checkpoint; the last epoch adds ``final_accuracy`` and ``masks_json`` (:meth:`AugmentationRun.mask_examples`).
+    """
+    import json
+    import logging
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import ray
+    from ray import tune
+
+    from trainables.typed import from_dict
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    cfg = from_dict(AugmentationConfig, config.get("train"), "train")
+    regime, seed = config["regime"], int(config["seed"])
+    device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+    run = AugmentationRun(config["method"], seed, data[regime], cfg, pretrained=pretrained[f"{regime}/{seed}"],
+                          device=device)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False))
+    while run.epoch < cfg.epochs:
+        metrics = run.train_epoch()
+        if run.epoch == cfg.epochs:
+            metrics["final_accuracy"] = metrics["accuracy"]
+            metrics["masks_json"] = json.dumps(run.mask_examples())
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,216 @@
+"""Assemble and run the APGA study (paper 002) as one Ray Tune experiment.
+
+1. The data of each regime is loaded (and so checked) in the driver: ``full``
+   (every training image) and ``few_shot`` (``spec.few_shot`` per class), one
+   held-out test split for both.
+2. One classifier per (regime, seed) is pre-trained on the originals
+   (Algorithm 1, line 1) by Ray tasks in parallel and saved in the session
+   folder (``pretrained/<regime>-seed<seed>.pt``), so every method of that
+   seed starts from the same weights and a resumed session does not redo it.
+3. One Tuner runs the grid method x regime x seed; each trial
+   (:func:`trainables.augmentation.train_augmentation`) gets the data and the
+   pre-trained weights through the object store, reports test accuracy and
+   the masks' keep share every epoch, and checkpoints.
+4. The report (:mod:`dashboards.apga_report`) is rebuilt from MLflow and
+   logged as the session's summary run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cluster.session import (
+    backlog_path,
+    check_resources,
+    create_session,
+    finish_session,
+    init_ray,
+    is_remote,
+    log,
+    prepare_tracking,
+    read_session,
+)
+from cluster.spec import APGAStudySpec
+from trainables.typed import from_dict, to_dict
+
+SPEC = APGAStudySpec
+METRICS = ("epoch", "accuracy", "train_loss", "keep_fraction", "final_accuracy")
+ARTIFACTS = {"masks_json": "masks.json"}
+PRETRAINED_DIR = "pretrained"
+
+
+def prepare_data(spec: APGAStudySpec) -> dict[str, Any]:
+    """``{regime: ClassificationData}``; bad data (or a few-shot size larger than a class) is one line, exit 2."""
+    from trainables.classification_data import load_classification
+
+    data = {}
+    for regime in spec.regimes:
+        cfg = replace(spec.data, few_shot=spec.few_shot if regime == "few_shot" else 0)
+        data[regime] = d = load_classification(cfg)
+        log(f"data ({regime}): {spec.data.source} - {len(d.train_images)} training and {len(d.test_images)} test "
+            f"images of {tuple(d.image_shape)}, {d.num_classes} classes")
+    return data
+
+
+def _pretrain_task(data: Any, train: dict[str, Any], seed: int, threads: int) -> dict:
+    import ray
+    import torch
+
+    from trainables.augmentation import AugmentationConfig, pretrain
+
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+    return pretrain(data, from_dict(AugmentationConfig, train, "train"), seed, device)
+
+
+def pretrain_all(spec: APGAStudySpec, session_dir: Path, data: dict[str, Any]) -> dict[str, dict]:
+    """The shared pre-trained classifiers, ``{"<regime>/<seed>": state_dict}``: loaded from the session folder
+    where a previous (interrupted) run saved them, the others trained now by parallel Ray tasks."""
+    import ray
+    import torch
+
+    folder = session_dir / PRETRAINED_DIR
+    folder.mkdir(exist_ok=True)
+    out: dict[str, dict] = {}
+    pending = {}
+    remote = ray.remote(_pretrain_task).options(
+        num_cpus=spec.resources.cpus_per_trial, num_gpus=spec.resources.gpus_per_trial, max_retries=2
+    )
+    refs = {regime: ray.put(d) for regime, d in data.items()}
+    for regime in spec.regimes:
+        for seed in spec.seeds:
+            path = folder / f"{regime}-seed{seed}.pt"
+            if path.is_file():
+                out[f"{regime}/{seed}"] = torch.load(path, map_location="cpu", weights_only=True)
+            else:
+                pending[remote.remote(refs[regime], to_dict(spec.train), seed, max(1, int(spec.resources.cpus_per_trial)))] = (regime, seed, path)
+    if out:
+        log(f"reusing {len(out)} pre-trained classifier(s) from {folder}")
+    if pending:
+        log(f"pre-training {len(pending)} classifier(s) ({spec.train.pretrain_epochs} epochs on the originals, "
+            "one per regime x seed, shared by every method)")
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        regime, seed, path = pending.pop(done[0])
+        state = ray.get(done[0])
+        torch.save(state, path)  # kept: a resumed session does not pre-train again
+        out[f"{regime}/{seed}"] = state
+    return out
+
+
+def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
+    from ray import tune
+
+    from trainables.augmentation import train_augmentation
+
+    return tune.with_resources(
+        tune.with_parameters(train_augmentation, data=data, pretrained=pretrained),
+        {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
+    )
+
+
+def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], data: dict, pretrained: dict):
+    from ray import tune
+
+    from cluster.tracking import MLflowTracker
+
+    param_space = {
+        "study": "apga",
+        "method": tune.grid_search(list(spec.methods)),
+        "regime": tune.grid_search(list(spec.regimes)),
+        "seed": tune.grid_search(list(spec.seeds)),
+        "few_shot": spec.few_shot,
+        "data": to_dict(spec.data),
+        "train": to_dict(spec.train),
+        "threads": max(1, int(spec.resources.cpus_per_trial)),
+    }
+    return tune.Tuner(
+        _trainable(spec, data, pretrained),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=session_dir.name,
+            storage_path=str(session_dir.parent),
+            callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
+                                     backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS)],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+        ),
+    )
+
+
+def _unfinished(spec: APGAStudySpec, results) -> list:
+    return [r for r in results if r.error is None and (r.metrics or {}).get("epoch", 0) < spec.train.epochs]
+
+
+def _finish(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
+    from dashboards.apga_report import build_report as build
+
+    notes = [f"mask images: {session_dir / 'report'}/masks-<regime>.png; accuracy curves: accuracy_curves.png"]
+    return finish_session(session_dir, info, list(results), _unfinished(spec, results),
+                          lambda: build(info["tracking_uri"], spec.name, info["session"]), notes)
+
+
+def run(
+    spec: APGAStudySpec,
+    output: str | os.PathLike,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    origin: dict[str, Any] | None = None,
+) -> int:
+    """Run the APGA study end to end; returns the exit status.
+
+    Raises:
+        InputError: bad data or an unusable tracking store, before any trial starts.
+    """
+    data = prepare_data(spec)
+    session_dir, info = create_session(spec, output, tracking_uri, origin)
+    n = len(spec.methods) * len(spec.regimes) * len(spec.seeds)
+    log(f"experiment {spec.name!r}: {len(spec.methods)} methods x {len(spec.regimes)} regimes x {len(spec.seeds)} "
+        f"seeds = {n} trials, {spec.train.pretrain_epochs} pre-training + {spec.train.epochs} epochs each")
+    init_ray(address)
+    check_resources(spec.resources, remote=is_remote(address))
+    pretrained = pretrain_all(spec, session_dir, data)
+    results = build_tuner(spec, session_dir, info, data, pretrained).fit()
+    return _finish(spec, session_dir, info, results)
+
+
+def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
+    """Continue an interrupted APGA session: saved pre-trained classifiers, then ``Tuner.restore``."""
+    from ray import tune
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = read_session(session_dir)
+    spec = from_dict(APGAStudySpec, info["spec"])
+    prepare_tracking(info["tracking_uri"])
+    data = prepare_data(spec)
+    init_ray(address)
+    check_resources(spec.resources, remote=is_remote(address))
+    pretrained = pretrain_all(spec, session_dir, data)
+    if tune.Tuner.can_restore(str(session_dir)):
+        tuner = tune.Tuner.restore(str(session_dir), trainable=_trainable(spec, data, pretrained),
+                                   resume_unfinished=True, resume_errored=True)
+    else:  # interrupted while pre-training
+        tuner = build_tuner(spec, session_dir, info, data, pretrained)
+    return _finish(spec, session_dir, info, tuner.fit())
+
+
+def build_report(tracking_uri: str, experiment: str, session: str | None = None):
+    from dashboards.apga_report import build_report as build
+
+    return build(tracking_uri, experiment, session)
+
+
+def log_session_summary(session_dir: str | os.PathLike) -> None:
+    """(Re)build a finished session's report from MLflow and log its summary run (after ``report --sync``)."""
+    from dashboards.report import log_summary
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = read_session(session_dir)
+    log_summary(info["tracking_uri"], build_report(info["tracking_uri"], info["spec"]["name"], info["session"]),
+                session_dir / "report")
+

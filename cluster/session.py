@@ -1,0 +1,252 @@
+"""What every study's session shares: Ray start-up, the MLflow store, the session folder and its ``medtune.json``.
+
+A *session* is one ``medtune run``: the folder ``OUTPUT/<name>-<timestamp>/``
+holds Tune's experiment state, ``medtune.json`` (the resolved spec and where
+its runs are tracked, which ``medtune resume`` and ``medtune report --sync``
+read) and the report files. Each study module (:mod:`cluster.studies`) builds
+its Tuners on top of these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from trainables.errors import InputError
+from trainables.typed import from_dict, to_dict
+
+SESSION_FILE = "medtune.json"
+BACKLOG_FILE = "mlflow-backlog.jsonl"  # MLflow records not delivered yet (server unreachable)
+SESSION_KEYS = ("session", "tracking_uri", "experiment_id")
+
+
+def log(msg: str) -> None:
+    print(f"[medtune] {msg}", flush=True)
+
+
+def init_ray(address: str | None) -> None:
+    """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; bad addresses are one line (exit 2)."""
+    import ray
+
+    # Tune warns when a trial checkpoints every epoch with num_to_keep set; locally the snapshot costs ~10 ms.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        if address.startswith(("http://", "https://")):
+            raise InputError(
+                f"--address {address!r} is a dashboard URL; `medtune run` needs the cluster address HOST:6379 "
+                "(use the dashboard URL with `medtune submit`)"
+            )
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...
+            raise InputError(
+                f"cannot connect to the Ray cluster at {address!r} ({str(exc).splitlines()[0][:160]}); "
+                "check --address / RAY_ADDRESS, the token (RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH) or start the cluster"
+            ) from None
+        log(f"connected to the Ray cluster at {address}")
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+        log(f"started a local Ray instance with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+
+
+def is_remote(address: str | None) -> bool:
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_resources(resources: Any, remote: bool) -> None:
+    """Before any trial: no node can hold one trial -> exit 2 on a local Ray (Tune would wait forever),
+    a loud warning on a cluster (an autoscaler may still add such a node).
+
+    Args:
+        resources: the spec's ``resources`` section (``cpus_per_trial``, ``gpus_per_trial``).
+    """
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    want = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
+    if any(all(res.get(k, 0) >= v for k, v in want.items()) for res in nodes):
+        return
+    biggest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    msg = (f"no node can hold one trial (resources.cpus_per_trial={want['CPU']:g}, gpus_per_trial={want['GPU']:g}; "
+           f"the largest node has {biggest.get('CPU', 0):g} CPUs and {biggest.get('GPU', 0):g} GPUs)")
+    if not remote:
+        raise InputError(f"{msg}; lower resources.cpus_per_trial / gpus_per_trial")
+    log(f"WARNING: {msg}; trials wait until the autoscaler adds such a node")
+
+
+def prepare_tracking(uri: str) -> None:
+    """Before any trial (run and resume): exit 2 if the server is unreachable; make requests fail fast."""
+    from cluster.store import check_reachable
+
+    check_reachable(uri)
+    if uri.startswith(("http://", "https://")):
+        # The tracker buffers and retries by itself: a failed request should fail fast, not block training.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def create_session(
+    spec: Any,
+    output: str | os.PathLike,
+    tracking_uri: str | None,
+    origin: dict[str, Any] | None,
+    extra: Any = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Check the output folder and the tracking store, create the MLflow experiment and a new session folder.
+
+    Args:
+        spec: the study's spec (any spec class with ``name``).
+        extra: ``f(session_dir) -> dict`` of study-specific keys for ``medtune.json``.
+
+    Returns:
+        The session folder and its ``medtune.json`` content (written).
+
+    Raises:
+        InputError: ``--output`` is a file, or the tracking store is unusable (before any trial).
+    """
+    from cluster.store import default_tracking_uri, ensure_experiment
+
+    output_dir = Path(output).expanduser().resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output {str(output_dir)!r} is a file; give a folder (default ./medtune-runs)")
+    uri = tracking_uri or default_tracking_uri(output_dir)
+    prepare_tracking(uri)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    experiment_id = ensure_experiment(uri, spec.name, output_dir)
+    stamp, suffix = time.strftime("%Y%m%d-%H%M%S"), 1
+    while True:  # two runs started in the same second get -2, -3, ...
+        session = f"{spec.name}-{stamp}" + (f"-{suffix}" if suffix > 1 else "")
+        try:
+            (output_dir / session).mkdir()
+            break
+        except FileExistsError:
+            suffix += 1
+    session_dir = output_dir / session
+    info = {
+        "session": session,
+        "spec": to_dict(spec),
+        "tracking_uri": uri,
+        "experiment_id": experiment_id,
+        "origin": origin or {},
+        "custom_uri": bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
+        **(extra(session_dir) if extra else {}),
+    }
+    (session_dir / SESSION_FILE).write_text(json.dumps(info, indent=1))
+    log(f"session folder: {session_dir}; MLflow: {uri}")
+    return session_dir, info
+
+
+def read_session(session_dir: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The session's ``medtune.json``, checked against its study's spec; one line and exit 2 if missing or damaged."""
+    from cluster.studies import spec_class
+
+    session_dir = Path(session_dir)
+    info_path = session_dir / SESSION_FILE
+    if not info_path.is_file():
+        raise InputError(
+            f"{str(session_dir)!r} is not a medtune session folder (no {SESSION_FILE}); "
+            "give the folder `medtune run` printed, e.g. medtune-runs/lr-schedulers-20260101-120000"
+        )
+    try:
+        info = json.loads(info_path.read_text())
+        if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or not info["spec"]:
+            raise ValueError("no spec in it")
+        from_dict(spec_class(info["spec"].get("study", "lr")), info["spec"])
+        for key in SESSION_KEYS + tuple(required):
+            if key not in info:
+                raise ValueError(f"no {key!r} in it")
+    except (ValueError, OSError) as exc:  # json.JSONDecodeError and InputError are ValueErrors
+        raise InputError(
+            f"{str(info_path)!r} is unreadable or damaged ({str(exc).splitlines()[0][:120]}); "
+            "resume needs the medtune.json that `medtune run` wrote"
+        ) from None
+    return info
+
+
+def backlog_path(session_dir: str | os.PathLike) -> str:
+    return str(Path(session_dir) / BACKLOG_FILE)
+
+
+def sync_backlog(session_dir: str | os.PathLike) -> int:
+    """Deliver a session's MLflow records that the server missed; returns how many are still pending."""
+    from cluster.tracking import MLflowTracker
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = read_session(session_dir)
+    backlog = session_dir / BACKLOG_FILE
+    if not backlog.is_file():
+        log(f"nothing to deliver: {session_dir} has no {BACKLOG_FILE}")
+        return 0
+    tracker = MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"], backlog=str(backlog))
+    tracker._load_backlog()
+    total = tracker.pending
+    left = tracker.flush()
+    log(f"delivered {total - left} of {total} buffered MLflow records to {info['tracking_uri']}"
+        + (f"; {left} still pending (is the server up?)" if left else ""))
+    return left
+
+
+def browse_hint(info: dict[str, Any], session_dir: Path) -> None:
+    uri = info["tracking_uri"]
+    if uri.startswith(("http://", "https://")):
+        log(f"browse every run: {uri} (the MLflow server)")
+    else:
+        log(f"browse every run: medtune ui --output {session_dir.parent}"
+            + (f" --tracking-uri {uri}" if info.get("custom_uri") else ""))
+
+
+def finish_session(
+    session_dir: Path, info: dict[str, Any], results: list, unfinished: list, build: Any, notes: list[str] = ()
+) -> int:
+    """The end of every study: build the report from MLflow, log the summary run, print the table.
+
+    Args:
+        results: the Tune results of the session; ``unfinished`` those interrupted before their last epoch.
+        build: ``() -> report`` (reads MLflow).
+        notes: extra lines to log after the table.
+
+    Returns:
+        The exit status: 0, 1 (failed trials, or MLflow down at the end: the records wait in the backlog),
+        130 (interrupted: the table is partial and ``medtune resume`` continues).
+    """
+    from dashboards.report import log_summary
+
+    errors = [r for r in results if r.error is not None]
+    try:
+        report = build()
+    except Exception as exc:  # the tracking server is down at the very end: the runs are safe in the backlog
+        log(f"the comparison cannot be built now: MLflow at {info['tracking_uri']} failed "
+            f"({str(exc).splitlines()[0][:160]}). Training finished; deliver what is buffered and build the "
+            f"report with: medtune report --sync {session_dir}")
+        return 1
+    if unfinished:
+        print()
+        print(report.text())
+        print()
+        log(f"interrupted: {len(unfinished)} of {len(results)} trials unfinished; the table above is partial "
+            f"and no summary run was logged. Continue with: medtune resume {session_dir}")
+        return 130
+    try:
+        log_summary(info["tracking_uri"], report, session_dir / "report")
+    except Exception as exc:
+        log(f"the summary run could not be logged ({str(exc).splitlines()[0][:160]}); the report files are in "
+            f"{session_dir / 'report'}; log it later with: medtune report --sync {session_dir}")
+        print(report.text())
+        return 1
+    print()
+    print(report.text())
+    print()
+    for note in notes:
+        log(note)
+    log(f"report files: {session_dir / 'report'}")
+    browse_hint(info, session_dir)
+    if errors:
+        log(f"{len(errors)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0][:120] for r in errors))
+        return 1
+    return 0

@@ -1,0 +1,41 @@
+"""The studies medtune runs, and how the CLI finds each one's spec, runner, resume and report.
+
+A study module exposes ``SPEC`` (its spec class), ``run(spec, output, tracking_uri,
+address, origin) -> int``, ``resume(session_dir, address) -> int``,
+``build_report(tracking_uri, experiment, session) -> report`` and
+``log_session_summary(session_dir)``. A report has ``text()``, ``write(folder)``
+and ``summary_metrics()`` (see :func:`dashboards.report.log_summary`).
+
+Trial runs in MLflow carry the param ``study`` (runs of the LR study written before
+that param existed have none and count as ``lr``), so ``medtune report EXPERIMENT``
+picks the right report without being told.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from trainables.errors import InputError, did_you_mean
+
+STUDIES: dict[str, str] = {"lr": "cluster.lr_study", "apga": "cluster.apga_study"}
+SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec"}
+
+
+def check_study(study: object) -> str:
+    """``study`` if medtune knows it, else one line naming it and the known ones."""
+    if study not in STUDIES:
+        names = tuple(STUDIES)
+        raise InputError(f"study={study!r} is not a study{did_you_mean(str(study), names)}; use one of {', '.join(names)}")
+    return str(study)
+
+
+def spec_class(study: str) -> type:
+    """The spec dataclass of ``study`` (all live in :mod:`cluster.spec`)."""
+    from cluster import spec
+
+    return getattr(spec, SPEC_CLASSES[check_study(study)])
+
+
+def study_module(study: str) -> ModuleType:
+    return importlib.import_module(STUDIES[check_study(study)])

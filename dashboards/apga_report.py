@@ -1,0 +1,196 @@
+"""The APGA study's report (paper 002's table), rebuilt from the MLflow store alone.
+
+For each regime (``full``, ``few_shot``) and method (``none``, ``cutout``,
+``gradcam``, ``apga``): test accuracy at the last epoch, mean and std over
+seeds, the share of pixels the method's masks keep, and each method's paired
+difference to ``none`` (same seed, same pre-trained classifier). The verdict
+compares APGA with every baseline on those paired differences and says so
+when it does not win. Mask images come from each trial's ``masks.json``
+artifact; a policy whose masks keep (almost) nothing or (almost) everything
+is flagged as collapsed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboards.report import _client, session_runs
+
+CURVE_METRICS = ("accuracy", "train_loss", "keep_fraction")
+COLLAPSE = 0.02  # a policy keeping < 2% or > 98% of the pixels has collapsed to all-zero / all-one masks
+BASELINES = ("none", "cutout", "gradcam")
+REGIMES = ("full", "few_shot")
+
+
+def load_trials(client, runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(trials, curves)``: one row per run (final accuracy, keep share), one row per (run, epoch)."""
+    trials, curves = [], []
+    for run in runs:
+        p = run.data.params
+        base = {"run_id": run.info.run_id, "method": p.get("method", "?"), "regime": p.get("regime", "full"),
+                "seed": int(p.get("seed", 0))}
+        history: dict[int, dict[str, Any]] = {}
+        for key in CURVE_METRICS:
+            for m in client.get_metric_history(run.info.run_id, key):
+                history.setdefault(int(m.step), {**base, "epoch": int(m.step)})[key] = m.value
+        rows = [history[e] for e in sorted(history)]
+        curves.extend(rows)
+        last = rows[-1] if rows else {}
+        trials.append({**base, "epochs": len(rows), "accuracy": last.get("accuracy", math.nan),
+                       "keep_fraction": last.get("keep_fraction", math.nan),
+                       "finished": "final_accuracy" in run.data.metrics})
+    trials_df = pd.DataFrame(trials)
+    curves_df = pd.DataFrame(curves, columns=["run_id", "method", "regime", "seed", "epoch", *CURVE_METRICS])
+    return trials_df.sort_values(["regime", "method", "seed"]).reset_index(drop=True), curves_df
+
+
+def compare(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per (regime, method): accuracy mean/std/n, keep share, and the paired difference to ``none``."""
+    rows = []
+    for (regime, method), g in trials.groupby(["regime", "method"], sort=False):
+        row = {"regime": regime, "method": method, "accuracy_mean": g["accuracy"].mean(),
+               "accuracy_std": g["accuracy"].std(ddof=1) if len(g) > 1 else 0.0, "n": len(g),
+               "keep_mean": g["keep_fraction"].mean()}
+        ref = trials[(trials["regime"] == regime) & (trials["method"] == "none")].set_index("seed")["accuracy"]
+        paired = (g.set_index("seed")["accuracy"] - ref).dropna()
+        row["vs_none_mean"] = paired.mean() if method != "none" and len(paired) else math.nan
+        row["vs_none_wins"] = f"{int((paired > 0).sum())}/{len(paired)}" if method != "none" and len(paired) else ""
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {r: i for i, r in enumerate(REGIMES)}
+    table["_order"] = table["regime"].map(lambda r: order.get(r, len(order)))
+    table = table.sort_values(["_order", "accuracy_mean"], ascending=[True, False], kind="stable")
+    return table.drop(columns="_order").reset_index(drop=True)
+
+
+def paired_verdict(trials: pd.DataFrame, regime: str, method: str, other: str) -> str:
+    """One line: ``method`` against ``other`` on the same seeds, with a ~95% interval of the mean difference."""
+    t = trials[trials["regime"] == regime]
+    a = t[t["method"] == method].set_index("seed")["accuracy"]
+    b = t[t["method"] == other].set_index("seed")["accuracy"]
+    d = (a - b).dropna()
+    if d.empty:
+        return f"{method} vs {other}: no seeds in common"
+    if len(d) < 2:
+        return (f"{method} vs {other}: {d.mean():+.3f} on the one seed in common; "
+                "run at least 3 seeds to tell a difference from noise")
+    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+    if d.mean() - half > 0:
+        word = "BEATS"
+    elif d.mean() + half < 0:
+        word = "LOSES TO"
+    else:
+        word = "does not beat (within noise)" if d.mean() <= 0 else "is ahead of, but not clearly,"
+    return (f"{method} {word} {other}: mean paired difference {d.mean():+.3f} (95% interval +/-{half:.3f}), "
+            f"higher on {int((d > 0).sum())} of {len(d)} seeds")
+
+
+def collapsed(trials: pd.DataFrame) -> list[str]:
+    """Warnings for APGA runs whose masks keep (almost) nothing or (almost) everything."""
+    out = []
+    for _, r in trials[trials["method"] == "apga"].iterrows():
+        k = r["keep_fraction"]
+        if pd.notna(k) and (k < COLLAPSE or k > 1 - COLLAPSE):
+            kind = "all-zero (erases the image)" if k < COLLAPSE else "all-one (keeps the image)"
+            out.append(f"WARNING: the APGA policy collapsed to {kind} masks in regime {r['regime']}, seed {r['seed']} "
+                       f"(keeps {k:.1%} of pixels); its augmented half adds nothing. Raise train.apga.lambda_zeros "
+                       "against all-one masks, lower it against all-zero ones.")
+    return out
+
+
+def decode_masks(payload: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, masks)``, both ``(n, H, W)`` uint8, from a trial's ``masks.json``."""
+    shape = tuple(payload["shape"])
+    images = np.frombuffer(base64.b64decode(payload["images"]), np.uint8).reshape(shape)
+    masks = np.frombuffer(base64.b64decode(payload["masks"]), np.uint8).reshape(shape)
+    return images, masks
+
+
+def _download_masks(client, trials: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """For each (regime, method): the masks of its lowest seed."""
+    out = {}
+    for (regime, method), g in trials.groupby(["regime", "method"]):
+        run_id = g.sort_values("seed")["run_id"].iloc[0]
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                out[(regime, method)] = json.loads(Path(client.download_artifacts(run_id, "masks.json", d)).read_text())
+        except Exception:
+            continue  # an unfinished trial has none
+    return out
+
+
+@dataclass
+class APGAReport:
+    experiment: str
+    experiment_id: str
+    session: str
+    trials: pd.DataFrame
+    curves: pd.DataFrame
+    table: pd.DataFrame
+    masks: dict[tuple[str, str], dict] = field(default_factory=dict)
+
+    def text(self) -> str:
+        lines = [f"APGA study {self.experiment!r}, session {self.session} ({len(self.trials)} trials): "
+                 "test accuracy at the last epoch, mean +/- std over seeds"]
+        for regime, g in self.table.groupby("regime", sort=False):
+            lines += ["", f"regime {regime}:",
+                      f"  {'method':10s} {'accuracy':>17s} {'n':>3s} {'keeps':>7s} {'vs none':>8s} {'wins':>5s}"]
+            for _, r in g.iterrows():
+                vs = "" if pd.isna(r["vs_none_mean"]) else f"{r['vs_none_mean']:+.3f}"
+                lines.append(f"  {r['method']:10s} {r['accuracy_mean']:8.3f} +/- {r['accuracy_std']:.3f} {int(r['n']):3d} "
+                             f"{r['keep_mean']:7.1%} {vs:>8s} {r['vs_none_wins']:>5s}")
+            methods = set(g["method"])
+            if "apga" in methods:
+                lines += [f"  APGA against each baseline ({regime}):"]
+                lines += ["    " + paired_verdict(self.trials, regime, "apga", b) for b in BASELINES if b in methods]
+        unfinished = self.trials[~self.trials["finished"]]
+        if len(unfinished):
+            lines += ["", f"NOTE: {len(unfinished)} trial(s) did not finish; their last epoch is shown."]
+        warnings = collapsed(self.trials)
+        if warnings:
+            lines += [""] + warnings
+        return "\n".join(lines)
+
+    def write(self, folder: str | Path) -> list[Path]:
+        from dashboards.plots import plot_accuracy_curves, plot_masks
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, df in (("comparison.csv", self.table), ("trials.csv", self.trials), ("curves.csv", self.curves)):
+            df.to_csv(folder / name, index=False)
+            paths.append(folder / name)
+        paths.append(plot_accuracy_curves(self.curves, folder / "accuracy_curves.png"))
+        for regime in sorted({r for r, _ in self.masks}):
+            decoded = {m: decode_masks(p) for (r, m), p in sorted(self.masks.items()) if r == regime}
+            paths.append(plot_masks(decoded, folder / f"masks-{regime}.png", title=f"masks ({regime}, first seed)"))
+        (folder / "report.txt").write_text(self.text() + "\n")
+        paths.append(folder / "report.txt")
+        return paths
+
+    def summary_metrics(self) -> dict[str, float]:
+        return {f"accuracy_mean.{r['regime']}.{r['method']}": float(r["accuracy_mean"]) for _, r in self.table.iterrows()}
+
+
+def build_report(tracking_uri: str, experiment: str, session: str | None = None) -> APGAReport:
+    """Rebuild the APGA comparison of ``experiment`` (its latest session unless ``session``) from MLflow.
+
+    Raises:
+        InputError: unknown experiment, or no trial runs in it.
+    """
+    client = _client(tracking_uri)
+    exp, session, runs = session_runs(client, tracking_uri, experiment, session)
+    trials, curves = load_trials(client, runs)
+    return APGAReport(experiment, exp.experiment_id, session, trials, curves, compare(trials),
+                      _download_masks(client, trials))
