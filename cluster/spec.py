@@ -23,6 +23,8 @@ import yaml
 from searchers.lr_schedules import ScheduleConfig
 from searchers.pbt import PBTConfig
 from searchers.qlearning_agent import QLearningConfig, load_qtable_file
+from trainables.active_learning import METHODS as AL_METHODS
+from trainables.active_learning import ActiveLearningConfig
 from trainables.augmentation import METHODS as AUGMENTATION_METHODS
 from trainables.augmentation import AugmentationConfig
 from trainables.classification_data import ClassificationDataConfig
@@ -173,6 +175,37 @@ class APGAStudySpec:
         if self.data.few_shot:
             raise ValueError(f"data.few_shot={self.data.few_shot!r}: the study sets it per regime; "
                              "set the top-level few_shot instead and leave data.few_shot at 0")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+
+
+@dataclass(frozen=True)
+class ActiveLearningStudySpec:
+    """The active-learning study (paper 001): every selection strategy x seed in one Tune experiment.
+
+    Each trial owns an Annotator and a Learner actor (see :mod:`trainables.active_learning_actors`);
+    ``budget`` caps the labels each Annotator gives out (0: the whole training pool).
+    """
+
+    name: str = "active-learning"
+    study: str = "active-learning"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = AL_METHODS
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
+    loop: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
+    budget: int = 0
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if self.study != "active-learning":
+            raise ValueError(f"study={self.study!r}: this is the active-learning study's spec; set study: active-learning")
+        _check_seeds_and_methods(self.seeds, self.methods, AL_METHODS, "a selection strategy")
+        if self.budget < 0:
+            raise ValueError(f"budget={self.budget!r} must be >= 0 labels (0: the whole training pool)")
         if self.max_failures < 0:
             raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
 

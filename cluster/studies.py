@@ -18,8 +18,9 @@ from types import ModuleType
 
 from trainables.errors import InputError, did_you_mean
 
-STUDIES: dict[str, str] = {"lr": "cluster.lr_study", "apga": "cluster.apga_study"}
-SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec"}
+STUDIES: dict[str, str] = {"lr": "cluster.lr_study", "apga": "cluster.apga_study",
+                           "active-learning": "cluster.al_study"}
+SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec", "active-learning": "ActiveLearningStudySpec"}
 
 
 def check_study(study: object) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dashboards.report import _client, session_runs
+from dashboards.stats import paired_verdict as paired_line
 
 CURVE_METRICS = ("accuracy", "train_loss", "keep_fraction")
 COLLAPSE = 0.02  # a policy keeping < 2% or > 98% of the pixels has collapsed to all-zero / all-one masks
@@ -75,25 +76,10 @@ def compare(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_verdict(trials: pd.DataFrame, regime: str, method: str, other: str) -> str:
-    """One line: ``method`` against ``other`` on the same seeds, with a ~95% interval of the mean difference."""
+    """One line: ``method`` against ``other`` in ``regime``, paired by seed (:func:`dashboards.stats.paired_verdict`)."""
     t = trials[trials["regime"] == regime]
-    a = t[t["method"] == method].set_index("seed")["accuracy"]
-    b = t[t["method"] == other].set_index("seed")["accuracy"]
-    d = (a - b).dropna()
-    if d.empty:
-        return f"{method} vs {other}: no seeds in common"
-    if len(d) < 2:
-        return (f"{method} vs {other}: {d.mean():+.3f} on the one seed in common; "
-                "run at least 3 seeds to tell a difference from noise")
-    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
-    if d.mean() - half > 0:
-        word = "BEATS"
-    elif d.mean() + half < 0:
-        word = "LOSES TO"
-    else:
-        word = "does not beat (within noise)" if d.mean() <= 0 else "is ahead of, but not clearly,"
-    return (f"{method} {word} {other}: mean paired difference {d.mean():+.3f} (95% interval +/-{half:.3f}), "
-            f"higher on {int((d > 0).sum())} of {len(d)} seeds")
+    return paired_line(method, other, t[t["method"] == method].set_index("seed")["accuracy"],
+                  t[t["method"] == other].set_index("seed")["accuracy"])
 
 
 def collapsed(trials: pd.DataFrame) -> list[str]:

@@ -1,4 +1,4 @@
-"""PNG plots: the LR study's Dice curves, LR traces and Q-table; the APGA study's accuracy curves and masks.
+"""PNG plots of the studies' reports: LR curves, traces and Q-table; APGA accuracy and masks; active-learning F1.
 
 matplotlib with the Agg backend only (no display needed); every function creates the parent folder, saves the
 figure, closes it, and returns the path. ``curves`` has the long layout described in
@@ -204,4 +204,30 @@ def plot_masks(masks: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path
     if not methods:
         _no_data(axes[0, 0])
     fig.suptitle(f"{title}: red = erased", fontsize=9)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- active-learning study
+
+
+def plot_f1_curves(curves: pd.DataFrame, path: str | Path) -> Path:
+    """Test macro- and micro-F1 against the share of the training pool labeled: mean +/- std over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    methods = sorted(curves["method"].unique()) if len(curves) else []
+    colours = _colours(methods)
+    for ax, key in zip(axes, ("macro_f1", "micro_f1")):
+        for method in methods:
+            g = curves[curves["method"] == method].groupby("labeled_fraction")[key].agg(["mean", "std"]).sort_index()
+            x, mean, std = g.index.to_numpy(float), g["mean"].to_numpy(float), g["std"].fillna(0.0).to_numpy(float)
+            style = {"marker": "o", "ls": ""} if method == "all" else {"lw": 1.6}
+            ax.plot(x, mean, color=colours[method], label=method, **style)
+            ax.fill_between(x, mean - std, mean + std, color=colours[method], alpha=0.15, lw=0)
+        if not methods:
+            _no_data(ax)
+        ax.set_xlabel("share of the training pool labeled")
+        ax.set_ylabel(f"test {key.replace('_', '-')}")
+        ax.grid(alpha=0.3)
+    if methods:
+        axes[1].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Active learning: test F1 per round (mean ± std over seeds)", fontsize=10)
     return _save(fig, path)

@@ -1,0 +1,157 @@
+"""Assemble and run the active-learning study (paper 001, DRLA) as one Ray Tune experiment.
+
+One trial per strategy x seed (:func:`trainables.active_learning_actors.train_active_learning`),
+each owning its Annotator and Learner actors through the trial's placement group
+(bundles: the loop, the Learner, the Annotator). The data is loaded and checked
+in the driver; every trial's annotation log and round checkpoints live in the
+session folder (``SESSION/al/<method>-seed<seed>/``), so a restarted actor, a
+retried trial and ``medtune resume`` all continue without annotating twice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cluster.session import (
+    backlog_path,
+    check_resources,
+    create_session,
+    finish_session,
+    init_ray,
+    is_remote,
+    log,
+    prepare_tracking,
+    read_session,
+)
+from cluster.spec import ActiveLearningStudySpec
+from trainables.errors import InputError
+from trainables.typed import from_dict, to_dict
+
+SPEC = ActiveLearningStudySpec
+METRICS = ("epoch", "round", "labeled", "labeled_fraction", "macro_f1", "micro_f1", "recoveries")
+STATE_DIR = "al"
+
+
+def prepare_data(spec: ActiveLearningStudySpec):
+    """Load and check the pool: labels in range, no empty class, a budget the pool can meet (exit 2 otherwise)."""
+    from trainables.active_learning import check_labels
+    from trainables.classification_data import load_classification
+
+    data = load_classification(spec.data)
+    check_labels(data.train_labels, data.num_classes)
+    n = len(data.train_labels)
+    if spec.budget > n:
+        raise InputError(f"budget={spec.budget} is larger than the training pool ({n} samples); "
+                         f"set budget to at most {n} (0: the whole pool)")
+    if spec.budget and "all" in spec.methods and spec.budget < n:
+        raise InputError(f"budget={spec.budget} is below the pool ({n}) but method 'all' needs every label; "
+                         "drop 'all' from methods or set budget to 0")
+    log(f"data: {spec.data.source} - a pool of {n} training images of {tuple(data.image_shape)} "
+        f"({data.num_classes} classes) and {len(data.test_images)} test images")
+    return data
+
+
+def _trainable(spec: ActiveLearningStudySpec, data: Any):
+    from ray import tune
+
+    from trainables.active_learning_actors import bundles, train_active_learning
+
+    pg = tune.PlacementGroupFactory(bundles(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial))
+    return tune.with_resources(tune.with_parameters(train_active_learning, data=data), pg)
+
+
+def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
+    from ray import tune
+
+    from cluster.tracking import MLflowTracker
+
+    param_space = {
+        "study": "active-learning",
+        "method": tune.grid_search(list(spec.methods)),
+        "seed": tune.grid_search(list(spec.seeds)),
+        "data": to_dict(spec.data),
+        "loop": to_dict(spec.loop),
+        "budget": spec.budget,
+        "state_root": str(session_dir / STATE_DIR),
+        "cpus": spec.resources.cpus_per_trial,
+        "gpus": spec.resources.gpus_per_trial,
+    }
+    return tune.Tuner(
+        _trainable(spec, data),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=session_dir.name,
+            storage_path=str(session_dir.parent),
+            callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
+                                     backlog=backlog_path(session_dir), metrics=METRICS)],
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def _unfinished(results) -> list:
+    return [r for r in results if r.error is None and not (r.metrics or {}).get("done")]
+
+
+def _finish(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
+    from dashboards.al_report import build_report as build
+
+    notes = [f"annotation logs: {session_dir / STATE_DIR}/<method>-seed<seed>/annotations.jsonl"]
+    return finish_session(session_dir, info, list(results), _unfinished(results),
+                          lambda: build(info["tracking_uri"], spec.name, info["session"]), notes)
+
+
+def run(spec: ActiveLearningStudySpec, output: str | os.PathLike, tracking_uri: str | None = None,
+        address: str | None = None, origin: dict[str, Any] | None = None) -> int:
+    """Run the active-learning study end to end; returns the exit status.
+
+    Raises:
+        InputError: bad data, budget or tracking store, before any trial starts.
+    """
+    data = prepare_data(spec)
+    session_dir, info = create_session(spec, output, tracking_uri, origin)
+    n = len(spec.methods) * len(spec.seeds)
+    log(f"experiment {spec.name!r}: {len(spec.methods)} strategies x {len(spec.seeds)} seeds = {n} trials, "
+        f"each with an Annotator and a Learner actor; n_s={spec.loop.n_s} per round up to "
+        f"{spec.loop.fractions[-1]:.0%} of the pool")
+    init_ray(address)
+    check_resources(spec.resources, remote=is_remote(address))
+    return _finish(spec, session_dir, info, build_tuner(spec, session_dir, info, data).fit())
+
+
+def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
+    """Continue an interrupted session: each trial resumes from its annotation log and round checkpoint."""
+    from ray import tune
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = read_session(session_dir)
+    spec = from_dict(ActiveLearningStudySpec, info["spec"])
+    prepare_tracking(info["tracking_uri"])
+    data = prepare_data(spec)
+    init_ray(address)
+    check_resources(spec.resources, remote=is_remote(address))
+    if tune.Tuner.can_restore(str(session_dir)):
+        tuner = tune.Tuner.restore(str(session_dir), trainable=_trainable(spec, data), resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = build_tuner(spec, session_dir, info, data)
+    return _finish(spec, session_dir, info, tuner.fit())
+
+
+def build_report(tracking_uri: str, experiment: str, session: str | None = None):
+    from dashboards.al_report import build_report as build
+
+    return build(tracking_uri, experiment, session)
+
+
+def log_session_summary(session_dir: str | os.PathLike) -> None:
+    from dashboards.report import log_summary
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = read_session(session_dir)
+    log_summary(info["tracking_uri"], build_report(info["tracking_uri"], info["spec"]["name"], info["session"]),
+                session_dir / "report")
