@@ -89,9 +89,11 @@ def collapsed(trials: pd.DataFrame) -> list[str]:
         k = r["keep_fraction"]
         if pd.notna(k) and (k < COLLAPSE or k > 1 - COLLAPSE):
             kind = "all-zero (erases the image)" if k < COLLAPSE else "all-one (keeps the image)"
+            effect = ("its masked half is (almost) blank images: a label-smoothing-like regulariser, not the paper's "
+                      "aiding masks" if k < COLLAPSE else "its masked half repeats the originals")
             out.append(f"WARNING: the APGA policy collapsed to {kind} masks in regime {r['regime']}, seed {r['seed']} "
-                       f"(keeps {k:.1%} of pixels); its augmented half adds nothing. Raise train.apga.lambda_zeros "
-                       "against all-one masks, lower it against all-zero ones.")
+                       f"(keeps {k:.1%} of pixels); {effect}. Raise train.apga.lambda_zeros against all-one masks, "
+                       "lower it against all-zero ones.")
     return out
 
 
