@@ -33,6 +33,7 @@ from cluster.session import (
     prepare_tracking,
     read_session,
 )
+from cluster.session import log_session_summary as session_summary
 from cluster.spec import APGAStudySpec
 from trainables.typed import from_dict, to_dict
 
@@ -206,11 +207,4 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
 
 
 def log_session_summary(session_dir: str | os.PathLike) -> None:
-    """(Re)build a finished session's report from MLflow and log its summary run (after ``report --sync``)."""
-    from dashboards.report import log_summary
-
-    session_dir = Path(session_dir).expanduser().resolve()
-    info = read_session(session_dir)
-    log_summary(info["tracking_uri"], build_report(info["tracking_uri"], info["spec"]["name"], info["session"]),
-                session_dir / "report")
-
+    session_summary(session_dir, build_report)

@@ -250,3 +250,14 @@ def finish_session(
         log(f"{len(errors)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0][:120] for r in errors))
         return 1
     return 0
+
+
+def log_session_summary(session_dir: str | os.PathLike, build: Any) -> None:
+    """(Re)build a finished session's report from MLflow with ``build(uri, experiment, session)`` and log its
+    summary run (``medtune report --sync`` after an outage)."""
+    from dashboards.report import log_summary
+
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = read_session(session_dir)
+    report = build(info["tracking_uri"], info["spec"]["name"], info["session"])
+    log_summary(info["tracking_uri"], report, session_dir / "report")

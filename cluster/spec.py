@@ -29,6 +29,9 @@ from trainables.augmentation import METHODS as AUGMENTATION_METHODS
 from trainables.augmentation import AugmentationConfig
 from trainables.classification_data import ClassificationDataConfig
 from trainables.data import DataConfig
+from trainables.paser_data import PaSeRDataConfig
+from trainables.paser_models import PaSeRModelsConfig
+from searchers.paser import PaSeRConfig, check_grid
 from trainables.errors import InputError, did_you_mean
 from trainables.segmentation import METHODS, ModelConfig, TrainConfig
 from trainables.typed import from_dict
@@ -206,6 +209,52 @@ class ActiveLearningStudySpec:
         _check_seeds_and_methods(self.seeds, self.methods, AL_METHODS, "a selection strategy")
         if self.budget < 0:
             raise ValueError(f"budget={self.budget!r} must be >= 0 labels (0: the whole training pool)")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+
+
+PASER_BASELINES = ("small", "medium", "large", "cascade", "random")
+
+
+@dataclass(frozen=True)
+class PaSeRStudySpec:
+    """The PaSeR study (paper 003): a Tune grid over the cost weight ``lams`` x ``seeds`` plus the baselines.
+
+    The three models are pre-trained once and shared by every trial; ``router.lam`` is ignored (each
+    trial takes its ``lam`` from ``lams``). ``random`` runs inside each ``lam`` trial, at its router's cost.
+    """
+
+    name: str = "paser"
+    study: str = "paser"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    lams: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
+    baselines: tuple[str, ...] = PASER_BASELINES
+    data: PaSeRDataConfig = field(default_factory=PaSeRDataConfig)
+    models: PaSeRModelsConfig = field(default_factory=PaSeRModelsConfig)
+    router: PaSeRConfig = field(default_factory=PaSeRConfig)
+    pretrain_seed: int = 0
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if self.study != "paser":
+            raise ValueError(f"study={self.study!r}: this is the PaSeR study's spec; set study: paser")
+        if not self.lams:
+            raise ValueError("lams=[] is an empty grid; list cost weights in [0, 1], e.g. lams: [0, 0.25, 0.5, 0.9]")
+        for lam in self.lams:
+            if not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
+                raise ValueError(f"lams: {lam!r} is outside [0, 1]; a cost weight lies between 0 (accuracy only) "
+                                 "and 1 (cost only)")
+        if len(set(self.lams)) != len(self.lams):
+            raise ValueError(f"lams={list(self.lams)!r} has duplicates; list each cost weight once")
+        _check_seeds_and_methods(self.seeds, self.baselines or ("random",), PASER_BASELINES, "a PaSeR baseline")
+        try:
+            check_grid(self.data.canvas, self.router.grid, self.router.margin)
+        except ValueError as exc:
+            raise ValueError(f"router.{exc} (data.canvas={self.data.canvas})") from None
         if self.max_failures < 0:
             raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
 

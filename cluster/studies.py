@@ -19,8 +19,9 @@ from types import ModuleType
 from trainables.errors import InputError, did_you_mean
 
 STUDIES: dict[str, str] = {"lr": "cluster.lr_study", "apga": "cluster.apga_study",
-                           "active-learning": "cluster.al_study"}
-SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec", "active-learning": "ActiveLearningStudySpec"}
+                           "active-learning": "cluster.al_study", "paser": "cluster.paser_study"}
+SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec", "active-learning": "ActiveLearningStudySpec",
+                               "paser": "PaSeRStudySpec"}
 
 
 def check_study(study: object) -> str:

@@ -260,6 +260,15 @@ class MLflowTracker(Callback):
         else:
             raise _BadOp(f"unknown operation {kind!r}")
 
+    def log_run(self, trial_id: str, name: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """A run that is not a Tune trial (a baseline computed inside another trial), through the same queue:
+        idempotent (the run is found by its trial id), buffered and retried like every other record."""
+        self._push({"op": "start", "trial": trial_id, "name": name,
+                    "params": {k: str(v) for k, v in flatten(params).items()}})
+        self._push({"op": "metrics", "trial": trial_id, "step": 1, "ts": int(time.time() * 1000),
+                    "values": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}})
+        self._push({"op": "end", "trial": trial_id, "status": "FINISHED"})
+
     # -- Tune hooks -----------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info):
         self._load_backlog()

@@ -231,3 +231,63 @@ def plot_f1_curves(curves: pd.DataFrame, path: str | Path) -> Path:
         axes[1].legend(fontsize=8, loc="lower right")
     fig.suptitle("Active learning: test F1 per round (mean ± std over seeds)", fontsize=10)
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- PaSeR study
+
+
+def plot_pareto(table: pd.DataFrame, labels: list[str], front: list[int], path: str | Path) -> Path:
+    """IoU against GFLOPs executed per image, one point per method and lam (error bars: std over seeds);
+    PaSeR's points joined in order of lam, the Pareto front dashed."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    kinds = list(dict.fromkeys(table["method"])) if len(table) else []
+    colours = _colours(kinds)
+    for i, (_, r) in enumerate(table.iterrows()):
+        ax.errorbar(r["gflops_mean"], r["iou_mean"], xerr=r["gflops_std"], yerr=r["iou_std"], fmt="o",
+                    color=colours[r["method"]], ms=6, capsize=2)
+        ax.annotate(labels[i], (r["gflops_mean"], r["iou_mean"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    for method in ("paser", "random"):
+        part = table[table["method"] == method].sort_values("lam")
+        if len(part) > 1:
+            ax.plot(part["gflops_mean"], part["iou_mean"], color=colours[method], lw=1, alpha=0.7, label=method)
+    if front:
+        f = table.iloc[front].sort_values("gflops_mean")
+        ax.plot(f["gflops_mean"], f["iou_mean"], "k--", lw=0.8, alpha=0.6, label="Pareto front")
+    if not len(table):
+        _no_data(ax)
+    ax.set_xlabel("GFLOPs executed per image")
+    ax.set_ylabel("test IoU")
+    ax.set_title("PaSeR: IoU against compute (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if len(table):
+        ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_routing(routing: dict[str, Any], path: str | Path, title: str = "routing") -> Path:
+    """Each example image with its patch grid tinted by the model that segmented it (f0 none, f1 blue,
+    f2 orange), next to the routed prediction and the ground truth."""
+    images, masks, preds, actions, grid = (routing[k] for k in ("images", "masks", "preds", "actions", "grid"))
+    n = len(images)
+    fig, axes = plt.subplots(3, max(1, n), figsize=(1.6 * max(1, n), 5.2), squeeze=False)
+    tint = {1: np.array([0.2, 0.45, 0.95]), 2: np.array([0.98, 0.55, 0.1])}
+    for j in range(n):
+        grey = images[j].astype(float) / 255.0
+        rgb = np.stack([grey] * 3, -1)
+        side = grey.shape[0] // grid
+        for p, a in enumerate(actions[j]):
+            if int(a) in tint:
+                r0, c0 = (p // grid) * side, (p % grid) * side
+                rgb[r0:r0 + side, c0:c0 + side] = 0.55 * rgb[r0:r0 + side, c0:c0 + side] + 0.45 * tint[int(a)]
+        for row, img in enumerate((rgb, preds[j], masks[j])):
+            ax = axes[row, j]
+            ax.imshow(img, cmap=None if row == 0 else "gray", interpolation="nearest", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        counts = np.bincount(np.asarray(actions[j]).astype(int), minlength=3)
+        axes[0, j].set_title(f"f0 {counts[0]} f1 {counts[1]} f2 {counts[2]}", fontsize=7)
+    for row, name in enumerate(("routing", "prediction", "truth")):
+        axes[row, 0].set_ylabel(name, fontsize=8)
+    fig.suptitle(f"{title}: blue = f1, orange = f2, untinted = f0", fontsize=9)
+    return _save(fig, path)
