@@ -88,7 +88,7 @@ def prepare_tracking(uri: str) -> None:
     if uri.startswith(("http://", "https://")):
         # The tracker buffers and retries by itself: a failed request should fail fast, not block training.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # a loaded server can take seconds
 
 
 def create_session(
