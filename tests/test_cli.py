@@ -241,3 +241,42 @@ def test_unknown_study_exits_2(capsys, tmp_path):
     code, err = run_cli(capsys, "run", str(spec), "--output", str(tmp_path))
     assert code == 2
     assert_one_line(err, "study='apgaa'", "did you mean 'apga'")
+
+
+@pytest.mark.parametrize(
+    "spec, overrides, needles",
+    [
+        ("active-learning", ["budget=99999"], ["budget=99999", "larger than the training pool", "at most"]),
+        ("active-learning", ["loop.n_s=0"], ["loop.n_s=0", "n_s >= 1"]),
+        ("active-learning", ["methods=[drl]"], ["'drl'", "did you mean 'drla'"]),
+        ("active-learning", ["budget=500"], ["budget=500", "'all' needs every label"]),
+        ("paser", ["lams=[0.5,1.5]"], ["lams: 1.5", "outside [0, 1]"]),
+        ("paser", ["lams=[]"], ["lams=[]", "empty grid"]),
+        ("paser", ["router.grid=5"], ["router.grid=5", "does not divide the image size 32"]),
+        ("paser", ["router.grid=0"], ["router.grid=0", "empty or invalid patch grid"]),
+        ("paser", ["baselines=[smal]"], ["'smal'", "did you mean 'small'"]),
+    ],
+)
+def test_bad_active_learning_and_paser_specs_exit_2_with_one_line(capsys, tmp_path, spec, overrides, needles):
+    args = ["run", spec, "--output", str(tmp_path)]
+    for item in overrides:
+        args += ["--set", item]
+    code, err = run_cli(capsys, *args)
+    assert code == 2
+    assert_one_line(err, *needles)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_active_learning_labels_outside_the_class_range_exit_2(capsys, tmp_path):
+    path = tmp_path / "bad.npz"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (30, 8, 8), dtype=np.uint8)
+    labels = np.concatenate([np.arange(3).repeat(10)]).reshape(-1, 1)
+    bad = labels.copy()
+    bad[0] = 7
+    np.savez(path, train_images=images, train_labels=bad, val_images=images[:6], val_labels=labels[:6],
+             test_images=images[:6], test_labels=labels[:6])
+    code, err = run_cli(capsys, "run", "active-learning", "--output", str(tmp_path / "out"),
+                        "--set", "data.source=medmnist", "--set", f"data.path={path}")
+    assert code == 2
+    assert "7" in err and len(err.strip().splitlines()) == 1
