@@ -625,8 +625,10 @@ class Learner:
         self.cfg, self.seed, self.num_classes = config, int(seed), int(num_classes)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.image_shape = tuple(pool.shape[1:])
-        self.pool = torch.from_numpy(np.ascontiguousarray(pool))
-        self.test_x = torch.from_numpy(np.ascontiguousarray(test))
+        # Fresh C-ordered copies: a view such as ``x[:, None]`` has strides torch may read as channels-last,
+        # which picks other conv kernels (and other numbers) than the same array after a trip through Ray.
+        self.pool = torch.from_numpy(np.array(pool, np.float32, order="C", copy=True))
+        self.test_x = torch.from_numpy(np.array(test, np.float32, order="C", copy=True))
         self.test_y = y
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

@@ -20,10 +20,12 @@ through :class:`ActorProxy`, which forwards each method call.
 Faults: both actors are created with ``max_restarts``; Ray restarts a killed
 actor by calling its constructor again with the same arguments, so the
 Annotator replays its log and the Learner starts fresh. A call that meets a
-dead actor raises ``RayActorError``; :func:`run_on_actors` then waits for the
-restart and calls ``run_active_learning`` again with the same ``state_dir``,
-which reloads the Learner's and the agent's last round checkpoint and reuses
-logged annotations, so nothing is annotated or counted twice.
+dead actor raises ``RayActorError``; a call that meets an actor restarted since
+the proxy was made (each life has its own incarnation id) raises
+:class:`ActorRestarted`, so a restart is never missed. :func:`run_on_actors` then
+waits for the actor and calls ``run_active_learning`` again with the same
+``state_dir``, which reloads the Learner's and the agent's last round checkpoint
+and reuses logged annotations, so nothing is annotated or counted twice.
 
 ``state_dir`` and the annotation log must be on storage every node sees (the
 session folder, like Tune's ``storage_path``).
@@ -43,27 +45,64 @@ LOOP_SHARE, LEARNER_SHARE, ANNOTATOR_SHARE = 0.2, 0.75, 0.05
 
 
 def bundles(cpus: float, gpus: float) -> list[dict[str, float]]:
-    """The placement-group bundles of one trial: loop, Learner (with the trial's GPUs), Annotator."""
-    learner = {"CPU": round(cpus * LEARNER_SHARE, 3)}
+    """The placement-group bundles of one trial: loop, Learner (with the trial's GPUs), Annotator.
+
+    Shares are rounded to Ray's 1e-4 resolution and the Annotator gets the remainder, so the bundles sum to
+    exactly ``cpus``.
+    """
+    loop, learner_cpus = round(cpus * LOOP_SHARE, 4), round(cpus * LEARNER_SHARE, 4)
+    learner = {"CPU": learner_cpus}
     if gpus:
         learner["GPU"] = gpus
-    return [{"CPU": round(cpus * LOOP_SHARE, 3)}, learner, {"CPU": round(cpus * ANNOTATOR_SHARE, 3)}]
+    return [{"CPU": loop}, learner, {"CPU": round(cpus - loop - learner_cpus, 4)}]
+
+
+class ActorRestarted(RuntimeError):
+    """The actor behind a proxy was restarted by Ray since the proxy was made: its state is gone."""
+
+
+class _Incarnated:
+    """Gives an actor an id per life, so a caller notices a restart even when no call failed."""
+
+    def _start_incarnation(self) -> None:
+        import uuid
+
+        self._incarnation = uuid.uuid4().hex
+
+    def incarnation(self) -> str:
+        return self._incarnation
+
+    def call(self, incarnation: str, name: str, args: tuple, kwargs: dict) -> Any:
+        if incarnation != self._incarnation:
+            raise ActorRestarted(f"{type(self).__name__} was restarted (state reset); resume from the checkpoint")
+        return getattr(self, name)(*args, **kwargs)
+
+    def ping(self) -> bool:
+        return True
 
 
 class ActorProxy:
-    """Forwards ``proxy.name(*args)`` to ``ray.get(handle.name.remote(*args))``."""
+    """Forwards ``proxy.name(*args)`` to the actor, checking it is still the life this proxy was made for.
+
+    A restarted actor answers :class:`ActorRestarted` (inside a ``RayTaskError``) instead of running the call
+    on its fresh state; :func:`run_on_actors` treats that like a dead actor.
+    """
 
     def __init__(self, handle: Any) -> None:
+        import ray
+
         self._handle = handle
+        self._incarnation = ray.get(handle.incarnation.remote())
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         import ray
 
-        method = getattr(self._handle, name)
-        return lambda *args, **kwargs: ray.get(method.remote(*args, **kwargs))
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: ray.get(self._handle.call.remote(self._incarnation, name, args, kwargs))
 
 
-class _LearnerActor(Learner):
+class _LearnerActor(Learner, _Incarnated):
     def __init__(self, *args: Any, threads: int = 1, **kwargs: Any) -> None:
         import ray
         import torch
@@ -71,14 +110,13 @@ class _LearnerActor(Learner):
         torch.set_num_threads(max(1, threads))
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         super().__init__(*args, device=device, **kwargs)
-
-    def ping(self) -> bool:
-        return True
+        self._start_incarnation()
 
 
-class _AnnotatorActor(Annotator):
-    def ping(self) -> bool:
-        return True
+class _AnnotatorActor(Annotator, _Incarnated):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_incarnation()
 
 
 def start_actors(data: Any, config: ActiveLearningConfig, seed: int, log_path: str, budget: int | None,
@@ -110,7 +148,7 @@ def start_actors(data: Any, config: ActiveLearningConfig, seed: int, log_path: s
         num_cpus=learner_res["CPU"], num_gpus=learner_res.get("GPU", 0), max_restarts=MAX_RECOVERIES,
         name=f"medtune-learner-{name}" if name else None, **placed(1),
     ).remote(data.train_images, data.test_images, data.test_labels, data.num_classes, config.learner, seed,
-             threads=max(1, int(cpus)))
+             threads=max(1, int(learner_res["CPU"] + 0.5)))
     annotator = ray.remote(_AnnotatorActor).options(
         num_cpus=shares[2]["CPU"], max_restarts=MAX_RECOVERIES,
         name=f"medtune-annotator-{name}" if name else None, **placed(2),
@@ -148,7 +186,11 @@ def run_on_actors(method: str, seed: int, annotator: Any, learner: Any, config: 
         try:
             return run_active_learning(method, seed, ActorProxy(annotator), ActorProxy(learner), config, report,
                                        state_dir=state_dir)
-        except ray.exceptions.RayActorError as exc:
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            restarted = isinstance(exc, ActorRestarted) or isinstance(getattr(exc, "cause", None), ActorRestarted)
+            if isinstance(exc, ray.exceptions.RayTaskError) and not restarted:
+                raise
+
             recoveries += 1
             if recoveries > MAX_RECOVERIES:
                 raise

@@ -100,8 +100,11 @@ class PaSeRDataConfig:
             for ``salt_pepper``), >= 0 (< 1 for ``salt_pepper``).
         noise_variation: How much the noise strength varies across one image,
             in [0, 1): 0 is uniform, 0.6 lets it fall to 40 % in places.
-        unseen_noise: Kind of the held-out noise for the robustness set.
-        unseen_level: Its strength. The pair (``unseen_noise``,
+        unseen_noise: Kind of the held-out noise for the robustness set
+            (default ``salt_pepper``: impulse noise, a type never seen in training).
+        unseen_level: Its strength (default 0.4: on the default digits it takes
+            a patch model's IoU from 0.82 to 0.63 and f0's from 0.81 to 0.71;
+            at 0.12 it was *easier* than the training noise, so no robustness test). The pair (``unseen_noise``,
             ``unseen_level``) must differ from (``noise``, ``noise_level``).
         target_phase: ``microstructure`` only: the phase segmented (0 pore,
             1 binder, 2 active material).
@@ -120,7 +123,7 @@ class PaSeRDataConfig:
     noise_level: float = 0.45
     noise_variation: float = 0.6
     unseen_noise: str = "salt_pepper"
-    unseen_level: float = 0.12
+    unseen_level: float = 0.4
     target_phase: int = 1
     val_fraction: float = 0.1
     test_fraction: float = 0.2
