@@ -83,8 +83,11 @@ def shared_models(spec: PaSeRStudySpec, session_dir: Path, data: Any) -> tuple[d
     import torch
 
     path = session_dir / PRETRAINED
-    threads = max(1, int(spec.resources.cpus_per_trial))
-    options = {"num_cpus": spec.resources.cpus_per_trial, "num_gpus": 0, "max_retries": 2}
+    # Nothing else runs while the shared models train: give the task a whole node (up to 8 CPUs).
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    cpus = max(spec.resources.cpus_per_trial, min(8, int(node_cpus)))
+    threads = max(1, int(cpus))
+    options = {"num_cpus": cpus, "num_gpus": 0, "max_retries": 2}
     if path.is_file():
         states = torch.load(path, map_location="cpu", weights_only=False)
         log(f"reusing the pre-trained models in {path}")
