@@ -97,7 +97,8 @@ def pretrain_all(spec: APGAStudySpec, session_dir: Path, data: dict[str, Any]) -
         done, _ = ray.wait(list(pending), num_returns=1)
         regime, seed, path = pending.pop(done[0])
         state = ray.get(done[0])
-        torch.save(state, path)  # kept: a resumed session does not pre-train again
+        torch.save(state, path.with_suffix(".tmp"))  # kept: a resumed session does not pre-train again;
+        path.with_suffix(".tmp").replace(path)       # written whole or not at all
         out[f"{regime}/{seed}"] = state
     return out
 

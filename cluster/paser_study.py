@@ -97,7 +97,8 @@ def shared_models(spec: PaSeRStudySpec, session_dir: Path, data: Any) -> tuple[d
         states = ray.get(ray.remote(_pretrain_task).options(**options).remote(
             data, to_dict(spec.models), to_dict(spec.router), spec.pretrain_seed, threads))
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(states, path)
+        torch.save(states, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)  # written whole or not at all: resume trusts what exists
     sizes = {k: sum(v.numel() for v in states[k].values()) for k in ("f0", "f1", "f2")}
     log("models: " + ", ".join(f"{k} {n / 1e6:.3g}M parameters" for k, n in sizes.items()))
     tables = ray.get(ray.remote(_tables_task).options(**options).remote(

@@ -345,10 +345,11 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
     try:
         cls = spec_class(check_study(data.get("study", "lr")))
         parsed = from_dict(cls, data)
-        if isinstance(parsed, LRStudySpec):
-            parsed.agent_config()
     except InputError as exc:
         raise SpecError(str(exc)) from None
-    except ValueError as exc:
-        raise SpecError(f"qlearning.{exc}") from None
+    if isinstance(parsed, LRStudySpec):
+        try:
+            parsed.agent_config()
+        except ValueError as exc:
+            raise SpecError(f"qlearning.{exc}") from None
     return parsed

@@ -4,8 +4,9 @@ One row per method and cost weight (``paser`` and ``random`` at each ``lam``;
 ``small``, ``medium``, ``large`` and ``cascade`` once): IoU, GFLOPs executed
 per image, IoU per GFLOP, the share of patches sent to f0 / f1 / f2 and the
 IoU drop under the unseen noise, each mean and std over seeds. The verdict
-compares, at each ``lam``, the router with ``random`` routing at the same
-cost (paired by seed, on IoU) and with every router-free baseline on IoU per
+compares, at each ``lam``, the router with ``random`` routing at the
+router's shares of patches per model (the same parameter cost; fewer FLOPs, as random runs f0 once;
+paired by seed, on IoU) and with every router-free baseline on IoU per
 GFLOP; the Pareto plot places every row in the (GFLOPs, IoU) plane.
 """
 
@@ -122,7 +123,7 @@ class PaSeRReport:
             mine = paser[paser["lam"] == lam].set_index("seed")
             rnd = self.runs[(self.runs["method"] == "random") & (self.runs["lam"] == lam)].set_index("seed")
             if len(rnd):
-                lines.append("  IoU: " + paired_verdict("paser", "random (same cost)", mine["iou"], rnd["iou"]))
+                lines.append("  IoU: " + paired_verdict("paser", "random at its shares", mine["iou"], rnd["iou"]))
             for b in FIXED:
                 other = per_seed[per_seed["method"] == b]
                 if len(other):

@@ -47,7 +47,7 @@ def test_models_are_pretrained_once_and_the_report_is_logged(smoke):
     assert (smoke["session"] / "pretrained" / "models.pt").is_file()
     assert smoke["proc"].stdout.count("pre-training f2, f1, then f0") == 1
     out = smoke["proc"].stdout
-    assert "PaSeR at lam=0.1:" in out and "paser vs random (same cost)" in out
+    assert "PaSeR at lam=0.1:" in out and "paser vs random at its shares" in out
     client = _client(smoke["out"])
     exp = client.get_experiment_by_name("paser")
     summary = client.search_runs([exp.experiment_id], "tags.`medtune.kind` = 'summary'")

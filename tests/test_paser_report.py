@@ -44,7 +44,7 @@ def test_text_compares_the_router_with_random_at_the_same_cost_and_each_baseline
                "actions": [[0, 1, 2, 0], [2, 2, 1, 0]]}
     report = PaSeRReport("paser", "1", "s", runs(), summarise(runs()), {0.5: routing})
     text = report.text()
-    assert "paser BEATS random (same cost)" in text
+    assert "paser BEATS random at its shares" in text
     assert "IoU/GFLOP: paser LOSES TO small" in text and "IoU/GFLOP: paser BEATS large" in text
     decoded = decode_routing(routing)
     assert decoded["actions"].shape == (2, 4) and decoded["images"].shape == (2, 8, 8)

@@ -1074,7 +1074,9 @@ def run_active_learning(
             pos = select(strategy, n_s, probs=S, rng=rng)
         chosen = unl[pos]
         prior = annotator.lookup(rid)
+        replayed_other = False
         if prior is not None:                        # logged before a crash: the log is the truth
+            replayed_other = not np.array_equal(np.sort(prior[0]), np.sort(chosen))
             chosen = prior[0]
             pos = np.searchsorted(unl, chosen)
         y_new = annotate(chosen, rid)
@@ -1084,7 +1086,7 @@ def run_active_learning(
         learner.fit(lab_ids, lab_y, lcfg.epochs_per_round)
         history.append(row_for(r, len(lab_ids)))
         next_state = None
-        if agent is not None:
+        if agent is not None and not replayed_other:   # the logged picks are not this action's: no transition
             rew = reward_eq3(S[pos], y_new)                                   # Eq. 3 under the classifier that made S
             unl_next = np.setdiff1d(unl, chosen)
             next_state = learner.predict_proba(unl_next)                      # S' (Eq. 2 after the update)

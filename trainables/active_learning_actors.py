@@ -127,7 +127,8 @@ def start_actors(data: Any, config: ActiveLearningConfig, seed: int, log_path: s
         data: the study's :class:`~trainables.classification_data.ClassificationData`.
         log_path: the Annotator's durable log.
         budget: labels the Annotator may give out (None: the whole pool).
-        name: a suffix for the actors' names (visible in ``ray list actors``).
+        name: a suffix for the actors' names (visible in ``ray list actors``); unique per attempt, so a retried
+            trial never meets the name of its previous attempt's actors before Ray has released it.
 
     Returns:
         ``(annotator, learner)`` actor handles.
@@ -214,6 +215,8 @@ def train_active_learning(config: dict[str, Any], data: Any = None) -> None:
     ``labeled_fraction``, ``macro_f1``, ``micro_f1``, plus ``recoveries`` (actor restarts so far), and
     then once more the last round with ``done=1`` and ``labels_to_target`` (-1: ``loop.target_f1`` not reached).
     """
+    import uuid
+
     from ray import tune
 
     from trainables.typed import from_dict
@@ -224,7 +227,7 @@ def train_active_learning(config: dict[str, Any], data: Any = None) -> None:
     root.mkdir(parents=True, exist_ok=True)
     annotator, learner = start_actors(data, cfg, seed, str(root / "annotations.jsonl"), int(config.get("budget") or 0) or None,
                                       float(config.get("cpus", 1.0)), float(config.get("gpus", 0.0)),
-                                      name=f"{tune.get_context().get_trial_id()}")
+                                      name=f"{tune.get_context().get_trial_id()}-{uuid.uuid4().hex[:6]}")
     recovered = {"n": 0}
 
     def report(row: dict[str, Any]) -> None:
