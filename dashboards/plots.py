@@ -256,6 +256,8 @@ def plot_pareto(table: pd.DataFrame, labels: list[str], front: list[int], path: 
         ax.plot(f["gflops_mean"], f["iou_mean"], "k--", lw=0.8, alpha=0.6, label="Pareto front")
     if not len(table):
         _no_data(ax)
+    if len(table) and (table["gflops_mean"] > 0).all():
+        ax.set_xscale("log")  # the models' costs span two orders of magnitude
     ax.set_xlabel("GFLOPs executed per image")
     ax.set_ylabel("test IoU")
     ax.set_title("PaSeR: IoU against compute (mean ± std over seeds)")
