@@ -40,6 +40,7 @@ from typing import Any, Callable
 from trainables.active_learning import ActiveLearningConfig, ActiveLearningResult, Annotator, Learner, run_active_learning
 
 MAX_RECOVERIES = 5
+_PINNED: dict[str, tuple] = {}  # actor id -> the object-store arguments its restarts need
 # Bundle shares of a trial's CPUs: the loop (DDPG, selection) is light, the Learner trains, the Annotator only answers.
 LOOP_SHARE, LEARNER_SHARE, ANNOTATOR_SHARE = 0.2, 0.75, 0.05
 
@@ -144,16 +145,22 @@ def start_actors(data: Any, config: ActiveLearningConfig, seed: int, log_path: s
             return {}
         return {"scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)}
 
+    # Ray restarts an actor by running its constructor again on the same arguments. Arguments that live in the
+    # object store must outlive the first construction (ray-project/ray#53727), so they are put there here and
+    # pinned for as long as this process holds the actors.
+    pool, test_x, test_y, labels = (ray.put(a) for a in (data.train_images, data.test_images, data.test_labels,
+                                                         data.train_labels))
     learner_res = shares[1]
     learner = ray.remote(_LearnerActor).options(
         num_cpus=learner_res["CPU"], num_gpus=learner_res.get("GPU", 0), max_restarts=MAX_RECOVERIES,
         name=f"medtune-learner-{name}" if name else None, **placed(1),
-    ).remote(data.train_images, data.test_images, data.test_labels, data.num_classes, config.learner, seed,
+    ).remote(pool, test_x, test_y, data.num_classes, config.learner, seed,
              threads=max(1, int(learner_res["CPU"] + 0.5)))
     annotator = ray.remote(_AnnotatorActor).options(
         num_cpus=shares[2]["CPU"], max_restarts=MAX_RECOVERIES,
         name=f"medtune-annotator-{name}" if name else None, **placed(2),
-    ).remote(data.train_labels, budget, log_path, data.num_classes)
+    ).remote(labels, budget, log_path, data.num_classes)
+    _PINNED[learner._actor_id.hex()] = (pool, test_x, test_y, labels)
     return annotator, learner
 
 
