@@ -22,13 +22,13 @@ from cluster.session import (
     init_ray,
     is_remote,
     log,
-    prepare_tracking,
-    read_session,
+    reopen_session,
+    restore_or_build,
 )
 from cluster.session import log_session_summary as session_summary
 from cluster.spec import ActiveLearningStudySpec
 from trainables.errors import InputError
-from trainables.typed import from_dict, to_dict
+from trainables.typed import to_dict
 
 SPEC = ActiveLearningStudySpec
 METRICS = ("epoch", "round", "labeled", "labeled_fraction", "macro_f1", "micro_f1", "recoveries")
@@ -126,21 +126,10 @@ def run(spec: ActiveLearningStudySpec, output: str | os.PathLike, tracking_uri: 
 
 def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
     """Continue an interrupted session: each trial resumes from its annotation log and round checkpoint."""
-    from ray import tune
-
-    session_dir = Path(session_dir).expanduser().resolve()
-    info = read_session(session_dir)
-    spec = from_dict(ActiveLearningStudySpec, info["spec"])
-    prepare_tracking(info["tracking_uri"])
-    data = prepare_data(spec)
-    init_ray(address)
-    check_resources(spec.resources, remote=is_remote(address))
-    if tune.Tuner.can_restore(str(session_dir)):
-        tuner = tune.Tuner.restore(str(session_dir), trainable=_trainable(spec, data), resume_unfinished=True,
-                                   resume_errored=True)
-    else:
-        tuner = build_tuner(spec, session_dir, info, data)
+    session_dir, info, spec, data = reopen_session(session_dir, ActiveLearningStudySpec, prepare_data, address)
+    tuner = restore_or_build(session_dir, _trainable(spec, data), lambda: build_tuner(spec, session_dir, info, data))
     return _finish(spec, session_dir, info, tuner.fit())
+
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):

@@ -30,8 +30,8 @@ from cluster.session import (
     init_ray,
     is_remote,
     log,
-    prepare_tracking,
-    read_session,
+    reopen_session,
+    restore_or_build,
 )
 from cluster.session import log_session_summary as session_summary
 from cluster.spec import APGAStudySpec
@@ -183,22 +183,12 @@ def run(
 
 def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
     """Continue an interrupted APGA session: saved pre-trained classifiers, then ``Tuner.restore``."""
-    from ray import tune
-
-    session_dir = Path(session_dir).expanduser().resolve()
-    info = read_session(session_dir)
-    spec = from_dict(APGAStudySpec, info["spec"])
-    prepare_tracking(info["tracking_uri"])
-    data = prepare_data(spec)
-    init_ray(address)
-    check_resources(spec.resources, remote=is_remote(address))
-    pretrained = pretrain_all(spec, session_dir, data)
-    if tune.Tuner.can_restore(str(session_dir)):
-        tuner = tune.Tuner.restore(str(session_dir), trainable=_trainable(spec, data, pretrained),
-                                   resume_unfinished=True, resume_errored=True)
-    else:  # interrupted while pre-training
-        tuner = build_tuner(spec, session_dir, info, data, pretrained)
+    session_dir, info, spec, data = reopen_session(session_dir, APGAStudySpec, prepare_data, address)
+    pretrained = pretrain_all(spec, session_dir, data)  # those saved are reused
+    tuner = restore_or_build(session_dir, _trainable(spec, data, pretrained),
+                             lambda: build_tuner(spec, session_dir, info, data, pretrained))
     return _finish(spec, session_dir, info, tuner.fit())
+
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):

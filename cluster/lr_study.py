@@ -31,6 +31,7 @@ from cluster.session import (
     log,
     prepare_tracking,
     read_session,
+    restore_or_build,
 )
 from cluster.spec import LRStudySpec
 from trainables.errors import InputError
@@ -266,13 +267,8 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     check_resources(spec.resources, remote=is_remote(address))
     results = []
     for kind in tuner_kinds(spec):
-        path = tuner_path(kind, session_dir)
-        if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(
-                str(path), trainable=_trainable(spec, data), resume_unfinished=True, resume_errored=True
-            )
-        else:  # interrupted before this Tuner started
-            tuner = build_tuner(kind, spec, session_dir, info, data)
+        tuner = restore_or_build(tuner_path(kind, session_dir), _trainable(spec, data),
+                                 lambda: build_tuner(kind, spec, session_dir, info, data))
         results.extend(tuner.fit())
         if _unfinished(spec, results):
             break

@@ -26,8 +26,8 @@ from cluster.session import (
     init_ray,
     is_remote,
     log,
-    prepare_tracking,
-    read_session,
+    reopen_session,
+    restore_or_build,
 )
 from cluster.session import log_session_summary as session_summary
 from cluster.spec import PaSeRStudySpec
@@ -210,22 +210,12 @@ def run(spec: PaSeRStudySpec, output: str | os.PathLike, tracking_uri: str | Non
 
 def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
     """Continue an interrupted PaSeR session with the models it pre-trained."""
-    from ray import tune
-
-    session_dir = Path(session_dir).expanduser().resolve()
-    info = read_session(session_dir)
-    spec = from_dict(PaSeRStudySpec, info["spec"])
-    prepare_tracking(info["tracking_uri"])
-    data = prepare_data(spec)
-    init_ray(address)
-    check_resources(spec.resources, remote=is_remote(address))
+    session_dir, info, spec, data = reopen_session(session_dir, PaSeRStudySpec, prepare_data, address)
     states, tables = shared_models(spec, session_dir, data)
-    if tune.Tuner.can_restore(str(session_dir)):
-        tuner = tune.Tuner.restore(str(session_dir), trainable=_trainable(spec, data, states, tables),
-                                   resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = build_tuner(spec, session_dir, info, data, states, tables)
+    tuner = restore_or_build(session_dir, _trainable(spec, data, states, tables),
+                             lambda: build_tuner(spec, session_dir, info, data, states, tables))
     return _finish(spec, session_dir, info, tuner.fit())
+
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):

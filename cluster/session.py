@@ -169,6 +169,34 @@ def read_session(session_dir: str | os.PathLike, required: tuple[str, ...] = ())
     return info
 
 
+def reopen_session(session_dir: str | os.PathLike, spec_class: type, prepare: Any, address: str | None,
+                   required: tuple[str, ...] = ()) -> tuple[Path, dict[str, Any], Any, Any]:
+    """What every ``medtune resume`` does first: read ``medtune.json``, rebuild the spec, check the tracking
+    store, load the data with ``prepare(spec)``, join Ray and check its resources (bad input: exit 2).
+
+    Returns:
+        ``(session_dir, info, spec, data)``.
+    """
+    session_dir = Path(session_dir).expanduser().resolve()
+    info = read_session(session_dir, required)
+    spec = from_dict(spec_class, info["spec"])
+    prepare_tracking(info["tracking_uri"])
+    data = prepare(spec)
+    init_ray(address)
+    check_resources(spec.resources, remote=is_remote(address))
+    return session_dir, info, spec, data
+
+
+def restore_or_build(path: Path, trainable: Any, build: Any):
+    """The Tuner at ``path`` restored (unfinished and errored trials resume), or ``build()`` when the session was
+    interrupted before that Tuner started."""
+    from ray import tune
+
+    if tune.Tuner.can_restore(str(path)):
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return build()
+
+
 def backlog_path(session_dir: str | os.PathLike) -> str:
     return str(Path(session_dir) / BACKLOG_FILE)
 

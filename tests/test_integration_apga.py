@@ -71,3 +71,13 @@ def test_the_table_is_printed_and_rebuilt_by_medtune_report(smoke):
     for method in METHODS:
         assert f"  {method} " in proc.stdout
     assert "APGA against each baseline (full)" in proc.stdout
+
+
+def test_resume_of_a_finished_session_reuses_its_classifiers_and_keeps_one_run_per_trial(smoke):
+    proc = medtune("resume", str(smoke["session"]))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "reusing 2 pre-trained classifier(s)" in proc.stdout and "pre-training" not in proc.stdout
+    client, runs = _runs(smoke)
+    assert len(runs) == 8  # the restored trials continue their own runs: none is logged twice
+    _, summaries = _runs(smoke, "summary")
+    assert len(summaries) == 1  # the session's summary is replaced, not duplicated

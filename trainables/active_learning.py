@@ -68,7 +68,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import numpy as np
 
 from searchers.ddpg import DDPGAgent, DDPGConfig, reward_eq3
-from searchers.query_strategies import STRATEGIES, select, top_n
+from searchers.query_strategies import select, top_n
 from trainables.errors import InputError, did_you_mean
 
 #: The methods of the study, as in MLflow's ``method`` parameter.
