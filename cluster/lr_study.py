@@ -72,7 +72,12 @@ def task_key(spec: LRStudySpec) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = 2):
+# Tune's experiment snapshot lags the trials by up to ~10 s; a driver killed in that window is restored from the
+# checkpoints the snapshot names, so keep enough that rotation has not deleted them yet (2 was seen to fail in CI).
+KEEP_CHECKPOINTS = 6
+
+
+def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = KEEP_CHECKPOINTS):
     from ray import tune
 
     from cluster.tracking import MLflowTracker
@@ -133,11 +138,11 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
     if kind == "main":
         scheduler = qlearning_scheduler(spec, session_dir, info["mailbox"])
         methods = [m for m in spec.methods if m != "pbt"]
-        name, storage, keep = session_dir.name, session_dir.parent, 2
+        name, storage, keep = session_dir.name, session_dir.parent, KEEP_CHECKPOINTS
     else:
         scheduler = make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr, seed=spec.qlearning.seed)
         methods = ["pbt"]
-        name, storage, keep = PBT_DIR, session_dir, 2 * spec.pbt.perturbation_interval + 2
+        name, storage, keep = PBT_DIR, session_dir, 2 * spec.pbt.perturbation_interval + KEEP_CHECKPOINTS
     tune_config = tune.TuneConfig(
         scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False
     )
