@@ -1,20 +1,21 @@
 # Two entry points that do all the set-up on a fresh machine (see README.md):
 #   make run    installs medtune into .venv and runs the default learning-rate study
-#   make test   installs medtune with its test extra into .venv and runs the test suite
+#   make test   installs medtune with its test extra into .venv, Chromium for the browser tests (as root, from
+#               Debian's packages, when it is missing) and runs the test suite
 # TORCH_SPEC picks the PyTorch build: the CPU wheel by default; on a GPU machine use e.g. TORCH_SPEC=torch.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: run test bench install
+.PHONY: run test bench install browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[dashboard,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -22,7 +23,15 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/medtune run lr-schedulers
 
-test: $(VENV)/.installed
+# The browser tests drive Debian's Chromium through Playwright (no browser download): install it when it is missing
+# and this is root on a Debian-like machine; otherwise those tests are skipped with a note (set
+# MEDTUNE_REQUIRE_BROWSER=1 to make a missing Chromium fail them instead, as CI does).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } ; } || \
+	  echo "note: no chromium found or installed; the browser tests will be skipped"
+
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed

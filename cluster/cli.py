@@ -3,7 +3,9 @@
     medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--address RAY] [--tracking-uri URI]
     medtune resume DIR [--address RAY]
     medtune report EXPERIMENT [--output DIR | --tracking-uri URI] [--session NAME] [--save FOLDER]
+    medtune report EXPERIMENT --html FILE
     medtune report --sync SESSION_DIR
+    medtune dashboard [--output DIR | --tracking-uri URI] [--port N] [--refresh S]
     medtune ui [--output DIR | --tracking-uri URI] [--port N]
     medtune specs
     medtune cluster up [--host H --allow-remote] [--port P] [--dashboard-port D] [--mlflow-port M] [--no-auth]
@@ -55,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--output", default=DEFAULT_OUTPUT, help="where the default MLflow store lives")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     report.add_argument("--save", default=None, metavar="FOLDER", help="also write comparison.csv and the plots here")
+    report.add_argument("--html", default=None, metavar="FILE",
+                        help="also write the self-contained HTML report (the summary run's report.html) to FILE")
+
+    dash = sub.add_parser("dashboard", help="serve the live comparison page for the store on 127.0.0.1")
+    dash.add_argument("--output", default=DEFAULT_OUTPUT, help="where the default MLflow store lives")
+    dash.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                                                          "else SQLite under --output)")
+    dash.add_argument("--port", type=int, default=8050, help="port on 127.0.0.1 (8050)")
+    dash.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
+                      help="how often the page re-reads the store (10)")
 
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the store")
     ui.add_argument("--output", default=DEFAULT_OUTPUT, help="where the default MLflow store lives")
@@ -176,6 +188,55 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.save:
         paths = report.write(args.save)
         print(f"[medtune] wrote {len(paths)} files to {args.save}")
+    if args.html:
+        from dashboards import html_report
+        from dashboards.views import run_status, view_of
+
+        path = html_report.write(view_of(report, run_status(runs)), Path(args.html).expanduser())
+        print(f"[medtune] wrote the HTML report to {path}")
+    return 0
+
+
+def _check_port(port: int) -> None:
+    import socket
+
+    from trainables.errors import InputError
+
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port} is not a port; use a number from 1 to 65535, e.g. --port 8050")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a port in TIME_WAIT is free
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise InputError(f"port {port} on 127.0.0.1 is taken ({exc.strerror}); pick another with --port N") from None
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import logging
+
+    from trainables.errors import InputError
+
+    uri = _uri(args)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise InputError(f"no MLflow store at {uri}; pass --output DIR of a `medtune run`, or --tracking-uri URI")
+    if not args.refresh > 0:
+        raise InputError(f"--refresh {args.refresh:g} must be above 0 seconds, e.g. --refresh 10")
+    _check_port(args.port)
+    try:
+        from dashboards.app import create_app
+    except ImportError as exc:
+        raise InputError(f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    app = create_app(uri, refresh_s=args.refresh)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per refresh
+    print(f"[medtune] dashboard for {uri} on http://127.0.0.1:{args.port}/ (refreshes every {args.refresh:g} s; "
+          "Ctrl-C stops it)", flush=True)
+    try:
+        app.run(host="127.0.0.1", port=args.port, debug=False)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -268,7 +329,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "resume": cmd_resume, "report": cmd_report, "ui": cmd_ui, "specs": cmd_specs,
+    "run": cmd_run, "resume": cmd_resume, "report": cmd_report, "dashboard": cmd_dashboard, "ui": cmd_ui, "specs": cmd_specs,
     "cluster": cmd_cluster, "submit": cmd_submit, "jobs": cmd_jobs,
 }
 

@@ -72,25 +72,31 @@ def labels_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "seed", "labels"])
 
 
-def table(points: pd.DataFrame, reach: pd.DataFrame, fractions: tuple[float, ...]) -> pd.DataFrame:
-    """One row per method: ``macro@f`` / ``micro@f`` means and stds, labels to target, sorted best first."""
+def table(points: pd.DataFrame, reach: pd.DataFrame, fractions: tuple[float, ...],
+          methods: list[str] | None = None) -> pd.DataFrame:
+    """One row per method: ``macro@f`` / ``micro@f`` means and stds, labels to target, sorted best first.
+
+    ``methods`` (default: those in ``points``) lists every method to show: a method still before its first
+    reporting fraction (a running session) gets a row of NaN scores rather than no row.
+    """
     rows = []
-    for method, g in points.groupby("method"):
-        row: dict[str, Any] = {"method": method, "seeds": g["seed"].nunique()}
+    for method in methods if methods is not None else sorted(points["method"].unique()):
+        g = points[points["method"] == method]
+        r = reach[reach["method"] == method]["labels"]
+        row: dict[str, Any] = {"method": method, "seeds": g["seed"].nunique() if len(g) else len(r)}
         for f in fractions:
             at = g[g["fraction"] == f]
             for key in ("macro", "micro"):
                 row[f"{key}@{f:g}_mean"] = at[f"{key}_f1"].mean() if len(at) else math.nan
                 row[f"{key}@{f:g}_std"] = at[f"{key}_f1"].std(ddof=1) if len(at) > 1 else (0.0 if len(at) else math.nan)
-        r = reach[reach["method"] == method]["labels"]
-        row["labels_to_target_mean"] = r.mean()
+        row["labels_to_target_mean"] = r.mean() if len(r) else math.nan
         row["labels_to_target_reached"] = f"{int(r.notna().sum())}/{len(r)}"
         below = g[g["fraction"] < 1.0]
         row["mean_macro_below_100"] = below["macro_f1"].mean() if len(below) else math.nan
         rows.append(row)
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
+    columns = ["method", "seeds", *(f"{k}@{f:g}_{s}" for f in fractions for k in ("macro", "micro") for s in ("mean", "std")),
+               "labels_to_target_mean", "labels_to_target_reached", "mean_macro_below_100"]
+    out = pd.DataFrame(rows, columns=columns)
     return out.sort_values("mean_macro_below_100", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
 
 
@@ -185,5 +191,6 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
     else:
         target, rule = float(runs[0].data.params.get("loop.target_f1", 0.95)), "loop.target_f1"
     reach = labels_to_target(curves[curves["method"] != "all"], target)
+    methods = sorted(curves["method"].unique())
     return ActiveLearningReport(experiment, exp.experiment_id, session, fractions, target, rule, curves, points,
-                                table(points, reach, fractions))
+                                table(points, reach, fractions, methods))

@@ -4,7 +4,8 @@
 ``seed``, ``train.target_dice``; per-epoch metrics) from MLflow, computes the
 comparison of :mod:`dashboards.comparison`, and ``log_summary`` stores it as the
 session's summary run: ``comparison.csv``, ``trials.csv``, ``curves.csv``, the
-PNG plots, ``qtable.json`` and ``report.txt``.
+PNG plots, ``qtable.json``, ``report.txt`` and the self-contained ``report.html``
+(:mod:`dashboards.html_report`).
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
 
 
 def log_summary(tracking_uri: str, report: Any, folder: str | Path) -> str:
-    """Create the session's summary run holding the report's artifacts (any study's report); returns its run id.
+    """Create the session's summary run holding the report's artifacts and its HTML report (any study's report);
+    returns its run id.
 
     A session has one summary: an earlier one (a finished session resumed again) is deleted.
     """
@@ -228,7 +230,12 @@ def log_summary(tracking_uri: str, report: Any, folder: str | Path) -> str:
         tags={TAG_SESSION: report.session, TAG_KIND: "summary"},
     )
     rid = run.info.run_id
-    for path in report.write(folder):
+    from dashboards import html_report
+    from dashboards.views import view_of
+
+    paths = report.write(folder)
+    paths.append(html_report.write(view_of(report), Path(folder) / "report.html"))
+    for path in paths:
         client.log_artifact(rid, str(path))
     for key, value in report.summary_metrics().items():
         client.log_metric(rid, key, value)

@@ -280,3 +280,50 @@ def test_active_learning_labels_outside_the_class_range_exit_2(capsys, tmp_path)
                         "--set", "data.source=medmnist", "--set", f"data.path={path}")
     assert code == 2
     assert "7" in err and len(err.strip().splitlines()) == 1
+
+
+def _store(tmp_path: Path, capsys, experiment: str | None = None) -> Path:
+    """An empty SQLite MLflow store (with ``experiment`` created, if given); MLflow's set-up lines dropped."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.search_experiments()  # creates the store
+    if experiment:
+        client.create_experiment(experiment)
+    capsys.readouterr()
+    return tmp_path
+
+
+def test_dashboard_without_a_store_exits_2(capsys, tmp_path):
+    code, err = run_cli(capsys, "dashboard", "--output", str(tmp_path / "nothing"))
+    assert code == 2
+    assert_one_line(err, "no MLflow store at sqlite:///", "nothing/mlflow.db", "--output DIR")
+
+
+def test_dashboard_on_a_taken_port_exits_2(capsys, tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = run_cli(capsys, "dashboard", "--output", str(_store(tmp_path, capsys)), "--port", str(port))
+    assert code == 2
+    assert_one_line(err, f"port {port} on 127.0.0.1 is taken", "--port N")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--port", "0"], ["--port 0 is not a port", "1 to 65535"]),
+    (["--refresh", "0"], ["--refresh 0 must be above 0 seconds"]),
+])
+def test_dashboard_bad_option_exits_2(capsys, tmp_path, args, needles):
+    code, err = run_cli(capsys, "dashboard", "--output", str(_store(tmp_path, capsys)), *args)
+    assert code == 2
+    assert_one_line(err, *needles)
+
+
+def test_report_html_of_an_experiment_without_trials_exits_2_and_writes_nothing(capsys, tmp_path):
+    out = tmp_path / "report.html"
+    code, err = run_cli(capsys, "report", "empty", "--output", str(_store(tmp_path, capsys, "empty")), "--html", str(out))
+    assert code == 2 and not out.exists()
+    assert_one_line(err, "'empty' has no trial runs", "medtune run SPEC")

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.test_integration_lr import _client, medtune
+from tests.test_integration_lr import _client
 
 pytestmark = pytest.mark.integration
 
@@ -18,12 +18,9 @@ METHODS = {"random", "lc", "ms", "en", "fusion", "drla", "all", "bald", "coreset
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("al")
-    proc = medtune("run", "active-learning", "--smoke", "--output", str(root / "out"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    session = next(p for p in (root / "out").iterdir() if p.is_dir() and p.name.startswith("active-learning-"))
-    return {"out": root / "out", "session": session, "proc": proc}
+def smoke(al_smoke):
+    """The shared smoke run (tests/conftest.py)."""
+    return al_smoke
 
 
 def test_every_strategy_has_its_f1_curve_in_mlflow(smoke):
@@ -59,4 +56,4 @@ def test_the_table_is_printed_and_logged(smoke):
     summary = client.search_runs([exp.experiment_id], "tags.`medtune.kind` = 'summary'")
     assert len(summary) == 1
     names = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
-    assert {"comparison.csv", "at_fractions.csv", "f1_curves.png", "report.txt"} <= names
+    assert {"comparison.csv", "at_fractions.csv", "f1_curves.png", "report.txt", "report.html"} <= names

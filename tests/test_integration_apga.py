@@ -19,12 +19,9 @@ METHODS = {"none", "cutout", "gradcam", "apga"}
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("apga")
-    proc = medtune("run", "apga", "--smoke", "--output", str(root / "out"), "--set", "few_shot=10")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    session = next(p for p in (root / "out").iterdir() if p.is_dir() and p.name.startswith("apga-"))
-    return {"out": root / "out", "session": session, "proc": proc}
+def smoke(apga_smoke):
+    """The shared smoke run (tests/conftest.py)."""
+    return apga_smoke
 
 
 def _runs(smoke, kind: str = "trial"):
@@ -58,7 +55,7 @@ def test_each_trial_logged_its_masks_and_the_summary_holds_the_report(smoke, tmp
     _, summaries = _runs(smoke, "summary")
     assert len(summaries) == 1
     names = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
-    assert {"comparison.csv", "accuracy_curves.png", "masks-full.png", "masks-few_shot.png", "report.txt"} <= names
+    assert {"comparison.csv", "accuracy_curves.png", "masks-full.png", "masks-few_shot.png", "report.txt", "report.html"} <= names
     assert "accuracy_mean.full.apga" in summaries[0].data.metrics
 
 

@@ -37,20 +37,9 @@ def medtune(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    qtable = {"q": {s: {a: (1.0 if a == "increase" else 0.0) for a in ACTIONS} for s in STATES}}
-    (root / "warm.json").write_text(json.dumps(qtable))
-    proc = medtune(
-        "run", "lr-schedulers", "--smoke", "--output", str(root / "out"),
-        "--set", f"train.epochs={EPOCHS}",
-        "--set", f"methods=[{','.join(METHODS)}]",
-        "--set", f"qlearning.warm_start={root / 'warm.json'}",
-        "--set", "qlearning.epsilon=0", "--set", "qlearning.epsilon_min=0",
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    session = next(p for p in (root / "out").iterdir() if p.is_dir() and p.name.startswith("lr-schedulers-"))
-    return {"root": root, "out": root / "out", "session": session, "proc": proc}
+def smoke(lr_smoke):
+    """The shared smoke run (tests/conftest.py)."""
+    return lr_smoke
 
 
 def _client(out: Path):
@@ -90,7 +79,7 @@ def test_summary_run_holds_the_comparison_plots_and_qtable(smoke):
     (summary,) = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
     names = {a.path for a in client.list_artifacts(summary.info.run_id)}
     assert {"comparison.csv", "dice_curves.png", "lr_traces.png", "qtable.png", "qtable-qlearning_warm.png",
-            "qtable.json"} <= names
+            "qtable.json", "report.html"} <= names
     local = client.download_artifacts(summary.info.run_id, "comparison.csv", str(smoke["root"]))
     import pandas as pd
 

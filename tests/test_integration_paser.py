@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_integration_lr import _client, medtune
+from tests.test_integration_lr import _client
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("paser")
-    proc = medtune("run", "paser", "--smoke", "--output", str(root / "out"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    session = next(p for p in (root / "out").iterdir() if p.is_dir() and p.name.startswith("paser-"))
-    return {"out": root / "out", "session": session, "proc": proc}
+def smoke(paser_smoke):
+    """The shared smoke run (tests/conftest.py)."""
+    return paser_smoke
 
 
 def test_every_method_and_lambda_lands_in_mlflow_with_the_three_metrics(smoke):
@@ -53,4 +50,4 @@ def test_models_are_pretrained_once_and_the_report_is_logged(smoke):
     summary = client.search_runs([exp.experiment_id], "tags.`medtune.kind` = 'summary'")
     assert len(summary) == 1
     names = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
-    assert {"comparison.csv", "pareto.png", "routing-lam0.1.png", "routing-lam0.9.png", "report.txt"} <= names
+    assert {"comparison.csv", "pareto.png", "routing-lam0.1.png", "routing-lam0.9.png", "report.txt", "report.html"} <= names

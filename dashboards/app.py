@@ -1,0 +1,174 @@
+"""The live comparison page: a Plotly Dash app on 127.0.0.1 that reads an MLflow store.
+
+    medtune dashboard [--output DIR | --tracking-uri URI] [--port 8050] [--refresh 10]
+
+The page lists the store's experiments (most recently active first) and shows the chosen one's
+:class:`dashboards.views.View`. Every ``refresh`` seconds it re-reads the list and the chosen experiment's
+:func:`dashboards.catalog.fingerprint`; the view is rebuilt only when a run started, ended or logged something,
+so a running study fills in as it goes. ``?experiment=NAME`` in the address opens that experiment directly. An
+unknown or empty experiment, or a store that cannot be read, shows one line saying so instead of a view.
+All of Dash's JavaScript is served by this process; the page fetches nothing from other hosts.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import parse_qs
+
+from dashboards.html_report import STYLE
+from dashboards.views import Image, Plot, Table, Text, View
+
+PAGE_STYLE = STYLE + """
+header { display: flex; align-items: baseline; gap: 1rem; border-bottom: 2px solid #333; margin-bottom: 1rem; }
+header h1 { margin: .5rem 0; }
+.store { color: #777; font-size: .85rem; }
+.picker { max-width: 640px; margin-bottom: .5rem; }
+.message { background: #fff4e5; border-left: 4px solid #e69500; padding: .8rem; margin: 1rem 0; }
+.refreshed { color: #999; font-size: .75rem; }
+"""
+
+
+def _table(block: Table) -> Any:
+    from dash import html
+
+    header = html.Thead(html.Tr([html.Th(str(c)) for c in block.frame.columns]))
+    body = html.Tbody([html.Tr([html.Td(str(v)) for v in row]) for row in block.frame.itertuples(index=False)])
+    parts = [html.Div(html.Table([header, body], id=f"table-{block.id}", className="comparison"), className="scroll")]
+    if block.caption:
+        parts.append(html.P(block.caption, className="caption"))
+    return parts
+
+
+def components(view: View) -> list[Any]:
+    """The Dash components of ``view``: a title, a status line and one section per block (DOM ids as in
+    :mod:`dashboards.html_report`)."""
+    from dash import dcc, html
+
+    meta = f"experiment {view.experiment}, session {view.session}" + (f" — {view.status}" if view.status else "")
+    out = [html.H1(view.title, id="view-title"), html.P(meta, className="meta", id="view-status")]
+    for b in view.blocks:
+        if isinstance(b, Plot):
+            body = [dcc.Graph(id=f"plot-{b.id}", figure=b.figure, config={"displaylogo": False})]
+        elif isinstance(b, Table):
+            body = _table(b)
+        elif isinstance(b, Image):
+            src = "data:image/png;base64," + base64.b64encode(b.png).decode("ascii")
+            body = [html.Img(id=f"image-{b.id}", src=src, alt=b.title)]
+        elif isinstance(b, Text):
+            body = [html.Pre(b.text, className="warning" if b.warning else "")]
+        else:
+            raise TypeError(f"cannot render a {type(b).__name__}")
+        out.append(html.Section([html.H2(b.title), *body], id=b.id))
+    return out
+
+
+def message(text: str) -> list[Any]:
+    from dash import html
+
+    return [html.Div(text, className="message", id="message")]
+
+
+def create_app(tracking_uri: str, refresh_s: float = 10.0):
+    """The Dash app for the store at ``tracking_uri`` (not started; call ``.run(host, port)``)."""
+    from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+
+    from dashboards.catalog import experiments, fingerprint
+    from trainables.errors import InputError
+
+    app = Dash(__name__, title="medtune dashboard", update_title=None, serve_locally=True)
+    app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + PAGE_STYLE + "</style>")
+    app.layout = html.Div([
+        dcc.Location(id="url"),
+        html.Header([html.H1("medtune"), html.Span(f"MLflow store {tracking_uri}", className="store")]),
+        html.Div(dcc.Dropdown(id="experiment", clearable=False, placeholder="choose an experiment"), className="picker"),
+        html.Div(id="refreshed", className="refreshed"),
+        dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
+        dcc.Store(id="state"),
+        dcc.Loading(html.Div(id="view"), delay_show=800),
+    ])
+    cache = _ViewCache(tracking_uri)
+
+    @app.callback(Output("experiment", "options"), Output("experiment", "value"),
+                  Input("url", "search"), Input("tick", "n_intervals"), State("experiment", "value"))
+    def list_experiments(search, _tick, current):
+        try:
+            entries = experiments(tracking_uri)
+        except Exception:  # the view says what is wrong with the store
+            return [], current
+        options = [{"label": e.label, "value": e.name} for e in entries]
+        names = {e.name for e in entries}
+        asked = parse_qs((search or "").lstrip("?")).get("experiment", [None])[0]
+        if asked and ctx.triggered_id in (None, "url"):  # the page was opened with ?experiment=NAME
+            value = asked
+        else:
+            value = current or (entries[0].name if entries else None)
+        if value and value not in names:  # shown with its message, not silently replaced
+            options.append({"label": f"{value} (not in this store)", "value": value})
+        return options, no_update if value == current else value
+
+    # The tick only checks the store (cheap); the view is rebuilt when that check finds something new, so slow
+    # rebuilds never pile up behind the timer.
+    @app.callback(Output("state", "data"), Output("refreshed", "children"),
+                  Input("experiment", "value"), Input("tick", "n_intervals"), State("state", "data"))
+    def check(name, _tick, state):
+        import time
+
+        stamp = f"checked {time.strftime('%H:%M:%S')}; re-checks every {refresh_s:g} s"
+        try:
+            new = [name, fingerprint(tracking_uri, name) if name else "", ""]
+        except Exception as exc:
+            new = [name, "", _unreadable(tracking_uri, exc)]
+        return (no_update if new == state else new), stamp
+
+    @app.callback(Output("view", "children"), Input("state", "data"))
+    def show(state):
+        if not state:
+            return no_update
+        name, digest, error = state
+        if error:
+            return message(error)
+        if not name:
+            try:
+                any_experiment = bool(experiments(tracking_uri))
+            except Exception as exc:
+                return message(_unreadable(tracking_uri, exc))
+            return message("Choose an experiment above." if any_experiment else
+                           f"No experiments in the MLflow store {tracking_uri} yet: run `medtune run lr-schedulers` "
+                           "(with the same --output) and it appears here.")
+        try:
+            return cache.get(name, digest)
+        except InputError as exc:
+            return message(str(exc))
+        except Exception as exc:  # an unreachable server, a file that is no MLflow store
+            return message(_unreadable(tracking_uri, exc))
+
+    return app
+
+
+class _ViewCache:
+    """The page of each experiment at its last fingerprint, built once however many tabs or ticks ask for it."""
+
+    def __init__(self, tracking_uri: str, size: int = 8):
+        import threading
+
+        self.tracking_uri, self.size = tracking_uri, size
+        self.lock = threading.Lock()
+        self.pages: dict[tuple[str, str], list[Any]] = {}
+
+    def get(self, name: str, digest: str) -> list[Any]:
+        from dashboards.views import load_view
+
+        with self.lock:  # one build at a time: the store and the CPU are shared with the running study
+            key = (name, digest)
+            if key not in self.pages:
+                page = components(load_view(self.tracking_uri, name))
+                if len(self.pages) >= self.size:
+                    self.pages.pop(next(iter(self.pages)))
+                self.pages[key] = page
+            return self.pages[key]
+
+
+def _unreadable(tracking_uri: str, exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return f"Cannot read the MLflow store {tracking_uri} ({first}); check --output / --tracking-uri."
