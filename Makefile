@@ -24,11 +24,12 @@ run: $(VENV)/.installed
 	$(BIN)/medtune run lr-schedulers
 
 # The browser tests drive Debian's Chromium through Playwright (no browser download): install it when it is missing
-# and this is root on a Debian-like machine; otherwise those tests are skipped with a note (set
+# and this is root on Debian (Ubuntu ships Chromium as a snap only); otherwise those tests are skipped with a note (set
 # MEDTUNE_REQUIRE_BROWSER=1 to make a missing Chromium fail them instead, as CI does).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } ; } || \
+	  { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } ; } || \
 	  echo "note: no chromium found or installed; the browser tests will be skipped"
 
 test: $(VENV)/.installed browser

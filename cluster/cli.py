@@ -192,12 +192,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         from dashboards import html_report
         from dashboards.views import run_status, view_of
 
-        path = html_report.write(view_of(report, run_status(runs)), Path(args.html).expanduser())
+        target = Path(args.html).expanduser()
+        if target.is_dir():
+            raise InputError(f"--html {args.html} is a folder; give a file name, e.g. --html {target / 'report.html'}")
+        try:
+            path = html_report.write(view_of(report, run_status(runs)), target)
+        except OSError as exc:
+            raise InputError(f"cannot write the HTML report to {args.html} ({exc.strerror}); "
+                             "pick a writable --html FILE") from None
         print(f"[medtune] wrote the HTML report to {path}")
     return 0
 
 
 def _check_port(port: int) -> None:
+    import errno
     import socket
 
     from trainables.errors import InputError
@@ -209,7 +217,8 @@ def _check_port(port: int) -> None:
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise InputError(f"port {port} on 127.0.0.1 is taken ({exc.strerror}); pick another with --port N") from None
+            reason = "is taken" if exc.errno == errno.EADDRINUSE else "cannot be used"
+            raise InputError(f"port {port} on 127.0.0.1 {reason} ({exc.strerror}); pick another with --port N") from None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -220,10 +229,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     uri = _uri(args)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR of a `medtune run`, or --tracking-uri URI")
-    if not args.refresh > 0:
-        raise InputError(f"--refresh {args.refresh:g} must be above 0 seconds, e.g. --refresh 10")
+    if not 0.5 <= args.refresh <= 86400:
+        raise InputError(f"--refresh {args.refresh:g} is out of range; use 0.5 to 86400 seconds, e.g. --refresh 10")
     _check_port(args.port)
     try:
+        import importlib
+
+        importlib.import_module("dash")  # the [dashboard] extra
         from dashboards.app import create_app
     except ImportError as exc:
         raise InputError(f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None

@@ -13,6 +13,7 @@ All of Dash's JavaScript is served by this process; the page fetches nothing fro
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -73,7 +74,7 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
     """The Dash app for the store at ``tracking_uri`` (not started; call ``.run(host, port)``)."""
     from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-    from dashboards.catalog import experiments, fingerprint
+    from dashboards.catalog import fingerprint
     from trainables.errors import InputError
 
     app = Dash(__name__, title="medtune dashboard", update_title=None, serve_locally=True)
@@ -83,19 +84,20 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
         html.Header([html.H1("medtune"), html.Span(f"MLflow store {tracking_uri}", className="store")]),
         html.Div(dcc.Dropdown(id="experiment", clearable=False, placeholder="choose an experiment"), className="picker"),
         html.Div(id="refreshed", className="refreshed"),
-        dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
+        dcc.Interval(id="tick", interval=max(1, int(refresh_s * 1000))),
         dcc.Store(id="state"),
         dcc.Loading(html.Div(id="view"), delay_show=800),
     ])
     cache = _ViewCache(tracking_uri)
+    listing = _Listing(tracking_uri, max_age_s=min(refresh_s, 5.0) * 0.9)
 
     @app.callback(Output("experiment", "options"), Output("experiment", "value"),
                   Input("url", "search"), Input("tick", "n_intervals"), State("experiment", "value"))
     def list_experiments(search, _tick, current):
         try:
-            entries = experiments(tracking_uri)
-        except Exception:  # the view says what is wrong with the store
-            return [], current
+            entries = listing.get()
+        except Exception:  # keep the list and the choice as they are; the view says what is wrong
+            return no_update, no_update
         options = [{"label": e.label, "value": e.name} for e in entries]
         names = {e.name for e in entries}
         asked = parse_qs((search or "").lstrip("?")).get("experiment", [None])[0]
@@ -108,7 +110,7 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
         return options, no_update if value == current else value
 
     # The tick only checks the store (cheap); the view is rebuilt when that check finds something new, so slow
-    # rebuilds never pile up behind the timer.
+    # rebuilds never pile up behind the timer. A view whose build failed is tried again at the next tick.
     @app.callback(Output("state", "data"), Output("refreshed", "children"),
                   Input("experiment", "value"), Input("tick", "n_intervals"), State("state", "data"))
     def check(name, _tick, state):
@@ -119,18 +121,21 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
             new = [name, fingerprint(tracking_uri, name) if name else "", ""]
         except Exception as exc:
             new = [name, "", _unreadable(tracking_uri, exc)]
-        return (no_update if new == state else new), stamp
+        same = bool(state) and new == state[:3]
+        if same and not cache.failed(name, new[1]):
+            return no_update, stamp
+        return new + [state[3] + 1 if same else 0], stamp
 
     @app.callback(Output("view", "children"), Input("state", "data"))
     def show(state):
         if not state:
             return no_update
-        name, digest, error = state
+        name, digest, error, _attempt = state
         if error:
             return message(error)
         if not name:
             try:
-                any_experiment = bool(experiments(tracking_uri))
+                any_experiment = bool(listing.get())
             except Exception as exc:
                 return message(_unreadable(tracking_uri, exc))
             return message("Choose an experiment above." if any_experiment else
@@ -140,14 +145,40 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
             return cache.get(name, digest)
         except InputError as exc:
             return message(str(exc))
-        except Exception as exc:  # an unreachable server, a file that is no MLflow store
-            return message(_unreadable(tracking_uri, exc))
+        except Exception as exc:  # a store that went away mid-build, or a bug: said on the page, logged in full
+            logging.getLogger(__name__).exception("building the view of %r failed", name)
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            return message(f"Could not build the view of {name!r} ({type(exc).__name__}: {first}); it is tried "
+                           "again at the next refresh, and the dashboard's log has the traceback.")
 
     return app
 
 
+class _Listing:
+    """The store's experiment list, read at most once per ``max_age_s`` however many tabs are open."""
+
+    def __init__(self, tracking_uri: str, max_age_s: float):
+        import threading
+
+        self.tracking_uri, self.max_age_s = tracking_uri, max_age_s
+        self.lock = threading.Lock()
+        self.read_at, self.entries = -float("inf"), []
+
+    def get(self) -> list:
+        import time
+
+        from dashboards.catalog import experiments
+
+        with self.lock:
+            if time.monotonic() - self.read_at >= self.max_age_s:
+                self.entries, self.read_at = experiments(self.tracking_uri), time.monotonic()
+            return self.entries
+
+
 class _ViewCache:
-    """The page of each experiment at its last fingerprint, built once however many tabs or ticks ask for it."""
+    """The page of each experiment at its latest fingerprint, built once however many tabs or ticks ask for it;
+    a new fingerprint replaces the experiment's older page. Builds whose error was not bad input are remembered
+    in ``failed`` so that the next tick tries again."""
 
     def __init__(self, tracking_uri: str, size: int = 8):
         import threading
@@ -155,14 +186,28 @@ class _ViewCache:
         self.tracking_uri, self.size = tracking_uri, size
         self.lock = threading.Lock()
         self.pages: dict[tuple[str, str], list[Any]] = {}
+        self._failed: set[tuple[str, str]] = set()
+
+    def failed(self, name: str, digest: str) -> bool:
+        return (name, digest) in self._failed
 
     def get(self, name: str, digest: str) -> list[Any]:
         from dashboards.views import load_view
+        from trainables.errors import InputError
 
         with self.lock:  # one build at a time: the store and the CPU are shared with the running study
             key = (name, digest)
             if key not in self.pages:
-                page = components(load_view(self.tracking_uri, name))
+                try:
+                    page = components(load_view(self.tracking_uri, name))
+                except InputError:
+                    raise  # unknown or empty: trying again changes nothing until the fingerprint does
+                except Exception:
+                    self._failed.add(key)
+                    raise
+                self._failed.discard(key)
+                for old in [k for k in self.pages if k[0] == name]:
+                    del self.pages[old]
                 if len(self.pages) >= self.size:
                     self.pages.pop(next(iter(self.pages)))
                 self.pages[key] = page

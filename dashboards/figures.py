@@ -20,8 +20,9 @@ from plotly.subplots import make_subplots
 from searchers.qlearning_agent import ACTIONS, STATES
 
 PALETTE = qualitative.Plotly + qualitative.D3
+# uirevision: a redraw of the live page (a running study logged an epoch) keeps the user's zoom and hidden traces.
 LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "height": 420,
-          "legend": {"font": {"size": 11}}}
+          "legend": {"font": {"size": 11}}, "uirevision": "medtune"}
 
 
 def colours(methods: list[str]) -> dict[str, str]:

@@ -218,6 +218,17 @@ def log_summary(tracking_uri: str, report: Any, folder: str | Path) -> str:
 
     A session has one summary: an earlier one (a finished session resumed again) is deleted.
     """
+    from dashboards import html_report
+    from dashboards.views import view_of
+
+    paths = report.write(folder)  # everything is written before the old summary goes
+    try:
+        paths.append(html_report.write(view_of(report), Path(folder) / "report.html"))
+    except Exception as exc:  # the tables and plots above still make a summary
+        import logging
+
+        logging.getLogger(__name__).warning("the HTML report could not be written (%s: %s); the summary run has "
+                                            "the other files", type(exc).__name__, exc)
     client = _client(tracking_uri)
     for old in client.search_runs(
         [report.experiment_id],
@@ -230,11 +241,6 @@ def log_summary(tracking_uri: str, report: Any, folder: str | Path) -> str:
         tags={TAG_SESSION: report.session, TAG_KIND: "summary"},
     )
     rid = run.info.run_id
-    from dashboards import html_report
-    from dashboards.views import view_of
-
-    paths = report.write(folder)
-    paths.append(html_report.write(view_of(report), Path(folder) / "report.html"))
     for path in paths:
         client.log_artifact(rid, str(path))
     for key, value in report.summary_metrics().items():

@@ -16,6 +16,7 @@ Per study:
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,34 +34,40 @@ STUDY_TITLES = {
 }
 
 
+def slug(text: str) -> str:
+    """``text`` as a DOM id: letters, digits, ``-`` and ``_`` only (method names and lambdas come from MLflow)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
+
+
 @dataclass
-class Plot:
+class _Block:
     id: str
     title: str
+
+    def __post_init__(self) -> None:
+        self.id = slug(self.id)
+
+
+@dataclass
+class Plot(_Block):
     figure: Any  # plotly.graph_objects.Figure
 
 
 @dataclass
-class Table:
+class Table(_Block):
     """``frame`` holds display strings; its first column names the method (what a reader scans for)."""
 
-    id: str
-    title: str
     frame: pd.DataFrame
     caption: str = ""
 
 
 @dataclass
-class Image:
-    id: str
-    title: str
+class Image(_Block):
     png: bytes
 
 
 @dataclass
-class Text:
-    id: str
-    title: str
+class Text(_Block):
     text: str
     warning: bool = False
 
@@ -196,7 +203,7 @@ def paser_view(report: Any) -> View:
     ]
     for lam, payload in sorted(report.routing.items()):
         routing = decode_routing(payload)
-        blocks.append(Image(f"routing-lam{lam:g}".replace(".", "_"), f"Routing at lam = {lam:g}",
+        blocks.append(Image(f"routing-lam{lam:g}", f"Routing at lam = {lam:g}",
                             _png(lambda p, r=routing, lam=lam: plot_routing(r, p, title=f"PaSeR routing at lam={lam:g}"))))
     blocks.append(_report_text(report))
     return View("paser", STUDY_TITLES["paser"], report.experiment, report.session, blocks=blocks)
@@ -262,7 +269,9 @@ def run_status(runs: list) -> str:
         counts[run.info.status] = counts.get(run.info.status, 0) + 1
     words = {"FINISHED": "finished", "RUNNING": "running", "FAILED": "failed", "KILLED": "killed",
              "SCHEDULED": "scheduled"}
-    parts = [f"{n} {words.get(s, s.lower())}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    order = list(words)
+    parts = [f"{n} {words.get(s, s.lower())}" for s, n in
+             sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))]
     return f"{len(runs)} run{'' if len(runs) == 1 else 's'}: {', '.join(parts)}"
 
 

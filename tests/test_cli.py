@@ -314,7 +314,8 @@ def test_dashboard_on_a_taken_port_exits_2(capsys, tmp_path):
 
 @pytest.mark.parametrize("args, needles", [
     (["--port", "0"], ["--port 0 is not a port", "1 to 65535"]),
-    (["--refresh", "0"], ["--refresh 0 must be above 0 seconds"]),
+    (["--refresh", "0"], ["--refresh 0 is out of range", "0.5 to 86400"]),
+    (["--refresh", "inf"], ["--refresh inf is out of range"]),
 ])
 def test_dashboard_bad_option_exits_2(capsys, tmp_path, args, needles):
     code, err = run_cli(capsys, "dashboard", "--output", str(_store(tmp_path, capsys)), *args)

@@ -121,3 +121,40 @@ def test_run_status_counts_each_state():
 
     assert run_status([Run("FINISHED"), Run("RUNNING"), Run("FINISHED")]) == "3 runs: 2 finished, 1 running"
     assert run_status([Run("FAILED")]) == "1 run: 1 failed"
+
+
+def test_view_cache_retries_a_failed_build_and_keeps_one_page_per_experiment(monkeypatch):
+    from dashboards import app, views
+
+    calls = []
+
+    def load_view(uri, name):
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return View("lr", "T", name, "s", blocks=[Text("t", "T", f"build {len(calls)}")])
+
+    monkeypatch.setattr(views, "load_view", load_view)
+    cache = app._ViewCache("sqlite:///nowhere.db")
+    with pytest.raises(RuntimeError):
+        cache.get("exp", "d1")
+    assert cache.failed("exp", "d1")  # the page's next tick asks again
+    cache.get("exp", "d1")
+    cache.get("exp", "d1")
+    assert not cache.failed("exp", "d1") and len(calls) == 2  # built once, then served from the cache
+    cache.get("exp", "d2")
+    assert list(cache.pages) == [("exp", "d2")] and len(calls) == 3  # a new fingerprint replaces the old page
+
+
+def test_view_cache_does_not_retry_bad_input(monkeypatch):
+    from dashboards import app, views
+    from trainables.errors import InputError
+
+    def load_view(uri, name):
+        raise InputError(f"experiment {name!r} has no trial runs")
+
+    monkeypatch.setattr(views, "load_view", load_view)
+    cache = app._ViewCache("sqlite:///nowhere.db")
+    with pytest.raises(InputError):
+        cache.get("empty", "")
+    assert not cache.failed("empty", "")
