@@ -198,20 +198,6 @@ def lr_session_keys(spec: LRStudySpec, session_dir: Path) -> dict[str, Any]:
     }
 
 
-def session_info(
-    spec: LRStudySpec, session_dir: Path, tracking_uri: str, experiment_id: str, origin: dict | None = None
-) -> dict[str, Any]:
-    """What the session's Tuners, ``medtune resume`` and the report need (as written to ``medtune.json``)."""
-    return {
-        "session": session_dir.name,
-        "spec": to_dict(spec),
-        "tracking_uri": tracking_uri,
-        "experiment_id": experiment_id,
-        "origin": origin or {},
-        **lr_session_keys(spec, session_dir),
-    }
-
-
 def run_lr_study(
     spec: LRStudySpec,
     output: str | os.PathLike,

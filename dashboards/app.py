@@ -5,8 +5,10 @@
 The page lists the store's experiments (most recently active first) and shows the chosen one's
 :class:`dashboards.views.View`. Every ``refresh`` seconds it re-reads the list and the chosen experiment's
 :func:`dashboards.catalog.fingerprint`; the view is rebuilt only when a run started, ended or logged something,
-so a running study fills in as it goes. ``?experiment=NAME`` in the address opens that experiment directly. An
-unknown or empty experiment, or a store that cannot be read, shows one line saying so instead of a view.
+so a running study fills in as it goes. A view whose build failed (for a reason other than bad input) is tried
+again at the next refresh, and its traceback goes to the log. ``?experiment=NAME`` in the address opens that
+experiment directly. An unknown or empty experiment, or a store that cannot be read, shows one line saying so
+instead of a view.
 All of Dash's JavaScript is served by this process; the page fetches nothing from other hosts.
 """
 

@@ -87,14 +87,6 @@ class View:
     status: str = ""
     blocks: list[Block] = field(default_factory=list)
 
-    def methods(self) -> list[str]:
-        """Every method named in the view's tables (first column), in order."""
-        names: list[str] = []
-        for b in self.blocks:
-            if isinstance(b, Table) and len(b.frame.columns):
-                names += [str(v) for v in b.frame.iloc[:, 0]]
-        return list(dict.fromkeys(names))
-
 
 def _cell(mean: float, std: float, fmt: str = ".3f") -> str:
     if mean is None or pd.isna(mean):
@@ -242,22 +234,18 @@ def apga_view(report: Any) -> View:
     return View("apga", STUDY_TITLES["apga"], report.experiment, report.session, blocks=blocks)
 
 
-BUILDERS: dict[str, Callable[[Any], View]] = {"lr": lr_view, "active-learning": al_view, "paser": paser_view,
-                                              "apga": apga_view}
-
-
-def study_of_report(report: Any) -> str:
-    """The study a report object belongs to, from its class."""
-    names = {"Report": "lr", "ActiveLearningReport": "active-learning", "PaSeRReport": "paser", "APGAReport": "apga"}
-    try:
-        return names[type(report).__name__]
-    except KeyError:
-        raise TypeError(f"no view for a {type(report).__name__}") from None
+# Report class name -> its view (the report modules import nothing of this one, nor it of them).
+BUILDERS: dict[str, Callable[[Any], View]] = {"Report": lr_view, "ActiveLearningReport": al_view,
+                                              "PaSeRReport": paser_view, "APGAReport": apga_view}
 
 
 def view_of(report: Any, status: str = "") -> View:
     """The view of any study's report; ``status`` is shown under the title."""
-    view = BUILDERS[study_of_report(report)](report)
+    try:
+        build = BUILDERS[type(report).__name__]
+    except KeyError:
+        raise TypeError(f"no view for a {type(report).__name__}") from None
+    view = build(report)
     view.status = status
     return view
 

@@ -108,12 +108,6 @@ def test_html_report_is_self_contained_and_escapes_what_it_shows():
     assert 'src="data:image/png;base64,' in text
 
 
-def test_view_lists_the_methods_of_its_tables_once_in_order():
-    view = _view()
-    view.blocks.append(Table("more", "More", pd.DataFrame({"method": ["fixed", "cosine"]})))
-    assert view.methods() == ["fixed", "<b>x</b>", "cosine"]
-
-
 def test_run_status_counts_each_state():
     class Run:
         def __init__(self, status):

@@ -75,9 +75,9 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient
 
-    from cluster.lr_study import build_tuner, init_ray, prepare_data, session_info
+    from cluster.lr_study import build_tuner, init_ray, lr_session_keys, prepare_data
+    from cluster.session import create_session
     from cluster.spec import LRStudySpec
-    from cluster.store import default_tracking_uri, ensure_experiment
     from trainables.data import DataConfig
     from trainables.segmentation import TrainConfig
 
@@ -92,17 +92,12 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
         train=TrainConfig(epochs=EPOCHS),
     )
     data = prepare_data(spec)
-    out = tmp_path / "out"
-    out.mkdir()
-    uri = default_tracking_uri(out)
-    experiment_id = ensure_experiment(uri, spec.name, out)
-    session_dir = out / "bench-overhead-session"
-    session_dir.mkdir()
+    session_dir, info = create_session(spec, tmp_path / "out", None, None, lambda d: lr_session_keys(spec, d))
     init_ray(None)
     try:
         bare = bare_epochs(spec, data)
 
-        tuner = build_tuner("main", spec, session_dir, session_info(spec, session_dir, uri, experiment_id), data)
+        tuner = build_tuner("main", spec, session_dir, info, data)
         clock = ResultClock()
         tuner._local_tuner.get_run_config().callbacks.append(clock.callback)
         results = tuner.fit()
@@ -119,8 +114,8 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     driver_gaps = [b[1] - a[1] for a, b in zip(stamps, stamps[1:])]  # epochs 2..EPOCHS
 
     # The tracker really logged every epoch to the SQLite store.
-    client = MlflowClient(uri)
-    runs = client.search_runs([experiment_id])
+    client = MlflowClient(info["tracking_uri"])
+    runs = client.search_runs([info["experiment_id"]])
     assert len(runs) == 1
     assert len(client.get_metric_history(runs[0].info.run_id, "dice")) == EPOCHS
     checkpoints = sorted(p.name for p in session_dir.rglob("checkpoint_*") if p.is_dir())
