@@ -72,6 +72,26 @@ def message(text: str) -> list[Any]:
     return [html.Div(text, className="message", id="message")]
 
 
+def choose_experiment(asked: str | None, current: str | None, trigger: str | None, names: list[str]) -> str | None:
+    """The experiment the page shows, whatever order its callbacks ran and answered in.
+
+    Args:
+        asked: ``NAME`` of ``?experiment=NAME`` in the page's address, or None.
+        current: the experiment the drop-down holds when the call was made (None before the first answer).
+        trigger: the input that fired the call: ``"url"`` (the address changed), None (the page's first call) or
+            anything else (the refresh tick).
+        names: the store's experiments, most recently active first.
+
+    The address wins whenever the page has no choice yet or the address itself changed; a later tick, or an
+    earlier call answering late, therefore never replaces it with the default. Only a choice the user made in the
+    drop-down (``current``) outlives a tick. With nothing asked and nothing chosen, the most recently active
+    experiment is shown.
+    """
+    if asked and (current is None or trigger in (None, "url")):
+        return asked
+    return current or (names[0] if names else None)
+
+
 def create_app(tracking_uri: str, refresh_s: float = 10.0):
     """The Dash app for the store at ``tracking_uri`` (not started; call ``.run(host, port)``)."""
     from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
@@ -101,13 +121,9 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
         except Exception:  # keep the list and the choice as they are; the view says what is wrong
             return no_update, no_update
         options = [{"label": e.label, "value": e.name} for e in entries]
-        names = {e.name for e in entries}
         asked = parse_qs((search or "").lstrip("?")).get("experiment", [None])[0]
-        if asked and ctx.triggered_id in (None, "url"):  # the page was opened with ?experiment=NAME
-            value = asked
-        else:
-            value = current or (entries[0].name if entries else None)
-        if value and value not in names:  # shown with its message, not silently replaced
+        value = choose_experiment(asked, current, ctx.triggered_id, [e.name for e in entries])
+        if value and value not in {e.name for e in entries}:  # shown with its message, not silently replaced
             options.append({"label": f"{value} (not in this store)", "value": value})
         return options, no_update if value == current else value
 

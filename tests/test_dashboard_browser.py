@@ -153,13 +153,21 @@ def _plot_traces(page, plot_id: str) -> int:
         }""", plot_id)
 
 
+def _wait_for_view(page, title: str, experiment: str) -> None:
+    """Wait until the page shows ``experiment``'s view (its title and its status line), not just any view."""
+    page.wait_for_function("""([title, experiment]) => {
+        const t = document.getElementById('view-title'), s = document.getElementById('view-status');
+        return t && s && t.innerText === title && s.innerText.includes('experiment ' + experiment + ',');
+    }""", arg=[title, experiment])
+
+
 @pytest.mark.parametrize("experiment", list(VIEWS))
 def test_each_study_view_shows_its_title_table_methods_and_drawn_plots(experiment, dashboard, page, all_studies):
     study, plots, pictures = VIEWS[experiment]
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.goto(f"{dashboard}?experiment={experiment}")
-    page.wait_for_selector("#view-title")
+    _wait_for_view(page, STUDY_TITLES[study], experiment)
     assert page.inner_text("#view-title") == STUDY_TITLES[study]
     assert experiment in page.inner_text("#view-status")
 
@@ -237,7 +245,8 @@ def test_the_page_follows_a_run_as_it_logs(browser, tmp_path):
         page = context.new_page()
         page.set_default_timeout(60_000)
         page.goto(f"{url}?experiment=growing")
-        page.wait_for_selector("#view-title")
+        page.wait_for_function("() => (document.getElementById('view-status') || {}).innerText"
+                               "?.endsWith('1 run: 1 running')")
         assert "1 run: 1 running" in page.inner_text("#view-status")
         assert "lc" not in [c.inner_text() for c in page.query_selector_all("#table-macro-f1 td:first-child")]
 
@@ -309,3 +318,77 @@ def test_summary_runs_hold_the_html_report(all_studies):
         text = path.read_text()
         assert f'<h1 id="view-title">{STUDY_TITLES[VIEWS[experiment][0]]}</h1>' in text
         assert get_plotlyjs() in text  # inline: the page needs no network (the browser test above checks)
+
+
+def _growing_store(root: Path) -> str:
+    """A store with two active-learning experiments: ``older`` and, active later, ``newer`` (the default)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    for name in ("older", "newer"):
+        exp = client.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())
+        run = client.create_run(exp, run_name="random-seed0",
+                                tags={"medtune.session": f"{name}-20260101-000000", "medtune.kind": "trial"})
+        for k, v in (("study", "active-learning"), ("method", "random"), ("seed", "0")):
+            client.log_param(run.info.run_id, k, v)
+        _log_round(client, run.info.run_id, 1, 0.5)
+        client.set_terminated(run.info.run_id)
+        time.sleep(0.05)  # "newer" ends strictly later
+    return uri
+
+
+@pytest.mark.parametrize("delays", [pytest.param((3.0,), id="slow-first-listing-answers-after-ticks"),
+                                    pytest.param((1.0,) * 8, id="every-listing-slow-ticks-pile-up")])
+def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(browser, tmp_path, monkeypatch, delays):
+    """``?experiment=older`` must show ``older`` although ``newer`` is the default, with ticks (0.5 s) firing while
+    the experiment list is slow to read, so that the URL's call and the ticks' calls answer in any order."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    import dashboards.catalog as catalog
+    from dashboards.app import create_app
+
+    uri = _growing_store(tmp_path)
+    real, calls = catalog.experiments, []
+
+    def slow(tracking_uri):
+        calls.append(time.monotonic())
+        if len(calls) <= len(delays):
+            time.sleep(delays[len(calls) - 1])
+        return real(tracking_uri)
+
+    monkeypatch.setattr(catalog, "experiments", slow)
+    assert [e.name for e in real(uri)][0] == "newer"
+    server = make_server("127.0.0.1", _free_port(), create_app(uri, refresh_s=0.5).server, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"http://127.0.0.1:{server.server_port}/?experiment=older")
+        _wait_for_view(page, STUDY_TITLES["active-learning"], "older")
+        seen = len(calls)
+        deadline = time.monotonic() + 60
+        while len(calls) < seen + 4 and time.monotonic() < deadline:  # four more listings: ticks after the view
+            page.wait_for_timeout(250)
+        assert len(calls) >= seen + 4, "the page stopped refreshing"
+        assert "experiment older," in page.inner_text("#view-status")
+        assert "older (" in page.inner_text("#experiment")
+    finally:
+        context.close()
+        server.shutdown()
+
+
+def test_choose_experiment_keeps_the_address_over_ticks_and_the_users_choice_over_the_address():
+    from dashboards.app import choose_experiment
+
+    names = ["newer", "older"]
+    assert choose_experiment("older", None, "tick", names) == "older"  # a tick before the URL's call answered
+    assert choose_experiment("older", None, None, names) == "older"
+    assert choose_experiment("older", "newer", "url", names) == "older"  # the address changed
+    assert choose_experiment("older", "newer", "tick", names) == "newer"  # the user picked newer afterwards
+    assert choose_experiment(None, None, "tick", names) == "newer"
+    assert choose_experiment(None, None, None, []) is None
+    assert choose_experiment("gone", None, "tick", names) == "gone"  # shown with its message, not replaced
