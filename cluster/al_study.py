@@ -1,6 +1,6 @@
 """Assemble and run the active-learning study (paper 001, DRLA) as one Ray Tune experiment.
 
-One trial per strategy x seed (:func:`trainables.active_learning_actors.train_active_learning`),
+One trial per strategy x seed (:func:`medtune.trainables.active_learning_actors.train_active_learning`),
 each owning its Annotator and Learner actors through the trial's placement group
 (bundles: the loop, the Learner, the Annotator). The data is loaded and checked
 in the driver; every trial's annotation log and round checkpoints live in the
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cluster.session import (
+from medtune.cluster.session import (
     backlog_path,
     check_resources,
     create_session,
@@ -25,10 +25,10 @@ from cluster.session import (
     reopen_session,
     restore_or_build,
 )
-from cluster.session import log_session_summary as session_summary
-from cluster.spec import ActiveLearningStudySpec
-from trainables.errors import InputError
-from trainables.typed import to_dict
+from medtune.cluster.session import log_session_summary as session_summary
+from medtune.cluster.spec import ActiveLearningStudySpec
+from medtune.errors import InputError
+from medtune.config import to_dict
 
 SPEC = ActiveLearningStudySpec
 METRICS = ("epoch", "round", "labeled", "labeled_fraction", "macro_f1", "micro_f1", "recoveries")
@@ -37,8 +37,8 @@ STATE_DIR = "al"
 
 def prepare_data(spec: ActiveLearningStudySpec):
     """Load and check the pool: labels in range, no empty class, a budget the pool can meet (exit 2 otherwise)."""
-    from trainables.active_learning import check_labels
-    from trainables.classification_data import load_classification
+    from medtune.trainables.active_learning import check_labels
+    from medtune.trainables.classification_data import load_classification
 
     data = load_classification(spec.data)
     check_labels(data.train_labels, data.num_classes)
@@ -57,7 +57,7 @@ def prepare_data(spec: ActiveLearningStudySpec):
 def _trainable(spec: ActiveLearningStudySpec, data: Any):
     from ray import tune
 
-    from trainables.active_learning_actors import bundles, train_active_learning
+    from medtune.trainables.active_learning_actors import bundles, train_active_learning
 
     pg = tune.PlacementGroupFactory(bundles(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial))
     return tune.with_resources(tune.with_parameters(train_active_learning, data=data), pg)
@@ -66,7 +66,7 @@ def _trainable(spec: ActiveLearningStudySpec, data: Any):
 def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
     from ray import tune
 
-    from cluster.tracking import MLflowTracker
+    from medtune.cluster.tracking import MLflowTracker
 
     param_space = {
         "study": "active-learning",
@@ -99,7 +99,7 @@ def _unfinished(results) -> list:
 
 
 def _finish(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
-    from dashboards.al_report import build_report as build
+    from medtune.dashboards.al_report import build_report as build
 
     notes = [f"annotation logs: {session_dir / STATE_DIR}/<method>-seed<seed>/annotations.jsonl"]
     return finish_session(session_dir, info, list(results), _unfinished(results),
@@ -133,7 +133,7 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from dashboards.al_report import build_report as build
+    from medtune.dashboards.al_report import build_report as build
 
     return build(tracking_uri, experiment, session)
 

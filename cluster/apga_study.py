@@ -8,10 +8,10 @@
    folder (``pretrained/<regime>-seed<seed>.pt``), so every method of that
    seed starts from the same weights and a resumed session does not redo it.
 3. One Tuner runs the grid method x regime x seed; each trial
-   (:func:`trainables.augmentation.train_augmentation`) gets the data and the
+   (:func:`medtune.trainables.augmentation.train_augmentation`) gets the data and the
    pre-trained weights through the object store, reports test accuracy and
    the masks' keep share every epoch, and checkpoints.
-4. The report (:mod:`dashboards.apga_report`) is rebuilt from MLflow and
+4. The report (:mod:`medtune.dashboards.apga_report`) is rebuilt from MLflow and
    logged as the session's summary run.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cluster.session import (
+from medtune.cluster.session import (
     backlog_path,
     check_resources,
     create_session,
@@ -33,9 +33,9 @@ from cluster.session import (
     reopen_session,
     restore_or_build,
 )
-from cluster.session import log_session_summary as session_summary
-from cluster.spec import APGAStudySpec
-from trainables.typed import from_dict, to_dict
+from medtune.cluster.session import log_session_summary as session_summary
+from medtune.cluster.spec import APGAStudySpec
+from medtune.config import from_dict, to_dict
 
 SPEC = APGAStudySpec
 METRICS = ("epoch", "accuracy", "train_loss", "keep_fraction", "final_accuracy")
@@ -45,7 +45,7 @@ PRETRAINED_DIR = "pretrained"
 
 def prepare_data(spec: APGAStudySpec) -> dict[str, Any]:
     """``{regime: ClassificationData}``; bad data (or a few-shot size larger than a class) is one line, exit 2."""
-    from trainables.classification_data import load_classification
+    from medtune.trainables.classification_data import load_classification
 
     data = {}
     for regime in spec.regimes:
@@ -60,7 +60,7 @@ def _pretrain_task(data: Any, train: dict[str, Any], seed: int, threads: int) ->
     import ray
     import torch
 
-    from trainables.augmentation import AugmentationConfig, pretrain
+    from medtune.trainables.augmentation import AugmentationConfig, pretrain
 
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
@@ -106,7 +106,7 @@ def pretrain_all(spec: APGAStudySpec, session_dir: Path, data: dict[str, Any]) -
 def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
     from ray import tune
 
-    from trainables.augmentation import train_augmentation
+    from medtune.trainables.augmentation import train_augmentation
 
     return tune.with_resources(
         tune.with_parameters(train_augmentation, data=data, pretrained=pretrained),
@@ -117,7 +117,7 @@ def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
 def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], data: dict, pretrained: dict):
     from ray import tune
 
-    from cluster.tracking import MLflowTracker
+    from medtune.cluster.tracking import MLflowTracker
 
     param_space = {
         "study": "apga",
@@ -150,7 +150,7 @@ def _unfinished(spec: APGAStudySpec, results) -> list:
 
 
 def _finish(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
-    from dashboards.apga_report import build_report as build
+    from medtune.dashboards.apga_report import build_report as build
 
     notes = [f"mask images: {session_dir / 'report'}/masks-<regime>.png; accuracy curves: accuracy_curves.png"]
     return finish_session(session_dir, info, list(results), _unfinished(spec, results),
@@ -192,7 +192,7 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from dashboards.apga_report import build_report as build
+    from medtune.dashboards.apga_report import build_report as build
 
     return build(tracking_uri, experiment, session)
 

@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("specs", help="list the built-in specs")
 
-    from cluster.service import DEFAULT_STATE_DIR
+    from medtune.cluster.service import DEFAULT_STATE_DIR
 
     def state_arg(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
@@ -128,14 +128,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _uri(args: argparse.Namespace) -> str:
-    from cluster.store import default_tracking_uri
+    from medtune.cluster.store import default_tracking_uri
 
     return args.tracking_uri or default_tracking_uri(args.output)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cluster.spec import load_spec
-    from cluster.studies import study_module
+    from medtune.cluster.spec import load_spec
+    from medtune.cluster.studies import study_module
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
     origin = {"spec": args.spec, "smoke": args.smoke, "overrides": args.overrides}
@@ -144,20 +144,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from cluster.session import read_session
-    from cluster.studies import study_module
+    from medtune.cluster.session import read_session
+    from medtune.cluster.studies import study_module
 
     info = read_session(Path(args.dir).expanduser().resolve())
     return study_module(info["spec"].get("study", "lr")).resume(args.dir, address=args.address)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cluster.studies import study_module
-    from dashboards.report import _client, session_runs, study_of
-    from trainables.errors import InputError
+    from medtune.cluster.studies import study_module
+    from medtune.dashboards.report import _client, session_runs, study_of
+    from medtune.errors import InputError
 
     if args.sync:
-        from cluster.session import read_session, sync_backlog
+        from medtune.cluster.session import read_session, sync_backlog
 
         session_dir = Path(args.sync).expanduser().resolve()
         info = read_session(session_dir)
@@ -189,8 +189,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         paths = report.write(args.save)
         print(f"[medtune] wrote {len(paths)} files to {args.save}")
     if args.html:
-        from dashboards import html_report
-        from dashboards.views import run_status, view_of
+        from medtune.dashboards import html_report
+        from medtune.dashboards.views import run_status, view_of
 
         target = Path(args.html).expanduser()
         if target.is_dir():
@@ -208,7 +208,7 @@ def _check_port(port: int) -> None:
     import errno
     import socket
 
-    from trainables.errors import InputError
+    from medtune.errors import InputError
 
     if not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a port; use a number from 1 to 65535, e.g. --port 8050")
@@ -224,7 +224,7 @@ def _check_port(port: int) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import logging
 
-    from trainables.errors import InputError
+    from medtune.errors import InputError
 
     uri = _uri(args)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
@@ -236,7 +236,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         import importlib
 
         importlib.import_module("dash")  # the [dashboard] extra
-        from dashboards.app import create_app
+        from medtune.dashboards.app import create_app
     except ImportError as exc:
         raise InputError(f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -263,7 +263,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
-    from cluster.spec import builtin_specs, read_spec_file
+    from medtune.cluster.spec import builtin_specs, read_spec_file
 
     for name in builtin_specs():
         data, _ = read_spec_file(name)
@@ -272,7 +272,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from cluster import service
+    from medtune.cluster import service
 
     state_dir = Path(args.state_dir).expanduser()
     if args.cluster_command == "up":
@@ -301,8 +301,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from cluster import jobs
-    from trainables.errors import InputError
+    from medtune.cluster import jobs
+    from medtune.errors import InputError
 
     client, job_id = jobs.submit(
         args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri
@@ -324,7 +324,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from cluster import jobs
+    from medtune.cluster import jobs
 
     state_dir = Path(args.state_dir).expanduser()
     if args.jobs_command == "list":
@@ -349,7 +349,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    from trainables.errors import InputError
+    from medtune.errors import InputError
 
     try:
         return COMMANDS[args.command](args)

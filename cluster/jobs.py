@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cluster.service import apply_auth_env, read_state
-from trainables.errors import InputError
+from medtune.cluster.service import apply_auth_env, read_state
+from medtune.errors import InputError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -63,8 +63,8 @@ def submit(
     """
     import yaml
 
-    from cluster.spec import load_spec
-    from trainables.typed import to_dict
+    from medtune.cluster.spec import load_spec
+    from medtune.config import to_dict
 
     parsed = load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted
     client, state = _client(address, state_dir)
@@ -75,7 +75,7 @@ def submit(
         Path(folder, "spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         python = state["python"] if state else "python3"  # on another cluster: its own python3 with medtune
         uri = tracking_uri or (state or {}).get("mlflow")
-        args = [python, "-m", "cluster.cli", "run", "spec.yaml"]
+        args = [python, "-m", "medtune.cluster.cli", "run", "spec.yaml"]
         if uri:
             args += ["--tracking-uri", uri]
         if state:

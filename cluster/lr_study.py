@@ -5,7 +5,7 @@ Every method x seed of the spec is a trial. All methods but ``pbt`` run in one
 :class:`QLearningLRScheduler`, which drives only the ``qlearning`` /
 ``qlearning_warm`` trials; ``pbt`` runs in a second Tuner right after (PBT
 restarts trials, so it cannot share the first one's scheduler). Both log to the
-same MLflow experiment and session through :class:`~cluster.tracking.MLflowTracker`,
+same MLflow experiment and session through :class:`~medtune.cluster.tracking.MLflowTracker`,
 and the comparison is built from MLflow at the end.
 
 The session folder ``OUTPUT/<name>-<timestamp>/`` holds Tune's experiment
@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cluster.session import (
+from medtune.cluster.session import (
     BACKLOG_FILE,
     check_resources,
     create_session,
@@ -33,9 +33,9 @@ from cluster.session import (
     read_session,
     restore_or_build,
 )
-from cluster.spec import LRStudySpec
-from trainables.errors import InputError
-from trainables.typed import from_dict, to_dict
+from medtune.cluster.spec import LRStudySpec
+from medtune.errors import InputError
+from medtune.config import from_dict, to_dict
 
 LR_SESSION_KEYS = ("mailbox", "memory_path", "task")
 
@@ -46,7 +46,7 @@ PBT_DIR = "pbt"
 
 def prepare_data(spec: LRStudySpec):
     """Load (and so validate) the study's data in the driver, before Ray starts."""
-    from trainables.data import load_split
+    from medtune.trainables.data import load_split
 
     data = load_split(spec.data)
     n_test = 0 if data.test_images is None else len(data.test_images)
@@ -60,7 +60,7 @@ def prepare_data(spec: LRStudySpec):
 def _trainable(spec: LRStudySpec, data: Any):
     from ray import tune
 
-    from trainables.segmentation import train_segmentation
+    from medtune.trainables.segmentation import train_segmentation
 
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_segmentation, data=data), resources)
@@ -80,8 +80,8 @@ KEEP_CHECKPOINTS = 6
 def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = KEEP_CHECKPOINTS):
     from ray import tune
 
-    from cluster.tracking import MLflowTracker
-    from searchers.qlearning_scheduler import EpisodeRecorder
+    from medtune.cluster.tracking import MLflowTracker
+    from medtune.searchers.qlearning_scheduler import EpisodeRecorder
 
     session = info["session"]
     return tune.RunConfig(
@@ -102,7 +102,7 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
 
 def qlearning_scheduler(spec: LRStudySpec, session_dir: Path, mailbox: str):
     """The session's Q-learning scheduler; also rebuilds the final tables from its journal at the end."""
-    from searchers.qlearning_scheduler import METHOD, WARM_METHOD, QLearningLRScheduler
+    from medtune.searchers.qlearning_scheduler import METHOD, WARM_METHOD, QLearningLRScheduler
 
     return QLearningLRScheduler(
         spec.agent_config(),
@@ -119,7 +119,7 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
     or ``pbt`` (the PBT population, one member per seed). Both log to the same session and experiment."""
     from ray import tune
 
-    from searchers.pbt import make_pbt
+    from medtune.searchers.pbt import make_pbt
 
     common = {
         "study": "lr",
@@ -174,8 +174,8 @@ def _unfinished(spec: LRStudySpec, results) -> list:
 
 def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
     """Write the final Q-table, build the report from MLflow, log the summary run, print the table."""
-    from dashboards.report import build_report
-    from searchers.qlearning_scheduler import METHODS
+    from medtune.dashboards.report import build_report
+    from medtune.searchers.qlearning_scheduler import METHODS
 
     # The journal is the scheduler's durable state; rebuild the final tables from it.
     replay = qlearning_scheduler(spec, session_dir, mailbox="")
@@ -230,7 +230,7 @@ def run_lr_study(
 
 def log_session_summary(session_dir: str | os.PathLike) -> None:
     """(Re)build a finished session's report from MLflow and log its summary run (after ``report --sync``)."""
-    from dashboards.report import build_report, log_summary
+    from medtune.dashboards.report import build_report, log_summary
 
     session_dir = Path(session_dir).expanduser().resolve()
     info = read_session(session_dir, LR_SESSION_KEYS)
@@ -266,13 +266,13 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     return _finish(spec, session_dir, info, results)
 
 
-# The study interface of :mod:`cluster.studies`.
+# The study interface of :mod:`medtune.cluster.studies`.
 SPEC = LRStudySpec
 run = run_lr_study
 resume = resume_lr_study
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from dashboards.report import build_report as build
+    from medtune.dashboards.report import build_report as build
 
     return build(tracking_uri, experiment, session)

@@ -6,10 +6,10 @@
    task computes the router tables (f0's MC-dropout maps and every model's per-patch
    IoU), which do not depend on ``lam``. Both reach every trial through the object store.
 3. One Tuner runs the grid: ``paser`` x ``lams`` x ``seeds`` and each router-free
-   baseline x ``seeds`` (:func:`trainables.paser_trial.train_paser`).
+   baseline x ``seeds`` (:func:`medtune.trainables.paser_trial.train_paser`).
 4. The ``random`` baseline of each ``lam`` and seed, computed inside that paser trial at
    its router's cost, is logged as a run of its own; then the report
-   (:mod:`dashboards.paser_report`) is rebuilt from MLflow and logged as the summary run.
+   (:mod:`medtune.dashboards.paser_report`) is rebuilt from MLflow and logged as the summary run.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cluster.session import (
+from medtune.cluster.session import (
     backlog_path,
     check_resources,
     create_session,
@@ -29,9 +29,9 @@ from cluster.session import (
     reopen_session,
     restore_or_build,
 )
-from cluster.session import log_session_summary as session_summary
-from cluster.spec import PaSeRStudySpec
-from trainables.typed import from_dict, to_dict
+from medtune.cluster.session import log_session_summary as session_summary
+from medtune.cluster.spec import PaSeRStudySpec
+from medtune.config import from_dict, to_dict
 
 SPEC = PaSeRStudySpec
 METRICS = ("epoch", "iou", "gflops", "iou_per_gflop", "share_f0", "share_f1", "share_f2", "iou_unseen",
@@ -42,7 +42,7 @@ PRETRAINED = "pretrained/models.pt"
 
 
 def prepare_data(spec: PaSeRStudySpec):
-    from trainables.paser_data import load_paser_data
+    from medtune.trainables.paser_data import load_paser_data
 
     data = load_paser_data(spec.data)
     log(f"data: {spec.data.source} - {len(data.train_images)} training, {len(data.val_images)} validation and "
@@ -54,8 +54,8 @@ def prepare_data(spec: PaSeRStudySpec):
 def _pretrain_task(data: Any, models: dict, router: dict, seed: int, threads: int) -> dict:
     import torch
 
-    from searchers.paser import PaSeRConfig
-    from trainables.paser_models import PaSeRModelsConfig, pretrain_models
+    from medtune.searchers.paser import PaSeRConfig
+    from medtune.trainables.paser_models import PaSeRModelsConfig, pretrain_models
 
     torch.set_num_threads(threads)
     return pretrain_models(data, from_dict(PaSeRModelsConfig, models, "models"), seed,
@@ -65,8 +65,8 @@ def _pretrain_task(data: Any, models: dict, router: dict, seed: int, threads: in
 def _tables_task(data: Any, states: dict, models: dict, router: dict, seed: int, threads: int):
     import torch
 
-    from searchers.paser import PaSeRConfig
-    from trainables.paser_models import PaSeRModelsConfig, load_models, router_tables
+    from medtune.searchers.paser import PaSeRConfig
+    from medtune.trainables.paser_models import PaSeRModelsConfig, load_models, router_tables
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -109,7 +109,7 @@ def shared_models(spec: PaSeRStudySpec, session_dir: Path, data: Any) -> tuple[d
 def _trainable(spec: PaSeRStudySpec, data: Any, states: dict, tables: Any):
     from ray import tune
 
-    from trainables.paser_trial import train_paser
+    from medtune.trainables.paser_trial import train_paser
 
     return tune.with_resources(tune.with_parameters(train_paser, data=data, states=states, tables=tables),
                                {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial})
@@ -124,7 +124,7 @@ def arms(spec: PaSeRStudySpec) -> list[dict[str, Any]]:
 def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], data: Any, states: dict, tables: Any):
     from ray import tune
 
-    from cluster.tracking import MLflowTracker
+    from medtune.cluster.tracking import MLflowTracker
 
     arm = tune.grid_search(arms(spec))
     param_space = {
@@ -157,7 +157,7 @@ def log_random_runs(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any
     """The ``random`` baseline of every finished paser trial as an MLflow run of its own (idempotent)."""
     if "random" not in spec.baselines:
         return 0
-    from cluster.tracking import MLflowTracker
+    from medtune.cluster.tracking import MLflowTracker
 
     tracker = MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                             backlog=backlog_path(session_dir))
@@ -181,7 +181,7 @@ def _unfinished(results) -> list:
 
 
 def _finish(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
-    from dashboards.paser_report import build_report as build
+    from medtune.dashboards.paser_report import build_report as build
 
     results = list(results)
     log_random_runs(spec, session_dir, info, results)
@@ -219,7 +219,7 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from dashboards.paser_report import build_report as build
+    from medtune.dashboards.paser_report import build_report as build
 
     return build(tracking_uri, experiment, session)
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainables.errors import InputError
+from medtune.errors import InputError
 
 DEFAULT_STATE_DIR = Path(os.environ.get("MEDTUNE_CLUSTER_DIR", "~/.medtune/cluster")).expanduser()
 STATE_FILE = "state.json"

@@ -3,7 +3,7 @@
 A *session* is one ``medtune run``: the folder ``OUTPUT/<name>-<timestamp>/``
 holds Tune's experiment state, ``medtune.json`` (the resolved spec and where
 its runs are tracked, which ``medtune resume`` and ``medtune report --sync``
-read) and the report files. Each study module (:mod:`cluster.studies`) builds
+read) and the report files. Each study module (:mod:`medtune.cluster.studies`) builds
 its Tuners on top of these functions.
 """
 
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainables.errors import InputError
-from trainables.typed import from_dict, to_dict
+from medtune.errors import InputError
+from medtune.config import from_dict, to_dict
 
 SESSION_FILE = "medtune.json"
 BACKLOG_FILE = "mlflow-backlog.jsonl"  # MLflow records not delivered yet (server unreachable)
@@ -82,7 +82,7 @@ def check_resources(resources: Any, remote: bool) -> None:
 
 def prepare_tracking(uri: str) -> None:
     """Before any trial (run and resume): exit 2 if the server is unreachable; make requests fail fast."""
-    from cluster.store import check_reachable
+    from medtune.cluster.store import check_reachable
 
     check_reachable(uri)
     if uri.startswith(("http://", "https://")):
@@ -110,7 +110,7 @@ def create_session(
     Raises:
         InputError: ``--output`` is a file, or the tracking store is unusable (before any trial).
     """
-    from cluster.store import default_tracking_uri, ensure_experiment
+    from medtune.cluster.store import default_tracking_uri, ensure_experiment
 
     output_dir = Path(output).expanduser().resolve()
     if output_dir.exists() and not output_dir.is_dir():
@@ -144,7 +144,7 @@ def create_session(
 
 def read_session(session_dir: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The session's ``medtune.json``, checked against its study's spec; one line and exit 2 if missing or damaged."""
-    from cluster.studies import spec_class
+    from medtune.cluster.studies import spec_class
 
     session_dir = Path(session_dir)
     info_path = session_dir / SESSION_FILE
@@ -203,7 +203,7 @@ def backlog_path(session_dir: str | os.PathLike) -> str:
 
 def sync_backlog(session_dir: str | os.PathLike) -> int:
     """Deliver a session's MLflow records that the server missed; returns how many are still pending."""
-    from cluster.tracking import MLflowTracker
+    from medtune.cluster.tracking import MLflowTracker
 
     session_dir = Path(session_dir).expanduser().resolve()
     info = read_session(session_dir)
@@ -243,7 +243,7 @@ def finish_session(
         The exit status: 0, 1 (failed trials, or MLflow down at the end: the records wait in the backlog),
         130 (interrupted: the table is partial and ``medtune resume`` continues).
     """
-    from dashboards.report import log_summary
+    from medtune.dashboards.report import log_summary
 
     errors = [r for r in results if r.error is not None]
     try:
@@ -283,7 +283,7 @@ def finish_session(
 def log_session_summary(session_dir: str | os.PathLike, build: Any) -> None:
     """(Re)build a finished session's report from MLflow with ``build(uri, experiment, session)`` and log its
     summary run (``medtune report --sync`` after an outage)."""
-    from dashboards.report import log_summary
+    from medtune.dashboards.report import log_summary
 
     session_dir = Path(session_dir).expanduser().resolve()
     info = read_session(session_dir)

@@ -20,21 +20,21 @@ from typing import Any
 
 import yaml
 
-from searchers.lr_schedules import ScheduleConfig
-from searchers.pbt import PBTConfig
-from searchers.qlearning_agent import QLearningConfig, load_qtable_file
-from trainables.active_learning import METHODS as AL_METHODS
-from trainables.active_learning import ActiveLearningConfig
-from trainables.augmentation import METHODS as AUGMENTATION_METHODS
-from trainables.augmentation import AugmentationConfig
-from trainables.classification_data import ClassificationDataConfig
-from trainables.data import DataConfig
-from trainables.paser_data import PaSeRDataConfig
-from trainables.paser_models import PaSeRModelsConfig
-from searchers.paser import PaSeRConfig, check_grid
-from trainables.errors import InputError, did_you_mean
-from trainables.segmentation import METHODS, ModelConfig, TrainConfig
-from trainables.typed import from_dict
+from medtune.searchers.lr_schedules import ScheduleConfig
+from medtune.searchers.pbt import PBTConfig
+from medtune.searchers.qlearning_agent import QLearningConfig, load_qtable_file
+from medtune.trainables.active_learning import METHODS as AL_METHODS
+from medtune.trainables.active_learning import ActiveLearningConfig
+from medtune.trainables.augmentation import METHODS as AUGMENTATION_METHODS
+from medtune.trainables.augmentation import AugmentationConfig
+from medtune.trainables.classification_data import ClassificationDataConfig
+from medtune.trainables.data import DataConfig
+from medtune.trainables.paser_data import PaSeRDataConfig
+from medtune.trainables.paser_models import PaSeRModelsConfig
+from medtune.searchers.paser import PaSeRConfig, check_grid
+from medtune.errors import InputError, did_you_mean
+from medtune.trainables.segmentation import METHODS, ModelConfig, TrainConfig
+from medtune.config import from_dict
 
 
 
@@ -186,7 +186,7 @@ class APGAStudySpec:
 class ActiveLearningStudySpec:
     """The active-learning study (paper 001): every selection strategy x seed in one Tune experiment.
 
-    Each trial owns an Annotator and a Learner actor (see :mod:`trainables.active_learning_actors`);
+    Each trial owns an Annotator and a Learner actor (see :mod:`medtune.trainables.active_learning_actors`);
     ``budget`` caps the labels each Annotator gives out (0: the whole training pool).
     """
 
@@ -261,7 +261,7 @@ class PaSeRStudySpec:
 
 def builtin_specs() -> list[str]:
     """Names of the specs shipped in ``cluster/specs``."""
-    root = resources.files("cluster") / "specs"
+    root = resources.files("medtune.cluster") / "specs"
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -275,7 +275,7 @@ def read_spec_file(spec: str) -> tuple[dict[str, Any], str]:
         text = path.read_text()
     elif spec in builtin_specs():
         source = f"built-in spec {spec!r}"
-        text = (resources.files("cluster") / "specs" / f"{spec}.yaml").read_text()
+        text = (resources.files("medtune.cluster") / "specs" / f"{spec}.yaml").read_text()
     else:
         raise SpecError(
             f"spec {spec!r} is neither a file nor a built-in spec{did_you_mean(spec, builtin_specs())}; "
@@ -340,7 +340,7 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
         value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value:
             data[section][key] = str(Path(value).expanduser().resolve())
-    from cluster.studies import check_study, spec_class
+    from medtune.cluster.studies import check_study, spec_class
 
     try:
         cls = spec_class(check_study(data.get("study", "lr")))

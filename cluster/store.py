@@ -1,8 +1,8 @@
 """The MLflow store: where it is, the experiment, and the tags medtune puts on runs. No Ray import.
 
 Used by the CLI before Ray starts (``medtune report``, ``medtune ui``), by the
-Tune callback that logs trials (:mod:`cluster.tracking`) and by the reports
-(:mod:`dashboards.report`).
+Tune callback that logs trials (:mod:`medtune.cluster.tracking`) and by the reports
+(:mod:`medtune.dashboards.report`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainables.errors import InputError
+from medtune.errors import InputError
 
 TAG_SESSION = "medtune.session"  # one `medtune run`
 TAG_TRIAL = "medtune.trial_id"  # the Tune trial a run belongs to

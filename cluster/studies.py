@@ -4,7 +4,7 @@ A study module exposes ``SPEC`` (its spec class), ``run(spec, output, tracking_u
 address, origin) -> int``, ``resume(session_dir, address) -> int``,
 ``build_report(tracking_uri, experiment, session) -> report`` and
 ``log_session_summary(session_dir)``. A report has ``text()``, ``write(folder)``
-and ``summary_metrics()`` (see :func:`dashboards.report.log_summary`).
+and ``summary_metrics()`` (see :func:`medtune.dashboards.report.log_summary`).
 
 Trial runs in MLflow carry the param ``study`` (runs of the LR study written before
 that param existed have none and count as ``lr``), so ``medtune report EXPERIMENT``
@@ -16,10 +16,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from trainables.errors import InputError, did_you_mean
+from medtune.errors import InputError, did_you_mean
 
-STUDIES: dict[str, str] = {"lr": "cluster.lr_study", "apga": "cluster.apga_study",
-                           "active-learning": "cluster.al_study", "paser": "cluster.paser_study"}
+STUDIES: dict[str, str] = {"lr": "medtune.cluster.lr_study", "apga": "medtune.cluster.apga_study",
+                           "active-learning": "medtune.cluster.al_study", "paser": "medtune.cluster.paser_study"}
 SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec", "active-learning": "ActiveLearningStudySpec",
                                "paser": "PaSeRStudySpec"}
 
@@ -33,8 +33,8 @@ def check_study(study: object) -> str:
 
 
 def spec_class(study: str) -> type:
-    """The spec dataclass of ``study`` (all live in :mod:`cluster.spec`)."""
-    from cluster import spec
+    """The spec dataclass of ``study`` (all live in :mod:`medtune.cluster.spec`)."""
+    from medtune.cluster import spec
 
     return getattr(spec, SPEC_CLASSES[check_study(study)])
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from cluster.store import TAG_KIND, TAG_SESSION, TAG_TRIAL
+from medtune.cluster.store import TAG_KIND, TAG_SESSION, TAG_TRIAL
 
 METRICS = ("epoch", "dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 PRIVATE_KEYS = ("mailbox", "threads", "task")

@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.report import _client, session_runs
-from dashboards.stats import paired_verdict
+from medtune.dashboards.report import _client, session_runs
+from medtune.dashboards.stats import paired_verdict
 
 CURVE_METRICS = ("labeled", "labeled_fraction", "macro_f1", "micro_f1", "recoveries")
 PAPER_FRACTIONS = (0.26, 0.40, 0.54, 0.68, 0.82, 1.0)
@@ -143,7 +143,7 @@ class ActiveLearningReport:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> list[Path]:
-        from dashboards.plots import plot_f1_curves
+        from medtune.dashboards.plots import plot_f1_curves
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboards.report import _client, session_runs
-from dashboards.stats import paired_verdict as paired_line
+from medtune.dashboards.report import _client, session_runs
+from medtune.dashboards.stats import paired_verdict as paired_line
 
 CURVE_METRICS = ("accuracy", "train_loss", "keep_fraction")
 COLLAPSE = 0.02  # a policy keeping < 2% or > 98% of the pixels has collapsed to all-zero / all-one masks
@@ -76,7 +76,7 @@ def compare(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_verdict(trials: pd.DataFrame, regime: str, method: str, other: str) -> str:
-    """One line: ``method`` against ``other`` in ``regime``, paired by seed (:func:`dashboards.stats.paired_verdict`)."""
+    """One line: ``method`` against ``other`` in ``regime``, paired by seed (:func:`medtune.dashboards.stats.paired_verdict`)."""
     t = trials[trials["regime"] == regime]
     return paired_line(method, other, t[t["method"] == method].set_index("seed")["accuracy"],
                   t[t["method"] == other].set_index("seed")["accuracy"])
@@ -151,7 +151,7 @@ class APGAReport:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> list[Path]:
-        from dashboards.plots import plot_accuracy_curves, plot_masks
+        from medtune.dashboards.plots import plot_accuracy_curves, plot_masks
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

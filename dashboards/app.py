@@ -3,8 +3,8 @@
     medtune dashboard [--output DIR | --tracking-uri URI] [--port 8050] [--refresh 10]
 
 The page lists the store's experiments (most recently active first) and shows the chosen one's
-:class:`dashboards.views.View`. Every ``refresh`` seconds it re-reads the list and the chosen experiment's
-:func:`dashboards.catalog.fingerprint`; the view is rebuilt only when a run started, ended or logged something,
+:class:`medtune.dashboards.views.View`. Every ``refresh`` seconds it re-reads the list and the chosen experiment's
+:func:`medtune.dashboards.catalog.fingerprint`; the view is rebuilt only when a run started, ended or logged something,
 so a running study fills in as it goes. A view whose build failed (for a reason other than bad input) is tried
 again at the next refresh, and its traceback goes to the log. ``?experiment=NAME`` in the address opens that
 experiment directly. An unknown or empty experiment, or a store that cannot be read, shows one line saying so
@@ -19,8 +19,8 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-from dashboards.html_report import STYLE
-from dashboards.views import Image, Plot, Table, Text, View
+from medtune.dashboards.html_report import STYLE
+from medtune.dashboards.views import Image, Plot, Table, Text, View
 
 PAGE_STYLE = STYLE + """
 header { display: flex; align-items: baseline; gap: 1rem; border-bottom: 2px solid #333; margin-bottom: 1rem; }
@@ -45,7 +45,7 @@ def _table(block: Table) -> Any:
 
 def components(view: View) -> list[Any]:
     """The Dash components of ``view``: a title, a status line and one section per block (DOM ids as in
-    :mod:`dashboards.html_report`)."""
+    :mod:`medtune.dashboards.html_report`)."""
     from dash import dcc, html
 
     meta = f"experiment {view.experiment}, session {view.session}" + (f" — {view.status}" if view.status else "")
@@ -96,8 +96,8 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
     """The Dash app for the store at ``tracking_uri`` (not started; call ``.run(host, port)``)."""
     from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-    from dashboards.catalog import fingerprint
-    from trainables.errors import InputError
+    from medtune.dashboards.catalog import fingerprint
+    from medtune.errors import InputError
 
     app = Dash(__name__, title="medtune dashboard", update_title=None, serve_locally=True)
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + PAGE_STYLE + "</style>")
@@ -185,7 +185,7 @@ class _Listing:
     def get(self) -> list:
         import time
 
-        from dashboards.catalog import experiments
+        from medtune.dashboards.catalog import experiments
 
         with self.lock:
             if time.monotonic() - self.read_at >= self.max_age_s:
@@ -210,8 +210,8 @@ class _ViewCache:
         return (name, digest) in self._failed
 
     def get(self, name: str, digest: str) -> list[Any]:
-        from dashboards.views import load_view
-        from trainables.errors import InputError
+        from medtune.dashboards.views import load_view
+        from medtune.errors import InputError
 
         with self.lock:  # one build at a time: the store and the CPU are shared with the running study
             key = (name, digest)

@@ -1,7 +1,7 @@
 """Interactive Plotly figures of the studies, shared by the live dashboard and the static HTML report.
 
-Each function takes the frames a report already holds (see :mod:`dashboards.report`, :mod:`dashboards.al_report`,
-:mod:`dashboards.apga_report`, :mod:`dashboards.paser_report`) and returns a ``plotly.graph_objects.Figure``; none
+Each function takes the frames a report already holds (see :mod:`medtune.dashboards.report`, :mod:`medtune.dashboards.al_report`,
+:mod:`medtune.dashboards.apga_report`, :mod:`medtune.dashboards.paser_report`) and returns a ``plotly.graph_objects.Figure``; none
 reads MLflow. A spread band is mean ± sample std over seeds, drawn only where two or more seeds have a value. Empty
 input gives a figure with a "no data yet" note rather than an error, since the live page draws runs that have
 not logged anything yet.
@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from searchers.qlearning_agent import ACTIONS, STATES
+from medtune.searchers.qlearning_agent import ACTIONS, STATES
 
 PALETTE = qualitative.Plotly + qualitative.D3
 # uirevision: a redraw of the live page (a running study logged an epoch) keeps the user's zoom and hidden traces.
@@ -169,7 +169,7 @@ def pareto(table: pd.DataFrame, labels: list[str], front: list[int]) -> go.Figur
     PaSeR's and random's points joined in order of lam, the Pareto front dashed.
 
     Args:
-        table: :func:`dashboards.paser_report.summarise`'s table; ``labels[i]`` names row ``i``; ``front`` holds
+        table: :func:`medtune.dashboards.paser_report.summarise`'s table; ``labels[i]`` names row ``i``; ``front`` holds
             the row positions on the front.
     """
     fig = go.Figure(layout={**LAYOUT, "height": 480, "title": "IoU against compute (mean ± std over seeds)",

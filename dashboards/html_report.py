@@ -1,4 +1,4 @@
-"""One self-contained HTML file per experiment: the :class:`dashboards.views.View` of its report, offline.
+"""One self-contained HTML file per experiment: the :class:`medtune.dashboards.views.View` of its report, offline.
 
 Plotly's JavaScript is inlined once in the head, each figure follows as a div and a script, tables are HTML
 tables and pictures ``data:`` URIs, so the file opens from a disk, an e-mail or the MLflow UI's artifact viewer
@@ -12,7 +12,7 @@ import base64
 import html
 from pathlib import Path
 
-from dashboards.views import Image, Plot, Table, Text, View
+from medtune.dashboards.views import Image, Plot, Table, Text, View
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1200px;

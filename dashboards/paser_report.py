@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboards.report import _client, session_runs
-from dashboards.stats import paired_verdict
+from medtune.dashboards.report import _client, session_runs
+from medtune.dashboards.stats import paired_verdict
 
 METRICS = ("iou", "gflops", "iou_per_gflop", "share_f0", "share_f1", "share_f2", "iou_drop_pct")
 FIXED = ("small", "medium", "large", "cascade")
@@ -132,7 +132,7 @@ class PaSeRReport:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> list[Path]:
-        from dashboards.plots import plot_pareto, plot_routing
+        from medtune.dashboards.plots import plot_pareto, plot_routing
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

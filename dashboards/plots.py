@@ -2,7 +2,7 @@
 
 matplotlib with the Agg backend only (no display needed); every function creates the parent folder, saves the
 figure, closes it, and returns the path. ``curves`` has the long layout described in
-:mod:`dashboards.comparison` (one row per (run_id, epoch)).
+:mod:`medtune.dashboards.comparison` (one row per (run_id, epoch)).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from searchers.qlearning_agent import ACTIONS, STATES  # noqa: E402  (pure Python, no Ray/torch import)
+from medtune.searchers.qlearning_agent import ACTIONS, STATES  # noqa: E402  (pure Python, no Ray/torch import)
 
 
 def _colours(methods: list[str]) -> dict[str, Any]:

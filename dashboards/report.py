@@ -2,10 +2,10 @@
 
 ``build_report`` reads one medtune session's trial runs (params ``method``,
 ``seed``, ``train.target_dice``; per-epoch metrics) from MLflow, computes the
-comparison of :mod:`dashboards.comparison`, and ``log_summary`` stores it as the
+comparison of :mod:`medtune.dashboards.comparison`, and ``log_summary`` stores it as the
 session's summary run: ``comparison.csv``, ``trials.csv``, ``curves.csv``, the
 PNG plots, ``qtable.json``, ``report.txt`` and the self-contained ``report.html``
-(:mod:`dashboards.html_report`).
+(:mod:`medtune.dashboards.html_report`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.comparison import compare, format_table, trial_metrics, verdict
-from dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
-from cluster.store import TAG_KIND, TAG_SESSION
-from trainables.errors import InputError
+from medtune.dashboards.comparison import compare, format_table, trial_metrics, verdict
+from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
+from medtune.cluster.store import TAG_KIND, TAG_SESSION
+from medtune.errors import InputError
 CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
 LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
@@ -142,7 +142,7 @@ def session_runs(client, tracking_uri: str, experiment: str, session: str | None
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        from trainables.errors import did_you_mean
+        from medtune.errors import did_you_mean
 
         raise InputError(
             f"experiment {experiment!r} is not in the MLflow store {tracking_uri}{did_you_mean(experiment, names)}; "
@@ -218,8 +218,8 @@ def log_summary(tracking_uri: str, report: Any, folder: str | Path) -> str:
 
     A session has one summary: an earlier one (a finished session resumed again) is deleted.
     """
-    from dashboards import html_report
-    from dashboards.views import view_of
+    from medtune.dashboards import html_report
+    from medtune.dashboards.views import view_of
 
     paths = report.write(folder)  # everything is written before the old summary goes
     try:

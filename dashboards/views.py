@@ -2,8 +2,8 @@
 
 A view is built from a study's report object (the same one ``medtune report`` prints), so the page, the HTML
 report and the text report cannot disagree. The blocks are plain data (a Plotly figure, a table of display
-strings, a PNG, a text), rendered twice: by :mod:`dashboards.app` into Dash components and by
-:mod:`dashboards.html_report` into one self-contained HTML file. Every block has an ``id`` that the page uses as
+strings, a PNG, a text), rendered twice: by :mod:`medtune.dashboards.app` into Dash components and by
+:mod:`medtune.dashboards.html_report` into one self-contained HTML file. Every block has an ``id`` that the page uses as
 its DOM id, so a browser test (or a user's bookmark) can find it.
 
 Per study:
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from dashboards import figures
+from medtune.dashboards import figures
 
 STUDY_TITLES = {
     "lr": "Learning-rate study: the Q-learning agent against classic schedules",
@@ -95,7 +95,7 @@ def _cell(mean: float, std: float, fmt: str = ".3f") -> str:
 
 
 def _png(draw: Callable[[Path], Path]) -> bytes:
-    """The bytes of a matplotlib picture of :mod:`dashboards.plots` (they write files)."""
+    """The bytes of a matplotlib picture of :mod:`medtune.dashboards.plots` (they write files)."""
     with tempfile.TemporaryDirectory() as d:
         return Path(draw(Path(d) / "picture.png")).read_bytes()
 
@@ -108,8 +108,8 @@ def _report_text(report: Any) -> Text:
 
 
 def lr_view(report: Any) -> View:
-    """The LR study (:class:`dashboards.report.Report`)."""
-    from dashboards.comparison import verdict
+    """The LR study (:class:`medtune.dashboards.report.Report`)."""
+    from medtune.dashboards.comparison import verdict
 
     rows = []
     for method, r in report.table.iterrows():
@@ -147,7 +147,7 @@ def lr_view(report: Any) -> View:
 
 
 def al_view(report: Any) -> View:
-    """The active-learning study (:class:`dashboards.al_report.ActiveLearningReport`)."""
+    """The active-learning study (:class:`medtune.dashboards.al_report.ActiveLearningReport`)."""
     tables = []
     for key in ("macro", "micro"):
         rows = []
@@ -171,9 +171,9 @@ def al_view(report: Any) -> View:
 
 
 def paser_view(report: Any) -> View:
-    """The PaSeR study (:class:`dashboards.paser_report.PaSeRReport`)."""
-    from dashboards.paser_report import decode_routing, pareto_front
-    from dashboards.plots import plot_routing
+    """The PaSeR study (:class:`medtune.dashboards.paser_report.PaSeRReport`)."""
+    from medtune.dashboards.paser_report import decode_routing, pareto_front
+    from medtune.dashboards.plots import plot_routing
 
     front = pareto_front(report.table) if len(report.table) else []
     labels = [report._label(r) for _, r in report.table.iterrows()]
@@ -205,9 +205,9 @@ def paser_view(report: Any) -> View:
 
 
 def apga_view(report: Any) -> View:
-    """The APGA study (:class:`dashboards.apga_report.APGAReport`)."""
-    from dashboards.apga_report import collapsed, decode_masks
-    from dashboards.plots import plot_masks
+    """The APGA study (:class:`medtune.dashboards.apga_report.APGAReport`)."""
+    from medtune.dashboards.apga_report import collapsed, decode_masks
+    from medtune.dashboards.plots import plot_masks
 
     rows = []
     for _, r in report.table.iterrows():
@@ -269,8 +269,8 @@ def load_view(tracking_uri: str, experiment: str, session: str | None = None) ->
     Raises:
         InputError: unknown experiment, or one with no trial runs.
     """
-    from cluster.studies import study_module
-    from dashboards.report import _client, session_runs, study_of
+    from medtune.cluster.studies import study_module
+    from medtune.dashboards.report import _client, session_runs, study_of
 
     _, session, runs = session_runs(_client(tracking_uri), tracking_uri, experiment, session)
     report = study_module(study_of(runs)).build_report(tracking_uri, experiment, session)

@@ -59,14 +59,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from medtune.util import atomic_write
 
 
 # --------------------------------------------------------------------------- reward
@@ -467,7 +467,7 @@ class DDPGAgent:
 
         The action used is kept in :attr:`last_action` for :meth:`observe`.
         """
-        from searchers.query_strategies import top_n
+        from medtune.searchers.query_strategies import top_n
 
         self.last_action = self.act(state, explore=explore, ids=ids)
         return top_n(self.last_action, n_s)
@@ -572,18 +572,7 @@ class DDPGAgent:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temp file, fsync, rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.state_dict(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: torch.save(self.state_dict(), f))
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore from a file written by :meth:`save`."""

@@ -31,7 +31,7 @@ The optimal LR is proportional to the **expected cumulative shortfall** of the
 remaining run: large while much improvement is still expected, falling to zero
 as the expected future performance reaches what is attainable. It is closed
 loop: ``E[P_s]`` is predicted from the current curve ``P_1..P_t`` by the
-episodic memory (:class:`~searchers.episodic_memory.EpisodicMemory`, anchored at
+episodic memory (:class:`~medtune.searchers.episodic_memory.EpisodicMemory`, anchored at
 ``P_t``), and ``P_bar`` is the best level seen or expected.
 
 Two choices make it usable (ours, configurable): ``kappa / c`` is unknown, so it
@@ -56,7 +56,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from searchers.episodic_memory import EpisodicMemory
+from medtune.searchers.episodic_memory import EpisodicMemory
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from searchers.effort_controller import EffortConfig
-from searchers.greedy_lr import GreedyConfig
+from medtune.searchers.effort_controller import EffortConfig
+from medtune.searchers.greedy_lr import GreedyConfig
 
 BASELINES: tuple[str, ...] = ("fixed", "step", "exponential", "cosine", "plateau")
 

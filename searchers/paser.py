@@ -72,18 +72,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from trainables.errors import InputError, did_you_mean
+from medtune.errors import InputError, did_you_mean
+from medtune.util import is_int, is_number
 
 COST_KINDS: tuple[str, ...] = ("params", "flops")
 ACTIONS: tuple[str, ...] = ("f0", "f1", "f2")   # keep the small model's prediction, or run f1 / f2 on the patch
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 # --------------------------------------------------------------------------- config
@@ -101,7 +94,7 @@ def check_grid(image_size: int, grid: object, margin: int = 0) -> None:
         InputError: ``grid`` not an integer >= 1 (an empty grid) or not a divisor of ``image_size``,
             or ``margin`` larger than the patch side.
     """
-    if not _is_int(grid) or grid < 1:
+    if not is_int(grid) or grid < 1:
         raise InputError(f"grid={grid!r} is an empty or invalid patch grid; use an integer >= 1 that divides the "
                          f"image size, e.g. 4")
     if image_size % grid:
@@ -162,11 +155,11 @@ class PaSeRConfig:
     cascade_quantiles: tuple[float, float] = (0.5, 0.5)
 
     def __post_init__(self) -> None:
-        if not _is_int(self.grid) or self.grid < 1:
+        if not is_int(self.grid) or self.grid < 1:
             raise InputError(f"grid={self.grid!r} is an empty or invalid patch grid; use an integer >= 1, e.g. 4")
-        if not _is_int(self.margin) or self.margin < 0:
+        if not is_int(self.margin) or self.margin < 0:
             raise InputError(f"margin={self.margin!r} must be an integer >= 0 (context pixels around a patch)")
-        if not _is_number(self.lam) or not 0 <= self.lam <= 1:
+        if not is_number(self.lam) or not 0 <= self.lam <= 1:
             raise InputError(f"lam={self.lam!r} is outside [0, 1]; use a cost weight between 0 (accuracy only) "
                              "and 1 (cost only), e.g. 0.5")
         if self.cost not in COST_KINDS:
@@ -174,25 +167,25 @@ class PaSeRConfig:
                              f"{', '.join(COST_KINDS)}{did_you_mean(self.cost, COST_KINDS)}")
         for name in ("T", "router_epochs", "batch_size", "router_width"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise InputError(f"{name}={value!r} must be an integer >= 1")
-        if not _is_int(self.finetune_epochs) or self.finetune_epochs < 0:
+        if not is_int(self.finetune_epochs) or self.finetune_epochs < 0:
             raise InputError(f"finetune_epochs={self.finetune_epochs!r} must be an integer >= 0 (0 skips fine-tuning)")
         for name in ("epsilon_start", "epsilon_end"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value <= 1:
+            if not is_number(value) or not 0 <= value <= 1:
                 raise InputError(f"{name}={value!r} is not a probability; use a number in [0, 1]")
         for name in ("lr", "finetune_lr"):
             value = getattr(self, name)
-            if not _is_number(value) or value <= 0:
+            if not is_number(value) or value <= 0:
                 raise InputError(f"{name}={value!r} must be a number > 0, e.g. 1e-3")
-        if not _is_number(self.beta) or self.beta < 0:
+        if not is_number(self.beta) or self.beta < 0:
             raise InputError(f"beta={self.beta!r} must be >= 0 (the entropy bonus weight; 0 turns it off)")
-        if not _is_number(self.baseline_decay) or not 0 <= self.baseline_decay < 1:
+        if not is_number(self.baseline_decay) or not 0 <= self.baseline_decay < 1:
             raise InputError(f"baseline_decay={self.baseline_decay!r} must lie in [0, 1)")
         q = self.cascade_quantiles
         if (not isinstance(q, (tuple, list)) or len(q) != 2
-                or not all(_is_number(v) and 0 <= v <= 1 for v in q)):
+                or not all(is_number(v) and 0 <= v <= 1 for v in q)):
             raise InputError(f"cascade_quantiles={q!r} must be two numbers in [0, 1], e.g. [0.5, 0.5]")
         object.__setattr__(self, "cascade_quantiles", tuple(float(v) for v in q))
 

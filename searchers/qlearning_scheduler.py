@@ -1,13 +1,13 @@
 """Ray Tune adapter for the Q-learning LR agent: a ``TrialScheduler`` plus an LR mailbox.
 
-The algorithm lives in :mod:`searchers.qlearning_agent`; this file only wires it
+The algorithm lives in :mod:`medtune.searchers.qlearning_agent`; this file only wires it
 to Tune (DESIGN.md section 4):
 
 * :class:`QLearningLRScheduler` sees every reported result of the trials whose
   ``config["method"]`` is ``qlearning`` (other trials get plain FIFO
-  treatment). One :class:`~searchers.qlearning_agent.QTable` is shared by all
+  treatment). One :class:`~medtune.searchers.qlearning_agent.QTable` is shared by all
   the trials of a method, so parallel trials pool their experience; each trial has its own
-  :class:`~searchers.qlearning_agent.QLearningLRAgent` (history, counters, LR).
+  :class:`~medtune.searchers.qlearning_agent.QLearningLRAgent` (history, counters, LR).
   ``qlearning_warm`` trials, when present, share a second table that starts
   from an earlier experiment's Q-table, so one report compares cold and warm.
 * A new LR reaches the *running* trial through :class:`LRMailbox`, a named Ray
@@ -36,8 +36,8 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from searchers.episodic_memory import EpisodicMemory
-from searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent, QTable, load_qtable_file
+from medtune.searchers.episodic_memory import EpisodicMemory
+from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent, QTable, load_qtable_file
 
 METHODS = (METHOD, WARM_METHOD)
 

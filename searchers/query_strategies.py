@@ -49,6 +49,8 @@ from typing import Callable
 
 import numpy as np
 
+from medtune.errors import did_you_mean
+
 #: Strategy names as they appear in a study's ``method`` parameter (besides ``drla`` and ``all``).
 STRATEGIES: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "bald", "coreset")
 #: The strategies that read only the state ``S`` (plus a random generator).
@@ -327,10 +329,7 @@ def select(
             raise ValueError(f"strategy {name!r} needs {what}")
 
     if name not in STRATEGIES:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(STRATEGIES), n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, list(STRATEGIES))
         raise ValueError(f"strategy={name!r} is unknown{hint}; use one of {', '.join(STRATEGIES)}")
     if name == "bald":
         need(mc_probs, "mc_probs (T, n_u, M)")

@@ -25,7 +25,7 @@ def studies_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lr_smoke(studies_root):
     """The LR smoke run: every method plus ``qlearning_warm`` (see tests/test_integration_lr.py), 5 epochs."""
-    from searchers.qlearning_agent import ACTIONS, STATES
+    from medtune.searchers.qlearning_agent import ACTIONS, STATES
     from tests.test_integration_lr import EPOCHS, METHODS, medtune
 
     root, out = studies_root, studies_root / "out"

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.active_learning import (METHODS, ActiveLearningConfig, AnnotationError, AnnotationQueue, Annotator,
+from medtune.trainables.active_learning import (METHODS, ActiveLearningConfig, AnnotationError, AnnotationQueue, Annotator,
                                         BudgetExceeded, Learner, LearnerConfig, check_labels, labels_to_target,
                                         make_al_classifier, milestone_counts, run_active_learning, scores_at_fractions,
                                         stratified_initial)
-from trainables.errors import InputError
-from trainables.typed import from_dict
+from medtune.errors import InputError
+from medtune.config import from_dict
 
 torch.set_num_threads(1)
 
@@ -198,7 +198,7 @@ def test_milestones_and_tables():
 
 @pytest.fixture(scope="module")
 def digits_small():
-    from trainables.classification_data import digits_images
+    from medtune.trainables.classification_data import digits_images
 
     images, labels = digits_images()
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Killing the Learner and the Annotator actors mid-run on a real local Ray (issue 4, "Faults and bad input").
 
-Shows, on the real actors of :mod:`trainables.active_learning_actors` (``start_actors`` + ``run_on_actors``),
+Shows, on the real actors of :mod:`medtune.trainables.active_learning_actors` (``start_actors`` + ``run_on_actors``),
 that a DRLA run whose Learner actor is killed after round 1 and whose Annotator actor is killed after
 round 2 (``ray.kill(..., no_restart=False)``: Ray restarts both from their constructors):
 
@@ -21,7 +21,7 @@ run. (This fails on the current ``ActorProxy``/``run_on_actors``, which only rea
 see the test's docstring.)
 
 Also (unit level, no Ray cluster): the placement-group bundles of a trial (``bundles(cpus, gpus)``, as
-``cluster.al_study`` hands them to Tune) add up to the trial's CPUs and put its GPUs on the Learner's
+``medtune.cluster.al_study`` hands them to Tune) add up to the trial's CPUs and put its GPUs on the Learner's
 bundle only.
 """
 
@@ -35,7 +35,7 @@ import time
 import numpy as np
 import pytest
 
-from trainables.active_learning import ActiveLearningConfig, Annotator, Learner, LearnerConfig, run_active_learning
+from medtune.trainables.active_learning import ActiveLearningConfig, Annotator, Learner, LearnerConfig, run_active_learning
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def canonical(d):
 
 @pytest.fixture(scope="module")
 def data():
-    from trainables.classification_data import ClassificationDataConfig, load_classification
+    from medtune.trainables.classification_data import ClassificationDataConfig, load_classification
 
     d = canonical(load_classification(ClassificationDataConfig(source="digits", few_shot=40)))
     assert len(d.train_labels) == 400
@@ -111,7 +111,7 @@ def reference(data, tmp_path_factory):
 
 def test_killed_learner_and_annotator_are_recovered_without_losing_or_double_counting(ray_cluster, data, reference,
                                                                                       tmp_path):
-    from trainables.active_learning_actors import run_on_actors, start_actors
+    from medtune.trainables.active_learning_actors import run_on_actors, start_actors
 
     ray = ray_cluster
     reference, ref_records = reference
@@ -182,9 +182,9 @@ def test_killed_learner_and_annotator_are_recovered_without_losing_or_double_cou
 @pytest.mark.parametrize("cpus", [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
 @pytest.mark.parametrize("gpus", [0.0, 0.5, 1.0])
 def test_trial_bundles_sum_to_the_trial_cpus_and_give_the_gpu_to_the_learner(cpus, gpus):
-    from cluster.al_study import _trainable
-    from cluster.spec import ActiveLearningStudySpec
-    from trainables.active_learning_actors import bundles
+    from medtune.cluster.al_study import _trainable
+    from medtune.cluster.spec import ActiveLearningStudySpec
+    from medtune.trainables.active_learning_actors import bundles
 
     b = bundles(cpus, gpus)
     assert len(b) == 3                                            # 0: the loop (trial), 1: Learner, 2: Annotator
@@ -214,7 +214,7 @@ def test_a_learner_restarted_between_two_calls_is_noticed_and_reloaded(ray_clust
     ``RayActorError``; the loop must still notice that its Learner lost its state and reload the round
     checkpoint. Otherwise it goes on training a freshly initialised network and the F1 curve is wrong.
     """
-    from trainables.active_learning_actors import run_on_actors, start_actors
+    from medtune.trainables.active_learning_actors import run_on_actors, start_actors
 
     ray = ray_cluster
     reference, ref_records = reference

@@ -2,16 +2,16 @@
 
 Shows that:
 
-* :func:`~dashboards.al_report.at_fractions` reads each strategy at the round that labeled exactly
+* :func:`~medtune.dashboards.al_report.at_fractions` reads each strategy at the round that labeled exactly
   ``round(f * N)`` samples (halves up, like the loop's milestones), leaves out fractions a run never
   reached, and gives ``all``'s single round to every fraction (the paper's ALL row);
-* :func:`~dashboards.al_report.labels_to_target` is the fewest labels with macro-F1 >= target (NaN when
+* :func:`~medtune.dashboards.al_report.labels_to_target` is the fewest labels with macro-F1 >= target (NaN when
   never reached);
-* :func:`~dashboards.al_report.table` has per-fraction means and sample stds over seeds, the labels to
+* :func:`~medtune.dashboards.al_report.table` has per-fraction means and sample stds over seeds, the labels to
   target and the seeds that reached it, sorted best first;
-* :meth:`~dashboards.al_report.ActiveLearningReport.text` prints every method, the "labels to reach"
+* :meth:`~medtune.dashboards.al_report.ActiveLearningReport.text` prints every method, the "labels to reach"
   section without ``all`` and one DRLA verdict line per hand-designed strategy;
-* :meth:`~dashboards.al_report.ActiveLearningReport.write` writes the three CSVs, the text and a
+* :meth:`~medtune.dashboards.al_report.ActiveLearningReport.write` writes the three CSVs, the text and a
   non-blank ``f1_curves.png`` with the coloured curves on it.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.al_report import ActiveLearningReport, at_fractions, labels_to_target, table
+from medtune.dashboards.al_report import ActiveLearningReport, at_fractions, labels_to_target, table
 
 N = 50
 FRACTIONS = (0.25, 0.5, 1.0)          # round(f * 50), halves up: 13, 25, 50

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from searchers.apga import (APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, apply_mask, keep_fraction,
+from medtune.searchers.apga import (APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, apply_mask, keep_fraction,
                             policy_loss, reward)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.apga_report import APGAReport, collapsed, compare, paired_verdict
+from medtune.dashboards.apga_report import APGAReport, collapsed, compare, paired_verdict
 
 
 def trials(acc: dict[str, list[float]], regime: str = "full", keep: dict[str, float] | None = None) -> pd.DataFrame:

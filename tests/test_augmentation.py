@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.augmentation import AugmentationConfig, AugmentationRun
-from trainables.classification_data import ClassificationData, cluttered_digits
+from medtune.trainables.augmentation import AugmentationConfig, AugmentationRun
+from medtune.trainables.classification_data import ClassificationData, cluttered_digits
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_unknown_method_and_bad_config_are_rejected(data):
 @pytest.mark.parametrize("method", ["cutout", "apga"])
 def test_a_restart_from_the_checkpoint_continues_exactly(data, method):
     """2 epochs, save, 1 more in a fresh run loaded from the save == 3 epochs straight (what a Tune retry relies on)."""
-    from trainables.augmentation import pretrain
+    from medtune.trainables.augmentation import pretrain
 
     cfg = AugmentationConfig(pretrain_epochs=1, epochs=3, batch_size=32, cutout_size=4)
     start = pretrain(data, cfg, seed=3)
@@ -93,7 +93,7 @@ def test_a_restart_from_the_checkpoint_continues_exactly(data, method):
 
 @pytest.mark.parametrize("method", ["none", "gradcam"])
 def test_mask_examples_decode_to_the_test_images_and_their_masks(data, method):
-    from dashboards.apga_report import decode_masks
+    from medtune.dashboards.apga_report import decode_masks
 
     run = AugmentationRun(method, 0, data, CFG)
     images, masks = decode_masks(run.mask_examples(n=4))

@@ -1,4 +1,4 @@
-"""Tests for trainables.classification_data: digits, cluttered digits, folder and MedMNIST loaders, splits, config."""
+"""Tests for medtune.trainables.classification_data: digits, cluttered digits, folder and MedMNIST loaders, splits, config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainables.classification_data import (
+from medtune.trainables.classification_data import (
     ClassificationDataConfig,
     cluttered_digits,
     digits_images,
@@ -20,7 +20,7 @@ from trainables.classification_data import (
     split_stratified,
     take_few_shot,
 )
-from trainables.errors import InputError
+from medtune.errors import InputError
 
 N_DIGITS = 1797
 
@@ -473,7 +473,7 @@ def test_config_accepts_pathlike_path(tmp_path):
 
 def test_module_imports_no_torch_ray_or_mlflow():
     code = (
-        "import sys, trainables.classification_data; "
+        "import sys, medtune.trainables.classification_data; "
         "print([m for m in ('torch', 'ray', 'mlflow', 'sklearn', 'PIL') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.cli import main
+from medtune.cluster.cli import main
 from tests.helpers_decathlon import write_decathlon
 
 

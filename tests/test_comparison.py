@@ -1,4 +1,4 @@
-"""Tests for dashboards.comparison and dashboards.plots on hand-built curves (no Ray, no MLflow)."""
+"""Tests for medtune.dashboards.comparison and medtune.dashboards.plots on hand-built curves (no Ray, no MLflow)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.comparison import compare, format_table, rank, trial_metrics, verdict
-from dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
+from medtune.dashboards.comparison import compare, format_table, rank, trial_metrics, verdict
+from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
 
 
 def _trial(run_id: str, method: str, seed: int, dice: list[float], diverged: bool = False,
@@ -143,7 +143,7 @@ def test_plots_write_non_blank_pngs(tmp_path: Path) -> None:
 def test_held_out_test_dice_is_taken_from_the_last_epoch_and_judged_first():
     import pandas as pd
 
-    from dashboards.comparison import compare, trial_metrics, verdict
+    from medtune.dashboards.comparison import compare, trial_metrics, verdict
 
     rows = []
     for method, seed, tests in (("qlearning", 0, 0.70), ("qlearning", 1, 0.60), ("fixed", 0, 0.50), ("fixed", 1, 0.40)):
@@ -163,7 +163,7 @@ def test_held_out_test_dice_is_taken_from_the_last_epoch_and_judged_first():
 def test_a_diverged_trial_is_scored_over_the_whole_budget_for_auc():
     import pandas as pd
 
-    from dashboards.comparison import trial_metrics
+    from medtune.dashboards.comparison import trial_metrics
 
     rows = [{"run_id": "ok", "method": "fixed", "seed": 0, "epoch": e, "dice": 0.5, "diverged": 0} for e in (1, 2, 3, 4, 5)]
     rows += [{"run_id": "bad", "method": "qlearning", "seed": 0, "epoch": 1, "dice": 0.5, "diverged": 0},

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from dashboards.views import STUDY_TITLES
+from medtune.dashboards.views import STUDY_TITLES
 from tests.test_integration_lr import MEDTUNE, _client, medtune
 
 # The first test here may wait for the four shared smoke runs (tests/conftest.py): more than the default 900 s on
@@ -347,8 +347,8 @@ def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(bro
 
     from werkzeug.serving import make_server
 
-    import dashboards.catalog as catalog
-    from dashboards.app import create_app
+    import medtune.dashboards.catalog as catalog
+    from medtune.dashboards.app import create_app
 
     uri = _growing_store(tmp_path)
     real, calls = catalog.experiments, []
@@ -382,7 +382,7 @@ def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(bro
 
 
 def test_choose_experiment_keeps_the_address_over_ticks_and_the_users_choice_over_the_address():
-    from dashboards.app import choose_experiment
+    from medtune.dashboards.app import choose_experiment
 
     names = ["newer", "older"]
     assert choose_experiment("older", None, "tick", names) == "older"  # a tick before the URL's call answered

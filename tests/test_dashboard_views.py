@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards import figures, html_report
-from dashboards.views import Image, Plot, Table, Text, View, run_status
+from medtune.dashboards import figures, html_report
+from medtune.dashboards.views import Image, Plot, Table, Text, View, run_status
 
 
 def _curves() -> pd.DataFrame:
@@ -118,7 +118,7 @@ def test_run_status_counts_each_state():
 
 
 def test_view_cache_retries_a_failed_build_and_keeps_one_page_per_experiment(monkeypatch):
-    from dashboards import app, views
+    from medtune.dashboards import app, views
 
     calls = []
 
@@ -141,8 +141,8 @@ def test_view_cache_retries_a_failed_build_and_keeps_one_page_per_experiment(mon
 
 
 def test_view_cache_does_not_retry_bad_input(monkeypatch):
-    from dashboards import app, views
-    from trainables.errors import InputError
+    from medtune.dashboards import app, views
+    from medtune.errors import InputError
 
     def load_view(uri, name):
         raise InputError(f"experiment {name!r} has no trial runs")

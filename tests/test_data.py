@@ -1,4 +1,4 @@
-"""Tests for trainables.data: phantom, split, array preparation, Decathlon loader, DataConfig."""
+"""Tests for medtune.trainables.data: phantom, split, array preparation, Decathlon loader, DataConfig."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers_decathlon import write_decathlon
-from trainables.data import (
+from medtune.trainables.data import (
     DataConfig,
     load_decathlon,
     load_split,
@@ -18,7 +18,7 @@ from trainables.data import (
     split_indices,
     validate_decathlon,
 )
-from trainables.errors import InputError
+from medtune.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import ray
 import yaml
 
-from cluster.cli import _parser
+from medtune.cluster.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "cluster" / "deploy"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from searchers.ddpg import (Actor, Critic, DDPGAgent, DDPGConfig, OUNoise, ReplayBuffer, Transition, _pad,
+from medtune.searchers.ddpg import (Actor, Critic, DDPGAgent, DDPGConfig, OUNoise, ReplayBuffer, Transition, _pad,
                             _pad_actions, reward_eq3, soft_update)
 
 torch.set_num_threads(1)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from searchers.effort_controller import EffortConfig, EffortController
-from searchers.episodic_memory import EpisodicMemory
+from medtune.searchers.effort_controller import EffortConfig, EffortController
+from medtune.searchers.episodic_memory import EpisodicMemory
 
 SLOW = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # still climbing at the end
 FAST = [0.5, 0.7, 0.8, 0.8, 0.8, 0.8]  # saturated early

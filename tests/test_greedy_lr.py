@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from searchers.greedy_lr import GreedyConfig, GreedyLR
+from medtune.searchers.greedy_lr import GreedyConfig, GreedyLR
 
 
 def make(lr=1e-3, min_lr=1e-4, max_lr=1e-2, **kw) -> tuple[GreedyLR, torch.optim.Optimizer]:

@@ -46,7 +46,7 @@ def test_every_method_and_regime_has_its_accuracy_in_mlflow(smoke):
 
 
 def test_each_trial_logged_its_masks_and_the_summary_holds_the_report(smoke, tmp_path):
-    from dashboards.apga_report import decode_masks
+    from medtune.dashboards.apga_report import decode_masks
 
     client, runs = _runs(smoke)
     apga = next(r for r in runs if r.data.params["method"] == "apga" and r.data.params["regime"] == "full")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from searchers.qlearning_agent import ACTIONS, STATES
+from medtune.searchers.qlearning_agent import ACTIONS, STATES
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from searchers.qlearning_agent import ACTIONS, STATES
+from medtune.searchers.qlearning_agent import ACTIONS, STATES
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Tests for searchers.lr_schedules.EpochSchedule: the baseline LR sequences, restore, errors.
+"""Tests for medtune.searchers.lr_schedules.EpochSchedule: the baseline LR sequences, restore, errors.
 
 Every run starts at LR 0.1; ``seq[t-1]`` is the LR returned after epoch t (the LR of epoch t+1).
 """
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from searchers.lr_schedules import (
+from medtune.searchers.lr_schedules import (
     BASELINES,
     CosineConfig,
     EpochSchedule,

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from searchers.paser import (ExplorationSchedule, PaSeRConfig, RewardBaseline, Router, cascade, check_grid,
+from medtune.searchers.paser import (ExplorationSchedule, PaSeRConfig, RewardBaseline, Router, cascade, check_grid,
                              count_flops, costs, crop_patches, execute_routing, iou, mc_dropout, model_costs,
                              patch_reward, random_routing, reinforce_loss, reinforce_step, routed_inference,
                              run_patch_model, sample_actions, single_model, split_patches, stitch_patches,
                              table_rewards)
-from trainables.errors import InputError
+from medtune.errors import InputError
 
 torch.set_num_threads(1)
 
@@ -380,8 +380,8 @@ def test_random_routing_follows_the_given_shares():
 
 
 def test_tiny_study_runs_end_to_end_with_every_method():
-    from trainables.paser_data import PaSeRDataConfig, load_paser_data
-    from trainables.paser_models import (METHODS, PaSeRModelsConfig, evaluate, load_models, pretrain_models,
+    from medtune.trainables.paser_data import PaSeRDataConfig, load_paser_data
+    from medtune.trainables.paser_models import (METHODS, PaSeRModelsConfig, evaluate, load_models, pretrain_models,
                                          train_router)
 
     data = load_paser_data(PaSeRDataConfig(n_images=24, canvas=16, val_fraction=0.2, test_fraction=0.25))
@@ -408,7 +408,7 @@ def test_tiny_study_runs_end_to_end_with_every_method():
 
 
 def test_models_that_do_not_fit_the_patch_are_one_line():
-    from trainables.paser_models import PaSeRModelsConfig, build_models
+    from medtune.trainables.paser_models import PaSeRModelsConfig, build_models
 
     # 32 / 4 + 2 * 2 = 12-pixel crops: 3 levels (12 -> 6 -> 3) fit, 4 levels do not
     build_models(PaSeRModelsConfig(f1_channels=(4, 8, 16)), 32, PaSeRConfig(grid=4, margin=2))

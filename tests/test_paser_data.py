@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainables.errors import InputError
-from trainables.paser_data import (PHASE_FRACTIONS, PaSeRDataConfig, add_noise, clean_digits, load_paser_data,
+from medtune.errors import InputError
+from medtune.trainables.paser_data import (PHASE_FRACTIONS, PaSeRDataConfig, add_noise, clean_digits, load_paser_data,
                                    microstructure_phases)
 
 SMALL = dict(n_images=40, canvas=32, val_fraction=0.1, test_fraction=0.25)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboards.paser_report import PaSeRReport, decode_routing, pareto_front, summarise
+from medtune.dashboards.paser_report import PaSeRReport, decode_routing, pareto_front, summarise
 
 
 def runs() -> pd.DataFrame:

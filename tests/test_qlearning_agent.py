@@ -1,4 +1,4 @@
-"""Tests for searchers.qlearning_agent: trend states, reward, Q-update, exploration,
+"""Tests for medtune.searchers.qlearning_agent: trend states, reward, Q-update, exploration,
 patience/cooldown, serialisation, PyTorch use, config validation, Q-table files.
 
 Pure Python + torch; no Ray. Expected numbers are worked out by hand in comments.
@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-from searchers.qlearning_agent import (
+from medtune.searchers.qlearning_agent import (
     ACTIONS,
     STATES,
     QLearningConfig,

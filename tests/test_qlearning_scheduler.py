@@ -1,4 +1,4 @@
-"""Tests for searchers.qlearning_scheduler.QLearningLRScheduler, fed fake results.
+"""Tests for medtune.searchers.qlearning_scheduler.QLearningLRScheduler, fed fake results.
 
 Ray is imported (for the Tune classes) but never started: trials are :class:`FakeTrial`
 objects and ``deliver=`` records LR changes instead of writing to the mailbox actor.
@@ -12,8 +12,8 @@ import pickle
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from searchers.qlearning_agent import ACTIONS, STATES, QLearningConfig, QTable
-from searchers.qlearning_scheduler import QLearningLRScheduler
+from medtune.searchers.qlearning_agent import ACTIONS, STATES, QLearningConfig, QTable
+from medtune.searchers.qlearning_scheduler import QLearningLRScheduler
 
 CONTINUE = TrialScheduler.CONTINUE
 

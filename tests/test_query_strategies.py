@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from searchers.query_strategies import (bald, bald_scores, coreset_k_center, entropy_sampling, entropy_scores, fusion,
+from medtune.searchers.query_strategies import (bald, bald_scores, coreset_k_center, entropy_sampling, entropy_scores, fusion,
                                         fusion_candidates, least_confidence, margin_sampling, random_sampling, select,
                                         top_n)
 

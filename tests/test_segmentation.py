@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from searchers.lr_schedules import ScheduleConfig, StepConfig
-from trainables.data import DataConfig, load_split
-from trainables.segmentation import ModelConfig, SegmentationRun, TrainConfig
+from medtune.searchers.lr_schedules import ScheduleConfig, StepConfig
+from medtune.trainables.data import DataConfig, load_split
+from medtune.trainables.segmentation import ModelConfig, SegmentationRun, TrainConfig
 
 DATA_CFG = DataConfig(num_volumes=6, val_fraction=0.34, seed=3, spatial_size=(16, 16, 16))
 MODEL = ModelConfig(channels=(4, 8), strides=(2,), num_res_units=0)

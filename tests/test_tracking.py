@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from mlflow.exceptions import MlflowException
 
-from cluster.tracking import MLflowTracker
+from medtune.cluster.tracking import MLflowTracker
 
 
 class FakeClient:

@@ -58,7 +58,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -67,9 +66,10 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from searchers.ddpg import DDPGAgent, DDPGConfig, reward_eq3
-from searchers.query_strategies import select, top_n
-from trainables.errors import InputError, did_you_mean
+from medtune.searchers.ddpg import DDPGAgent, DDPGConfig, reward_eq3
+from medtune.searchers.query_strategies import select, top_n
+from medtune.errors import InputError, did_you_mean
+from medtune.util import atomic_write, is_int, is_number
 
 #: The methods of the study, as in MLflow's ``method`` parameter.
 METHODS: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "drla", "all", "bald", "coreset")
@@ -79,14 +79,6 @@ FIT_MODES: tuple[str, ...] = ("finetune", "retrain")
 PAPER_FRACTIONS: tuple[float, ...] = (0.26, 0.40, 0.54, 0.68, 0.82, 1.0)
 #: The keys of every per-round report.
 REPORT_KEYS: tuple[str, ...] = ("round", "labeled", "labeled_fraction", "macro_f1", "micro_f1")
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _seed_stream(seed: int, tag: int) -> int:
@@ -144,11 +136,11 @@ class LearnerConfig:
         for name, low in (("width", 2), ("initial_epochs", 1), ("epochs_per_round", 1), ("all_epochs", 1),
                           ("batch_size", 2)):
             v = getattr(self, name)
-            if not _is_int(v) or v < low:
+            if not is_int(v) or v < low:
                 raise InputError(f"{name}={v!r} is invalid; use an integer >= {low}")
-        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+        if not is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise InputError(f"dropout={self.dropout!r} is out of range; use a probability in [0, 1), e.g. 0.25")
-        if not _is_number(self.lr) or self.lr <= 0:
+        if not is_number(self.lr) or self.lr <= 0:
             raise InputError(f"lr={self.lr!r} is invalid; use a positive learning rate such as 1e-3")
 
 
@@ -168,7 +160,7 @@ class ActiveLearningConfig:
         mc_samples: ``T``, stochastic forward passes for ``bald`` (>= 2).
         explore: add DDPG's exploration noise when ``drla`` selects.
         learner: :class:`LearnerConfig`.
-        ddpg: :class:`~searchers.ddpg.DDPGConfig`; its ``seed`` is replaced by
+        ddpg: :class:`~medtune.searchers.ddpg.DDPGConfig`; its ``seed`` is replaced by
             the run's seed.
 
     Raises:
@@ -185,23 +177,23 @@ class ActiveLearningConfig:
     ddpg: DDPGConfig = field(default_factory=DDPGConfig)
 
     def __post_init__(self) -> None:
-        if not _is_number(self.initial_fraction) or not 0 < self.initial_fraction < 1:
+        if not is_number(self.initial_fraction) or not 0 < self.initial_fraction < 1:
             raise InputError(f"initial_fraction={self.initial_fraction!r} is out of range; "
                              "use a share of each class strictly between 0 and 1, e.g. 0.1 (paper: 0.05 or 0.1)")
-        if not _is_int(self.n_s) or self.n_s < 1:
+        if not is_int(self.n_s) or self.n_s < 1:
             raise InputError(f"n_s={self.n_s!r} is invalid; annotate at least one sample per round (n_s >= 1)")
         fr = self.fractions
         if isinstance(fr, list):
             object.__setattr__(self, "fractions", fr := tuple(fr))
-        if not isinstance(fr, tuple) or not fr or not all(_is_number(f) for f in fr):
+        if not isinstance(fr, tuple) or not fr or not all(is_number(f) for f in fr):
             raise InputError(f"fractions={fr!r} is invalid; give a non-empty list of shares such as "
                              "[0.26, 0.40, 0.54, 0.68, 0.82, 1.0]")
         if not all(0 < f <= 1 for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])):
             raise InputError(f"fractions={list(fr)!r} must be strictly increasing shares in (0, 1]; "
                              "e.g. [0.26, 0.40, 0.54, 0.68, 0.82, 1.0]")
-        if not _is_number(self.target_f1) or not 0 < self.target_f1 <= 1:
+        if not is_number(self.target_f1) or not 0 < self.target_f1 <= 1:
             raise InputError(f"target_f1={self.target_f1!r} is out of range; use a macro-F1 in (0, 1], e.g. 0.95")
-        if not _is_int(self.mc_samples) or self.mc_samples < 2:
+        if not is_int(self.mc_samples) or self.mc_samples < 2:
             raise InputError(f"mc_samples={self.mc_samples!r} is invalid; BALD needs T >= 2 dropout samples")
         if not isinstance(self.explore, bool):
             raise InputError(f"explore={self.explore!r} must be true or false")
@@ -252,7 +244,7 @@ def check_labels(labels: np.ndarray, num_classes: int | None = None) -> tuple[np
     if not np.issubdtype(y.dtype, np.integer):
         raise InputError(f"labels have dtype {y.dtype}; give integer class indices 0..M-1")
     M = int(y.max()) + 1 if num_classes is None else num_classes
-    if not _is_int(M) or M < 2:
+    if not is_int(M) or M < 2:
         raise InputError(f"num_classes={M!r} is invalid; a classification task needs at least 2 classes")
     bad = y[(y < 0) | (y >= M)]
     if bad.size:
@@ -274,7 +266,7 @@ def stratified_initial(labels: np.ndarray, fraction: float, seed: int) -> np.nda
     Returns:
         Sorted ``int64`` pool positions.
     """
-    if not _is_number(fraction) or not 0 < fraction < 1:
+    if not is_number(fraction) or not 0 < fraction < 1:
         raise InputError(f"initial_fraction={fraction!r} is out of range; use a share strictly between 0 and 1")
     y = np.asarray(labels)
     rng = np.random.default_rng(_seed_stream(seed, _INIT_STREAM))
@@ -345,7 +337,7 @@ class Annotator:
         self._labels, self.num_classes = check_labels(labels, num_classes)
         n = len(self._labels)
         budget = n if budget is None else budget
-        if not _is_int(budget) or budget < 1:
+        if not is_int(budget) or budget < 1:
             raise InputError(f"budget={budget!r} is invalid; allow at least one annotation (1..{n})")
         if budget > n:
             raise InputError(f"budget={budget} is larger than the pool ({n} samples); set budget to at most {n}")
@@ -614,7 +606,7 @@ class Learner:
             raise InputError(f"pool images have shape {pool.shape}; give (N, C, H, W) or (N, C, D, H, W) with N >= 1")
         if test.shape[1:] != pool.shape[1:] and len(test):
             raise InputError(f"test images {test.shape[1:]} differ in shape from pool images {pool.shape[1:]}")
-        if not _is_int(num_classes) or num_classes < 2:
+        if not is_int(num_classes) or num_classes < 2:
             raise InputError(f"num_classes={num_classes!r} is invalid; use the number of classes M >= 2")
         y = np.asarray(test_labels).astype(np.int64)
         if y.shape != (len(test),):
@@ -642,11 +634,11 @@ class Learner:
     @classmethod
     def from_data(cls, data: Any, config: LearnerConfig = LearnerConfig(), seed: int = 0,
                   device: str | None = None) -> "Learner":
-        """Build from a :class:`~trainables.classification_data.ClassificationData` or its config.
+        """Build from a :class:`~medtune.trainables.classification_data.ClassificationData` or its config.
 
         The training labels are dropped: only the annotator reveals them.
         """
-        from trainables.classification_data import ClassificationDataConfig, load_classification
+        from medtune.trainables.classification_data import ClassificationDataConfig, load_classification
 
         if isinstance(data, ClassificationDataConfig):
             data = load_classification(data)
@@ -746,7 +738,7 @@ class Learner:
         import torch
 
         idx = self._indices(indices)
-        if not _is_int(T) or T < 1:
+        if not is_int(T) or T < 1:
             raise ValueError(f"T={T!r} must be >= 1 dropout samples")
         if idx.size == 0:
             return np.zeros((T, 0, self.num_classes))
@@ -814,7 +806,7 @@ class Learner:
         """Write :meth:`state_dict` atomically (temp file, fsync, rename)."""
         import torch
 
-        _atomic_write(Path(path), lambda f: torch.save(self.state_dict(), f))
+        atomic_write(Path(path), lambda f: torch.save(self.state_dict(), f))
 
     def load(self, path: str | os.PathLike) -> None:
         import torch
@@ -822,18 +814,6 @@ class Learner:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # =========================================================================== the loop
@@ -904,7 +884,7 @@ class _LoopStore:
 
     def commit(self, state: dict[str, Any]) -> None:
         """Write ``loop.json`` atomically, then delete the previous round's files."""
-        _atomic_write(self.dir / "loop.json", lambda f: f.write(json.dumps(state).encode()))
+        atomic_write(self.dir / "loop.json", lambda f: f.write(json.dumps(state).encode()))
         r = state["round"]
         for old in list(self.dir.glob("learner-*.pt")) + list(self.dir.glob("agent-*.pt")):
             try:
@@ -932,7 +912,7 @@ def run_active_learning(
     ``"init"``), pre-trains for ``initial_epochs`` and evaluates. Each round
     ``r >= 1`` then: state ``S = learner.predict_proba(unlabeled)``; select
     (``drla``: DDPG actor with exploration noise; otherwise
-    :func:`searchers.query_strategies.select`); ``annotator.annotate(chosen,
+    :func:`medtune.searchers.query_strategies.select`); ``annotator.annotate(chosen,
     "round-r")``; ``learner.fit(all labeled, epochs_per_round)``; evaluate;
     for ``drla``, reward Eq. 3 on ``S``'s rows of the chosen samples, ``S'`` on
     the new pool, and ``agent.observe`` (which runs the DDPG updates);

@@ -4,16 +4,16 @@ Each (method, seed) trial owns two actors, placed in the trial's placement
 group (bundle 0 is the trial itself, bundle 1 the Learner, bundle 2 the
 Annotator):
 
-* **Annotator** (:class:`~trainables.active_learning.Annotator`): holds the
+* **Annotator** (:class:`~medtune.trainables.active_learning.Annotator`): holds the
   oracle labels, reveals only the indices asked for, caps the budget and
   appends every annotation to a durable JSON-lines log before answering. Its
-  interface is the :class:`~trainables.active_learning.AnnotationQueue` a human
+  interface is the :class:`~medtune.trainables.active_learning.AnnotationQueue` a human
   annotation queue would implement.
-* **Learner** (:class:`~trainables.active_learning.Learner`): holds the MONAI
+* **Learner** (:class:`~medtune.trainables.active_learning.Learner`): holds the MONAI
   classifier, trains, predicts the class probabilities (the DRLA state) and
   evaluates, on the GPU of its bundle when it has one.
 
-The loop itself (:func:`~trainables.active_learning.run_active_learning`,
+The loop itself (:func:`~medtune.trainables.active_learning.run_active_learning`,
 with the DDPG agent or a strategy) runs in the trial and calls the actors
 through :class:`ActorProxy`, which forwards each method call.
 
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from trainables.active_learning import ActiveLearningConfig, ActiveLearningResult, Annotator, Learner, run_active_learning
+from medtune.trainables.active_learning import ActiveLearningConfig, ActiveLearningResult, Annotator, Learner, run_active_learning
 
 MAX_RECOVERIES = 5
 _PINNED: dict[str, tuple] = {}  # actor id -> the object-store arguments its restarts need
@@ -125,7 +125,7 @@ def start_actors(data: Any, config: ActiveLearningConfig, seed: int, log_path: s
     """Create the trial's Annotator and Learner actors (in the current placement group when there is one).
 
     Args:
-        data: the study's :class:`~trainables.classification_data.ClassificationData`.
+        data: the study's :class:`~medtune.trainables.classification_data.ClassificationData`.
         log_path: the Annotator's durable log.
         budget: labels the Annotator may give out (None: the whole pool).
         name: a suffix for the actors' names (visible in ``ray list actors``); unique per attempt, so a retried
@@ -216,7 +216,7 @@ def train_active_learning(config: dict[str, Any], data: Any = None) -> None:
     Args:
         config: ``method``, ``seed``, ``loop`` (an :class:`ActiveLearningConfig` as a dict), ``budget``
             (0: the whole pool), ``state_root`` (the session folder's shared area), ``cpus``, ``gpus``.
-        data: the study's :class:`~trainables.classification_data.ClassificationData` (object store).
+        data: the study's :class:`~medtune.trainables.classification_data.ClassificationData` (object store).
 
     Reports every round ``epoch`` (round + 1, the MLflow step), ``round``, ``labeled``,
     ``labeled_fraction``, ``macro_f1``, ``micro_f1``, plus ``recoveries`` (actor restarts so far), and
@@ -226,7 +226,7 @@ def train_active_learning(config: dict[str, Any], data: Any = None) -> None:
 
     from ray import tune
 
-    from trainables.typed import from_dict
+    from medtune.config import from_dict
 
     cfg = from_dict(ActiveLearningConfig, config.get("loop"), "loop")
     method, seed = config["method"], int(config["seed"])

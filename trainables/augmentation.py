@@ -12,7 +12,7 @@ paper's 1:1 ratio of originals to masked images:
 * ``apga``: per batch, a classifier step on the originals (``L``), the policy's
   adversarial masks erase ``p > 0.5`` and the classifier in eval mode gives
   ``L_adv``, reward ``L_adv - L`` against an exponential-average baseline, the
-  policy loss of :mod:`searchers.apga`, then a classifier step on originals plus
+  policy loss of :mod:`medtune.searchers.apga`, then a classifier step on originals plus
   the aiding masks (keep ``p > 0.5``) of the updated policy.
 
 Every method starts from the same pre-trained classifier (``pretrain_epochs`` on
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from searchers.apga import APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, keep_fraction, policy_loss
-from trainables.classification_data import ClassificationData
+from medtune.searchers.apga import APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, keep_fraction, policy_loss
+from medtune.trainables.classification_data import ClassificationData
 
 METHODS: tuple[str, ...] = ("none", "cutout", "gradcam", "apga")
 CLASSIFIERS: tuple[str, ...] = ("densenet", "resnet")
@@ -53,7 +53,7 @@ class AugmentationConfig:
     apga: APGAConfig = field(default_factory=APGAConfig)
 
     def __post_init__(self) -> None:
-        from trainables.errors import did_you_mean
+        from medtune.errors import did_you_mean
 
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier={self.classifier!r} is not supported{did_you_mean(self.classifier, CLASSIFIERS)};"
@@ -320,7 +320,7 @@ def train_augmentation(config: dict, data: dict | None = None, pretrained: dict 
     import ray
     from ray import tune
 
-    from trainables.typed import from_dict
+    from medtune.config import from_dict
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, int(config.get("threads", 1))))

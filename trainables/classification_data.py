@@ -21,7 +21,7 @@ few-shot subset, both taken from the training side only. The test side is
 never touched after it is drawn, and the same config always gives the same
 arrays, so every trial of a study sees identical data.
 
-Every problem with user input raises :class:`~trainables.errors.InputError`
+Every problem with user input raises :class:`~medtune.errors.InputError`
 with one line naming the field, file or folder and the fix. Pillow and
 scikit-learn are imported where used; this module never imports torch, Ray or
 MLflow.
@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.errors import InputError, did_you_mean
+from medtune.errors import InputError, did_you_mean
+from medtune.util import is_int, is_number
 
 SOURCES = ("digits", "cluttered_digits", "folder", "medmnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -52,14 +53,6 @@ FRAGMENT_SIDE = 12   # ... upscaled x2
 # so changing one knob (say clutter) leaves every other draw unchanged.
 _PLACE, _CLUTTER, _NOISE = 0, 1, 2
 _TEST_SPLIT, _VAL_SPLIT, _FEW_SHOT = 11, 12, 13
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _stream(seed: int, tag: int) -> int:
@@ -132,21 +125,21 @@ class ClassificationDataConfig:
         if self.source in ("folder", "medmnist") and not self.path:
             what = "the root of the class-per-folder image tree" if self.source == "folder" else "the MedMNIST .npz file"
             raise InputError(f"path is required when source={self.source!r}; set path to {what}")
-        if not _is_int(self.canvas) or self.canvas < DIGIT_SIDE:
+        if not is_int(self.canvas) or self.canvas < DIGIT_SIDE:
             raise InputError(
                 f"canvas={self.canvas!r} is too small; "
                 f"use an integer >= {DIGIT_SIDE} (a digit is {DIGIT_SIDE}x{DIGIT_SIDE})"
             )
-        if not _is_int(self.clutter) or self.clutter < 0:
+        if not is_int(self.clutter) or self.clutter < 0:
             raise InputError(f"clutter={self.clutter!r} is invalid; use a whole number of distractor fragments >= 0")
-        if not _is_number(self.noise) or self.noise < 0:
+        if not is_number(self.noise) or self.noise < 0:
             raise InputError(f"noise={self.noise!r} is invalid; use a noise standard deviation >= 0, e.g. 0.05")
-        if not _is_number(self.test_fraction) or not 0 < self.test_fraction < 1:
+        if not is_number(self.test_fraction) or not 0 < self.test_fraction < 1:
             raise InputError(
                 f"test_fraction={self.test_fraction!r} is out of range; "
                 "use a number strictly between 0 and 1, e.g. 0.3"
             )
-        if not _is_number(self.val_fraction) or not 0 <= self.val_fraction < 1:
+        if not is_number(self.val_fraction) or not 0 <= self.val_fraction < 1:
             raise InputError(
                 f"val_fraction={self.val_fraction!r} is out of range; "
                 "use a number in [0, 1) (0: no validation set)"
@@ -156,12 +149,12 @@ class ClassificationDataConfig:
                 f"val_fraction={self.val_fraction!r} with source='medmnist': the .npz file carries its own validation "
                 "split; set val_fraction to 0"
             )
-        if not _is_int(self.few_shot) or self.few_shot < 0:
+        if not is_int(self.few_shot) or self.few_shot < 0:
             raise InputError(
                 f"few_shot={self.few_shot!r} is invalid; "
                 "use 0 (all training images) or a number of images per class >= 1"
             )
-        if not _is_int(self.seed):
+        if not is_int(self.seed):
             raise InputError(f"seed={self.seed!r} is not an integer; use an integer such as 0")
 
 
@@ -260,14 +253,14 @@ def cluttered_digits(
     Raises:
         InputError: For ``canvas < 16``, ``clutter < 0`` or ``noise < 0``.
     """
-    if not _is_int(canvas) or canvas < DIGIT_SIDE:
+    if not is_int(canvas) or canvas < DIGIT_SIDE:
         raise InputError(
             f"canvas={canvas!r} is too small; "
             f"use an integer >= {DIGIT_SIDE} (a digit is {DIGIT_SIDE}x{DIGIT_SIDE})"
         )
-    if not _is_int(clutter) or clutter < 0:
+    if not is_int(clutter) or clutter < 0:
         raise InputError(f"clutter={clutter!r} is invalid; use a whole number of distractor fragments >= 0")
-    if not _is_number(noise) or noise < 0:
+    if not is_number(noise) or noise < 0:
         raise InputError(f"noise={noise!r} is invalid; use a noise standard deviation >= 0, e.g. 0.05")
     small, labels = digits_images()
     small = small[:, 0]                                           # (N, 8, 8)
@@ -543,7 +536,7 @@ def split_stratified(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     Raises:
         InputError: For a fraction outside (0, 1) or labels that are not 1D.
     """
-    if not _is_number(fraction) or not 0 < fraction < 1:
+    if not is_number(fraction) or not 0 < fraction < 1:
         raise InputError(f"fraction={fraction!r} is out of range; use a number strictly between 0 and 1")
     rng = np.random.default_rng(seed)
     keep, held = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
@@ -579,7 +572,7 @@ def take_few_shot(
             ``per_class`` samples, naming the smallest such class and its size
             (the largest ``per_class`` that would work).
     """
-    if not _is_int(per_class) or per_class < 1:
+    if not is_int(per_class) or per_class < 1:
         raise InputError(f"few_shot={per_class!r} is invalid; use a number of images per class >= 1")
     classes = _class_positions(labels)
     short = [(len(idx), c) for c, idx in classes if len(idx) < per_class]

@@ -12,7 +12,7 @@ integer label map, both ``(D, H, W)``):
 :func:`load_split` turns either into fixed-size, normalised train/validation
 arrays with a seeded split that is the same for every trial of a study.
 
-Every problem with user input raises :class:`~trainables.errors.InputError`
+Every problem with user input raises :class:`~medtune.errors.InputError`
 with one line naming the field or file and the fix. MONAI and nibabel are
 imported where used, so importing this module is cheap.
 """
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.errors import InputError, did_you_mean
+from medtune.errors import InputError, did_you_mean
+from medtune.util import is_int
 
 SOURCES = ("phantom", "decathlon")
 PHANTOM_CLASS_NAMES = ("background", "anterior", "posterior")
@@ -67,7 +68,7 @@ class DataConfig:
             raise InputError(f"source={self.source!r} is not a data source; use one of {', '.join(SOURCES)}{hint}")
         if self.source == "decathlon" and not self.path:
             raise InputError("path is required when source='decathlon'; set path to the Task04_Hippocampus folder")
-        if not _is_int(self.num_volumes) or self.num_volumes < 4:
+        if not is_int(self.num_volumes) or self.num_volumes < 4:
             raise InputError(f"num_volumes={self.num_volumes!r} is too small; use an integer >= 4")
         if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
             raise InputError(f"val_fraction={self.val_fraction!r} is out of range; use a number strictly between 0 and 1")
@@ -78,21 +79,17 @@ class DataConfig:
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction!r} leaves no training data; "
                 "make their sum below 1"
             )
-        if not _is_int(self.seed):
+        if not is_int(self.seed):
             raise InputError(f"seed={self.seed!r} is not an integer; use an integer such as 0")
         size = self.spatial_size
         if isinstance(size, list):
             size = tuple(size)
             object.__setattr__(self, "spatial_size", size)
-        if not (isinstance(size, tuple) and len(size) == 3 and all(_is_int(s) and s > 0 and s % 4 == 0 for s in size)):
+        if not (isinstance(size, tuple) and len(size) == 3 and all(is_int(s) and s > 0 and s % 4 == 0 for s in size)):
             raise InputError(
                 f"spatial_size={self.spatial_size!r} is invalid; use three positive integers each divisible by 4, "
                 "e.g. [32, 32, 32]"
             )
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 @dataclass

@@ -6,7 +6,7 @@ measures robustness on "unseen noisy contexts". Neither data set can be
 downloaded here, so this module generates both, deterministically from a seed:
 
 * ``digits`` (default): the real 8x8 handwritten digits that ship with
-  scikit-learn (:func:`~trainables.classification_data.digits_images`),
+  scikit-learn (:func:`~medtune.trainables.classification_data.digits_images`),
   upscaled x2 (bilinear) to 16x16 and placed at a random position on a black
   ``canvas x canvas`` image. Target: the digit's foreground, the upscaled grey
   level above :data:`DIGIT_THRESHOLD`.
@@ -41,7 +41,7 @@ black background is not noise-free), ``salt_pepper`` (a share ``level`` of the
 pixels set to 0 or 1 with equal odds) and ``none``.
 
 Every random decision draws from its own stream of ``seed``
-(:func:`~trainables.classification_data._stream` style), so the clean images
+(:func:`~medtune.trainables.classification_data._stream` style), so the clean images
 and masks do not depend on the noise settings, and the same config always gives
 bit-identical arrays. The splits are a seeded permutation (val and test taken
 first, train the rest). No torch, Ray or MLflow here; scikit-learn and scipy
@@ -55,7 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainables.errors import InputError, did_you_mean
+from medtune.errors import InputError, did_you_mean
+from medtune.util import is_int, is_number
 
 SOURCES: tuple[str, ...] = ("digits", "microstructure")
 NOISE_KINDS: tuple[str, ...] = ("gaussian", "speckle", "salt_pepper", "none")
@@ -73,14 +74,6 @@ def _stream(seed: int, tag: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), 30_000 + tag]))
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 # --------------------------------------------------------------------------- config
 
 
@@ -92,7 +85,7 @@ class PaSeRDataConfig:
         source: ``"digits"`` (default) or ``"microstructure"``.
         canvas: Image side in pixels (square images); >= 16 for ``digits``
             (a digit is 16x16), >= 8 for ``microstructure``. The router's grid
-            must divide it (checked by :func:`searchers.paser.check_grid`).
+            must divide it (checked by :func:`medtune.searchers.paser.check_grid`).
         n_images: Number of images generated (<= 1797 for ``digits``: each is
             a distinct scikit-learn digit, picked by the seed).
         noise: Training noise kind, one of :data:`NOISE_KINDS`.
@@ -134,11 +127,11 @@ class PaSeRDataConfig:
             raise InputError(f"source={self.source!r} is not a PaSeR data source; use one of "
                              f"{', '.join(SOURCES)}{did_you_mean(self.source, SOURCES)}")
         smallest = DIGIT_SIDE if self.source == "digits" else 8
-        if not _is_int(self.canvas) or self.canvas < smallest:
+        if not is_int(self.canvas) or self.canvas < smallest:
             raise InputError(f"canvas={self.canvas!r} is too small for source={self.source!r}; "
                              f"use an integer >= {smallest}, e.g. 32")
         most = N_DIGITS if self.source == "digits" else 100_000
-        if not _is_int(self.n_images) or not 3 <= self.n_images <= most:
+        if not is_int(self.n_images) or not 3 <= self.n_images <= most:
             raise InputError(f"n_images={self.n_images!r} is out of range; use an integer in [3, {most}]")
         for field_name in ("noise", "unseen_noise"):
             kind = getattr(self, field_name)
@@ -148,10 +141,10 @@ class PaSeRDataConfig:
         for field_name, kind in (("noise_level", self.noise), ("unseen_level", self.unseen_noise)):
             level = getattr(self, field_name)
             top = 1.0 if kind == "salt_pepper" else math.inf
-            if not _is_number(level) or not 0 <= level < top:
+            if not is_number(level) or not 0 <= level < top:
                 rule = "in [0, 1) (the share of pixels hit)" if kind == "salt_pepper" else ">= 0 (a noise std)"
                 raise InputError(f"{field_name}={level!r} is out of range for {kind!r} noise; use a number {rule}")
-        if not _is_number(self.noise_variation) or not 0 <= self.noise_variation < 1:
+        if not is_number(self.noise_variation) or not 0 <= self.noise_variation < 1:
             raise InputError(f"noise_variation={self.noise_variation!r} is out of range; use a number in [0, 1), "
                              "e.g. 0.6 (0: uniform noise)")
         unseen_none = self.unseen_noise == "none" or self.unseen_level == 0
@@ -159,19 +152,19 @@ class PaSeRDataConfig:
                 unseen_none and (self.noise == "none" or self.noise_level == 0)):
             raise InputError(f"unseen_noise={self.unseen_noise!r} at unseen_level={self.unseen_level!r} is the "
                              "training noise; pick another kind or level, e.g. unseen_noise='salt_pepper'")
-        if not _is_int(self.target_phase) or self.target_phase not in (0, 1, 2):
+        if not is_int(self.target_phase) or self.target_phase not in (0, 1, 2):
             raise InputError(f"target_phase={self.target_phase!r} is not a phase; use 0 (pore), 1 (binder) "
                              "or 2 (active material)")
-        if not _is_number(self.val_fraction) or not 0 <= self.val_fraction < 1:
+        if not is_number(self.val_fraction) or not 0 <= self.val_fraction < 1:
             raise InputError(f"val_fraction={self.val_fraction!r} is out of range; use a number in [0, 1), e.g. 0.1")
-        if not _is_number(self.test_fraction) or not 0 < self.test_fraction < 1:
+        if not is_number(self.test_fraction) or not 0 < self.test_fraction < 1:
             raise InputError(f"test_fraction={self.test_fraction!r} is out of range; "
                              "use a number strictly between 0 and 1, e.g. 0.2")
         n_val, n_test = _split_sizes(self.n_images, self.val_fraction, self.test_fraction)
         if self.n_images - n_val - n_test < 1:
             raise InputError(f"val_fraction={self.val_fraction!r} plus test_fraction={self.test_fraction!r} leave "
                              f"no training image out of n_images={self.n_images}; lower them")
-        if not _is_int(self.seed):
+        if not is_int(self.seed):
             raise InputError(f"seed={self.seed!r} is not an integer; use an integer such as 0")
 
 
@@ -234,7 +227,7 @@ def clean_digits(n_images: int, canvas: int, seed: int) -> tuple[np.ndarray, np.
     """
     from scipy.ndimage import zoom
 
-    from trainables.classification_data import digits_images
+    from medtune.trainables.classification_data import digits_images
 
     small = digits_images()[0][:, 0]                                   # (1797, 8, 8) in [0, 1]
     pick = _stream(seed, _PICK).permutation(len(small))[:n_images]

@@ -12,7 +12,7 @@ section 3 and its public code (scailab/paser), in three phases:
    The result is a dict of ``state_dict`` s that every Tune trial loads
    (:func:`load_models`), so no trial retrains them.
 2. **Router** (:func:`train_router`): REINFORCE over the training images
-   (:mod:`searchers.paser`), with a per-patch IoU table computed once (the
+   (:mod:`medtune.searchers.paser`), with a per-patch IoU table computed once (the
    models are frozen in this phase, so looking the IoU up is exact and as
    cheap as it gets).
 3. **Joint fine-tuning** (inside :func:`train_router`, ``finetune_epochs``):
@@ -53,13 +53,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from searchers.paser import (ACTIONS, ExplorationSchedule, PaSeRConfig, RewardBaseline, Router, Segmentation,
+from medtune.searchers.paser import (ACTIONS, ExplorationSchedule, PaSeRConfig, RewardBaseline, Router, Segmentation,
                              action_shares, cascade, cascade_thresholds, check_grid, costs, crop_patches, iou,
                              mc_dropout, patch_reward, reinforce_loss, reinforce_step, random_routing,
                              routed_inference, router_input, run_patch_model, sample_actions, single_model,
                              split_patches, stitch_patches)
-from trainables.errors import InputError, did_you_mean
-from trainables.paser_data import PaSeRData
+from medtune.errors import InputError, did_you_mean
+from medtune.trainables.paser_data import PaSeRData
+from medtune.util import is_int, is_number
 
 METHODS: tuple[str, ...] = ("small", "medium", "large", "cascade", "random", "paser")
 SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
@@ -67,14 +68,6 @@ SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
     "paper": ((8, 12, 24), (52, 104, 208), (216, 432, 864)),
 }
 MODEL_NAMES = ("f0", "f1", "f2")
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -122,25 +115,25 @@ class PaSeRModelsConfig:
             if value is None:
                 continue
             if (not isinstance(value, (tuple, list)) or not 2 <= len(value) <= 5
-                    or not all(_is_int(c) and c >= 1 for c in value)):
+                    or not all(is_int(c) and c >= 1 for c in value)):
                 raise InputError(f"{name}={value!r} must be 2 to 5 channel counts >= 1, e.g. [16, 32, 64]")
             object.__setattr__(self, name, tuple(value))
-        if not _is_int(self.num_res_units) or self.num_res_units < 0:
+        if not is_int(self.num_res_units) or self.num_res_units < 0:
             raise InputError(f"num_res_units={self.num_res_units!r} must be an integer >= 0")
-        if not _is_number(self.f0_dropout) or not 0 <= self.f0_dropout < 1:
+        if not is_number(self.f0_dropout) or not 0 <= self.f0_dropout < 1:
             raise InputError(f"f0_dropout={self.f0_dropout!r} must lie in [0, 1), e.g. 0.5 (0 makes MC dropout "
                              "give no uncertainty)")
         for name in ("pretrain_epochs", "distill_epochs"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 raise InputError(f"{name}={value!r} must be an integer >= 0")
-        if not _is_number(self.distill_weight) or not 0 <= self.distill_weight <= 1:
+        if not is_number(self.distill_weight) or not 0 <= self.distill_weight <= 1:
             raise InputError(f"distill_weight={self.distill_weight!r} must lie in [0, 1]")
-        if not _is_number(self.distill_temperature) or self.distill_temperature <= 0:
+        if not is_number(self.distill_temperature) or self.distill_temperature <= 0:
             raise InputError(f"distill_temperature={self.distill_temperature!r} must be > 0, e.g. 2")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise InputError(f"batch_size={self.batch_size!r} must be an integer >= 1")
-        if not _is_number(self.lr) or self.lr <= 0:
+        if not is_number(self.lr) or self.lr <= 0:
             raise InputError(f"lr={self.lr!r} must be a number > 0, e.g. 3e-3")
 
     def channels(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -171,7 +164,7 @@ def build_models(config: PaSeRModelsConfig, image_size: int, paser: PaSeRConfig 
             ``image_size / grid + 2 * margin``.
 
     Raises:
-        InputError: a bad grid or margin (:func:`~searchers.paser.check_grid`), or
+        InputError: a bad grid or margin (:func:`~medtune.searchers.paser.check_grid`), or
             an image (f0) or patch-with-margin (f1, f2) side not divisible by
             ``2 ** (levels - 1)`` or leaving a bottleneck of one pixel.
     """
@@ -243,7 +236,7 @@ def pretrain(model: nn.Module, images: np.ndarray, masks: np.ndarray, epochs: in
         grid: ``None`` trains on whole images (f0); an integer trains on the
             ``grid**2`` patches of each image (f1, f2: patch models), each seen
             with ``margin`` pixels of context and scored on its own pixels only,
-            exactly as :func:`~searchers.paser.execute_routing` runs them.
+            exactly as :func:`~medtune.searchers.paser.execute_routing` runs them.
         teacher_logits: ``(N, 2, H, W)`` soft targets: the loss becomes
             ``(1 - w) * CE + w * T**2 * KL(softmax(teacher / T) || softmax(model / T))``.
 

@@ -1,12 +1,12 @@
 """The PaSeR study's Tune trainable: one ``lam`` x seed router, or one baseline x seed, on shared models.
 
 Paper 003 (PaSeR). The three segmentation models are pre-trained once per study
-(:func:`trainables.paser_models.pretrain_models`) and reach every trial through
+(:func:`medtune.trainables.paser_models.pretrain_models`) and reach every trial through
 the object store with the router tables (f0's MC-dropout maps and every model's
 per-patch overlap, which do not depend on ``lam``), so no trial trains them again.
 
 * ``method: paser`` (with ``lam``): REINFORCE the router and fine-tune jointly
-  (:func:`~trainables.paser_models.train_router`), then score ``paser`` and, at
+  (:func:`~medtune.trainables.paser_models.train_router`), then score ``paser`` and, at
   the router's share of patches per model, ``random`` on the same test images.
   The result carries ``random_*`` keys; the study logs them as the ``random`` run
   of that ``lam`` and seed. It also carries ``routing_json``: the routing of the
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from searchers.paser import PaSeRConfig, routed_inference
-from trainables.paser_models import PaSeRModelsConfig, evaluate, load_models, train_router
+from medtune.searchers.paser import PaSeRConfig, routed_inference
+from medtune.trainables.paser_models import PaSeRModelsConfig, evaluate, load_models, train_router
 
 ROUTING_EXAMPLES = 6
 
@@ -53,13 +53,13 @@ def train_paser(config: dict[str, Any], data: Any = None, states: dict | None = 
     Args:
         config: ``method``, ``lam`` (paser only), ``seed``, ``router`` (a :class:`PaSeRConfig` as a dict),
             ``models`` (a :class:`PaSeRModelsConfig` as a dict), ``threads``.
-        data: the study's :class:`~trainables.paser_data.PaSeRData` (object store).
+        data: the study's :class:`~medtune.trainables.paser_data.PaSeRData` (object store).
         states: the pre-trained ``f0``/``f1``/``f2`` state dicts.
         tables: ``(train, val)`` router tables of those models.
     """
     from ray import tune
 
-    from trainables.typed import from_dict
+    from medtune.config import from_dict
 
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     method, seed = config["method"], int(config["seed"])

@@ -9,11 +9,11 @@ RNG states and the shuffling generator) and reports
 ``test_dice`` on the held-out test split, which nothing watches during training.
 
 The LR policy runs inside the trial for the baselines of
-:mod:`searchers.lr_schedules`, ``greedy`` (:mod:`searchers.greedy_lr`) and
-``effort`` (:mod:`searchers.effort_controller`, fed the episodic memory of
+:mod:`medtune.searchers.lr_schedules`, ``greedy`` (:mod:`medtune.searchers.greedy_lr`) and
+``effort`` (:mod:`medtune.searchers.effort_controller`, fed the episodic memory of
 finished trials). For ``qlearning`` / ``qlearning_warm`` the trial only *reads*
 its LR, once per epoch, from the mailbox that
-:class:`searchers.qlearning_scheduler.QLearningLRScheduler` writes, and for
+:class:`medtune.searchers.qlearning_scheduler.QLearningLRScheduler` writes, and for
 ``pbt`` it takes ``config["lr"]``, which Tune's PopulationBasedTraining mutates
 between restarts (the decisions are the schedulers', never the trainable's).
 
@@ -34,13 +34,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from searchers.effort_controller import EffortController
-from searchers.episodic_memory import EpisodicMemory
-from searchers.greedy_lr import GreedyLR
-from searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
-from searchers.qlearning_agent import METHOD, WARM_METHOD
-from trainables.data import DataConfig, SegmentationData, load_split
-from trainables.typed import from_dict
+from medtune.searchers.effort_controller import EffortController
+from medtune.searchers.episodic_memory import EpisodicMemory
+from medtune.searchers.greedy_lr import GreedyLR
+from medtune.searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
+from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD
+from medtune.trainables.data import DataConfig, SegmentationData, load_split
+from medtune.config import from_dict
 
 SCHEDULER_DRIVEN = (METHOD, WARM_METHOD)  # LR set by the Q-learning scheduler, read from the mailbox
 METHODS: tuple[str, ...] = BASELINES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
@@ -339,7 +339,7 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
 
     from ray import tune
 
-    from searchers.qlearning_scheduler import read_episodes, read_mailbox
+    from medtune.searchers.qlearning_scheduler import read_episodes, read_mailbox
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint successfully created" per epoch
 

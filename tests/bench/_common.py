@@ -16,11 +16,11 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from searchers.qlearning_agent import ACTIONS, STATES
+from medtune.searchers.qlearning_agent import ACTIONS, STATES
 
 
 class FakeTrial:
-    """What :class:`~searchers.qlearning_scheduler.QLearningLRScheduler` touches of a Tune Trial."""
+    """What :class:`~medtune.searchers.qlearning_scheduler.QLearningLRScheduler` touches of a Tune Trial."""
 
     def __init__(self, trial_id: str, config: dict[str, Any]) -> None:
         self.trial_id = trial_id

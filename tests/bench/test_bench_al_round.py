@@ -45,7 +45,7 @@ def _data():
     """
     import dataclasses
 
-    from trainables.classification_data import ClassificationDataConfig, load_classification
+    from medtune.trainables.classification_data import ClassificationDataConfig, load_classification
 
     d = load_classification(ClassificationDataConfig())
     copy = lambda a: np.array(a, order="C", copy=True)                     # noqa: E731
@@ -55,7 +55,7 @@ def _data():
 
 def _one_round(ann, lrn, lab_ids: np.ndarray, lab_y: np.ndarray, r: int, n_s: int, epochs: int, pool: int):
     """The loop body of ``run_active_learning`` for a strategy: state, select, annotate, fit, evaluate."""
-    from searchers.query_strategies import select
+    from medtune.searchers.query_strategies import select
 
     phases = {}
     t = time.perf_counter()
@@ -87,8 +87,8 @@ def _interleaved_rounds(data, log_dir: str) -> dict:
     import ray
     import torch
 
-    from trainables.active_learning import ActiveLearningConfig, Annotator, Learner
-    from trainables.active_learning_actors import ActorProxy, start_actors
+    from medtune.trainables.active_learning import ActiveLearningConfig, Annotator, Learner
+    from medtune.trainables.active_learning_actors import ActorProxy, start_actors
 
     torch.set_num_threads(1)
     cfg = ActiveLearningConfig()
@@ -138,7 +138,7 @@ def _interleaved_rounds(data, log_dir: str) -> dict:
 def test_bench_one_round_through_actors_vs_in_process(tmp_path, monkeypatch):
     import ray
 
-    from trainables.active_learning import ActiveLearningConfig
+    from medtune.trainables.active_learning import ActiveLearningConfig
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
@@ -191,7 +191,7 @@ def test_bench_one_round_through_actors_vs_in_process(tmp_path, monkeypatch):
 def test_bench_label_efficiency_on_the_default_data():
     import torch
 
-    from trainables.active_learning import (METHODS, ActiveLearningConfig, Annotator, Learner, labels_to_target,
+    from medtune.trainables.active_learning import (METHODS, ActiveLearningConfig, Annotator, Learner, labels_to_target,
                                             run_active_learning, scores_at_fractions)
 
     torch.set_num_threads(1)

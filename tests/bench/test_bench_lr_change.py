@@ -100,8 +100,8 @@ def make_pause_scheduler(n_pauses: int):
 def measure_medtune(tmp_path) -> dict:
     import ray
 
-    from searchers.qlearning_agent import QLearningConfig
-    from searchers.qlearning_scheduler import QLearningLRScheduler, read_mailbox
+    from medtune.searchers.qlearning_agent import QLearningConfig
+    from medtune.searchers.qlearning_scheduler import QLearningLRScheduler, read_mailbox
 
     config = QLearningConfig(
         base_lr=1e-3, min_lr=1e-9, max_lr=1.0, patience=0, cooldown=0, min_history=2,
@@ -138,7 +138,7 @@ def measure_medtune(tmp_path) -> dict:
 
     @ray.remote(num_cpus=1)
     def reads(name: str, trial_id: str, n: int) -> tuple[list[float], list[float]]:
-        from searchers.qlearning_scheduler import read_mailbox as rm
+        from medtune.searchers.qlearning_scheduler import read_mailbox as rm
 
         out, cached = [], []
         for _ in range(n):

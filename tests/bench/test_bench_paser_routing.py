@@ -23,9 +23,9 @@ REPEATS = 5
 
 
 def test_routed_inference_wall_time_against_large_beside_the_gflops_ratio():
-    from searchers.paser import PaSeRConfig, random_routing, routed_inference, single_model
-    from trainables.paser_data import PaSeRDataConfig, load_paser_data
-    from trainables.paser_models import PaSeRModelsConfig, load_models, pretrain_models, train_router
+    from medtune.searchers.paser import PaSeRConfig, random_routing, routed_inference, single_model
+    from medtune.trainables.paser_data import PaSeRDataConfig, load_paser_data
+    from medtune.trainables.paser_models import PaSeRModelsConfig, load_models, pretrain_models, train_router
 
     torch.set_num_threads(1)
     data = load_paser_data(PaSeRDataConfig(n_images=1000))

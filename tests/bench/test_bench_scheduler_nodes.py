@@ -42,8 +42,8 @@ N_READS = 201
 
 
 def make_scheduler(tmp_path, tag: str):
-    from searchers.qlearning_agent import QLearningConfig
-    from searchers.qlearning_scheduler import QLearningLRScheduler
+    from medtune.searchers.qlearning_agent import QLearningConfig
+    from medtune.searchers.qlearning_scheduler import QLearningLRScheduler
 
     config = QLearningConfig(
         base_lr=1e-3, min_lr=1e-9, max_lr=1.0, patience=0, cooldown=0, min_history=2,
@@ -83,7 +83,7 @@ def measure_reads(nodes: list[dict], mailbox: str, trial_ids: list[str]) -> dict
 
     @ray.remote(num_cpus=1)
     def reads(name: str, ids: list[str], n: int) -> tuple[str, list[float], list[float]]:
-        from searchers.qlearning_scheduler import read_mailbox
+        from medtune.searchers.qlearning_scheduler import read_mailbox
 
         times, lrs = [], []
         for i in range(n):

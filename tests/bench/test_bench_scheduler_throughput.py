@@ -29,8 +29,8 @@ TARGET = 10_000.0
 
 
 def test_bench_scheduler_on_trial_result_throughput(tmp_path):
-    from searchers.qlearning_agent import QLearningConfig
-    from searchers.qlearning_scheduler import QLearningLRScheduler
+    from medtune.searchers.qlearning_agent import QLearningConfig
+    from medtune.searchers.qlearning_scheduler import QLearningLRScheduler
 
     journal = tmp_path / "state" / "qlearning-journal.jsonl"
     scheduler = QLearningLRScheduler(QLearningConfig(), state_path=journal, mailbox="unused", seed=0,

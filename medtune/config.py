@@ -4,7 +4,7 @@
 nearest valid name suggested), wrong types (``int`` where ``float`` is wanted is
 fine, ``bool`` for a number is not), nested dataclasses, tuples and lists; the
 dataclass's own ``__post_init__`` checks ranges and cross-field rules. Every
-failure is one :class:`~trainables.errors.InputError` line prefixed with the
+failure is one :class:`~medtune.errors.InputError` line prefixed with the
 field's dotted path, e.g. ``train.epochs=0 must be >= 1``.
 """
 
@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, TypeVar, Union
 
-from trainables.errors import InputError, did_you_mean
+from medtune.errors import InputError, did_you_mean
 
 T = TypeVar("T")
 

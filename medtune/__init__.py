@@ -1,0 +1,50 @@
+"""medtune: reinforcement-learning training control for medical imaging, compared against strong baselines in
+parallel on Ray Tune and tracked in MLflow.
+
+The package is layered, bottom up: this root (errors, typed configuration, small helpers; no Ray, no MLflow),
+:mod:`medtune.searchers` (what decides: LR agents and schedules, selectors, routers), :mod:`medtune.trainables`
+and :mod:`medtune.dashboards` side by side (what runs in a trial; comparisons built from MLflow), and
+:mod:`medtune.cluster` on top (the CLI, specs, the study registry, Tuner assembly, the Ray service).
+
+``import medtune`` imports neither Ray nor MLflow. The names below that live in a higher layer are loaded when
+first used, so ``medtune.load_spec`` works without importing the cluster layer up front.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from medtune.errors import InputError
+
+__version__ = "0.2.0"
+
+# name -> module that defines it (imported on first access; PEP 562)
+_LAZY = {
+    "QLearningConfig": "medtune.searchers.qlearning_agent",
+    "QLearningLRAgent": "medtune.searchers.qlearning_agent",
+    "GreedyLR": "medtune.searchers.greedy_lr",
+    "EffortController": "medtune.searchers.effort_controller",
+    "EpisodicMemory": "medtune.searchers.episodic_memory",
+    "DDPGAgent": "medtune.searchers.ddpg",
+    "DDPGConfig": "medtune.searchers.ddpg",
+    "QLearningLRScheduler": "medtune.searchers.qlearning_scheduler",
+    "load_spec": "medtune.cluster.studies",
+    "run": "medtune.cluster.studies",
+    "resume": "medtune.cluster.studies",
+    "build_report": "medtune.cluster.studies",
+}
+
+__all__ = ["__version__", "InputError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'medtune' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

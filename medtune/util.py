@@ -1,0 +1,44 @@
+"""Small helpers every layer shares: value checks for hand-written config validation, and atomic file writes.
+
+Nothing here imports Ray, MLflow or torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+import numpy as np
+
+
+def is_int(x: object) -> bool:
+    """True for a Python or numpy integer, False for ``bool`` (``True`` is not a count)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def is_number(x: object) -> bool:
+    """True for a finite Python or numpy int or float, False for ``bool``, NaN and infinities."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` through ``write(binary_file)`` so that a reader sees the old file or the whole new one.
+
+    The bytes go to a temporary file beside ``path``, are fsynced, then renamed over it; on any error the
+    temporary file is removed and ``path`` is untouched. The parent folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
