@@ -26,9 +26,47 @@ from medtune.cluster.session import (
     restore_or_build,
 )
 from medtune.cluster.session import log_session_summary as session_summary
-from medtune.cluster.spec import ActiveLearningStudySpec
 from medtune.errors import InputError
 from medtune.config import to_dict
+from dataclasses import dataclass, field
+from medtune.cluster.console import tune_verbosity
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.trainables.al_config import METHODS as AL_METHODS
+from medtune.trainables.al_config import ActiveLearningConfig
+from medtune.trainables.classification_data import ClassificationDataConfig
+
+
+@dataclass(frozen=True)
+class ActiveLearningStudySpec:
+    """The active-learning study (paper 001): every selection strategy x seed in one Tune experiment.
+
+    Each trial owns an Annotator and a Learner actor (see :mod:`medtune.trainables.active_learning_actors`);
+    ``budget`` caps the labels each Annotator gives out (0: the whole training pool).
+    """
+
+    name: str = "active-learning"
+    study: str = "active-learning"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = AL_METHODS
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
+    loop: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
+    budget: int = 0
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.study != "active-learning":
+            raise ValueError(f"study={self.study!r}: this is the active-learning study's spec; set study: active-learning")
+        check_seeds_and_methods(self.seeds, self.methods, AL_METHODS, "a selection strategy")
+        if self.budget < 0:
+            raise ValueError(f"budget={self.budget!r} must be >= 0 labels (0: the whole training pool)")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+
+
 
 SPEC = ActiveLearningStudySpec
 METRICS = ("epoch", "round", "labeled", "labeled_fraction", "macro_f1", "micro_f1", "recoveries")
@@ -37,7 +75,7 @@ STATE_DIR = "al"
 
 def prepare_data(spec: ActiveLearningStudySpec):
     """Load and check the pool: labels in range, no empty class, a budget the pool can meet (exit 2 otherwise)."""
-    from medtune.trainables.active_learning import check_labels
+    from medtune.trainables.al_annotator import check_labels
     from medtune.trainables.classification_data import load_classification
 
     data = load_classification(spec.data)
@@ -66,6 +104,7 @@ def _trainable(spec: ActiveLearningStudySpec, data: Any):
 def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
     from ray import tune
 
+    from medtune.cluster.progress import ProgressLog
     from medtune.cluster.tracking import MLflowTracker
 
     param_space = {
@@ -87,9 +126,10 @@ def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str
             name=session_dir.name,
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
-                                     backlog=backlog_path(session_dir), metrics=METRICS)],
+                                     backlog=backlog_path(session_dir), metrics=METRICS),
+                       ProgressLog(spec.name, None, "macro_f1", label_keys=("method", "seed"))],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=1,
+            verbose=tune_verbosity(),
         ),
     )
 

@@ -34,8 +34,60 @@ from medtune.cluster.session import (
     restore_or_build,
 )
 from medtune.cluster.session import log_session_summary as session_summary
-from medtune.cluster.spec import APGAStudySpec
 from medtune.config import from_dict, to_dict
+from dataclasses import dataclass, field
+from medtune.cluster.console import tune_verbosity
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.errors import did_you_mean
+from medtune.trainables.augmentation import METHODS as AUGMENTATION_METHODS
+from medtune.trainables.augmentation import AugmentationConfig
+from medtune.trainables.classification_data import ClassificationDataConfig
+
+
+REGIMES = ("full", "few_shot")
+
+
+@dataclass(frozen=True)
+class APGAStudySpec:
+    """The APGA study (paper 002): every augmentation method x regime x seed in one Tune experiment.
+
+    ``regimes`` are ``full`` (every training image) and ``few_shot`` (``few_shot`` images per class,
+    100 as in the paper); both share one held-out test split. ``train.pretrain_epochs`` pre-train one
+    classifier per (regime, seed) that all methods of that seed start from.
+    """
+
+    name: str = "apga"
+    study: str = "apga"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    methods: tuple[str, ...] = AUGMENTATION_METHODS
+    regimes: tuple[str, ...] = REGIMES
+    few_shot: int = 100
+    data: ClassificationDataConfig = field(default_factory=lambda: ClassificationDataConfig(source="cluttered_digits"))
+    train: AugmentationConfig = field(default_factory=AugmentationConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.study != "apga":
+            raise ValueError(f"study={self.study!r}: this is the APGA study's spec; set study: apga")
+        check_seeds_and_methods(self.seeds, self.methods, AUGMENTATION_METHODS, "an augmentation method")
+        if not self.regimes or len(set(self.regimes)) != len(self.regimes):
+            raise ValueError(f"regimes={list(self.regimes)!r} must list some of {', '.join(REGIMES)} once each")
+        for r in self.regimes:
+            if r not in REGIMES:
+                raise ValueError(f"regimes: {r!r} is not a regime{did_you_mean(r, REGIMES)}; use any of {', '.join(REGIMES)}")
+        if "few_shot" in self.regimes and self.few_shot < 1:
+            raise ValueError(f"few_shot={self.few_shot!r} must be >= 1 images per class (the paper uses 100)")
+        if self.data.few_shot:
+            raise ValueError(f"data.few_shot={self.data.few_shot!r}: the study sets it per regime; "
+                             "set the top-level few_shot instead and leave data.few_shot at 0")
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+
+
 
 SPEC = APGAStudySpec
 METRICS = ("epoch", "accuracy", "train_loss", "keep_fraction", "final_accuracy")
@@ -117,6 +169,7 @@ def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
 def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], data: dict, pretrained: dict):
     from ray import tune
 
+    from medtune.cluster.progress import ProgressLog
     from medtune.cluster.tracking import MLflowTracker
 
     param_space = {
@@ -137,10 +190,11 @@ def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], da
             name=session_dir.name,
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
-                                     backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS)],
+                                     backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS),
+                       ProgressLog(spec.name, len(spec.methods) * len(spec.regimes) * len(spec.seeds) * spec.train.epochs, "accuracy", label_keys=("method", "regime", "seed"))],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=1,
+            verbose=tune_verbosity(),
         ),
     )
 

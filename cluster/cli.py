@@ -26,7 +26,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medtune import __version__
+
 DEFAULT_OUTPUT = "./medtune-runs"
+
+
+def _with(common: argparse.ArgumentParser) -> type:
+    """An ArgumentParser class whose instances (the sub-commands) also take ``common``'s options."""
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("parents", [])
+            kwargs["parents"] = [*kwargs["parents"], common]
+            super().__init__(*args, **kwargs)
+
+    return Parser
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="medtune",
         description="Reinforcement-learning training control for medical imaging on Ray Tune, tracked in MLflow.",
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--version", action="version", version=f"medtune {__version__}")
+    # --verbose works before or after the command: `medtune --verbose run ...` and `medtune run ... --verbose`
+    p.add_argument("--verbose", action="store_true", help="also show Ray's, Tune's and MLflow's own output")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also show Ray's, Tune's and MLflow's own output and the trials' own prints")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_with(common))
 
     run = sub.add_parser("run", help="run a study spec (a YAML path or a built-in name such as lr-schedulers)")
     run.add_argument("spec", help="YAML path or built-in spec name (see `medtune specs`)")
@@ -134,26 +154,23 @@ def _uri(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from medtune.cluster.spec import load_spec
-    from medtune.cluster.studies import study_module
+    from medtune.cluster.studies import load_spec, run
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
     origin = {"spec": args.spec, "smoke": args.smoke, "overrides": args.overrides}
-    study = study_module(spec.study)
-    return study.run(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin)
+    return run(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from medtune.cluster.session import read_session
-    from medtune.cluster.studies import study_module
+    from medtune.cluster.studies import resume
 
-    info = read_session(Path(args.dir).expanduser().resolve())
-    return study_module(info["spec"].get("study", "lr")).resume(args.dir, address=args.address)
+    return resume(args.dir, address=args.address)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from medtune.cluster.studies import study_module
-    from medtune.dashboards.report import _client, session_runs, study_of
+    from medtune.cluster.studies import get_study, session_study
+    from medtune.dashboards.runs import mlflow_client, session_runs, study_of
+    from medtune.dashboards.views import run_status
     from medtune.errors import InputError
 
     if args.sync:
@@ -165,7 +182,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if sync_backlog(session_dir):
             return 1
         if (session_dir / "report").is_dir():  # the session finished: give it its summary run now
-            study_module(info["spec"].get("study", "lr")).log_session_summary(session_dir)
+            session_study(info).log_session_summary(session_dir)
         args.tracking_uri, args.session = info["tracking_uri"], info["session"]
         args.experiment = args.experiment or info["spec"]["name"]
     if not args.experiment:
@@ -177,8 +194,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR or --tracking-uri of the run")
     try:
-        _, session, runs = session_runs(_client(uri), uri, args.experiment, args.session)
-        report = study_module(study_of(runs)).build_report(uri, args.experiment, session)
+        _, session, runs = session_runs(mlflow_client(uri), uri, args.experiment, args.session)
+        report = get_study(study_of(runs)).build_report(uri, args.experiment, session)
     except InputError:
         raise
     except Exception as exc:  # an unreachable server, a file that is no MLflow store, ...
@@ -190,13 +207,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"[medtune] wrote {len(paths)} files to {args.save}")
     if args.html:
         from medtune.dashboards import html_report
-        from medtune.dashboards.views import run_status, view_of
 
         target = Path(args.html).expanduser()
         if target.is_dir():
             raise InputError(f"--html {args.html} is a folder; give a file name, e.g. --html {target / 'report.html'}")
         try:
-            path = html_report.write(view_of(report, run_status(runs)), target)
+            view = report.view()
+            view.status = run_status(runs)
+            path = html_report.write(view, target)
         except OSError as exc:
             raise InputError(f"cannot write the HTML report to {args.html} ({exc.strerror}); "
                              "pick a writable --html FILE") from None
@@ -241,7 +259,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise InputError(f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    app = create_app(uri, refresh_s=args.refresh)
+    from medtune.cluster.studies import load_view
+
+    app = create_app(uri, load_view, refresh_s=args.refresh)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per refresh
     print(f"[medtune] dashboard for {uri} on http://127.0.0.1:{args.port}/ (refreshes every {args.refresh:g} s; "
           "Ctrl-C stops it)", flush=True)
@@ -252,13 +272,58 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+UI_TIMEOUT_S = 120.0
+
+
+def _wait_until_answers(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether ``url`` answered HTTP before ``timeout_s`` passed and while ``proc`` ran."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers (a login page, say)
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
+    from medtune.cluster.console import verbose
+    from medtune.errors import InputError
+
     uri = _uri(args)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
-    print(f"[medtune] MLflow UI for {uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise InputError(f"no MLflow store at {uri}; pass --output DIR of a `medtune run`, or --tracking-uri URI")
+    _check_port(args.port)
+    url = f"http://127.0.0.1:{args.port}"
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+           "--port", str(args.port), "--workers", "1"]
+    if not verbose():
+        cmd += ["--uvicorn-opts", "--log-level warning"]
+    env = dict(os.environ) if verbose() else {**os.environ, "PYTHONWARNINGS": "ignore"}
+    out = None if verbose() else subprocess.DEVNULL
+    print(f"[medtune] starting the MLflow UI for {uri} ...", flush=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
     try:
-        return subprocess.call(cmd)
+        if not _wait_until_answers(url, proc, UI_TIMEOUT_S):
+            proc.terminate()
+            code = proc.wait(timeout=30)
+            reason = (f"exited with status {code}" if code else
+                      f"did not answer on {url} within {UI_TIMEOUT_S:g} s")
+            print(f"medtune: error: the MLflow UI {reason}; run `medtune ui --verbose` to see its output",
+                  file=sys.stderr)
+            return 1
+        print(f"[medtune] MLflow UI for {uri} on {url}/ (Ctrl-C stops it)", flush=True)
+        return proc.wait()
     except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=30)
         return 0
 
 
@@ -348,11 +413,16 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    from medtune.cluster import console
     from medtune.errors import InputError
+
+    console.setup(verbose_output=args.verbose)
 
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # `medtune specs | head`: the reader left, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except InputError as exc:
         print(f"medtune: error: {exc}", file=sys.stderr)
         return 2

@@ -63,7 +63,7 @@ def submit(
     """
     import yaml
 
-    from medtune.cluster.spec import load_spec
+    from medtune.cluster.studies import load_spec
     from medtune.config import to_dict
 
     parsed = load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted

@@ -33,9 +33,82 @@ from medtune.cluster.session import (
     read_session,
     restore_or_build,
 )
-from medtune.cluster.spec import LRStudySpec
 from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
+from dataclasses import dataclass, field, fields, make_dataclass
+from medtune.cluster.console import tune_verbosity
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.searchers.lr_schedules import ScheduleConfig
+from medtune.searchers.pbt import PBTConfig
+from medtune.searchers.qlearning_agent import QLearningConfig, load_qtable_file
+from medtune.trainables.data import DataConfig
+from medtune.trainables.segmentation import METHODS, ModelConfig, TrainConfig
+
+
+def _check_warm_start(self) -> None:
+    if self.warm_start is None:
+        return
+    if not Path(self.warm_start).expanduser().is_file():
+        raise ValueError(f"warm_start={self.warm_start!r} is not a file; give the qtable.json of an earlier experiment")
+    load_qtable_file(Path(self.warm_start).expanduser(), QLearningConfig())  # one line naming the file if it is no Q-table
+
+
+# The ``qlearning:`` section: every QLearningConfig field but the LR bounds (those come from ``train``),
+# plus where to warm-start from and the seed of the shared table. Derived, so the two never drift apart.
+LR_BOUNDS = ("base_lr", "min_lr", "max_lr")
+QLearningSpec = make_dataclass(
+    "QLearningSpec",
+    [(f.name, f.type, field(default=f.default)) for f in fields(QLearningConfig) if f.name not in LR_BOUNDS]
+    + [("warm_start", "str | None", field(default=None)), ("seed", "int", field(default=0))],
+    frozen=True,
+    namespace={"__post_init__": _check_warm_start, "__doc__": "The spec's qlearning section (LR bounds come from train)."},
+)
+QLearningSpec.__module__ = __name__  # picklable, like every other spec class
+
+
+@dataclass(frozen=True)
+class LRStudySpec:
+    """The learning-rate study: every method x every seed in one Tune experiment."""
+
+    name: str = "lr-schedulers"
+    study: str = "lr"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    schedules: ScheduleConfig = field(default_factory=ScheduleConfig)
+    qlearning: QLearningSpec = field(default_factory=QLearningSpec)
+    pbt: PBTConfig = field(default_factory=PBTConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.study != "lr":
+            raise ValueError(f"study={self.study!r}: this is the LR study's spec; set study: lr")
+        check_seeds_and_methods(self.seeds, self.methods, METHODS, "an LR method")
+        if "qlearning_warm" in self.methods and not self.qlearning.warm_start:
+            raise ValueError(
+                "methods: 'qlearning_warm' needs qlearning.warm_start; give the qtable.json of an earlier "
+                "experiment, e.g. --set qlearning.warm_start=medtune-runs/<session>/qtable.json"
+            )
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+        try:
+            self.agent_config()
+        except ValueError as exc:
+            raise ValueError(f"qlearning.{exc}") from None
+
+    def agent_config(self) -> QLearningConfig:
+        """The Q-learning agent's configuration: the ``qlearning`` section plus the LR bounds of ``train``."""
+        q = {k: v for k, v in self.qlearning.__dict__.items() if k not in ("seed", "warm_start")}
+        bounds = {k: getattr(self.train, k) for k in LR_BOUNDS}
+        return QLearningConfig(**bounds, **q)
+
+
 
 LR_SESSION_KEYS = ("mailbox", "memory_path", "task")
 
@@ -77,9 +150,11 @@ def task_key(spec: LRStudySpec) -> str:
 KEEP_CHECKPOINTS = 6
 
 
-def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = KEEP_CHECKPOINTS):
+def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = KEEP_CHECKPOINTS,
+                progress: tuple[str, int] = ("", 0)):
     from ray import tune
 
+    from medtune.cluster.progress import ProgressLog
     from medtune.cluster.tracking import MLflowTracker
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder
 
@@ -91,12 +166,13 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
             MLflowTracker(info["tracking_uri"], info["experiment_id"], session,
                           backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE)),
             EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session),
+            ProgressLog(progress[0] or spec.name, progress[1] or None, "dice"),
         ],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # PBT clones a member's checkpoint at a perturbation; a copier may start up to one interval later
         # (synchronous PBT, fewer CPUs than members), so keep that many more.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
-        verbose=1,
+        verbose=tune_verbosity(),
     )
 
 
@@ -150,7 +226,9 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         _trainable(spec, data),
         param_space={"method": tune.grid_search(methods), **common},
         tune_config=tune_config,
-        run_config=_run_config(spec, name, storage, info, keep),
+        run_config=_run_config(spec, name, storage, info, keep,
+                               progress=(spec.name + (" (pbt)" if kind == "pbt" else ""),
+                                         len(methods) * len(spec.seeds) * spec.train.epochs)),
     )
 
 

@@ -30,8 +30,61 @@ from medtune.cluster.session import (
     restore_or_build,
 )
 from medtune.cluster.session import log_session_summary as session_summary
-from medtune.cluster.spec import PaSeRStudySpec
 from medtune.config import from_dict, to_dict
+from dataclasses import dataclass, field
+from medtune.cluster.console import tune_verbosity
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.searchers.paser import PaSeRConfig, check_grid
+from medtune.trainables.paser_data import PaSeRDataConfig
+from medtune.trainables.paser_models import PaSeRModelsConfig
+
+
+PASER_BASELINES = ("small", "medium", "large", "cascade", "random")
+
+
+@dataclass(frozen=True)
+class PaSeRStudySpec:
+    """The PaSeR study (paper 003): a Tune grid over the cost weight ``lams`` x ``seeds`` plus the baselines.
+
+    The three models are pre-trained once and shared by every trial; ``router.lam`` is ignored (each
+    trial takes its ``lam`` from ``lams``). ``random`` runs inside each ``lam`` trial, at its router's cost.
+    """
+
+    name: str = "paser"
+    study: str = "paser"
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    lams: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
+    baselines: tuple[str, ...] = PASER_BASELINES
+    data: PaSeRDataConfig = field(default_factory=PaSeRDataConfig)
+    models: PaSeRModelsConfig = field(default_factory=PaSeRModelsConfig)
+    router: PaSeRConfig = field(default_factory=PaSeRConfig)
+    pretrain_seed: int = 0
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if self.study != "paser":
+            raise ValueError(f"study={self.study!r}: this is the PaSeR study's spec; set study: paser")
+        if not self.lams:
+            raise ValueError("lams=[] is an empty grid; list cost weights in [0, 1], e.g. lams: [0, 0.25, 0.5, 0.9]")
+        for lam in self.lams:
+            if not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
+                raise ValueError(f"lams: {lam!r} is outside [0, 1]; a cost weight lies between 0 (accuracy only) "
+                                 "and 1 (cost only)")
+        if len(set(self.lams)) != len(self.lams):
+            raise ValueError(f"lams={list(self.lams)!r} has duplicates; list each cost weight once")
+        check_seeds_and_methods(self.seeds, self.baselines or ("random",), PASER_BASELINES, "a PaSeR baseline")
+        try:
+            check_grid(self.data.canvas, self.router.grid, self.router.margin)
+        except ValueError as exc:
+            raise ValueError(f"router.{exc} (data.canvas={self.data.canvas})") from None
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+
+
 
 SPEC = PaSeRStudySpec
 METRICS = ("epoch", "iou", "gflops", "iou_per_gflop", "share_f0", "share_f1", "share_f2", "iou_unseen",
@@ -124,6 +177,7 @@ def arms(spec: PaSeRStudySpec) -> list[dict[str, Any]]:
 def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], data: Any, states: dict, tables: Any):
     from ray import tune
 
+    from medtune.cluster.progress import ProgressLog
     from medtune.cluster.tracking import MLflowTracker
 
     arm = tune.grid_search(arms(spec))
@@ -146,9 +200,10 @@ def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], d
             name=session_dir.name,
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
-                                     backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS)],
+                                     backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS),
+                       ProgressLog(spec.name, len(arms(spec)) * len(spec.seeds), "iou", label_keys=("method", "lam", "seed"))],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            verbose=1,
+            verbose=tune_verbosity(),
         ),
     )
 

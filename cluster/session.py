@@ -10,11 +10,13 @@ its Tuners on top of these functions.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from medtune.cluster.console import ray_logging_level, verbose
 from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
 
@@ -23,8 +25,17 @@ BACKLOG_FILE = "mlflow-backlog.jsonl"  # MLflow records not delivered yet (serve
 SESSION_KEYS = ("session", "tracking_uri", "experiment_id")
 
 
+_log = logging.getLogger(__name__)
+
+
 def log(msg: str) -> None:
-    print(f"[medtune] {msg}", flush=True)
+    """One progress line of the session (the CLI prints it as ``[medtune] msg``)."""
+    _log.info("%s", msg)
+
+
+def show(text: str) -> None:
+    """A report's text, printed as it is between blank lines."""
+    _log.info("\n%s\n", text, extra={"plain": True})
 
 
 def init_ray(address: str | None) -> None:
@@ -43,7 +54,7 @@ def init_ray(address: str | None) -> None:
                 "(use the dashboard URL with `medtune submit`)"
             )
         try:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=verbose(), logging_level=ray_logging_level())
         except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...
             raise InputError(
                 f"cannot connect to the Ray cluster at {address!r} ({str(exc).splitlines()[0][:160]}); "
@@ -51,7 +62,7 @@ def init_ray(address: str | None) -> None:
             ) from None
         log(f"connected to the Ray cluster at {address}")
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=verbose(), logging_level=ray_logging_level())
         log(f"started a local Ray instance with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
 
 
@@ -142,10 +153,14 @@ def create_session(
     return session_dir, info
 
 
-def read_session(session_dir: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The session's ``medtune.json``, checked against its study's spec; one line and exit 2 if missing or damaged."""
-    from medtune.cluster.studies import spec_class
+def read_session(session_dir: str | os.PathLike, required: tuple[str, ...] = (),
+                 spec_class: type | None = None) -> dict[str, Any]:
+    """The session's ``medtune.json``; one line and exit 2 if it is missing or damaged.
 
+    Args:
+        required: keys the caller needs beyond the ones every session has.
+        spec_class: the study's spec dataclass; when given, the stored spec must still build into it.
+    """
     session_dir = Path(session_dir)
     info_path = session_dir / SESSION_FILE
     if not info_path.is_file():
@@ -157,7 +172,8 @@ def read_session(session_dir: str | os.PathLike, required: tuple[str, ...] = ())
         info = json.loads(info_path.read_text())
         if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or not info["spec"]:
             raise ValueError("no spec in it")
-        from_dict(spec_class(info["spec"].get("study", "lr")), info["spec"])
+        if spec_class is not None:
+            from_dict(spec_class, info["spec"])
         for key in SESSION_KEYS + tuple(required):
             if key not in info:
                 raise ValueError(f"no {key!r} in it")
@@ -178,7 +194,7 @@ def reopen_session(session_dir: str | os.PathLike, spec_class: type, prepare: An
         ``(session_dir, info, spec, data)``.
     """
     session_dir = Path(session_dir).expanduser().resolve()
-    info = read_session(session_dir, required)
+    info = read_session(session_dir, required, spec_class)
     spec = from_dict(spec_class, info["spec"])
     prepare_tracking(info["tracking_uri"])
     data = prepare(spec)
@@ -243,7 +259,7 @@ def finish_session(
         The exit status: 0, 1 (failed trials, or MLflow down at the end: the records wait in the backlog),
         130 (interrupted: the table is partial and ``medtune resume`` continues).
     """
-    from medtune.dashboards.report import log_summary
+    from medtune.dashboards.summary import log_summary
 
     errors = [r for r in results if r.error is not None]
     try:
@@ -254,9 +270,7 @@ def finish_session(
             f"report with: medtune report --sync {session_dir}")
         return 1
     if unfinished:
-        print()
-        print(report.text())
-        print()
+        show(report.text())
         log(f"interrupted: {len(unfinished)} of {len(results)} trials unfinished; the table above is partial "
             f"and no summary run was logged. Continue with: medtune resume {session_dir}")
         return 130
@@ -265,11 +279,9 @@ def finish_session(
     except Exception as exc:
         log(f"the summary run could not be logged ({str(exc).splitlines()[0][:160]}); the report files are in "
             f"{session_dir / 'report'}; log it later with: medtune report --sync {session_dir}")
-        print(report.text())
+        show(report.text())
         return 1
-    print()
-    print(report.text())
-    print()
+    show(report.text())
     for note in notes:
         log(note)
     log(f"report files: {session_dir / 'report'}")
@@ -283,7 +295,7 @@ def finish_session(
 def log_session_summary(session_dir: str | os.PathLike, build: Any) -> None:
     """(Re)build a finished session's report from MLflow with ``build(uri, experiment, session)`` and log its
     summary run (``medtune report --sync`` after an outage)."""
-    from medtune.dashboards.report import log_summary
+    from medtune.dashboards.summary import log_summary
 
     session_dir = Path(session_dir).expanduser().resolve()
     info = read_session(session_dir)

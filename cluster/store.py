@@ -12,9 +12,6 @@ from pathlib import Path
 
 from medtune.errors import InputError
 
-TAG_SESSION = "medtune.session"  # one `medtune run`
-TAG_TRIAL = "medtune.trial_id"  # the Tune trial a run belongs to
-TAG_KIND = "medtune.kind"  # "trial" or "summary"
 
 
 def default_tracking_uri(output_dir: str | os.PathLike) -> str:

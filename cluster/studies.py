@@ -1,43 +1,139 @@
-"""The studies medtune runs, and how the CLI finds each one's spec, runner, resume and report.
+"""The study registry: one :class:`Study` per study name, and the entry points that dispatch on it.
 
-A study module exposes ``SPEC`` (its spec class), ``run(spec, output, tracking_uri,
-address, origin) -> int``, ``resume(session_dir, address) -> int``,
-``build_report(tracking_uri, experiment, session) -> report`` and
-``log_session_summary(session_dir)``. A report has ``text()``, ``write(folder)``
-and ``summary_metrics()`` (see :func:`medtune.dashboards.report.log_summary`).
+A study is a plug-in. Its module under ``medtune.cluster`` (``lr_study``, ``al_study``, ``apga_study``,
+``paser_study``) defines its spec dataclass, ``run(spec, output, tracking_uri, address, origin) -> int``,
+``resume(session_dir, address) -> int``, ``build_report(tracking_uri, experiment, session) -> report`` and
+``log_session_summary(session_dir)`` (the spec class as ``SPEC``); :meth:`Study.of` reads them. A report has ``text()``,
+``write(folder)``, ``summary_metrics()`` and ``view()`` (what the dashboard and the HTML report draw). Adding a
+study means adding its files and one line to :data:`STUDIES`; nothing else keys on its name.
 
-Trial runs in MLflow carry the param ``study`` (runs of the LR study written before
-that param existed have none and count as ``lr``), so ``medtune report EXPERIMENT``
-picks the right report without being told.
+Trial runs in MLflow carry the param ``study`` (runs of the LR study written before that param existed have none
+and count as ``lr``), so :func:`build_report` picks the right report without being told.
 """
 
 from __future__ import annotations
 
-import importlib
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+from typing import Any, Callable
 
+from medtune.cluster import al_study, apga_study, lr_study, paser_study
+from medtune.cluster.session import read_session
+from medtune.cluster.spec import SpecError, apply_override, parse_set, read_spec_file
+from medtune.config import from_dict
+from medtune.dashboards.runs import mlflow_client, session_runs, study_of
+from medtune.dashboards.views import View, run_status
 from medtune.errors import InputError, did_you_mean
 
-STUDIES: dict[str, str] = {"lr": "medtune.cluster.lr_study", "apga": "medtune.cluster.apga_study",
-                           "active-learning": "medtune.cluster.al_study", "paser": "medtune.cluster.paser_study"}
-SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec", "active-learning": "ActiveLearningStudySpec",
-                               "paser": "PaSeRStudySpec"}
+
+@dataclass(frozen=True)
+class Study:
+    """What medtune needs of one study. ``name`` is the spec's ``study:`` value and the runs' ``study`` param."""
+
+    name: str
+    spec: type
+    run: Callable[..., int]
+    resume: Callable[..., int]
+    build_report: Callable[..., Any]
+    log_session_summary: Callable[[str | os.PathLike], None]
+
+    @classmethod
+    def of(cls, module: ModuleType) -> "Study":
+        """The study a module defines; its name is the default ``study`` of its spec class."""
+        spec = module.SPEC
+        return cls(spec.__dataclass_fields__["study"].default, spec, module.run, module.resume, module.build_report,
+                   module.log_session_summary)
 
 
-def check_study(study: object) -> str:
-    """``study`` if medtune knows it, else one line naming it and the known ones."""
-    if study not in STUDIES:
+STUDIES: dict[str, Study] = {s.name: s for s in map(Study.of, (
+    lr_study,
+    al_study,
+    apga_study,
+    paser_study,
+))}
+
+
+def get_study(name: object) -> Study:
+    """The registered study ``name``; one line naming it and the known ones if there is none."""
+    if name not in STUDIES:
         names = tuple(STUDIES)
-        raise InputError(f"study={study!r} is not a study{did_you_mean(str(study), names)}; use one of {', '.join(names)}")
-    return str(study)
+        raise InputError(f"study={name!r} is not a study{did_you_mean(str(name), names)}; use one of {', '.join(names)}")
+    return STUDIES[name]  # type: ignore[index]
 
 
-def spec_class(study: str) -> type:
-    """The spec dataclass of ``study`` (all live in :mod:`medtune.cluster.spec`)."""
-    from medtune.cluster import spec
-
-    return getattr(spec, SPEC_CLASSES[check_study(study)])
+def session_study(info: dict[str, Any]) -> Study:
+    """The study a session's ``medtune.json`` belongs to."""
+    return get_study(info["spec"].get("study", "lr"))
 
 
-def study_module(study: str) -> ModuleType:
-    return importlib.import_module(STUDIES[check_study(study)])
+def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Load a spec (a YAML path or a built-in name), apply ``smoke`` and ``--set`` overrides, and check it.
+
+    Args:
+        spec: a path to a YAML file, or a built-in name such as ``lr-schedulers`` (``medtune specs`` lists them).
+        smoke: apply the spec's ``smoke:`` section (every budget shrunk).
+        overrides: ``"dotted.key=value"`` items, the value read as YAML.
+
+    Returns:
+        The study's typed spec (a frozen dataclass).
+
+    Raises:
+        SpecError: one line naming the field, the value and the fix.
+    """
+    data, _source = read_spec_file(spec)
+    data = copy.deepcopy(data)
+    if smoke:
+        smoke_overrides = data.get("smoke") or {}
+        if not isinstance(smoke_overrides, dict):
+            raise SpecError(f"smoke={smoke_overrides!r} must be a mapping of dotted keys to values")
+        for key, value in smoke_overrides.items():
+            apply_override(data, str(key), value)
+    for item in overrides:
+        apply_override(data, *parse_set(item))
+    # Paths are kept absolute, so `medtune resume` works from any folder.
+    for section, key in (("data", "path"), ("qlearning", "warm_start")):
+        value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value:
+            data[section][key] = str(Path(value).expanduser().resolve())
+    try:
+        return from_dict(get_study(data.get("study", "lr")).spec, data)
+    except InputError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def run(spec: Any, output: str | os.PathLike = "medtune-runs", tracking_uri: str | None = None,
+        address: str | None = None, origin: dict[str, Any] | None = None) -> int:
+    """Run a loaded spec (see :func:`load_spec`) as one tracked session; returns the exit status (0 success,
+    1 failed trials, 130 interrupted). ``output`` holds the session folder and, by default, the MLflow store."""
+    return get_study(spec.study).run(spec, output, tracking_uri=tracking_uri, address=address, origin=origin)
+
+
+def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
+    """Finish an interrupted session from its folder (the one ``run`` printed); returns the exit status."""
+    info = read_session(Path(session_dir).expanduser().resolve())
+    return session_study(info).resume(session_dir, address=address)
+
+
+def build_report(tracking_uri: str, experiment: str, session: str | None = None) -> Any:
+    """The comparison report of ``experiment`` (its latest session unless ``session``), from MLflow alone.
+
+    Raises:
+        InputError: unknown experiment (nearest name suggested), or one with no trial runs.
+    """
+    _, session, runs = session_runs(mlflow_client(tracking_uri), tracking_uri, experiment, session)
+    return get_study(study_of(runs)).build_report(tracking_uri, experiment, session)
+
+
+def load_view(tracking_uri: str, experiment: str, session: str | None = None) -> View:
+    """``experiment``'s dashboard view (its latest session unless ``session``), with its runs' status line.
+
+    Raises:
+        InputError: unknown experiment, or one with no trial runs.
+    """
+    _, session, runs = session_runs(mlflow_client(tracking_uri), tracking_uri, experiment, session)
+    view = get_study(study_of(runs)).build_report(tracking_uri, experiment, session).view()
+    view.status = run_status(runs)
+    return view

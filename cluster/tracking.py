@@ -16,6 +16,7 @@ survives a tracking server that stops mid-run (see :class:`MLflowTracker`).
 
 from __future__ import annotations
 
+import logging
 import json
 import time
 from pathlib import Path
@@ -23,7 +24,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from medtune.cluster.store import TAG_KIND, TAG_SESSION, TAG_TRIAL
+from medtune.tags import TAG_KIND, TAG_SESSION, TAG_TRIAL
+
+log = logging.getLogger(__name__)
 
 METRICS = ("epoch", "dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 PRIVATE_KEYS = ("mailbox", "threads", "task")
@@ -131,7 +134,7 @@ class MLflowTracker(Callback):
             if kind == "metrics":
                 self._last_epoch[trial] = max(self._last_epoch.get(trial, 0), int(op["step"]))
         if dropped:
-            print(f"[medtune] WARNING: {dropped} unreadable line(s) in {self.backlog} were skipped", flush=True)
+            log.warning(f"{dropped} unreadable line(s) in {self.backlog} were skipped")
 
     def _rewrite_backlog(self) -> None:
         if not self.backlog:
@@ -175,8 +178,8 @@ class MLflowTracker(Callback):
                     continue
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 if not self._outage:
-                    print(f"[medtune] WARNING: MLflow at {self.tracking_uri} failed ({first}); training goes on "
-                          f"and every record waits in {self.backlog or 'memory'} until it answers", flush=True)
+                    log.warning(f"MLflow at {self.tracking_uri} failed ({first}); training goes on "
+                          f"and every record waits in {self.backlog or 'memory'} until it answers")
                 self._outage = True
                 self._backoff = min(60.0, self._backoff * 2) if self._backoff else 2.0
                 self._retry_at = time.time() + self._backoff
@@ -184,8 +187,7 @@ class MLflowTracker(Callback):
             self._queue.pop(0)
             sent += 1
         if self._outage and not self._queue:
-            print(f"[medtune] MLflow at {self.tracking_uri} answers again: the buffered records are delivered",
-                  flush=True)
+            log.info(f"MLflow at {self.tracking_uri} answers again: the buffered records are delivered")
             self._outage, self._backoff, self._retry_at = False, 0.0, 0.0
         if sent or (self._queue and self.backlog and not Path(self.backlog).exists()):
             self._rewrite_backlog()
@@ -197,8 +199,8 @@ class MLflowTracker(Callback):
         if where is not None:
             with open(where, "a") as f:
                 f.write(json.dumps({**op, "error": first}) + "\n")
-        print(f"[medtune] WARNING: MLflow refused a {op.get('op')} record of trial {op.get('trial')} ({first}); "
-              f"it is kept in {where or 'no file'} and the others go on", flush=True)
+        log.warning(f"MLflow refused a {op.get('op')} record of trial {op.get('trial')} ({first}); "
+              f"it is kept in {where or 'no file'} and the others go on")
 
     def _run_of(self, trial_id: str) -> str | None:
         if trial_id not in self._runs:
@@ -301,9 +303,8 @@ class MLflowTracker(Callback):
 
     def on_experiment_end(self, trials, **info):
         if self.flush(force=True):
-            print(f"[medtune] WARNING: {self.pending} MLflow records could not be delivered; they are kept in "
-                  f"{self.backlog}. Deliver them with: medtune report --sync {Path(self.backlog or '.').parent}",
-                  flush=True)
+            log.warning(f"{self.pending} MLflow records could not be delivered; they are kept in "
+                  f"{self.backlog}. Deliver them with: medtune report --sync {Path(self.backlog or '.').parent}")
 
 
 class _NoRun(RuntimeError):

@@ -19,8 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from medtune.dashboards.report import _client, session_runs
+from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards.stats import paired_verdict
+from medtune.dashboards import figures
+from medtune.dashboards.views import Block, Plot, Table, View, cell, report_text
+
+TITLE = "Active-learning study: DRLA against hand-designed query strategies"
 
 CURVE_METRICS = ("labeled", "labeled_fraction", "macro_f1", "micro_f1", "recoveries")
 PAPER_FRACTIONS = (0.26, 0.40, 0.54, 0.68, 0.82, 1.0)
@@ -112,6 +116,10 @@ class ActiveLearningReport:
     points: pd.DataFrame
     table: pd.DataFrame
 
+    def view(self) -> View:
+        """This report as the dashboard and the HTML report draw it."""
+        return al_view(self)
+
     def text(self) -> str:
         lines = [f"Active-learning study {self.experiment!r}, session {self.session} "
                  f"({self.curves['run_id'].nunique()} trials): test F1 at each share of the training pool labeled, "
@@ -180,7 +188,7 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
     Raises:
         InputError: unknown experiment, or no trial runs in it.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp, session, runs = session_runs(client, tracking_uri, experiment, session)
     fractions = _fractions(runs)
     curves = load_curves(client, runs)
@@ -194,3 +202,24 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
     methods = sorted(curves["method"].unique())
     return ActiveLearningReport(experiment, exp.experiment_id, session, fractions, target, rule, curves, points,
                                 table(points, reach, fractions, methods))
+
+
+def al_view(report: ActiveLearningReport) -> View:
+    """The active-learning study (:class:`medtune.dashboards.al_report.ActiveLearningReport`)."""
+    tables = []
+    for key in ("macro", "micro"):
+        rows = []
+        for _, r in report.table.iterrows():
+            row = {"method": r["method"]}
+            for f in report.fractions:
+                row[f"{f:.0%}"] = cell(r[f"{key}@{f:g}_mean"], r[f"{key}@{f:g}_std"])
+            if key == "macro":
+                v = r["labels_to_target_mean"]
+                row[f"labels to {report.target:.3f}"] = ("" if r["method"] == "all" else
+                                                          "never" if pd.isna(v) else f"{v:.0f}")
+            rows.append(row)
+        tables.append(Table(f"{key}-f1", f"Test {key}-F1 at each share of the pool labeled", pd.DataFrame(rows),
+                            "mean ± std over seeds" + (f"; labels to reach {report.target_rule}" if key == "macro" else "")))
+    blocks: list[Block] = [tables[0], Plot("f1-curves", "F1 against the labeled share", figures.f1_curves(report.curves)),
+                           tables[1], report_text(report)]
+    return View("active-learning", TITLE, report.experiment, report.session, blocks=blocks)

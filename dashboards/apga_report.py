@@ -23,8 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtune.dashboards.report import _client, session_runs
+from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards.stats import paired_verdict as paired_line
+from medtune.dashboards import figures
+from medtune.dashboards.views import Block, Image, Plot, Table, Text, View, cell, png, report_text
+
+TITLE = "APGA study: learned augmentation masks against the baselines"
 
 CURVE_METRICS = ("accuracy", "train_loss", "keep_fraction")
 COLLAPSE = 0.02  # a policy keeping < 2% or > 98% of the pixels has collapsed to all-zero / all-one masks
@@ -128,6 +132,10 @@ class APGAReport:
     table: pd.DataFrame
     masks: dict[tuple[str, str], dict] = field(default_factory=dict)
 
+    def view(self) -> View:
+        """This report as the dashboard and the HTML report draw it."""
+        return apga_view(self)
+
     def text(self) -> str:
         lines = [f"APGA study {self.experiment!r}, session {self.session} ({len(self.trials)} trials): "
                  "test accuracy at the last epoch, mean +/- std over seeds"]
@@ -177,8 +185,37 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
     Raises:
         InputError: unknown experiment, or no trial runs in it.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp, session, runs = session_runs(client, tracking_uri, experiment, session)
     trials, curves = load_trials(client, runs)
     return APGAReport(experiment, exp.experiment_id, session, trials, curves, compare(trials),
                       _download_masks(client, trials))
+
+
+def apga_view(report: APGAReport) -> View:
+    """The APGA study (:class:`medtune.dashboards.apga_report.APGAReport`)."""
+    from medtune.dashboards.plots import plot_masks
+
+    rows = []
+    for _, r in report.table.iterrows():
+        rows.append({
+            "method": r["method"], "regime": r["regime"], "accuracy": cell(r["accuracy_mean"], r["accuracy_std"]),
+            "seeds": str(int(r["n"])), "pixels kept": f"{r['keep_mean']:.1%}" if pd.notna(r["keep_mean"]) else "—",
+            "vs none": "" if pd.isna(r["vs_none_mean"]) else f"{r['vs_none_mean']:+.3f}",
+            "seeds better than none": r["vs_none_wins"],
+        })
+    blocks: list[Block] = [
+        Table("accuracy", "Accuracy table", pd.DataFrame(rows),
+              "test accuracy at the last epoch, mean ± std over seeds, best first within each regime; "
+              "'vs none' is the mean paired difference"),
+        Plot("accuracy-curves", "Test accuracy per epoch", figures.accuracy_curves(report.curves)),
+    ]
+    for regime in sorted({r for r, _ in report.masks}):
+        decoded = {m: decode_masks(p) for (r, m), p in sorted(report.masks.items()) if r == regime}
+        blocks.append(Image(f"masks-{regime}", f"Masks, regime {regime} (first seed; red = erased)",
+                            png(lambda p, d=decoded, g=regime: plot_masks(d, p, title=f"masks ({g}, first seed)"))))
+    warnings = collapsed(report.trials) if len(report.trials) else []
+    if warnings:
+        blocks.append(Text("warnings", "Warnings", "\n".join(warnings), warning=True))
+    blocks.append(report_text(report))
+    return View("apga", TITLE, report.experiment, report.session, blocks=blocks)

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
+from medtune.dashboards.catalog import experiments, fingerprint
 from medtune.dashboards.html_report import STYLE
 from medtune.dashboards.views import Image, Plot, Table, Text, View
+from medtune.errors import InputError
 
 PAGE_STYLE = STYLE + """
 header { display: flex; align-items: baseline; gap: 1rem; border-bottom: 2px solid #333; margin-bottom: 1rem; }
@@ -92,12 +96,15 @@ def choose_experiment(asked: str | None, current: str | None, trigger: str | Non
     return current or (names[0] if names else None)
 
 
-def create_app(tracking_uri: str, refresh_s: float = 10.0):
-    """The Dash app for the store at ``tracking_uri`` (not started; call ``.run(host, port)``)."""
-    from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
+def create_app(tracking_uri: str, load_view: Callable[[str, str], View], refresh_s: float = 10.0):
+    """The Dash app for the store at ``tracking_uri`` (not started; call ``.run(host, port)``).
 
-    from medtune.dashboards.catalog import fingerprint
-    from medtune.errors import InputError
+    Args:
+        load_view: ``load_view(tracking_uri, experiment)`` builds an experiment's view, raising
+            :class:`~medtune.errors.InputError` for an unknown or empty one (the CLI passes the study registry's).
+        refresh_s: seconds between the page's checks of the store.
+    """
+    from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
     app = Dash(__name__, title="medtune dashboard", update_title=None, serve_locally=True)
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + PAGE_STYLE + "</style>")
@@ -110,7 +117,7 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
         dcc.Store(id="state"),
         dcc.Loading(html.Div(id="view"), delay_show=800),
     ])
-    cache = _ViewCache(tracking_uri)
+    cache = _ViewCache(tracking_uri, load_view)
     listing = _Listing(tracking_uri, max_age_s=min(refresh_s, 5.0) * 0.9)
 
     @app.callback(Output("experiment", "options"), Output("experiment", "value"),
@@ -132,8 +139,6 @@ def create_app(tracking_uri: str, refresh_s: float = 10.0):
     @app.callback(Output("state", "data"), Output("refreshed", "children"),
                   Input("experiment", "value"), Input("tick", "n_intervals"), State("state", "data"))
     def check(name, _tick, state):
-        import time
-
         stamp = f"checked {time.strftime('%H:%M:%S')}; re-checks every {refresh_s:g} s"
         try:
             new = [name, fingerprint(tracking_uri, name) if name else "", ""]
@@ -176,17 +181,11 @@ class _Listing:
     """The store's experiment list, read at most once per ``max_age_s`` however many tabs are open."""
 
     def __init__(self, tracking_uri: str, max_age_s: float):
-        import threading
-
         self.tracking_uri, self.max_age_s = tracking_uri, max_age_s
         self.lock = threading.Lock()
         self.read_at, self.entries = -float("inf"), []
 
     def get(self) -> list:
-        import time
-
-        from medtune.dashboards.catalog import experiments
-
         with self.lock:
             if time.monotonic() - self.read_at >= self.max_age_s:
                 self.entries, self.read_at = experiments(self.tracking_uri), time.monotonic()
@@ -198,10 +197,8 @@ class _ViewCache:
     a new fingerprint replaces the experiment's older page. Builds whose error was not bad input are remembered
     in ``failed`` so that the next tick tries again."""
 
-    def __init__(self, tracking_uri: str, size: int = 8):
-        import threading
-
-        self.tracking_uri, self.size = tracking_uri, size
+    def __init__(self, tracking_uri: str, load_view: Callable[[str, str], View], size: int = 8):
+        self.tracking_uri, self.load_view, self.size = tracking_uri, load_view, size
         self.lock = threading.Lock()
         self.pages: dict[tuple[str, str], list[Any]] = {}
         self._failed: set[tuple[str, str]] = set()
@@ -210,14 +207,11 @@ class _ViewCache:
         return (name, digest) in self._failed
 
     def get(self, name: str, digest: str) -> list[Any]:
-        from medtune.dashboards.views import load_view
-        from medtune.errors import InputError
-
         with self.lock:  # one build at a time: the store and the CPU are shared with the running study
             key = (name, digest)
             if key not in self.pages:
                 try:
-                    page = components(load_view(self.tracking_uri, name))
+                    page = components(self.load_view(self.tracking_uri, name))
                 except InputError:
                     raise  # unknown or empty: trying again changes nothing until the fingerprint does
                 except Exception:

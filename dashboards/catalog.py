@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from medtune.cluster.store import TAG_KIND
+from medtune.tags import TAG_KIND
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtune.dashboards.report import _client, session_runs
+from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards.stats import paired_verdict
+from medtune.dashboards import figures
+from medtune.dashboards.views import Block, Image, Plot, Table, View, cell, png, report_text
+
+TITLE = "PaSeR study: learned patch routing, IoU against compute"
 
 METRICS = ("iou", "gflops", "iou_per_gflop", "share_f0", "share_f1", "share_f2", "iou_drop_pct")
 FIXED = ("small", "medium", "large", "cascade")
@@ -103,6 +107,10 @@ class PaSeRReport:
     def _label(self, r: pd.Series) -> str:
         return r["method"] if pd.isna(r["lam"]) else f"{r['method']} lam={r['lam']:g}"
 
+    def view(self) -> View:
+        """This report as the dashboard and the HTML report draw it."""
+        return paser_view(self)
+
     def text(self) -> str:
         lines = [f"PaSeR study {self.experiment!r}, session {self.session} ({len(self.runs)} runs): test images, "
                  "mean +/- std over seeds; GFLOPs executed per image",
@@ -165,7 +173,37 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
     Raises:
         InputError: unknown experiment, or no trial runs in it.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp, session, runs = session_runs(client, tracking_uri, experiment, session)
     df = load_runs(client, runs)
     return PaSeRReport(experiment, exp.experiment_id, session, df, summarise(df), _download_routing(client, df))
+
+
+def paser_view(report: PaSeRReport) -> View:
+    """The PaSeR study (:class:`medtune.dashboards.paser_report.PaSeRReport`)."""
+    from medtune.dashboards.plots import plot_routing
+
+    front = pareto_front(report.table) if len(report.table) else []
+    labels = [report._label(r) for _, r in report.table.iterrows()]
+    rows = []
+    for i, (_, r) in enumerate(report.table.iterrows()):
+        rows.append({
+            "method": labels[i], "seeds": str(int(r["seeds"])), "IoU": cell(r["iou_mean"], r["iou_std"]),
+            "GFLOPs / image": cell(r["gflops_mean"], r["gflops_std"], ".4f"),
+            "IoU / GFLOP": cell(r["iou_per_gflop_mean"], r["iou_per_gflop_std"], ".1f"),
+            "f0 / f1 / f2 patches": f"{r['share_f0_mean']:.0%} / {r['share_f1_mean']:.0%} / {r['share_f2_mean']:.0%}"
+            if pd.notna(r["share_f0_mean"]) else "",
+            "IoU drop, unseen noise": cell(r["iou_drop_pct_mean"], r["iou_drop_pct_std"], "+.1f") + " %",
+            "Pareto front": "yes" if i in front else "",
+        })
+    blocks: list[Block] = [
+        Plot("pareto", "Pareto front: IoU against GFLOPs", figures.pareto(report.table, labels, front)),
+        Table("comparison", "Comparison table", pd.DataFrame(rows),
+              "test images, mean ± std over seeds; GFLOPs executed per image; random runs at each router's shares"),
+    ]
+    for lam, payload in sorted(report.routing.items()):
+        routing = decode_routing(payload)
+        blocks.append(Image(f"routing-lam{lam:g}", f"Routing at lam = {lam:g}",
+                            png(lambda p, r=routing, lam=lam: plot_routing(r, p, title=f"PaSeR routing at lam={lam:g}"))))
+    blocks.append(report_text(report))
+    return View("paser", TITLE, report.experiment, report.session, blocks=blocks)

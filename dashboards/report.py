@@ -20,8 +20,12 @@ import pandas as pd
 
 from medtune.dashboards.comparison import compare, format_table, trial_metrics, verdict
 from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
-from medtune.cluster.store import TAG_KIND, TAG_SESSION
-from medtune.errors import InputError
+from medtune.tags import TAG_KIND, TAG_SESSION
+from medtune.dashboards.runs import mlflow_client, session_runs
+from medtune.dashboards import figures
+from medtune.dashboards.views import Block, Plot, Table, Text, View, cell, report_text
+
+TITLE = "Learning-rate study: the Q-learning agent against classic schedules"
 CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
 LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
@@ -36,6 +40,10 @@ class Report:
     curves: pd.DataFrame
     table: pd.DataFrame
     qtable: dict[str, Any] | None = None
+
+    def view(self) -> View:
+        """This report as the dashboard and the HTML report draw it."""
+        return lr_view(self)
 
     def text(self) -> str:
         lines = [
@@ -72,27 +80,6 @@ class Report:
                 if value is not None and pd.notna(value):
                     out[f"{col}.{method}"] = float(value)
         return out
-
-
-def _client(tracking_uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri)
-
-
-def _trial_runs(client, experiment_id: str, session: str | None) -> list:
-    flt = f"tags.`{TAG_KIND}` = 'trial'"
-    if session:
-        flt += f" and tags.`{TAG_SESSION}` = '{session}'"
-    return list(client.search_runs([experiment_id], filter_string=flt, max_results=5000, order_by=["attributes.start_time DESC"]))
-
-
-def latest_session(client, experiment_id: str) -> str | None:
-    """The newest session of the experiment: session names end in their start time, so the largest name
-    (a resumed old session's late trials do not make it the newest)."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'trial'", max_results=5000)
-    sessions = {r.data.tags.get(TAG_SESSION) for r in runs} - {None}
-    return max(sessions) if sessions else None
 
 
 def load_curves(client, runs: list) -> pd.DataFrame:
@@ -133,43 +120,13 @@ def _download_qtable(client, experiment_id: str, session: str) -> dict[str, Any]
         return None
 
 
-def session_runs(client, tracking_uri: str, experiment: str, session: str | None) -> tuple[Any, str, list]:
-    """The experiment, the session (the latest unless given) and its trial runs.
-
-    Raises:
-        InputError: unknown experiment, or no trial runs in it (one line, exit 2 in the CLI).
-    """
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = [e.name for e in client.search_experiments()]
-        from medtune.errors import did_you_mean
-
-        raise InputError(
-            f"experiment {experiment!r} is not in the MLflow store {tracking_uri}{did_you_mean(experiment, names)}; "
-            f"known: {', '.join(names) or 'none'}"
-        )
-    session = session or latest_session(client, exp.experiment_id)
-    runs = _trial_runs(client, exp.experiment_id, session) if session else []
-    if not runs:
-        raise InputError(
-            f"experiment {experiment!r} has no trial runs{f' in session {session!r}' if session else ''}; "
-            "run `medtune run SPEC` first"
-        )
-    return exp, session, runs
-
-
-def study_of(runs: list) -> str:
-    """The study the runs belong to: their ``study`` param (LR runs may have none)."""
-    return runs[0].data.params.get("study", "lr")
-
-
 def build_report(tracking_uri: str, experiment: str, session: str | None = None, qtable: dict | None = None) -> Report:
     """Rebuild the comparison of ``experiment`` (latest session unless ``session``) from MLflow.
 
     Raises:
         InputError: unknown experiment, or no trial runs in it (one line, exit 2 in the CLI).
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp, session, runs = session_runs(client, tracking_uri, experiment, session)
     curves = load_curves(client, runs)
     target = float(runs[0].data.params.get("train.target_dice", 0.8))
@@ -212,38 +169,36 @@ def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
     return paths
 
 
-def log_summary(tracking_uri: str, report: Any, folder: str | Path) -> str:
-    """Create the session's summary run holding the report's artifacts and its HTML report (any study's report);
-    returns its run id.
+def lr_view(report: Report) -> View:
+    """The LR study (:class:`medtune.dashboards.report.Report`)."""
 
-    A session has one summary: an earlier one (a finished session resumed again) is deleted.
-    """
-    from medtune.dashboards import html_report
-    from medtune.dashboards.views import view_of
-
-    paths = report.write(folder)  # everything is written before the old summary goes
-    try:
-        paths.append(html_report.write(view_of(report), Path(folder) / "report.html"))
-    except Exception as exc:  # the tables and plots above still make a summary
-        import logging
-
-        logging.getLogger(__name__).warning("the HTML report could not be written (%s: %s); the summary run has "
-                                            "the other files", type(exc).__name__, exc)
-    client = _client(tracking_uri)
-    for old in client.search_runs(
-        [report.experiment_id],
-        filter_string=f"tags.`{TAG_KIND}` = 'summary' and tags.`{TAG_SESSION}` = '{report.session}'",
-    ):
-        client.delete_run(old.info.run_id)
-    run = client.create_run(
-        report.experiment_id,
-        run_name=f"summary-{report.session}",
-        tags={TAG_SESSION: report.session, TAG_KIND: "summary"},
-    )
-    rid = run.info.run_id
-    for path in paths:
-        client.log_artifact(rid, str(path))
-    for key, value in report.summary_metrics().items():
-        client.log_metric(rid, key, value)
-    client.set_terminated(rid, status="FINISHED")
-    return rid
+    rows = []
+    for method, r in report.table.iterrows():
+        rows.append({
+            "method": str(method), "seeds": str(int(r["seeds"])), "test Dice": cell(r["test_dice_mean"], r["test_dice_std"]),
+            "final Dice": cell(r["final_dice_mean"], r["final_dice_std"]),
+            "best Dice": cell(r["best_dice_mean"], r["best_dice_std"]),
+            f"epochs to Dice ≥ {report.target_dice:g}": f"{cell(r['epochs_to_target_mean'], r['epochs_to_target_std'], '.1f')} "
+                                                        f"({int(r['reached_target'])}/{int(r['seeds'])})",
+            "AUC": cell(r["auc_mean"], r["auc_std"]), "oscillation": cell(r["oscillation_mean"], r["oscillation_std"]),
+            "diverged": f"{int(r['diverged'])}/{int(r['seeds'])}",
+        })
+    blocks: list[Block] = [
+        Table("comparison", "Comparison table", pd.DataFrame(rows),
+              "mean ± sample std over seeds; test Dice on the held-out split with the final model, the other columns "
+              "on the validation split; best first"),
+        Plot("dice-curves", "Validation Dice per epoch", figures.dice_curves(report.curves)),
+        Plot("lr-traces", "Learning-rate traces", figures.lr_traces(report.curves)),
+    ]
+    if report.qtable:
+        tables = report.qtable.get("tables") or {"qlearning": report.qtable.get("table", report.qtable)}
+        for method, state in tables.items():
+            blocks.append(Plot(f"qtable-{method}", f"Q-table of {method}",
+                               figures.qtable_heatmap(state, title=f"Q-table of {method}")))
+    elif any(m.startswith("qlearning") for m in report.table.index):
+        blocks.append(Text("qtable-pending", "Q-table", "The Q-table is logged with the session's summary run, "
+                           "when the session finishes."))
+    if "qlearning" in report.table.index and len(report.table) > 1:
+        blocks.append(Text("verdicts", "Q-learning against the best other method", "\n".join(verdict(report.table))))
+    blocks.append(report_text(report))
+    return View("lr", TITLE, report.experiment, report.session, blocks=blocks)

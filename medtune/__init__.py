@@ -12,15 +12,13 @@ first used, so ``medtune.load_spec`` works without importing the cluster layer u
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from medtune.errors import InputError
+from medtune.util import lazy_exports
 
 __version__ = "0.2.0"
 
-# name -> module that defines it (imported on first access; PEP 562)
-_LAZY = {
+# name -> the module that defines it, imported on first access
+_PUBLIC = {
     "QLearningConfig": "medtune.searchers.qlearning_agent",
     "QLearningLRAgent": "medtune.searchers.qlearning_agent",
     "GreedyLR": "medtune.searchers.greedy_lr",
@@ -35,16 +33,5 @@ _LAZY = {
     "build_report": "medtune.cluster.studies",
 }
 
-__all__ = ["__version__", "InputError", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'medtune' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__all__ = ["__version__", "InputError", *_PUBLIC]
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

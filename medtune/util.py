@@ -42,3 +42,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a package whose public names load on first use (PEP 562).
+
+    Args:
+        package: the package's ``__name__`` (for the error message).
+        names: public name -> the module that defines it, e.g. ``{"GreedyLR": "medtune.searchers.greedy_lr"}``.
+
+    A package's ``__init__`` can so list its whole API in ``__all__`` without importing Ray, MLflow or torch
+    until a name that needs them is used.
+    """
+    import importlib
+    import sys
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(names[name]), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(names))
+
+    return __getattr__, __dir__

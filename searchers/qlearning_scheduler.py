@@ -26,6 +26,7 @@ to Tune (DESIGN.md section 4):
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 from pathlib import Path
@@ -38,6 +39,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent, QTable, load_qtable_file
+
+log = logging.getLogger(__name__)
 
 METHODS = (METHOD, WARM_METHOD)
 
@@ -213,13 +216,13 @@ class QLearningLRScheduler(FIFOScheduler):
         self.warm_started_from: str | None = None
         self.restored_updates = 0
         self._box = None
-        self._journal_file = None
+        self._journal_checked = False
 
     # Tune pickles the scheduler into tuner.pkl; keep only the configuration.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for key in ("tables", "_loaded", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates",
-                    "_journal_file"):
+                    "_journal_checked"):
             state.pop(key, None)
         return state
 
@@ -256,8 +259,8 @@ class QLearningLRScheduler(FIFOScheduler):
             # Re-seed exploration deterministically from how far learning got.
             table.rng.seed(self.seed * 1_000_003 + table.updates)
         self.restored_updates = sum(t.updates for t in self.tables.values())
-        print(f"[medtune] Q-learning: replayed {path.name}: {len(self.agents)} trials, "
-              f"{self.restored_updates} Q-updates carried over", flush=True)
+        log.info(f"Q-learning: replayed {path.name}: {len(self.agents)} trials, "
+              f"{self.restored_updates} Q-updates carried over")
 
     def _table(self, method: str, fresh: bool = False) -> QTable:
         """The shared table of ``method``; a new one starts from ``warm_start`` if it is the warm method."""
@@ -272,16 +275,17 @@ class QLearningLRScheduler(FIFOScheduler):
         return self.tables[method]
 
     def _journal(self, record: dict[str, Any]) -> None:
-        if self._journal_file is None:
-            path = Path(self.state_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._journal_file = open(path, "a+b")
-            # A driver killed mid-write leaves a torn last line: start a fresh line after it.
-            size = self._journal_file.seek(0, os.SEEK_END)
-            if size > 0 and self._journal_file.seek(size - 1) >= 0 and self._journal_file.read(1) != b"\n":
-                self._journal_file.write(b"\n")
-        self._journal_file.write((json.dumps(record) + "\n").encode())
-        self._journal_file.flush()
+        # Opened per record (a few per epoch), so no handle outlives the scheduler, which Tune never closes.
+        path = Path(self.state_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as f:
+            if not self._journal_checked:
+                # A driver killed mid-write leaves a torn last line: start a fresh line after it.
+                size = f.seek(0, os.SEEK_END)
+                if size > 0 and f.seek(size - 1) >= 0 and f.read(1) != b"\n":
+                    f.write(b"\n")
+                self._journal_checked = True
+            f.write((json.dumps(record) + "\n").encode())
 
     def snapshot(self) -> dict[str, Any]:
         """Every method's table and every trial's agent, JSON-serialisable (for reports).

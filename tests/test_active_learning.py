@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from medtune.trainables.active_learning import (METHODS, ActiveLearningConfig, AnnotationError, AnnotationQueue, Annotator,
-                                        BudgetExceeded, Learner, LearnerConfig, check_labels, labels_to_target,
-                                        make_al_classifier, milestone_counts, run_active_learning, scores_at_fractions,
-                                        stratified_initial)
+from medtune.trainables.al_config import METHODS, ActiveLearningConfig, LearnerConfig, milestone_counts
+from medtune.trainables.al_annotator import AnnotationError, AnnotationQueue, Annotator, BudgetExceeded, check_labels, stratified_initial
+from medtune.trainables.al_learner import Learner, make_al_classifier
+from medtune.trainables.active_learning import labels_to_target, run_active_learning, scores_at_fractions
 from medtune.errors import InputError
 from medtune.config import from_dict
 

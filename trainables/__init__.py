@@ -1,1 +1,36 @@
-"""medtune: trainables."""
+"""What runs inside a trial: the data (the phantom, Decathlon folders, classification images, PaSeR segmentation),
+the 3D UNet training loop of the LR study, the active-learning roles and their Ray actors, the APGA loop and the
+PaSeR models. Every name loads on first use.
+"""
+
+from medtune.util import lazy_exports
+
+_PUBLIC = {
+    "DataConfig": "medtune.trainables.data",
+    "SegmentationData": "medtune.trainables.data",
+    "load_split": "medtune.trainables.data",
+    "make_phantom": "medtune.trainables.data",
+    "load_decathlon": "medtune.trainables.data",
+    "ModelConfig": "medtune.trainables.segmentation",
+    "TrainConfig": "medtune.trainables.segmentation",
+    "train_segmentation": "medtune.trainables.segmentation",
+    "ClassificationDataConfig": "medtune.trainables.classification_data",
+    "ClassificationData": "medtune.trainables.classification_data",
+    "load_classification": "medtune.trainables.classification_data",
+    "ActiveLearningConfig": "medtune.trainables.al_config",
+    "Annotator": "medtune.trainables.al_annotator",
+    "AnnotationQueue": "medtune.trainables.al_annotator",
+    "Learner": "medtune.trainables.al_learner",
+    "run_active_learning": "medtune.trainables.active_learning",
+    "train_active_learning": "medtune.trainables.active_learning_actors",
+    "AugmentationConfig": "medtune.trainables.augmentation",
+    "train_augmentation": "medtune.trainables.augmentation",
+    "PaSeRDataConfig": "medtune.trainables.paser_data",
+    "load_paser_data": "medtune.trainables.paser_data",
+    "PaSeRModelsConfig": "medtune.trainables.paser_models",
+    "train_router": "medtune.trainables.paser_models",
+    "train_paser": "medtune.trainables.paser_trial",
+}
+
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

@@ -4,12 +4,12 @@ Each (method, seed) trial owns two actors, placed in the trial's placement
 group (bundle 0 is the trial itself, bundle 1 the Learner, bundle 2 the
 Annotator):
 
-* **Annotator** (:class:`~medtune.trainables.active_learning.Annotator`): holds the
+* **Annotator** (:class:`~medtune.trainables.al_annotator.Annotator`): holds the
   oracle labels, reveals only the indices asked for, caps the budget and
   appends every annotation to a durable JSON-lines log before answering. Its
-  interface is the :class:`~medtune.trainables.active_learning.AnnotationQueue` a human
+  interface is the :class:`~medtune.trainables.al_annotator.AnnotationQueue` a human
   annotation queue would implement.
-* **Learner** (:class:`~medtune.trainables.active_learning.Learner`): holds the MONAI
+* **Learner** (:class:`~medtune.trainables.al_learner.Learner`): holds the MONAI
   classifier, trains, predicts the class probabilities (the DRLA state) and
   evaluates, on the GPU of its bundle when it has one.
 
@@ -33,11 +33,17 @@ session folder, like Tune's ``storage_path``).
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from medtune.trainables.active_learning import ActiveLearningConfig, ActiveLearningResult, Annotator, Learner, run_active_learning
+from medtune.trainables.al_config import ActiveLearningConfig
+from medtune.trainables.active_learning import ActiveLearningResult, run_active_learning
+from medtune.trainables.al_annotator import Annotator
+from medtune.trainables.al_learner import Learner
+
+log = logging.getLogger(__name__)
 
 MAX_RECOVERIES = 5
 _PINNED: dict[str, tuple] = {}  # actor id -> the object-store arguments its restarts need
@@ -203,8 +209,8 @@ def run_on_actors(method: str, seed: int, annotator: Any, learner: Any, config: 
             if recoveries > MAX_RECOVERIES:
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            print(f"[medtune] an actor of {method} seed {seed} died ({first}); restarting it and resuming from "
-                  f"round checkpoint {state_dir} (recovery {recoveries}/{MAX_RECOVERIES})", flush=True)
+            log.warning(f"an actor of {method} seed {seed} died ({first}); restarting it and resuming from "
+                  f"round checkpoint {state_dir} (recovery {recoveries}/{MAX_RECOVERIES})")
             _wait_alive([annotator, learner])
             if on_recover is not None:
                 on_recover(recoveries, first)

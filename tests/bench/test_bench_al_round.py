@@ -87,7 +87,9 @@ def _interleaved_rounds(data, log_dir: str) -> dict:
     import ray
     import torch
 
-    from medtune.trainables.active_learning import ActiveLearningConfig, Annotator, Learner
+    from medtune.trainables.al_config import ActiveLearningConfig
+    from medtune.trainables.al_annotator import Annotator
+    from medtune.trainables.al_learner import Learner
     from medtune.trainables.active_learning_actors import ActorProxy, start_actors
 
     torch.set_num_threads(1)
@@ -138,7 +140,7 @@ def _interleaved_rounds(data, log_dir: str) -> dict:
 def test_bench_one_round_through_actors_vs_in_process(tmp_path, monkeypatch):
     import ray
 
-    from medtune.trainables.active_learning import ActiveLearningConfig
+    from medtune.trainables.al_config import ActiveLearningConfig
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
@@ -191,8 +193,10 @@ def test_bench_one_round_through_actors_vs_in_process(tmp_path, monkeypatch):
 def test_bench_label_efficiency_on_the_default_data():
     import torch
 
-    from medtune.trainables.active_learning import (METHODS, ActiveLearningConfig, Annotator, Learner, labels_to_target,
-                                            run_active_learning, scores_at_fractions)
+    from medtune.trainables.al_config import METHODS, ActiveLearningConfig
+    from medtune.trainables.al_annotator import Annotator
+    from medtune.trainables.al_learner import Learner
+    from medtune.trainables.active_learning import labels_to_target, run_active_learning, scores_at_fractions
 
     torch.set_num_threads(1)
     cfg = ActiveLearningConfig()

@@ -77,7 +77,7 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
 
     from medtune.cluster.lr_study import build_tuner, init_ray, lr_session_keys, prepare_data
     from medtune.cluster.session import create_session
-    from medtune.cluster.spec import LRStudySpec
+    from medtune.cluster.lr_study import LRStudySpec
     from medtune.trainables.data import DataConfig
     from medtune.trainables.segmentation import TrainConfig
 

@@ -71,7 +71,7 @@ def run_study(out: Path, max_concurrent: int) -> dict:
 def trial_times(out: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
-    from medtune.cluster.store import TAG_TRIAL
+    from medtune.tags import TAG_TRIAL
 
     sessions = [p for p in out.iterdir() if (p / "medtune.json").is_file()]
     assert len(sessions) == 1, sessions

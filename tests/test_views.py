@@ -1,6 +1,6 @@
 """The dashboard's figures, views and HTML report on hand-made frames (no Ray, no browser).
 
-The browser tests (tests/test_dashboard_browser.py) show the same views drawn from real smoke runs; these check
+The browser tests (tests/test_app_browser.py) show the same views drawn from real smoke runs; these check
 what each figure holds: a mean line per method with a band only where seeds disagree, one trace per trial of the
 LR traces, the Q-table's cells, the Pareto front, and an HTML report that references no other host.
 """
@@ -117,8 +117,8 @@ def test_run_status_counts_each_state():
     assert run_status([Run("FAILED")]) == "1 run: 1 failed"
 
 
-def test_view_cache_retries_a_failed_build_and_keeps_one_page_per_experiment(monkeypatch):
-    from medtune.dashboards import app, views
+def test_view_cache_retries_a_failed_build_and_keeps_one_page_per_experiment():
+    from medtune.dashboards import app
 
     calls = []
 
@@ -128,8 +128,7 @@ def test_view_cache_retries_a_failed_build_and_keeps_one_page_per_experiment(mon
             raise RuntimeError("database is locked")
         return View("lr", "T", name, "s", blocks=[Text("t", "T", f"build {len(calls)}")])
 
-    monkeypatch.setattr(views, "load_view", load_view)
-    cache = app._ViewCache("sqlite:///nowhere.db")
+    cache = app._ViewCache("sqlite:///nowhere.db", load_view)
     with pytest.raises(RuntimeError):
         cache.get("exp", "d1")
     assert cache.failed("exp", "d1")  # the page's next tick asks again
@@ -140,15 +139,14 @@ def test_view_cache_retries_a_failed_build_and_keeps_one_page_per_experiment(mon
     assert list(cache.pages) == [("exp", "d2")] and len(calls) == 3  # a new fingerprint replaces the old page
 
 
-def test_view_cache_does_not_retry_bad_input(monkeypatch):
-    from medtune.dashboards import app, views
+def test_view_cache_does_not_retry_bad_input():
+    from medtune.dashboards import app
     from medtune.errors import InputError
 
     def load_view(uri, name):
         raise InputError(f"experiment {name!r} has no trial runs")
 
-    monkeypatch.setattr(views, "load_view", load_view)
-    cache = app._ViewCache("sqlite:///nowhere.db")
+    cache = app._ViewCache("sqlite:///nowhere.db", load_view)
     with pytest.raises(InputError):
         cache.get("empty", "")
     assert not cache.failed("empty", "")

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from medtune.dashboards.views import STUDY_TITLES
+from medtune.dashboards import al_report, apga_report, paser_report, report
 from tests.test_integration_lr import MEDTUNE, _client, medtune
 
 # The first test here may wait for the four shared smoke runs (tests/conftest.py): more than the default 900 s on
@@ -36,6 +36,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.timeout(
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+STUDY_TITLES = {"lr": report.TITLE, "active-learning": al_report.TITLE, "paser": paser_report.TITLE,
+                "apga": apga_report.TITLE}
 
 # experiment -> (study, the plots its view must draw, whether it has pictures)
 VIEWS = {
@@ -347,11 +350,11 @@ def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(bro
 
     from werkzeug.serving import make_server
 
-    import medtune.dashboards.catalog as catalog
-    from medtune.dashboards.app import create_app
+    import medtune.dashboards.app as app
+    from medtune.cluster.studies import load_view
 
     uri = _growing_store(tmp_path)
-    real, calls = catalog.experiments, []
+    real, calls = app.experiments, []
 
     def slow(tracking_uri):
         calls.append(time.monotonic())
@@ -359,9 +362,9 @@ def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(bro
             time.sleep(delays[len(calls) - 1])
         return real(tracking_uri)
 
-    monkeypatch.setattr(catalog, "experiments", slow)
+    monkeypatch.setattr(app, "experiments", slow)
     assert [e.name for e in real(uri)][0] == "newer"
-    server = make_server("127.0.0.1", _free_port(), create_app(uri, refresh_s=0.5).server, threaded=True)
+    server = make_server("127.0.0.1", _free_port(), app.create_app(uri, load_view, refresh_s=0.5).server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     context = browser.new_context()
     try:

@@ -1,0 +1,122 @@
+"""What ``medtune run`` prints while a study trains: a line every few seconds, not Tune's tables.
+
+:class:`ProgressLog` is a Tune callback. At the start it says how many trial-epochs the Tuner will run; then,
+at most every ``every_s`` seconds, one line with the epochs done, the trials running, finished and failed, an
+estimate of the time left, and each running trial's method, seed, epoch, metric and LR; and one line when a
+trial finishes or fails. The estimate is the elapsed time per epoch done so far times the epochs left, so it
+is rough while few epochs are done and while trials of unequal cost run side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+log = logging.getLogger(__name__)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _number(value: Any) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
+        return f"{value:.1e}"
+    return f"{value:.3f}"
+
+
+class ProgressLog(Callback):
+    """One progress line every ``every_s`` seconds, and one per finished or failed trial.
+
+    Args:
+        name: what this Tuner runs, e.g. ``"lr-schedulers"`` or ``"lr-schedulers (pbt)"``.
+        trial_epochs: the number of trial-epochs the Tuner will run in all (trials x epochs), or None where a
+            trial's length is not known ahead (no estimate of the time left then).
+        metric: the result key shown for each trial (``dice``, ``macro_f1``, ...).
+        epoch_key: the result key that counts a trial's epochs (rounds, for active learning).
+        label_keys: config keys that name a trial (``method``, ``seed``; ``lam`` or ``regime`` where they apply).
+        every_s: seconds between two progress lines (trial ends are said at once).
+    """
+
+    def __init__(self, name: str, trial_epochs: int | None, metric: str, epoch_key: str = "epoch",
+                 label_keys: tuple[str, ...] = ("method", "seed"), every_s: float = 10.0):
+        if trial_epochs is not None and trial_epochs < 1:
+            raise ValueError(f"trial_epochs={trial_epochs!r} must be >= 1")
+        self.name, self.total, self.metric, self.epoch_key = name, trial_epochs, metric, epoch_key
+        self.label_keys, self.every_s = tuple(label_keys), float(every_s)
+        self.latest: dict[str, dict[str, Any]] = {}  # trial id -> its latest result (the few keys shown)
+        self.done: dict[str, int] = {}  # trial id -> epochs it has finished
+        self.finished: set[str] = set()
+        self.failed: set[str] = set()
+        self.started = self.last_line = None
+
+    def setup(self, **info: Any) -> None:
+        self.started = time.monotonic()
+        self.last_line = self.started
+        if self.total:
+            log.info("%s: %d trial-epochs to run", self.name, self.total)
+
+    def label(self, trial: Any) -> str:
+        config = getattr(trial, "config", {}) or {}
+        parts = [str(config[k]) if k == "method" else f"{k} {config[k]}" for k in self.label_keys if k in config]
+        return " ".join(parts) or str(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        epoch = result.get(self.epoch_key, result.get("training_iteration", 0))
+        self.done[trial.trial_id] = max(self.done.get(trial.trial_id, 0), int(epoch or 0))
+        self.latest[trial.trial_id] = {"epoch": epoch, "metric": result.get(self.metric), "lr": result.get("lr"),
+                                       "label": self.label(trial)}
+        now = time.monotonic()
+        if now - (self.last_line or now) >= self.every_s:
+            self.last_line = now
+            log.info("%s", self.line(trials, now))
+
+    def line(self, trials: list, now: float) -> str:
+        done = sum(self.done.values())
+        elapsed = now - (self.started or now)
+        running = [t for t in trials if getattr(t, "status", "") == "RUNNING"]
+        if self.total:
+            done = min(done, self.total)
+            left = elapsed / done * (self.total - done) if done else float("inf")
+            head = f"{self.name}: {done}/{self.total} trial-epochs ({done / self.total:.0%}), "
+            tail = f"{_duration(elapsed)} in, about {_duration(left)} left"
+        else:
+            head, tail = f"{self.name}: {done} trial-epochs, ", f"{_duration(elapsed)} in"
+        head += (f"{len(running)} running, {len(self.finished)} finished, {len(self.failed)} failed; " + tail)
+        shown = []
+        for t in running:
+            r = self.latest.get(t.trial_id)
+            if r:
+                text = f"{r['label']} epoch {r['epoch']} {self.metric} {_number(r['metric'])}"
+                shown.append(text + (f" lr {_number(r['lr'])}" if r["lr"] is not None else ""))
+        return head + ("" if not shown else " | " + " | ".join(shown))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished.add(trial.trial_id)
+        r = self.latest.get(trial.trial_id, {})
+        log.info("%s: finished %s after %s epochs, %s %s (%d/%d trials done)", self.name, self.label(trial),
+                 r.get("epoch", "?"), self.metric, _number(r.get("metric")), len(self.finished) + len(self.failed),
+                 len(trials))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.failed.add(trial.trial_id)
+        log.warning("%s: trial %s failed (its error is in the session folder, %s)", self.name, self.label(trial),
+                    getattr(trial, "path", None) or "under the Tuner's folder")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        elapsed = time.monotonic() - (self.started or time.monotonic())
+        log.info("%s: %d trials finished, %d failed, in %s", self.name, len(self.finished), len(self.failed),
+                 _duration(elapsed))
