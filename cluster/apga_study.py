@@ -185,7 +185,8 @@ def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], da
     return tune.Tuner(
         _trainable(spec, data, pretrained),
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False),
+        # Trials reuse their worker processes (imports paid once per slot); each trial seeds itself.
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=True),
         run_config=tune.RunConfig(
             name=session_dir.name,
             storage_path=str(session_dir.parent),

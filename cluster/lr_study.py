@@ -219,8 +219,11 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         scheduler = make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr, seed=spec.qlearning.seed)
         methods = ["pbt"]
         name, storage, keep = PBT_DIR, session_dir, 2 * spec.pbt.perturbation_interval + KEEP_CHECKPOINTS
+    # The main Tuner's trials reuse their worker processes (torch and MONAI are imported once per slot, not once
+    # per trial); every trial seeds itself, so its numbers do not depend on the process it lands in. PBT's
+    # members are restarted from checkpoints and keep fresh processes.
     tune_config = tune.TuneConfig(
-        scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False
+        scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=kind == "main"
     )
     return tune.Tuner(
         _trainable(spec, data),

@@ -195,7 +195,8 @@ def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], d
     return tune.Tuner(
         _trainable(spec, data, states, tables),
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=False),
+        # Trials reuse their worker processes (imports paid once per slot); each trial seeds itself.
+        tune_config=tune.TuneConfig(max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=True),
         run_config=tune.RunConfig(
             name=session_dir.name,
             storage_path=str(session_dir.parent),

@@ -80,13 +80,13 @@ class ProgressLog(Callback):
         self.latest[trial.trial_id] = {"epoch": epoch, "metric": result.get(self.metric), "lr": result.get("lr"),
                                        "label": self.label(trial)}
         now = time.monotonic()
-        if now - (self.last_line or now) >= self.every_s:
+        if self.last_line is None or now - self.last_line >= self.every_s:
             self.last_line = now
             log.info("%s", self.line(trials, now))
 
     def line(self, trials: list, now: float) -> str:
         done = sum(self.done.values())
-        elapsed = now - (self.started or now)
+        elapsed = now - (now if self.started is None else self.started)
         running = [t for t in trials if getattr(t, "status", "") == "RUNNING"]
         if self.total:
             done = min(done, self.total)
@@ -117,6 +117,7 @@ class ProgressLog(Callback):
                     getattr(trial, "path", None) or "under the Tuner's folder")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        elapsed = time.monotonic() - (self.started or time.monotonic())
+        now = time.monotonic()
+        elapsed = now - (now if self.started is None else self.started)
         log.info("%s: %d trials finished, %d failed, in %s", self.name, len(self.finished), len(self.failed),
                  _duration(elapsed))

@@ -60,6 +60,19 @@ def test_smoke_run_prints_the_comparison_table_and_the_ui_command(smoke):
     assert "medtune ui --output" in out
 
 
+def test_smoke_run_output_is_progress_lines_not_tune_tables(smoke):
+    """A person reads the log: medtune's own lines and the table, no Tune config boxes or status tables, no
+    third-party warnings, a line per finished trial and the trial-epochs announced up front."""
+    out, err = smoke["proc"].stdout, smoke["proc"].stderr
+    lines = out.splitlines() + err.splitlines()
+    assert len(lines) < 150, f"{len(lines)} lines"
+    assert not any(mark in out + err for mark in ("╭", "Trial status", "Configuration for experiment", "Warning"))
+    n_main = len([m for m in METHODS if m != "pbt"])
+    assert f"[medtune] lr-schedulers: {n_main * EPOCHS} trial-epochs to run" in out
+    assert sum(line.startswith("[medtune] lr-schedulers: finished ") for line in lines) == n_main
+    assert f"[medtune] lr-schedulers: {n_main} trials finished, 0 failed" in out
+
+
 def test_mlflow_holds_one_run_per_trial_with_every_epoch(smoke):
     client = _client(smoke["out"])
     runs = _trial_runs(client)
