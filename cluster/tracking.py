@@ -1,6 +1,6 @@
 """MLflow tracking for Tune experiments: one MLflow run per trial, logged from the driver.
 
-Layout (DESIGN.md section 2): one MLflow experiment per spec ``name``; one run
+Layout: one MLflow experiment per spec ``name``; one run
 per trial, tagged with the medtune session (one ``medtune run``) and the Tune
 trial id, holding params (``method``, ``seed`` and every hyperparameter,
 flattened as ``train.epochs``) and per-epoch metrics with ``step = epoch``; one

@@ -1,4 +1,4 @@
-"""Comparison table for the learning-rate study (DESIGN.md section 5).
+"""Comparison table for the learning-rate study: epochs to a target Dice, final and best Dice, AUC, oscillation.
 
 Turns per-epoch learning curves of every trial into per-trial metrics, aggregates them per method over seeds
 (mean and sample std), formats a fixed-width text table, and writes an honest verdict for a candidate method

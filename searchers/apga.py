@@ -1,7 +1,7 @@
 """Adversarial Policy Gradient Augmentation (APGA): the pure core of the policy's update.
 
 Paper 002 (Cheng, Iriondo et al., MICCAI 2019), section 2 and Algorithm 1, with
-the details DESIGN.md section 3 reads off the public code:
+the details the authors' public code (Adversarial-Policy-Gradient-Augmentation, apga_mura.py) shows:
 
 * The segmentation policy ``M_p`` gives each pixel a probability ``p`` of being
   important for the classification (shape ``(B, 1, H, W)``, values in (0, 1)).

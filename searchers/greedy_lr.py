@@ -1,7 +1,7 @@
 """GreedyLR: grow the LR while the loss keeps improving, shrink it while it keeps worsening.
 
 After arXiv 2512.14527 ("Dynamic Learning Rate Scheduling based on Loss Changes
-Leads to Faster Convergence"), as DESIGN.md section 3 summarises it: after
+Leads to Faster Convergence"): after
 ``patience`` consecutive improving epochs the LR grows by ``1/F``, after
 ``patience`` consecutive worsening epochs it shrinks by ``F`` (``0 < F < 1``),
 always clamped to ``[min_lr, max_lr]``; no change during the first ``warmup``

@@ -2,7 +2,7 @@
 
 Paper 003 (Reinforcement Learning as a Parsimonious Alternative to Prediction
 Cascades, arXiv 2402.11760: Pareto-optimal routing of patches, "PaSeR"), with
-the details DESIGN.md section 3 reads off the public code (scailab/paser):
+the details the authors' public code (scailab/paser) shows:
 
 * The image ``x`` (B, C, H, W) is cut into a ``grid x grid`` grid of
   ``P = grid**2`` patches (:func:`split_patches`, row-major patch index

@@ -1,7 +1,7 @@
 """Q-learning learning-rate agent (RLLRAgent), a pure-Python core.
 
 Paper 000, "Adaptive Learning Rate Optimization via Reinforcement Learning for
-Medical Image Segmentation" (``shared/papers/000_28f75dd5bdfaf1c0.txt``).
+Medical Image Segmentation".
 
 The MDP of section 3, exactly:
 

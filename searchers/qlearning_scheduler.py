@@ -1,7 +1,7 @@
 """Ray Tune adapter for the Q-learning LR agent: a ``TrialScheduler`` plus an LR mailbox.
 
 The algorithm lives in :mod:`medtune.searchers.qlearning_agent`; this file only wires it
-to Tune (DESIGN.md section 4):
+to Tune (behaviour verified on Ray 2.60):
 
 * :class:`QLearningLRScheduler` sees every reported result of the trials whose
   ``config["method"]`` is ``qlearning`` (other trials get plain FIFO

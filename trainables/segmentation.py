@@ -48,7 +48,7 @@ METHODS: tuple[str, ...] = BASELINES + ("greedy", "effort", "pbt") + SCHEDULER_D
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """MONAI ``UNet(spatial_dims=3)`` shape; the defaults are the tiny CPU model of DESIGN.md section 7."""
+    """MONAI ``UNet(spatial_dims=3)`` shape; the defaults are a tiny CPU-sized model (channels 8/16/32)."""
 
     channels: tuple[int, ...] = (8, 16, 32)
     strides: tuple[int, ...] = (2, 2)
