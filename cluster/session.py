@@ -62,7 +62,8 @@ def init_ray(address: str | None) -> None:
             ) from None
         log(f"connected to the Ray cluster at {address}")
     else:
-        ray.init(include_dashboard=False, log_to_driver=verbose(), logging_level=ray_logging_level())
+        # address="local": a new instance, never one that another program started on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose(), logging_level=ray_logging_level())
         log(f"started a local Ray instance with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
 
 

@@ -59,7 +59,7 @@ def ray_cluster():
         mp.setenv("RAY_DEDUP_LOGS", "0")
         if ray.is_initialized():
             ray.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         try:
             yield ray
         finally:

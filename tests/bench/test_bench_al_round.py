@@ -147,7 +147,7 @@ def test_bench_one_round_through_actors_vs_in_process(tmp_path, monkeypatch):
     cfg = ActiveLearningConfig()
     data = _data()
     pool = len(data.train_labels)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         # num_cpus=0.2: the trial's loop bundle in the study (bundles(1, 0)[0])
         res = ray.get(ray.remote(num_cpus=0.2)(_interleaved_rounds).remote(data, str(tmp_path)))
