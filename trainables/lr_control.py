@@ -104,7 +104,7 @@ class LRControlConfig:
         min_lr, max_lr: the clamp of every adaptive method; None: the optimizer's own LR / 1000 and * 10.
         metric: the key of the validation metric in the epoch's metrics; ``mode``: ``max`` or ``min``.
         loss_metric: the key of the validation loss (lower is better); may equal ``metric`` when ``mode='min'``.
-        schedules: the parameters of the in-trial policies.
+        schedules: the parameters of the in-trial policies (a ``ScheduleConfig`` or a mapping of its sections).
         mailbox: the Q-learning scheduler's mailbox (set by the study; None outside one).
         task: ``effort``: recall only learning curves of this task key.
 
@@ -123,6 +123,10 @@ class LRControlConfig:
     task: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.schedules, dict):  # LRControlConfig(schedules={"cosine": {...}}) as from a config
+            object.__setattr__(self, "schedules", from_dict(ScheduleConfig, self.schedules, "schedules"))
+        if not isinstance(self.schedules, ScheduleConfig):
+            raise InputError(f"schedules={self.schedules!r} must be a ScheduleConfig or a mapping of its sections")
         check_metric(self.metric, "metric")
         check_metric(self.loss_metric, "loss_metric")
         if self.mode not in MODES:
