@@ -172,6 +172,9 @@ class LRControl:
         memory_source: ``effort``: ``() -> EpisodicMemory``, called before each step (else the study's
             mailbox, else an empty memory).
         report: whether :meth:`step` reports to Tune; default: inside a Tune trial.
+        driven: ``qlearning`` / ``qlearning_warm`` only: True: the LR is set from outside (the scheduler's
+            mailbox, read by :meth:`step` when it reports, or :meth:`set_lr`); False: a private agent decides
+            in the loop; default: driven inside a Tune trial whose config names a mailbox.
 
     Raises:
         InputError: an unknown method (nearest name suggested), a bad setting, a start LR outside the bounds,
@@ -188,6 +191,7 @@ class LRControl:
         lr: float | None = None,
         memory_source: Callable[[], EpisodicMemory] | None = None,
         report: bool | None = None,
+        driven: bool | None = None,
     ) -> None:
         config = dict(config or {})
         self.optimizer = optimizer
@@ -212,6 +216,7 @@ class LRControl:
         self.diverged = False
         self._memory_source = memory_source
         self._box = None
+        self._driven = (self.trial_id is not None and bool(self.settings.mailbox)) if driven is None else bool(driven)
         self.set_lr(start)
         self.policy = self._policy(start)
 
@@ -234,7 +239,7 @@ class LRControl:
                 self._memory_source = lambda: read_episodes(s.mailbox, s.task)
             return EffortController(s.schedules.effort, base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr,
                                     horizon=s.epochs, task=s.task, optimizer=self.optimizer)
-        if m in SCHEDULER_DRIVEN and not (self.report and s.mailbox):
+        if m in SCHEDULER_DRIVEN and not self._driven:
             logger.info("LRControl: %s without the Q-learning scheduler's mailbox: a private agent decides the LR "
                         "in this loop", m)
             cfg = QLearningConfig(base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr)
@@ -299,7 +304,7 @@ class LRControl:
             self._policy_step(value, loss)
         if self.report:
             self._report(metrics, used, checkpoint, model)
-            if self.driven and not self.diverged:
+            if self.driven and not self.diverged and self.settings.mailbox:
                 self._read_mailbox()
         return self.lr
 
