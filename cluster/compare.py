@@ -158,7 +158,7 @@ def make_spec(trainable: Any, methods: Sequence[str], seeds: Sequence[int], epoc
     if "effort" in methods and mode != "max":
         raise InputError(f"method 'effort' maximises a metric in [0, 1]; {metric!r} has mode='min'. Leave effort out")
     params = dict(params or {})
-    reserved = {"method", "seed", "lr", CONFIG_KEY} & set(params)
+    reserved = {"method", "seed", "lr", "study", CONFIG_KEY} & set(params)
     if reserved:
         raise InputError(f"params may not set {', '.join(sorted(reserved))}: compare sets those (lr: use lr=)")
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
@@ -286,6 +286,7 @@ def build_tuner(kind: str, spec: CompareSpec, trainable: Callable, session_dir: 
 
     common: dict[str, Any] = {
         **spec.params,
+        "study": "own",  # `medtune report` finds the own-training report by this param
         "seed": tune.grid_search(list(spec.seeds)),
         CONFIG_KEY: spec.control_config(info["mailbox"], info["task"]),
     }

@@ -343,7 +343,7 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
     from medtune.cluster.studies import check_study, spec_class
 
     try:
-        cls = spec_class(check_study(data.get("study", "lr")))
+        cls = spec_class(check_study(data.get("study", "own" if "trainable" in data else "lr")))
         parsed = from_dict(cls, data)
     except InputError as exc:
         raise SpecError(str(exc)) from None

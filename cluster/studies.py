@@ -19,9 +19,10 @@ from types import ModuleType
 from medtune.errors import InputError, did_you_mean
 
 STUDIES: dict[str, str] = {"lr": "medtune.cluster.lr_study", "apga": "medtune.cluster.apga_study",
-                           "active-learning": "medtune.cluster.al_study", "paser": "medtune.cluster.paser_study"}
+                           "active-learning": "medtune.cluster.al_study", "paser": "medtune.cluster.paser_study",
+                           "own": "medtune.cluster.own_study"}
 SPEC_CLASSES: dict[str, str] = {"lr": "LRStudySpec", "apga": "APGAStudySpec", "active-learning": "ActiveLearningStudySpec",
-                               "paser": "PaSeRStudySpec"}
+                               "paser": "PaSeRStudySpec", "own": "medtune.cluster.own_study:OwnTrainingSpec"}
 
 
 def check_study(study: object) -> str:
@@ -33,10 +34,14 @@ def check_study(study: object) -> str:
 
 
 def spec_class(study: str) -> type:
-    """The spec dataclass of ``study`` (all live in :mod:`medtune.cluster.spec`)."""
+    """The spec dataclass of ``study`` (in :mod:`medtune.cluster.spec`, or ``module:Class``)."""
     from medtune.cluster import spec
 
-    return getattr(spec, SPEC_CLASSES[check_study(study)])
+    name = SPEC_CLASSES[check_study(study)]
+    if ":" in name:
+        module, name = name.split(":")
+        return getattr(importlib.import_module(module), name)
+    return getattr(spec, name)
 
 
 def study_module(study: str) -> ModuleType:

@@ -216,6 +216,7 @@ class LRControl:
         self.diverged = False
         self._memory_source = memory_source
         self._box = None
+        self._warned = False
         self._driven = (self.trial_id is not None and bool(self.settings.mailbox)) if driven is None else bool(driven)
         self.set_lr(start)
         self.policy = self._policy(start)
@@ -345,6 +346,10 @@ class LRControl:
                 torch.save(state, os.path.join(d, CHECKPOINT_FILE))
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
             return
+        if checkpoint is None and self.method == "pbt" and not self._warned:
+            self._warned = True
+            logger.warning("LRControl: a pbt trial reports no checkpoint, so PBT cannot clone it; pass "
+                           "step(metrics, model=model) (and call resume(model) at the start)")
         tune.report(result, checkpoint=checkpoint)
 
     def _read_mailbox(self) -> None:
