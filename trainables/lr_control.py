@@ -415,4 +415,6 @@ class LRControl:
             model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.load_state_dict(state["lr_control"])
+        if self.driven and self.settings.mailbox:  # a decision taken on the checkpointed epoch's result
+            self._read_mailbox()
         return self.epoch
