@@ -357,7 +357,8 @@ def compare(
         lr: the starting LR of every trial; None (default): each trial starts from its optimizer's own LR.
         name: the MLflow experiment; output: the folder of sessions and the default SQLite store;
         tracking_uri: the MLflow store (default ``MLFLOW_TRACKING_URI``, else ``OUTPUT/mlflow.db``).
-        address: a Ray cluster (default ``RAY_ADDRESS``, else a local Ray started and shut down here).
+        address: a Ray cluster (default ``RAY_ADDRESS``, else a new local Ray, started and shut down here; an
+            instance another process started on this machine is never joined by accident).
         target: the metric level of "epochs to target" (None: the median of the trials' best values).
         params: extra config keys the trainable reads (logged as MLflow params).
         schedules, qlearning, pbt: settings of the in-trial policies, the Q-learning agent (any
@@ -390,6 +391,9 @@ def compare(
 
     session_dir, info = create_session(spec, output, tracking_uri, {"api": "medtune.compare"}, keys)
     started = not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
+    if started:  # nothing configured: a Ray of our own, never another user's instance found on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
+        logger.info("started a local Ray instance with %d CPUs", int(ray.cluster_resources().get("CPU", 0)))
     init_ray(address)
     try:
         check_resources(resources, remote=is_remote(address))

@@ -141,7 +141,7 @@ def _init_ray(address: str | None, code: str) -> bool:
     runtime_env = None if RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ else {"py_modules": [code]}
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        ray.init(include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
+        ray.init(address="local", include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
         return True
     if address.startswith(("http://", "https://")):
         raise InputError(f"--address {address!r} is a dashboard URL; `medtune run` needs the cluster address "
