@@ -77,6 +77,16 @@ def test_qlearning_outside_tune_runs_a_private_agent_that_moves_the_lr():
     assert lrs[2] == pytest.approx(0.025)  # the first decision, at min_history = 3 epochs
 
 
+def test_the_private_agent_takes_its_settings_and_refuses_unknown_ones():
+    c = control("qlearning", metric="accuracy", loss_metric="loss", qlearning={"patience": 1, "epsilon": 0.0,
+                                                                               "epsilon_min": 0.0})
+    assert c.policy.config.patience == 1 and c.policy.config.base_lr == pytest.approx(0.05)
+    with pytest.raises(InputError, match=re.escape("qlearning.epsilonn is not a Q-learning setting (did you mean")):
+        LRControlConfig(qlearning={"epsilonn": 0.1})
+    with pytest.raises(InputError, match="qlearning.min_lr is not a Q-learning setting"):
+        LRControlConfig(qlearning={"min_lr": 0.1})
+
+
 def test_a_min_mode_metric_is_negated_for_the_agent():
     c = control("qlearning", metric="error", mode="min", loss_metric="loss")
     for e in range(3):

@@ -70,6 +70,7 @@ CONFIG_KEY = "lr_control"  # the Tune config section holding an LRControlConfig
 CONTROL_KEY = "lr_control"  # result key set to 1 by LRControl.step: the trial's LR is under control
 CHECKPOINT_FILE = "lr_control_state.pt"
 MODES = ("max", "min")
+_BOUNDS = ("base_lr", "min_lr", "max_lr")
 
 
 def check_method(method: object) -> str:
@@ -105,6 +106,8 @@ class LRControlConfig:
         metric: the key of the validation metric in the epoch's metrics; ``mode``: ``max`` or ``min``.
         loss_metric: the key of the validation loss (lower is better); may equal ``metric`` when ``mode='min'``.
         schedules: the parameters of the in-trial policies (a ``ScheduleConfig`` or a mapping of its sections).
+        qlearning: ``QLearningConfig`` fields (but the LR bounds) of the private agent that decides for
+            ``qlearning`` outside the scheduler (its table is seeded with 0); the scheduler has its own.
         mailbox: the Q-learning scheduler's mailbox (set by the study; None outside one).
         task: ``effort``: recall only learning curves of this task key.
 
@@ -119,6 +122,7 @@ class LRControlConfig:
     mode: str = "max"
     loss_metric: str = "val_loss"
     schedules: ScheduleConfig = field(default_factory=ScheduleConfig)
+    qlearning: dict[str, Any] = field(default_factory=dict)
     mailbox: str | None = None
     task: str | None = None
 
@@ -140,6 +144,11 @@ class LRControlConfig:
                 raise InputError(f"{name}={value!r} must be a positive finite number")
         if self.min_lr is not None and self.max_lr is not None and self.min_lr >= self.max_lr:
             raise InputError(f"min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}")
+        bad = [k for k in self.qlearning if k not in QLearningConfig.__dataclass_fields__ or k in _BOUNDS]
+        if bad:
+            valid = [k for k in QLearningConfig.__dataclass_fields__ if k not in _BOUNDS]
+            raise InputError(f"qlearning.{bad[0]} is not a Q-learning setting{did_you_mean(bad[0], valid)}; "
+                             f"valid: {', '.join(valid)} (the LR bounds are min_lr / max_lr)")
 
 
 def tune_trial_id() -> str | None:
@@ -243,8 +252,11 @@ class LRControl:
         if m in SCHEDULER_DRIVEN and not self._driven:
             logger.info("LRControl: %s without the Q-learning scheduler's mailbox: a private agent decides the LR "
                         "in this loop", m)
-            cfg = QLearningConfig(base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr)
-            return QLearningLRAgent(cfg, optimizer=self.optimizer)
+            try:
+                cfg = QLearningConfig(base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr, **s.qlearning)
+            except ValueError as exc:
+                raise InputError(f"lr_control.qlearning.{exc}") from None
+            return QLearningLRAgent(cfg, optimizer=self.optimizer, seed=0)
         return None  # pbt, and qlearning driven through the mailbox
 
     # -- the LR ----------------------------------------------------------------
