@@ -28,9 +28,10 @@ The methods (:data:`METHODS`):
   is loaded. Outside Tune it is ``fixed``.
 
 What a method watches is named by the configuration, not by the code: ``metric`` (default ``dice``, with its
-``mode``, ``max`` or ``min``) and ``loss_metric`` (default ``val_loss``, lower is better). Inside Tune both must
-be in every epoch's metrics (the comparison reads the one, the Q-learning agent and GreedyLR the other); a
-missing key is an :class:`~medtune.errors.InputError` at once, naming the key and the keys given. A NaN or
+``mode``, ``max`` or ``min``) and ``loss_metric`` (default ``val_loss``, lower is better). In a medtune study
+(``medtune.compare``) both must be in every epoch's metrics (the comparison reads the one, the Q-learning agent
+and GreedyLR the other), elsewhere what the method watches; a missing key is an
+:class:`~medtune.errors.InputError` at once, naming the key and the keys given. A NaN or
 infinite metric or loss marks the epoch ``diverged`` (reported as ``diverged=1``): no policy sees it and the
 LR is left as it is; the loop decides whether to stop (:attr:`LRControl.diverged`).
 
@@ -284,8 +285,8 @@ class LRControl:
         """Close one epoch: let the method act, report to Tune (inside a trial), set and return the next LR.
 
         Args:
-            metrics: this epoch's results, ``{name: number}``; must hold ``metric`` and ``loss_metric`` inside
-                Tune (and whatever the method watches outside it). Other keys are reported as they are; a
+            metrics: this epoch's results, ``{name: number}``; must hold ``metric`` and ``loss_metric`` in a
+                medtune study (``medtune.compare``), else whatever the method watches. Other keys are reported as they are; a
                 ``test_<metric>`` after the last epoch is the held-out score the comparison prefers.
             checkpoint: a ``ray.tune.Checkpoint`` reported with the result (the loop's own); or
             model: a ``torch.nn.Module`` whose state, with the optimizer's and this object's, is saved as the
@@ -298,7 +299,9 @@ class LRControl:
             InputError: a key the method or the comparison needs is missing (names it and the keys given).
         """
         s = self.settings
-        needed = [s.metric, s.loss_metric] if self.report else self._watched()
+        # In a medtune study (a mailbox) every trial must report both keys: the table reads the metric, the
+        # Q-learning agent and GreedyLR the loss, and one trainable serves every method. Elsewhere: what it watches.
+        needed = [s.metric, s.loss_metric] if self.report and s.mailbox else self._watched()
         missing = [k for k in dict.fromkeys(needed) if k not in metrics]
         if missing:
             role = {s.metric: "metric", s.loss_metric: "loss_metric"}
