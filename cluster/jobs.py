@@ -81,7 +81,12 @@ def submit(
         if state:
             args += ["--output", state["runs_dir"]]
         entrypoint = " ".join(shlex.quote(a) for a in args)
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": folder}, entrypoint_num_cpus=0)
+        runtime_env: dict[str, Any] = {"working_dir": folder}
+        if getattr(parsed, "trainable", None):  # a user's own trainable: its code travels with the job
+            from medtune.cluster.own_study import resolve_trainable
+
+            runtime_env["py_modules"] = [resolve_trainable(parsed.trainable)[1]]
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, entrypoint_num_cpus=0)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # uploaded by submit_job already
     return client, job_id

@@ -1,7 +1,7 @@
 """The study registry: one :class:`Study` per study name, and the entry points that dispatch on it.
 
 A study is a plug-in. Its module under ``medtune.cluster`` (``lr_study``, ``al_study``, ``apga_study``,
-``paser_study``) defines its spec dataclass, ``run(spec, output, tracking_uri, address, origin) -> int``,
+``paser_study``, ``own_study`` for a user's own trainable) defines its spec dataclass, ``run(spec, output, tracking_uri, address, origin) -> int``,
 ``resume(session_dir, address) -> int``, ``build_report(tracking_uri, experiment, session) -> report`` and
 ``log_session_summary(session_dir)`` (the spec class as ``SPEC``); :meth:`Study.of` reads them. A report has ``text()``,
 ``write(folder)``, ``summary_metrics()`` and ``view()`` (what the dashboard and the HTML report draw). Adding a
@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from medtune.cluster import al_study, apga_study, lr_study, paser_study
+from medtune.cluster import al_study, apga_study, lr_study, own_study, paser_study
 from medtune.cluster.session import read_session
 from medtune.cluster.spec import SpecError, apply_override, parse_set, read_spec_file
 from medtune.config import from_dict
@@ -53,6 +53,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in map(Study.of, (
     al_study,
     apga_study,
     paser_study,
+    own_study,
 ))}
 
 
@@ -99,7 +100,8 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
         if isinstance(value, str) and value:
             data[section][key] = str(Path(value).expanduser().resolve())
     try:
-        return from_dict(get_study(data.get("study", "lr")).spec, data)
+        # A spec naming its own `trainable:` is the own-training study unless it says otherwise.
+        return from_dict(get_study(data.get("study", "own" if "trainable" in data else "lr")).spec, data)
     except InputError as exc:
         raise SpecError(str(exc)) from None
 

@@ -32,6 +32,13 @@ METRICS = ("epoch", "dice", "val_loss", "train_loss", "lr", "diverged", "test_di
 PRIVATE_KEYS = ("mailbox", "threads", "task")
 
 
+def own_keys(result: dict[str, Any]) -> list[str]:
+    """The keys of a result the trial itself reported (see ``metrics=None`` of :class:`MLflowTracker`)."""
+    from medtune.searchers.qlearning_scheduler import reported_keys
+
+    return [k for k in reported_keys(result) if k != "node_id" and not isinstance(result[k], bool)]
+
+
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}``; private keys dropped."""
     out: dict[str, Any] = {}
@@ -61,7 +68,8 @@ class MLflowTracker(Callback):
         experiment_id: the MLflow experiment (created beforehand by :func:`ensure_experiment`).
         session: the medtune session name (the Tune experiment directory's name).
         backlog: where pending operations are kept; None keeps them in memory only.
-        metrics: result keys logged each epoch (missing ones are skipped).
+        metrics: result keys logged each epoch (missing ones are skipped); None: every number the trial itself
+            reported (Tune's own keys, ``config/...`` and the ``lr_control`` marker left out).
         artifacts: result keys whose (string) value is logged as a text artifact of the trial's run,
             ``{result_key: file_name}``; e.g. the APGA study's mask examples at the last epoch.
     """
@@ -72,7 +80,7 @@ class MLflowTracker(Callback):
         experiment_id: str,
         session: str,
         backlog: str | None = None,
-        metrics: tuple[str, ...] = METRICS,
+        metrics: tuple[str, ...] | None = METRICS,
         artifacts: dict[str, str] | None = None,
     ):
         self.tracking_uri = tracking_uri
@@ -285,7 +293,8 @@ class MLflowTracker(Callback):
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if epoch <= self._last_epoch.get(trial.trial_id, 0):
             return  # already stored or queued (a restarted trial re-reporting)
-        values = {k: result[k] for k in self.metrics if isinstance(result.get(k), (int, float))}
+        keys = self.metrics if self.metrics is not None else own_keys(result)
+        values = {k: result[k] for k in keys if isinstance(result.get(k), (int, float))}
         self._last_epoch[trial.trial_id] = epoch
         self._push({"op": "metrics", "trial": trial.trial_id, "step": epoch, "ts": int(time.time() * 1000),
                     "values": values})

@@ -9,6 +9,12 @@ Input ``curves`` is a long DataFrame with one row per (trial, epoch) and columns
 ``train_loss``, ``lr``, ``diverged`` (0/1) and optionally ``test_dice`` (held-out test Dice of the final model,
 present on the last epoch only). Only ``run_id``, ``method``, ``seed``, ``epoch``, ``dice``, ``diverged`` and
 ``test_dice`` are read here.
+
+Any other metric works the same way (``metric=`` and ``mode=`` on every function; a researcher's own training
+compared by ``medtune.compare``): the curve column is named ``metric``, the held-out one ``test_<metric>``, and
+the table's columns ``final_<metric>_mean`` etc. With ``mode='min'`` lower is better on the metric's own
+criteria: best is the minimum, the target is reached at or below it, and a diverged trial has no final, test or
+AUC value (NaN; there is no natural worst value as there is Dice 0) and counts in ``diverged``.
 """
 
 from __future__ import annotations
@@ -20,41 +26,66 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
-TRIAL_COLUMNS = [
-    "run_id", "method", "seed", "test_dice", "final_dice", "best_dice", "epochs_to_target", "auc", "oscillation",
-    "epochs", "diverged",
-]
-TABLE_COLUMNS = [
-    "seeds", "test_dice_mean", "test_dice_std", "final_dice_mean", "final_dice_std", "best_dice_mean", "best_dice_std", "epochs_to_target_mean",
-    "epochs_to_target_std", "reached_target", "auc_mean", "auc_std", "oscillation_mean", "oscillation_std",
-    "diverged",
-]
+MODES = ("max", "min")
 
 
-def _check_columns(curves: pd.DataFrame) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in curves.columns]
+def trial_columns(metric: str = "dice") -> list[str]:
+    """Columns of :func:`trial_metrics` for ``metric``."""
+    return ["run_id", "method", "seed", f"test_{metric}", f"final_{metric}", f"best_{metric}", "epochs_to_target",
+            "auc", "oscillation", "epochs", "diverged"]
+
+
+def table_columns(metric: str = "dice") -> list[str]:
+    """Columns of :func:`compare`'s table for ``metric``."""
+    m = metric
+    return ["seeds", f"test_{m}_mean", f"test_{m}_std", f"final_{m}_mean", f"final_{m}_std", f"best_{m}_mean",
+            f"best_{m}_std", "epochs_to_target_mean", "epochs_to_target_std", "reached_target", "auc_mean", "auc_std",
+            "oscillation_mean", "oscillation_std", "diverged"]
+
+
+TRIAL_COLUMNS = trial_columns()
+TABLE_COLUMNS = table_columns()
+
+
+def label_of(metric: str) -> str:
+    """How a metric is named in text: ``Dice`` for ``dice``, else its own key."""
+    return "Dice" if metric == "dice" else metric
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} must be 'max' (higher is better) or 'min'")
+
+
+def _check_columns(curves: pd.DataFrame, metric: str = "dice") -> None:
+    required = tuple(metric if c == "dice" else c for c in REQUIRED_COLUMNS)
+    missing = [c for c in required if c not in curves.columns]
     if missing:
         raise ValueError(
             f"curves is missing column(s) {missing}; it has {list(curves.columns)}. "
-            "Build it with one row per (run_id, epoch) and columns " + ", ".join(REQUIRED_COLUMNS) + "."
+            "Build it with one row per (run_id, epoch) and columns " + ", ".join(required) + "."
         )
 
 
-def _one_trial(trial: pd.DataFrame, target_dice: float, budget: int | None = None) -> dict[str, object]:
+def _one_trial(trial: pd.DataFrame, target_dice: float, budget: int | None = None, metric: str = "dice",
+               mode: str = "max") -> dict[str, object]:
     """Metrics of one trial; ``trial`` is sorted by epoch with one row per epoch.
 
     A diverged trial's curve is padded with Dice 0 up to ``budget`` (the longest trial's last epoch), so its
-    AUC is over the same span as everyone else's.
+    AUC is over the same span as everyone else's. With ``mode='min'`` a diverged trial has no final, test or
+    AUC value (NaN).
     """
+    higher = mode == "max"
     epochs = trial["epoch"].to_numpy(dtype=float)
-    dice = trial["dice"].to_numpy(dtype=float)
+    dice = trial[metric].to_numpy(dtype=float)
     diverged = int(trial["diverged"].fillna(0).astype(float).max() > 0)
     finite = np.isfinite(dice)
+    worst = 0.0 if higher else math.nan  # what a diverged trial scores
 
     last = dice[-1]
-    final = 0.0 if diverged or not np.isfinite(last) else float(last)
-    best = float(dice[finite].max()) if finite.any() else math.nan
-    hit = np.flatnonzero(finite & (dice >= target_dice))
+    final = worst if diverged or not np.isfinite(last) else float(last)
+    best = (float(dice[finite].max() if higher else dice[finite].min())) if finite.any() else math.nan
+    hit = np.flatnonzero(finite & ((dice >= target_dice) if higher else (dice <= target_dice)))
     to_target = float(epochs[hit[0]]) if hit.size else math.nan
 
     # Normalised area: trapezoid over epochs / span of epochs (= number of intervals for consecutive epochs).
@@ -64,27 +95,33 @@ def _one_trial(trial: pd.DataFrame, target_dice: float, budget: int | None = Non
         filled, at = np.concatenate([filled, np.zeros(len(pad))]), np.concatenate([epochs, pad])
     span = at[-1] - at[0]
     auc = float(filled[0]) if len(filled) == 1 or span <= 0 else float(np.trapezoid(filled, at) / span)
+    if diverged and not higher:
+        auc = math.nan
 
-    test = trial["test_dice"].to_numpy(dtype=float) if "test_dice" in trial else np.array([])
+    test_key = f"test_{metric}"
+    test = trial[test_key].to_numpy(dtype=float) if test_key in trial else np.array([])
     test = test[np.isfinite(test)]
-    test_dice = 0.0 if diverged else (float(test[-1]) if test.size else math.nan)
+    test_dice = worst if diverged else (float(test[-1]) if test.size else math.nan)
 
     values = dice[finite]
     oscillation = float(np.std(np.diff(values), ddof=0)) if values.size >= 3 else 0.0
     return {
         "run_id": trial["run_id"].iloc[0], "method": trial["method"].iloc[0], "seed": trial["seed"].iloc[0],
-        "test_dice": test_dice, "final_dice": final, "best_dice": best, "epochs_to_target": to_target, "auc": auc,
-        "oscillation": oscillation, "epochs": len(trial), "diverged": diverged,
+        test_key: test_dice, f"final_{metric}": final, f"best_{metric}": best, "epochs_to_target": to_target,
+        "auc": auc, "oscillation": oscillation, "epochs": len(trial), "diverged": diverged,
     }
 
 
-def trial_metrics(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
+def trial_metrics(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max") -> pd.DataFrame:
     """Per-trial learning-curve metrics.
 
     Args:
         curves: Long per-epoch curves (see module docstring). Rows need not be sorted; a repeated
             (run_id, epoch) keeps its last row (a re-reported epoch after a restore).
-        target_dice: Dice threshold for ``epochs_to_target``.
+        target_dice: Dice threshold for ``epochs_to_target`` (of ``metric``: reached at or above it with
+            ``mode='max'``, at or below it with ``mode='min'``).
+        metric: the curve column; ``dice`` in the names below is this name.
+        mode: ``max`` (higher is better) or ``min``.
 
     Returns:
         One row per ``run_id`` in order of first appearance, with columns ``run_id, method, seed``,
@@ -99,14 +136,15 @@ def trial_metrics(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
     Raises:
         ValueError: If a required column is missing.
     """
-    _check_columns(curves)
+    _check_mode(mode)
+    _check_columns(curves, metric)
     if curves.empty:
-        return pd.DataFrame(columns=TRIAL_COLUMNS)
+        return pd.DataFrame(columns=trial_columns(metric))
     order = pd.unique(curves["run_id"])
     data = curves.drop_duplicates(["run_id", "epoch"], keep="last").sort_values(["run_id", "epoch"], kind="stable")
     budget = int(data["epoch"].max())
-    rows = {rid: _one_trial(g, target_dice, budget) for rid, g in data.groupby("run_id", sort=False)}
-    return pd.DataFrame([rows[rid] for rid in order], columns=TRIAL_COLUMNS)
+    rows = {rid: _one_trial(g, target_dice, budget, metric, mode) for rid, g in data.groupby("run_id", sort=False)}
+    return pd.DataFrame([rows[rid] for rid in order], columns=trial_columns(metric))
 
 
 def _mean_std(values: pd.Series) -> tuple[float, float]:
@@ -118,12 +156,14 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def compare(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
+def compare(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max") -> pd.DataFrame:
     """Per-method comparison table aggregated over seeds.
 
     Args:
         curves: Long per-epoch curves (see module docstring).
         target_dice: Dice threshold for ``epochs_to_target`` and ``reached_target``.
+        metric, mode: the curve column and its direction (see :func:`trial_metrics`); ``dice`` in the column
+            names below is ``metric``.
 
     Returns:
         DataFrame indexed by ``method`` (order of first appearance) with columns ``seeds`` (trials of the method),
@@ -131,18 +171,18 @@ def compare(curves: pd.DataFrame, target_dice: float) -> pd.DataFrame:
         that reached the target (NaN when none did), ``reached_target`` (count) and ``diverged`` (count).
         std is the sample std (ddof=1) and 0.0 for a single seed.
     """
-    trials = trial_metrics(curves, target_dice)
+    trials = trial_metrics(curves, target_dice, metric, mode)
     rows: dict[str, dict[str, float | int]] = {}
     for method, g in trials.groupby("method", sort=False):
         row: dict[str, float | int] = {"seeds": len(g)}
-        for metric in ("test_dice", "final_dice", "best_dice", "epochs_to_target"):
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(g[metric])
+        for col in (f"test_{metric}", f"final_{metric}", f"best_{metric}", "epochs_to_target"):
+            row[f"{col}_mean"], row[f"{col}_std"] = _mean_std(g[col])
         row["reached_target"] = int(g["epochs_to_target"].notna().sum())
-        for metric in ("auc", "oscillation"):
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(g[metric])
+        for col in ("auc", "oscillation"):
+            row[f"{col}_mean"], row[f"{col}_std"] = _mean_std(g[col])
         row["diverged"] = int(g["diverged"].sum())
         rows[str(method)] = row
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=TABLE_COLUMNS)
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=table_columns(metric))
     table.index.name = "method"
     for col in ("seeds", "reached_target", "diverged"):
         table[col] = table[col].astype(int)
@@ -159,28 +199,32 @@ def _cell(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f} ± {_fmt(std if np.isfinite(std) else 0.0, decimals)}"
 
 
-def format_table(table: pd.DataFrame, target_dice: float) -> str:
+def format_table(table: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max") -> str:
     """Fixed-width text rendering of :func:`compare`'s table.
 
     Args:
         table: Output of :func:`compare`.
         target_dice: The target Dice the table was built with (named in the header).
+        metric, mode: the metric the table was built for; its name (``Dice`` for ``dice``) heads the columns,
+            and the target reads ``≥`` or ``≤`` by ``mode``.
 
     Returns:
         Multi-line string: a title naming the target and the splits, a header, a rule and one line per method with
         "mean ± std" cells (3 decimals for Dice/AUC/oscillation, 1 for epochs); epochs to target reads
         ``12.3 ± 1.5 (3/3)`` or ``— (0/3)``.
     """
-    header = ["method", "seeds", "test Dice", "final Dice", "best Dice", f"epochs to Dice≥{target_dice:g}", "AUC",
-              "oscillation", "diverged"]
+    _check_mode(mode)
+    name, m, sign = label_of(metric), metric, "≥" if mode == "max" else "≤"
+    header = ["method", "seeds", f"test {name}", f"final {name}", f"best {name}", f"epochs to {name}{sign}{target_dice:g}",
+              "AUC", "oscillation", "diverged"]
     lines = [header]
     for method, r in table.iterrows():
         reach = f"({int(r['reached_target'])}/{int(r['seeds'])})"
         ett = _cell(r["epochs_to_target_mean"], r["epochs_to_target_std"], 1)
         lines.append([
-            str(method), str(int(r["seeds"])), _cell(r["test_dice_mean"], r["test_dice_std"], 3),
-            _cell(r["final_dice_mean"], r["final_dice_std"], 3),
-            _cell(r["best_dice_mean"], r["best_dice_std"], 3), f"{ett} {reach}",
+            str(method), str(int(r["seeds"])), _cell(r[f"test_{m}_mean"], r[f"test_{m}_std"], 3),
+            _cell(r[f"final_{m}_mean"], r[f"final_{m}_std"], 3),
+            _cell(r[f"best_{m}_mean"], r[f"best_{m}_std"], 3), f"{ett} {reach}",
             _cell(r["auc_mean"], r["auc_std"], 3), _cell(r["oscillation_mean"], r["oscillation_std"], 3),
             f"{int(r['diverged'])}/{int(r['seeds'])}",
         ])
@@ -189,8 +233,8 @@ def format_table(table: pd.DataFrame, target_dice: float) -> str:
     def render(row: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
-    title = (f"LR study comparison — mean ± sample std over seeds; test Dice: held-out split, final model; "
-             f"other columns: validation split; target Dice {target_dice:g}")
+    title = (f"LR study comparison — mean ± sample std over seeds; test {name}: held-out split, final model; "
+             f"other columns: validation split; target {name} {target_dice:g}")
     return "\n".join([title, render(header), "-" * len(render(header))] + [render(r) for r in lines[1:]])
 
 
@@ -202,18 +246,24 @@ class _Criterion(NamedTuple):
     decimals: int
 
 
-_CRITERIA = (
-    _Criterion("held-out test Dice", "test_dice_mean", "test_dice_std", True, 3),
-    _Criterion("final Dice", "final_dice_mean", "final_dice_std", True, 3),
-    _Criterion("best Dice", "best_dice_mean", "best_dice_std", True, 3),
-    _Criterion("AUC of the Dice curve", "auc_mean", "auc_std", True, 3),
-    _Criterion("share of seeds reaching the target", "reached_share", None, True, 2),
-    _Criterion("epochs to target", "epochs_to_target_mean", "epochs_to_target_std", False, 1),
-    _Criterion("oscillation", "oscillation_mean", "oscillation_std", False, 3),
-)
+def criteria(metric: str = "dice", mode: str = "max") -> tuple[_Criterion, ...]:
+    """The verdict's criteria for ``metric``: its own (test, final, best, AUC) follow ``mode``."""
+    name, m, higher = label_of(metric), metric, mode == "max"
+    return (
+        _Criterion(f"held-out test {name}", f"test_{m}_mean", f"test_{m}_std", higher, 3),
+        _Criterion(f"final {name}", f"final_{m}_mean", f"final_{m}_std", higher, 3),
+        _Criterion(f"best {name}", f"best_{m}_mean", f"best_{m}_std", higher, 3),
+        _Criterion(f"AUC of the {name} curve", "auc_mean", "auc_std", higher, 3),
+        _Criterion("share of seeds reaching the target", "reached_share", None, True, 2),
+        _Criterion("epochs to target", "epochs_to_target_mean", "epochs_to_target_std", False, 1),
+        _Criterion("oscillation", "oscillation_mean", "oscillation_std", False, 3),
+    )
 
 
-def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
+_CRITERIA = criteria()
+
+
+def verdict(table: pd.DataFrame, candidate: str = "qlearning", metric: str = "dice", mode: str = "max") -> list[str]:
     """Plain-language comparison of ``candidate`` with the best baseline on each criterion.
 
     The first criterion is the held-out test Dice of the final model (the split nothing watched during training);
@@ -227,10 +277,15 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
     Args:
         table: Output of :func:`compare`.
         candidate: Method to judge.
+        metric, mode: the metric the table was built for (its name replaces "Dice"; ``mode='min'``: lower is
+            better on its own criteria).
 
     Returns:
         Lines of text; a single line when the candidate or every baseline is absent.
     """
+    _check_mode(mode)
+    crit = criteria(metric, mode)
+    name = label_of(metric)
     methods = [str(m) for m in table.index]
     if candidate not in methods:
         return [f"No verdict: candidate '{candidate}' is not in the table (methods: {', '.join(methods) or 'none'})."]
@@ -248,7 +303,7 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
 
     lines: list[str] = []
     wins = within = losses = judged = 0
-    for c in _CRITERIA:
+    for c in crit:
         base = t.loc[baselines, c.mean].astype(float).dropna()
         cv = float(cand[c.mean])
         if base.empty and not np.isfinite(cv):
@@ -257,7 +312,7 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
         judged += 1
         if base.empty:
             wins += 1
-            extra = (f" (reached the target in {show(candidate, _CRITERIA[4])} seeds; no baseline reached it)"
+            extra = (f" (reached the target in {show(candidate, crit[4])} seeds; no baseline reached it)"
                      if c.mean == "epochs_to_target_mean" else "; no baseline has a value")
             lines.append(f"{c.label}: {candidate} beats every baseline — {candidate} has {show(candidate, c)}{extra}.")
             continue
@@ -265,12 +320,12 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning") -> list[str]:
         bv = float(base[best])
         note = ""
         if c.mean == "epochs_to_target_mean":
-            note = (f" (mean over the seeds that reached it: {candidate} {show(candidate, _CRITERIA[4])}, "
-                    f"{best} {show(best, _CRITERIA[4])})")
+            note = (f" (mean over the seeds that reached it: {candidate} {show(candidate, crit[4])}, "
+                    f"{best} {show(best, crit[4])})")
         if not np.isfinite(cv):
             losses += 1
             lines.append(f"{c.label}: {candidate} does not beat {best} — {candidate} has no value (never reached "
-                         f"the target or no finite Dice), {best} has {show(best, c)}{note}.")
+                         f"the target or no finite {name}), {best} has {show(best, c)}{note}.")
             continue
         cs, bs = show(candidate, c), show(best, c)
         if cs == bs or cv == bv:

@@ -70,15 +70,15 @@ def _mean_std(frame: pd.DataFrame, by: str, value: str) -> tuple[np.ndarray, np.
 # ----------------------------------------------------------------------------- LR study
 
 
-def dice_curves(curves: pd.DataFrame) -> go.Figure:
-    """Validation Dice per epoch, mean ± std over seeds, one colour per method (``curves``: long per-epoch frame
-    with ``method``, ``epoch``, ``dice``; a diverged epoch's NaN Dice is left out of that epoch's mean)."""
-    fig = go.Figure(layout={**LAYOUT, "title": "Validation Dice per epoch (mean ± std over seeds)",
-                            "xaxis_title": "epoch", "yaxis_title": "validation Dice"})
+def dice_curves(curves: pd.DataFrame, metric: str = "dice", label: str = "Dice") -> go.Figure:
+    """Validation ``metric`` (Dice by default) per epoch, mean ± std over seeds, one colour per method (``curves``:
+    long per-epoch frame with ``method``, ``epoch``, ``metric``; a diverged epoch's NaN is left out of its mean)."""
+    fig = go.Figure(layout={**LAYOUT, "title": f"Validation {label} per epoch (mean ± std over seeds)",
+                            "xaxis_title": "epoch", "yaxis_title": f"validation {label}"})
     methods = [str(m) for m in pd.unique(curves["method"])] if len(curves) else []
     col = colours(methods)
     for method in methods:
-        x, mean, std = _mean_std(curves[curves["method"] == method], "epoch", "dice")
+        x, mean, std = _mean_std(curves[curves["method"] == method], "epoch", metric)
         add_mean_band(fig, x, mean, std, method, col[method])
     return fig if methods else _no_data(fig)
 

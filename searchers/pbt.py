@@ -38,10 +38,17 @@ class PBTConfig:
             raise ValueError(f"resample_probability={self.resample_probability!r} must lie in [0, 1]")
 
 
-def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dice", seed: int = 0):
-    """The Tune scheduler: PBT over ``lr`` maximising ``metric``, synchronous."""
+def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dice", seed: int = 0,
+             mode: str = "max", own_lr: bool = False):
+    """The Tune scheduler: PBT over ``lr`` maximising (``mode='max'``) or minimising ``metric``, synchronous.
+
+    ``own_lr``: a member whose config has no ``lr`` starts from its optimizer's own LR
+    (:class:`medtune.searchers.pbt_scheduler.OwnLRPBT`) instead of a random draw.
+    """
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
+
+    from medtune.searchers.pbt_scheduler import OwnLRPBT
 
     import random
 
@@ -56,10 +63,10 @@ def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dic
         config["lr"] = min(max_lr, max(min_lr, float(config["lr"])))
         return config
 
-    return PopulationBasedTraining(
+    return (OwnLRPBT if own_lr else PopulationBasedTraining)(
         time_attr="training_iteration",
         metric=metric,
-        mode="max",
+        mode=mode,
         perturbation_interval=config.perturbation_interval,
         quantile_fraction=config.quantile_fraction,
         resample_probability=config.resample_probability,

@@ -70,17 +70,21 @@ ACTIONS: tuple[str, ...] = ("maintain", "decrease", "increase")
 # The names of the agent's methods in a study: cold, and warm-started from an earlier experiment's Q-table.
 METHOD = "qlearning"
 WARM_METHOD = "qlearning_warm"
+PAPER_BASE_LR = 1e-4  # section 4.1: the starting LR when neither base_lr nor an optimizer gives one
 
 
 @dataclass(frozen=True)
 class QLearningConfig:
     """Hyper-parameters of the agent; defaults are the paper's section 4.1.
 
+    ``base_lr`` None (the default) means: start from the optimizer's own LR when the agent is given one, else
+    from the paper's 1e-4 (:data:`PAPER_BASE_LR`); a number is used as it is.
+
     Raises:
         ValueError: one line naming the field, its value and the fix.
     """
 
-    base_lr: float = 1e-4
+    base_lr: float | None = None  # None: the optimizer's own LR, or PAPER_BASE_LR without an optimizer
     min_lr: float = 1e-6
     max_lr: float = 1e-2
     patience: int = 3
@@ -109,11 +113,14 @@ class QLearningConfig:
             return ValueError(f"{name}={getattr(self, name)!r} {why}")
 
         for name in ("base_lr", "min_lr", "max_lr"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+            value = getattr(self, name)
+            if value is None and name == "base_lr":
+                continue
+            if not (value > 0 and math.isfinite(value)):
                 raise bad(name, "must be a positive finite number")
         if self.min_lr >= self.max_lr:
             raise bad("min_lr", f"must be below max_lr={self.max_lr!r}; lower min_lr or raise max_lr")
-        if not self.min_lr <= self.base_lr <= self.max_lr:
+        if self.base_lr is not None and not self.min_lr <= self.base_lr <= self.max_lr:
             raise bad("base_lr", f"must lie in [min_lr, max_lr] = [{self.min_lr!r}, {self.max_lr!r}]")
         for name in ("patience", "cooldown"):
             if getattr(self, name) < 0:
@@ -362,7 +369,8 @@ class QLearningLRAgent:
             across runs. A new private table is made when omitted (seeded with
             ``seed``).
         optimizer: optional ``torch.optim.Optimizer`` whose ``param_groups``
-            receive the new LR after every :meth:`step`.
+            receive the new LR after every :meth:`step`; its own LR is the
+            starting LR unless ``config.base_lr`` is set.
         seed: seed of the private table when ``table`` is omitted.
 
     Edge cases:
@@ -380,8 +388,25 @@ class QLearningLRAgent:
         self.config = config
         self.table = table if table is not None else QTable(config, seed=seed)
         self.optimizer = optimizer
-        self.run = _RunState(lr=config.base_lr, wait=config.patience)
+        self.run = _RunState(lr=self.start_lr(config, optimizer), wait=config.patience)
         self._apply_lr()
+
+    @staticmethod
+    def start_lr(config: QLearningConfig, optimizer: Any = None) -> float:
+        """``config.base_lr`` if set, else the optimizer's LR (``param_groups[0]``), else :data:`PAPER_BASE_LR`.
+
+        Raises:
+            ValueError: the optimizer's LR lies outside ``[min_lr, max_lr]`` (never silently clamped).
+        """
+        if config.base_lr is not None:
+            return float(config.base_lr)
+        if optimizer is None:
+            return PAPER_BASE_LR
+        lr = float(optimizer.param_groups[0]["lr"])
+        if not config.min_lr <= lr <= config.max_lr:
+            raise ValueError(f"the optimizer's lr={lr!r} lies outside [min_lr, max_lr] = [{config.min_lr!r}, "
+                             f"{config.max_lr!r}]; widen the bounds in QLearningConfig or set base_lr")
+        return lr
 
     # -- public -----------------------------------------------------------
     @property

@@ -26,8 +26,8 @@ to Tune (behaviour verified on Ray 2.60):
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +43,32 @@ from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConf
 log = logging.getLogger(__name__)
 
 METHODS = (METHOD, WARM_METHOD)
+CONTROL_KEY = "lr_control"  # set to 1 in every result reported through medtune.LRControl.step
+# What Tune adds to every result by itself: not the trial's own keys.
+TUNE_KEYS = frozenset({
+    "timestamp", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
+    "training_iteration", "pid", "done", "date", "hostname", "node_ip", "trial_id", "experiment_tag",
+    "should_checkpoint", "checkpoint_dir_name", "experiment_id", "config",
+})
+
+logger = logging.getLogger(__name__)
+
+
+def reported_keys(result: dict) -> list[str]:
+    """The keys a trial itself reported (Tune's own and ``config/...`` left out), in order."""
+    return [k for k in result if k not in TUNE_KEYS and not k.startswith("config/") and k != CONTROL_KEY]
+
+
+def missing_keys(result: dict, metric: str, loss_metric: str, require_control: bool) -> str | None:
+    """One line saying what a driven trial's first result lacks, or None when it has all it needs."""
+    missing = [f"{k!r} ({role})" for k, role in ((metric, "metric"), (loss_metric, "loss_metric")) if k not in result]
+    if missing:
+        return (f"its first result lacks {', '.join(dict.fromkeys(missing))}; it reported: "
+                f"{', '.join(reported_keys(result)) or 'nothing'}")
+    if require_control and CONTROL_KEY not in result:
+        return ("it never called medtune.LRControl.step (its first result lacks the key 'lr_control'), so no LR "
+                f"decision could reach it; it reported: {', '.join(reported_keys(result)) or 'nothing'}")
+    return None
 
 
 @ray.remote(num_cpus=0)
@@ -130,8 +156,9 @@ class EpisodeRecorder(Callback):
         session: prefix of each episode's ``source``.
     """
 
-    def __init__(self, mailbox: str, path: str | os.PathLike, task: str, session: str) -> None:
+    def __init__(self, mailbox: str, path: str | os.PathLike, task: str, session: str, metric: str = "dice") -> None:
         self.mailbox, self.path, self.task, self.session = mailbox, str(path), task, session
+        self.metric = metric
         self._curves: dict[str, dict[int, float]] = {}
         self._box = None
 
@@ -148,8 +175,9 @@ class EpisodeRecorder(Callback):
         self.board()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "dice" in result and "epoch" in result:
-            self._curves.setdefault(trial.trial_id, {})[int(result["epoch"])] = float(result["dice"])
+        metric = getattr(self, "metric", "dice")  # a recorder pickled before the metric was configurable
+        if metric in result and "epoch" in result:
+            self._curves.setdefault(trial.trial_id, {})[int(result["epoch"])] = float(result[metric])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         points = self._curves.pop(trial.trial_id, {})
@@ -170,14 +198,23 @@ class QLearningLRScheduler(FIFOScheduler):
         state_path: the journal file (JSON lines); replayed if it exists.
         mailbox: name of the :class:`LRMailbox` actor trainables read.
         seed: seeds the shared table's initialisation and exploration.
-        metric: result key of the validation Dice; ``loss_metric`` of the validation loss.
+        metric: result key of the validation Dice (or any metric; ``mode`` ``max`` or ``min``, a ``min`` metric
+            is negated for the agent); ``loss_metric``: the result key of the validation loss.
         warm_start: a Q-table JSON from an earlier experiment to start from
             (ignored when the journal already exists: a resumed run keeps its own table).
         warm_method: the method whose table starts from ``warm_start``: ``qlearning`` (default), or
             ``qlearning_warm`` to compare a warm agent with a cold ``qlearning`` one in the same experiment.
         deliver: ``deliver(trial_id, lr)`` replaces the mailbox (tests, benchmarks, other transports).
+        require_control: a driven trial must report through :class:`medtune.LRControl` (its results carry
+            ``lr_control``); one that does not is stopped (see below).
 
-    Decisions: always ``CONTINUE``; the scheduler never stops or pauses a trial.
+    The starting LR of a trial's agent is ``config["lr"]``, else the ``lr`` of its first result (the
+    optimizer's own LR), clamped to ``[min_lr, max_lr]``.
+
+    Decisions: ``CONTINUE``, except for a driven trial whose first result lacks ``metric`` or ``loss_metric``
+    (or, with ``require_control``, the ``lr_control`` key): no decision could ever reach it, so it is
+    stopped, the reason (one line naming the missing key and the keys the trial did report) is logged at
+    ERROR and kept in :attr:`problems`. The scheduler never pauses a trial.
     """
 
     _supports_buffered_results = False
@@ -193,8 +230,14 @@ class QLearningLRScheduler(FIFOScheduler):
         warm_start: str | None = None,
         deliver: Callable[[str, float], None] | None = None,
         warm_method: str = METHOD,
+        mode: str = "max",
+        require_control: bool = False,
     ) -> None:
         super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode={mode!r} must be 'max' or 'min'")
+        self.mode = mode
+        self.require_control = require_control
         self.deliver = deliver
         self.config = config
         self.state_path = str(state_path)
@@ -217,12 +260,14 @@ class QLearningLRScheduler(FIFOScheduler):
         self.restored_updates = 0
         self._box = None
         self._journal_checked = False
+        self.problems: dict[str, str] = {}  # trial id -> why it was stopped
+        self._checked: set[str] = set()
 
     # Tune pickles the scheduler into tuner.pkl; keep only the configuration.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         for key in ("tables", "_loaded", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates",
-                    "_journal_checked"):
+                    "_journal_checked", "problems", "_checked"):
             state.pop(key, None)
         return state
 
@@ -252,7 +297,11 @@ class QLearningLRScheduler(FIFOScheduler):
                 agent.load_state_dict(record["agent"])
                 self.agents[trial_id] = agent
             else:  # an epoch without a decision
-                agent = self.agents.setdefault(trial_id, QLearningLRAgent(self.config, table=table))
+                agent = self.agents.get(trial_id)
+                if agent is None:
+                    agent = self.agents[trial_id] = QLearningLRAgent(self.config, table=table)
+                    if record.get("lr") is not None:  # the LR the trial started from (its first result's)
+                        agent.run.lr = float(record["lr"])
                 agent.record(record["dice"], record["loss"])
             self.last_epoch[trial_id] = record.get("epoch", 0)
         for table in self.tables.values():
@@ -305,12 +354,14 @@ class QLearningLRScheduler(FIFOScheduler):
             "config": self.config.__dict__,
         }
 
-    def _agent(self, trial: Trial) -> QLearningLRAgent:
+    def _agent(self, trial: Trial, result: dict | None = None) -> QLearningLRAgent:
         table = self._table(trial.config["method"])
         agent = self.agents.get(trial.trial_id)
         if agent is None:
             agent = QLearningLRAgent(self.config, table=table)
             lr = trial.config.get("lr")
+            if lr is None and result is not None:
+                lr = result.get("lr")  # no configured LR: the trial's own (its optimizer's), as it reported it
             if lr is not None:  # kept inside [min_lr, max_lr]: the agent's actions assume it
                 agent.run.lr = min(max(float(lr), self.config.min_lr), self.config.max_lr)
             self.agents[trial.trial_id] = agent
@@ -328,6 +379,10 @@ class QLearningLRScheduler(FIFOScheduler):
     # -- Tune hooks -------------------------------------------------------
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         if trial.config.get("method") in METHODS:
+            if trial.config.get("lr") is None and trial.trial_id not in self.agents:
+                self._ensure_loaded()
+                if trial.trial_id not in self.agents:
+                    return  # its LR is known at its first result
             agent = self._agent(trial)
             # A resumed trial gets the LR its agent had when the driver stopped; a new one whose
             # configured LR lay outside the bounds gets the clamped LR.
@@ -338,15 +393,27 @@ class QLearningLRScheduler(FIFOScheduler):
         method = trial.config.get("method")
         if method not in METHODS:
             return TrialScheduler.CONTINUE
+        if trial.trial_id not in self._checked:
+            self._checked.add(trial.trial_id)
+            problem = missing_keys(result, self.dice_metric, self.loss_metric, self.require_control)
+            if problem:
+                self.problems[trial.trial_id] = f"trial {trial} ({method}) was stopped: {problem}"
+                logger.error("%s", self.problems[trial.trial_id])
+                return TrialScheduler.STOP
         dice, loss = result.get(self.dice_metric), result.get(self.loss_metric)
         if dice is None or loss is None:
             return TrialScheduler.CONTINUE
+        if self.mode == "min":
+            dice = -float(dice)  # the agent's rewards assume higher is better
         self._ensure_loaded()  # replays the journal first, so a re-reported epoch is recognised
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if epoch <= self.last_epoch.get(trial.trial_id, 0):
             return TrialScheduler.CONTINUE  # a restarted trial re-reporting an epoch we already used
         self.last_epoch[trial.trial_id] = epoch
-        agent = self._agent(trial)
+        fresh = trial.trial_id not in self.agents
+        agent = self._agent(trial, result)
+        if fresh and result.get("lr") is not None and agent.lr != float(result["lr"]):
+            self._deliver(trial, agent.lr)  # the trial's own LR lay outside the bounds: it gets the clamped one
         before, updates = agent.lr, agent.table.updates
         decided = len(agent.run.decisions)
         after = agent.step(dice=float(dice), val_loss=float(loss))
@@ -356,7 +423,7 @@ class QLearningLRScheduler(FIFOScheduler):
         if len(agent.run.decisions) != decided or agent.table.updates != updates:
             record.update(table=agent.table.state_dict(include_rng=False), agent=agent.state_dict())
         else:
-            record.update(dice=float(dice), loss=float(loss))
+            record.update(dice=float(dice), loss=float(loss), lr=agent.lr)
         self._journal(record)
         return TrialScheduler.CONTINUE
 

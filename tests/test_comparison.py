@@ -174,3 +174,36 @@ def test_a_diverged_trial_is_scored_over_the_whole_budget_for_auc():
     assert t.loc["bad", "auc"] == pytest.approx(0.1875)
     assert t.loc["ok", "auc"] == pytest.approx(0.5)
     assert t.loc["bad", "oscillation"] == 0.0  # only two finite values: no padding in the oscillation
+
+
+# -- any metric, either direction (medtune.compare on a researcher's own training) ------------------------
+
+
+def _error_curves() -> pd.DataFrame:
+    """'error' (lower is better): qlearning ends at 0.1, fixed at 0.3; a diverged greedy trial."""
+    def trial(rid, method, values, diverged=False):
+        n = len(values)
+        return pd.DataFrame({"run_id": rid, "method": method, "seed": 0, "epoch": np.arange(1, n + 1),
+                             "error": values, "diverged": [int(diverged and i == n - 1) for i in range(n)]})
+
+    return pd.concat([trial("q", "qlearning", [0.5, 0.3, 0.1]), trial("f", "fixed", [0.5, 0.4, 0.3]),
+                      trial("g", "greedy", [0.5, math.nan], diverged=True)], ignore_index=True)
+
+
+def test_a_min_mode_metric_ranks_lower_as_better_and_gives_a_diverged_trial_no_value() -> None:
+    trials = trial_metrics(_error_curves(), target_dice=0.2, metric="error", mode="min").set_index("method")
+    assert trials.loc["qlearning", "best_error"] == pytest.approx(0.1)
+    assert trials.loc["qlearning", "epochs_to_target"] == 3  # first epoch at or below 0.2
+    assert math.isnan(trials.loc["fixed", "epochs_to_target"])
+    assert math.isnan(trials.loc["greedy", "final_error"]) and math.isnan(trials.loc["greedy", "auc"])
+    table = compare(_error_curves(), 0.2, metric="error", mode="min")
+    assert "final_error_mean" in table.columns and "final_dice_mean" not in table.columns
+    lines = verdict(table, "qlearning", metric="error", mode="min")
+    assert lines[1].startswith("final error: qlearning beats fixed (0.100 vs 0.300)")
+
+
+def test_the_table_and_verdict_name_the_metric_and_never_dice() -> None:
+    table = compare(_error_curves(), 0.2, metric="error", mode="min")
+    text = format_table(table, 0.2, metric="error", mode="min") + "\n".join(verdict(table, "qlearning", "error", "min"))
+    assert "final error" in text and "epochs to error≤0.2" in text
+    assert "Dice" not in text and "dice" not in text

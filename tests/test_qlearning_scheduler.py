@@ -156,16 +156,25 @@ def test_epoch_falls_back_to_training_iteration(tmp_path):
     assert sched.agents["t"].run.epochs == 3 and sched.last_epoch["t"] == 3
 
 
-def test_missing_metric_keys_continue_without_crash(tmp_path):
+def test_later_results_missing_metric_keys_continue_without_crash(tmp_path):
     sched, rec = make(tmp_path)
     trial = ql_trial("t")
-    assert sched.on_trial_result(None, trial, {"epoch": 1, "dice": 0.5}) == CONTINUE
-    assert sched.on_trial_result(None, trial, {"epoch": 1, "val_loss": 0.5}) == CONTINUE
-    assert sched.on_trial_result(None, trial, {"epoch": 1, "training_iteration": 1}) == CONTINUE
-    assert sched.agents == {} and rec.calls == []
-    # the skipped results did not consume epoch 1
     sched.on_trial_result(None, trial, result(1, 0.5, 1.0))
-    assert sched.agents["t"].run.epochs == 1
+    assert sched.on_trial_result(None, trial, {"epoch": 2, "dice": 0.5}) == CONTINUE
+    assert sched.on_trial_result(None, trial, {"epoch": 2, "val_loss": 0.5}) == CONTINUE
+    assert sched.on_trial_result(None, trial, {"epoch": 2, "training_iteration": 2}) == CONTINUE
+    assert sched.agents["t"].run.epochs == 1 and rec.calls == [] and not sched.problems
+    # the skipped results did not consume epoch 2
+    sched.on_trial_result(None, trial, result(2, 0.5, 1.0))
+    assert sched.agents["t"].run.epochs == 2
+
+
+def test_a_first_result_missing_a_metric_key_stops_the_trial(tmp_path):
+    sched, rec = make(tmp_path)
+    trial = ql_trial("t")
+    assert sched.on_trial_result(None, trial, {"epoch": 1, "dice": 0.5}) == TrialScheduler.STOP
+    assert "lacks 'val_loss' (loss_metric); it reported: epoch, dice" in sched.problems["t"]
+    assert rec.calls == []
 
 
 def test_custom_flattened_metric_names(tmp_path):
@@ -383,3 +392,72 @@ def test_trial_lr_outside_the_bounds_is_clamped_and_delivered_on_add(tmp_path):
     feed(sched, trial, CURVE[:3])  # decision at epoch 3 is "increase": it stays at max_lr, never lower
     assert [d.action for d in sched.agents["t"].decisions] == ["increase"]
     assert all(lr == 0.01 for _, lr in rec.calls)
+
+
+# -- a researcher's own trainable (medtune.compare): no configured LR, own metric names, loud misses ----------
+
+
+def own_result(epoch: int, acc: float, loss: float, lr: float = 0.05) -> dict:
+    return {"epoch": epoch, "training_iteration": epoch, "accuracy": acc, "val_loss": loss, "lr": lr,
+            "lr_control": 1, "time_this_iter_s": 0.1, "config/method": "qlearning"}
+
+
+def own_scheduler(**kw) -> tuple[QLearningLRScheduler, Recorder]:
+    rec = Recorder()
+    cfg = QLearningConfig(min_lr=1e-4, max_lr=0.5, patience=0, cooldown=0, epsilon=0.0, epsilon_min=0.0)
+    sched = QLearningLRScheduler(cfg, state_path="/dev/null", mailbox="unused", metric="accuracy", deliver=rec,
+                                 require_control=True, **kw)
+    return sched, rec
+
+
+def test_an_unconfigured_lr_is_taken_from_the_first_result(tmp_path):
+    sched, rec = own_scheduler()
+    sched.state_path = str(tmp_path / "journal.jsonl")
+    trial = FakeTrial("t1", {"method": "qlearning", "seed": 0})
+    sched.on_trial_add(None, trial)
+    assert rec.calls == [] and "t1" not in sched.agents  # nothing known yet, nothing delivered
+    assert sched.on_trial_result(None, trial, own_result(1, 0.5, 1.0, lr=0.05)) == CONTINUE
+    assert sched.agents["t1"].lr == pytest.approx(0.05)
+    assert rec.calls == []  # inside the bounds: the trial keeps its own LR
+
+
+def test_a_first_result_without_the_loss_stops_the_driven_trial_naming_the_keys(tmp_path, caplog):
+    sched, _ = own_scheduler()
+    sched.state_path = str(tmp_path / "journal.jsonl")
+    trial = FakeTrial("t1", {"method": "qlearning", "seed": 0})
+    bad = own_result(1, 0.5, 1.0)
+    bad["loss"] = bad.pop("val_loss")
+    assert sched.on_trial_result(None, trial, bad) == TrialScheduler.STOP
+    line = sched.problems["t1"]
+    assert "lacks 'val_loss' (loss_metric)" in line and "it reported: epoch, accuracy, lr, loss" in line
+    assert "time_this_iter_s" not in line and "\n" not in line
+    assert line in caplog.text
+
+
+def test_a_trial_that_never_called_lrcontrol_is_stopped(tmp_path):
+    sched, _ = own_scheduler()
+    sched.state_path = str(tmp_path / "journal.jsonl")
+    trial = FakeTrial("t1", {"method": "qlearning", "seed": 0})
+    plain = own_result(1, 0.5, 1.0)
+    del plain["lr_control"]
+    assert sched.on_trial_result(None, trial, plain) == TrialScheduler.STOP
+    assert "never called medtune.LRControl.step" in sched.problems["t1"]
+
+
+def test_other_methods_are_not_checked(tmp_path):
+    sched, _ = own_scheduler()
+    sched.state_path = str(tmp_path / "journal.jsonl")
+    trial = FakeTrial("t1", {"method": "fixed", "seed": 0})
+    assert sched.on_trial_result(None, trial, {"epoch": 1}) == CONTINUE and not sched.problems
+
+
+def test_a_min_mode_metric_reaches_the_agent_negated(tmp_path):
+    sched, _ = own_scheduler(mode="min")
+    sched.dice_metric = "error"
+    sched.state_path = str(tmp_path / "journal.jsonl")
+    trial = FakeTrial("t1", {"method": "qlearning", "seed": 0})
+    for e in range(1, 4):
+        r = own_result(e, 0.0, 1.0 - 0.1 * e)
+        r["error"] = 0.5 - 0.1 * e
+        sched.on_trial_result(None, trial, r)
+    assert sched.agents["t1"].run.decisions[0]["state"] == "improving"

@@ -34,16 +34,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from medtune.searchers.effort_controller import EffortController
 from medtune.searchers.episodic_memory import EpisodicMemory
-from medtune.searchers.greedy_lr import GreedyLR
-from medtune.searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
-from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD
+from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.trainables.data import DataConfig, SegmentationData, load_split
+from medtune.trainables.lr_control import METHODS, SCHEDULER_DRIVEN, LRControl, LRControlConfig
 from medtune.config import from_dict
-
-SCHEDULER_DRIVEN = (METHOD, WARM_METHOD)  # LR set by the Q-learning scheduler, read from the mailbox
-METHODS: tuple[str, ...] = BASELINES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
 
 
 @dataclass(frozen=True)
@@ -167,16 +162,13 @@ class SegmentationRun:
         lr = self.train_cfg.base_lr if self.lr is None else float(self.lr)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=self.train_cfg.weight_decay)
         t = self.train_cfg
-        self.policy: EpochSchedule | GreedyLR | EffortController | None = None
-        if self.method in BASELINES:
-            self.policy = EpochSchedule(self.method, self.optimizer, self.schedule_cfg, t.epochs)
-        elif self.method == "greedy":
-            self.policy = GreedyLR(self.optimizer, self.schedule_cfg.greedy, t.min_lr, t.max_lr)
-        elif self.method == "effort":
-            self.policy = EffortController(
-                self.schedule_cfg.effort, base_lr=lr, min_lr=t.min_lr, max_lr=t.max_lr, horizon=t.epochs,
-                task=self.task, optimizer=self.optimizer,
-            )
+        # The one LR-policy protocol (medtune.LRControl); this loop reports to Tune itself, and the
+        # scheduler-driven methods get their LR through set_lr (train_segmentation reads the mailbox).
+        self.control = LRControl(
+            self.optimizer, method=self.method, lr=lr, report=False, driven=True, memory_source=self.memory_source,
+            settings=LRControlConfig(epochs=t.epochs, min_lr=t.min_lr, max_lr=t.max_lr, schedules=self.schedule_cfg,
+                                     task=self.task),
+        )
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
@@ -192,6 +184,12 @@ class SegmentationRun:
             generator=self.generator,
             num_workers=self.train_cfg.num_workers,
         )
+
+    @property
+    def policy(self) -> Any:
+        """The in-trial LR policy (an ``EpochSchedule``, ``GreedyLR`` or ``EffortController``), None when the LR is
+        set from outside (``pbt``, ``qlearning``, ``qlearning_warm``)."""
+        return self.control.policy
 
     @property
     def current_lr(self) -> float:
@@ -267,14 +265,7 @@ class SegmentationRun:
 
     def policy_step(self, dice: float, val_loss: float) -> None:
         """Let the in-trial LR policy see the epoch's validation metrics (sets the next epoch's LR)."""
-        if isinstance(self.policy, EpochSchedule):
-            self.policy.step(dice=dice, val_loss=val_loss)
-        elif isinstance(self.policy, GreedyLR):
-            self.policy.step(val_loss)
-        elif isinstance(self.policy, EffortController):
-            if self.memory_source is not None:
-                self.policy.memory = self.memory_source()
-            self.policy.step(dice)
+        self.control.step({"dice": dice, "val_loss": val_loss})
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a restart needs to continue exactly (CPU tensors)."""

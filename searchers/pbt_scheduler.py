@@ -1,0 +1,37 @@
+"""PopulationBasedTraining whose members start from their own optimizer's LR (Ray Tune adapter).
+
+Tune's ``PopulationBasedTraining`` fills a missing ``config["lr"]`` with a draw from its mutation space when a
+trial is added, so a member whose config names no LR would start from a random one. A researcher's own
+training starts from its optimizer's LR (:class:`medtune.LRControl`): :class:`OwnLRPBT` leaves such a config
+without ``lr`` until the member's first result, then records the ``lr`` that result reports (the LR the
+epoch used) as the member's ``config["lr"]``. From then on PBT works as usual: a member that exploits another
+copies its checkpoint and a perturbation of its ``config["lr"]``, which ``LRControl`` applies on restart.
+
+Edge case: a first result without ``lr`` leaves the config as it is; PBT then fails on the missing key at the
+first perturbation, naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import PopulationBasedTraining
+
+LR_KEY = "lr"
+
+
+class OwnLRPBT(PopulationBasedTraining):
+    """PBT over ``config["lr"]`` where an unset ``lr`` means "the member's own"; see the module docstring."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        had = LR_KEY in trial.config
+        super().on_trial_add(tune_controller, trial)
+        if not had:  # undo the random draw: the member's own LR becomes known at its first result
+            trial.config.pop(LR_KEY, None)
+            trial.evaluated_params.pop(LR_KEY, None)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if LR_KEY not in trial.config and result.get(LR_KEY) is not None:
+            trial.set_config({**trial.config, LR_KEY: float(result[LR_KEY])})
+        return super().on_trial_result(tune_controller, trial, result)

@@ -1,0 +1,146 @@
+"""Tests for medtune.cluster.compare: argument checks before any trial (no Ray), the reading of broken trials'
+results (fake results), and the loud end of a run whose trainable misses a key or never calls LRControl (a real
+local Ray and a real MLflow SQLite store)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+import medtune
+from medtune.cluster.compare import FirstResultCheck, compare, make_spec, problems
+from medtune.errors import InputError
+
+
+def ok_trainable(config):  # never run by the argument tests
+    raise AssertionError("no trial may start")
+
+
+ARGS = dict(methods=["fixed", "qlearning"], seeds=[0], epochs=2, metric="accuracy", mode="max", loss_metric="val_loss",
+            min_lr=1e-4, max_lr=0.5, lr=None, name="t", target=None, params=None, schedules=None, qlearning=None,
+            warm_start=None, pbt=None, cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=0, max_failures=0)
+
+
+def spec(**kw):
+    return make_spec(ok_trainable, **{**ARGS, **kw})
+
+
+def test_compare_is_exported_lazily_from_medtune():
+    assert medtune.compare is compare
+
+
+def test_a_good_call_builds_a_spec_with_the_lr_control_section():
+    s = spec(params={"width": 8})
+    assert s.trainable.endswith(":ok_trainable") and s.methods == ("fixed", "qlearning")
+    section = s.control_config("box", "task")
+    assert section["metric"] == "accuracy" and section["epochs"] == 2 and section["mailbox"] == "box"
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"methods": ["fixed", "Cosine"]}, "method='Cosine' is not an LR method (did you mean 'cosine'? method names are lower case)"),
+    ({"methods": ["qlerning"]}, "(did you mean 'qlearning'?)"),
+    ({"methods": "cosine"}, "must be a non-empty list of LR methods"),
+    ({"metric": 3}, "metric=3 must be the name"),
+    ({"loss_metric": None}, "loss_metric=None must be the name"),
+    ({"mode": "maximum"}, "mode='maximum' must be 'max'"),
+    ({"seeds": [0, 0]}, "has duplicates"),
+    ({"epochs": 0}, "epochs=0 must be"),
+    ({"min_lr": 1.0}, "min_lr=1.0 must be below max_lr=0.5"),
+    ({"lr": 0.9}, "lr=0.9 must lie in"),
+    ({"methods": ["qlearning_warm"]}, "needs warm_start="),
+    ({"qlearning": {"epsilonn": 0.1}}, "qlearning.epsilonn is not a Q-learning setting (did you mean 'epsilon'?)"),
+    ({"params": {"lr": 0.1}}, "params may not set lr"),
+    ({"schedules": {"cosin": {}}}, "schedules.cosin is not a known setting (did you mean 'cosine'?)"),
+    ({"methods": ["effort"], "mode": "min"}, "'effort' maximises"),
+])
+def test_bad_arguments_are_one_input_error_line(kw, message):
+    with pytest.raises(InputError, match=re.escape(message)) as info:
+        spec(**kw)
+    assert "\n" not in str(info.value)
+
+
+def test_a_bad_method_fails_before_ray_starts_or_any_folder_is_made(tmp_path):
+    with pytest.raises(InputError, match="did you mean 'cosine'"):
+        compare(ok_trainable, ["Cosine"], [0], 2, metric="accuracy", output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def fake(method, metrics=None, error=None):
+    return SimpleNamespace(config={"method": method, "seed": 0}, metrics=metrics, error=error)
+
+
+def test_problems_name_the_missing_key_and_what_the_trial_reported():
+    results = [
+        fake("qlearning", {"training_iteration": 1, "accuracy": 0.5, "loss": 1.0, "lr_control": 1, "pid": 1}),
+        fake("fixed", {"training_iteration": 1, "accuracy": 0.5, "val_loss": 1.0}),
+        fake("cosine", {}),
+        fake("greedy", error=RuntimeError("Traceback\n  ...\nmedtune.errors.InputError: LRControl.step: lacks 'x'")),
+        fake("step", error=RuntimeError("Traceback\nZeroDivisionError: division by zero")),
+        fake("plateau", {"training_iteration": 1, "accuracy": 0.5, "val_loss": 1.0, "lr_control": 1}),
+    ]
+    keys, other = problems(results, "accuracy", "val_loss")
+    assert keys == [
+        "trial qlearning-seed0 was stopped: its first result lacks 'val_loss' (loss_metric); it reported: "
+        "accuracy, loss",
+        "trial fixed-seed0 was stopped: it never called medtune.LRControl.step (its first result lacks the key "
+        "'lr_control'), so no LR decision could reach it; it reported: accuracy, val_loss",
+        "trial cosine-seed0 reported nothing; call control.step(metrics) once per epoch "
+        "(control = medtune.LRControl(optimizer, config))",
+        "trial greedy-seed0 failed: LRControl.step: lacks 'x'",
+    ]
+    assert other == ["trial step-seed0 failed: ZeroDivisionError: division by zero"]
+
+
+def test_the_first_result_check_stops_everything_after_one_bad_first_result():
+    check = FirstResultCheck("accuracy", "val_loss")
+    good = {"accuracy": 0.5, "val_loss": 1.0, "lr_control": 1}
+    assert check("a", good) is False and not check.stop_all()
+    assert check("b", {"accuracy": 0.5}) is True and check.stop_all()
+    assert check("b", {"accuracy": 0.5}) is False  # only first results are judged
+
+
+# -- on a real local Ray and a real MLflow store ------------------------------------------------------
+
+
+def never_calls_lrcontrol(config):
+    from ray import tune
+
+    for epoch in range(1, 4):
+        tune.report({"epoch": epoch, "accuracy": 0.5, "val_loss": 1.0})
+
+
+def reports_loss_not_val_loss(config):
+    import torch
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    control = medtune.LRControl(opt, config)
+    for _ in range(control.epochs):
+        control.step({"accuracy": 0.5, "loss": 1.0})
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import tests/
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("trainable, message", [
+    (never_calls_lrcontrol, "trial qlearning-seed0 was stopped: it never called medtune.LRControl.step"),
+    (reports_loss_not_val_loss, "trial qlearning-seed0 failed: LRControl.step: the epoch's metrics lack 'val_loss' "
+                                "(loss_metric); they hold 'accuracy', 'loss'"),
+])
+def test_a_broken_trainable_ends_the_run_with_one_line(local_ray, tmp_path, trainable, message):
+    with pytest.raises(InputError) as info:
+        compare(trainable, ["qlearning"], [0], 3, metric="accuracy", output=tmp_path, name="broken")
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,435 @@
+"""``LRControl``: the learning-rate control a researcher's own training loop calls once per epoch.
+
+One object, created from the loop's optimizer and its Tune config, applies whichever LR method the trial
+runs and sets the optimizer's LR for the next epoch::
+
+    def train(config):                      # a Tune function trainable, or a plain function
+        model = Net(); opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        control = medtune.LRControl(opt, config)
+        start = control.resume(model)       # 0, or the epoch a restored / PBT-cloned trial continues after
+        for epoch in range(start, epochs):
+            train_one_epoch(model, opt)
+            control.step({"accuracy": acc, "val_loss": loss}, model=model)   # reports, checkpoints, sets the LR
+
+The methods (:data:`METHODS`):
+
+* the in-trial baselines of :mod:`medtune.searchers.lr_schedules` (``fixed``, ``step``, ``exponential``,
+  ``cosine``, ``plateau``), ``greedy`` (:class:`~medtune.searchers.greedy_lr.GreedyLR`, watches the loss) and
+  ``effort`` (:class:`~medtune.searchers.effort_controller.EffortController`, watches the metric, fed the
+  episodic memory of finished trials when the study keeps one): the decision is taken here, in the trial;
+* ``qlearning`` / ``qlearning_warm``: the decision is the
+  :class:`~medtune.searchers.qlearning_scheduler.QLearningLRScheduler`'s, taken in the driver when the epoch's
+  result is reported; :meth:`LRControl.step` reports the result and then reads the new LR from the study's
+  mailbox (function trainables report synchronously, so the decision on epoch ``t`` is there before epoch
+  ``t + 1``). Outside Tune, or in a Tune run without the scheduler's mailbox, a private
+  :class:`~medtune.searchers.qlearning_agent.QLearningLRAgent` decides in the loop instead (logged once);
+* ``pbt``: Tune's PopulationBasedTraining restarts the trial from a checkpoint with a new ``config["lr"]``;
+  :meth:`LRControl.load_state_dict` (and so :meth:`LRControl.resume`) applies it after the optimizer's state
+  is loaded. Outside Tune it is ``fixed``.
+
+What a method watches is named by the configuration, not by the code: ``metric`` (default ``dice``, with its
+``mode``, ``max`` or ``min``) and ``loss_metric`` (default ``val_loss``, lower is better). In a medtune study
+(``medtune.compare``) both must be in every epoch's metrics (the comparison reads the one, the Q-learning agent
+and GreedyLR the other), elsewhere what the method watches; a missing key is an
+:class:`~medtune.errors.InputError` at once, naming the key and the keys given. A NaN or
+infinite metric or loss marks the epoch ``diverged`` (reported as ``diverged=1``): no policy sees it and the
+LR is left as it is; the loop decides whether to stop (:attr:`LRControl.diverged`).
+
+Where the starting LR comes from: the ``lr`` argument, else ``config["lr"]`` (a study sets it), else the
+optimizer's own LR (``param_groups[0]["lr"]``). The bounds default to ``[own / 1000, own * 10]`` (``own``: the optimizer's LR); a start
+outside explicit bounds is an error, never a silent clamp. Every param group gets the same LR.
+
+The Tune config keys (all optional, set by :func:`medtune.compare` and the LR study): ``method``, ``lr`` and the
+``lr_control`` section (:class:`LRControlConfig` as a dict). This module imports Ray only inside a Tune trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from medtune.config import from_dict
+from medtune.errors import InputError, did_you_mean
+from medtune.searchers.effort_controller import EffortController
+from medtune.searchers.episodic_memory import EpisodicMemory
+from medtune.searchers.greedy_lr import GreedyLR
+from medtune.searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
+from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_DRIVEN: tuple[str, ...] = (METHOD, WARM_METHOD)  # the LR is set by the Q-learning scheduler
+METHODS: tuple[str, ...] = BASELINES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
+CONFIG_KEY = "lr_control"  # the Tune config section holding an LRControlConfig
+CONTROL_KEY = "lr_control"  # result key set to 1 by LRControl.step: the trial's LR is under control
+CHECKPOINT_FILE = "lr_control_state.pt"
+MODES = ("max", "min")
+_BOUNDS = ("base_lr", "min_lr", "max_lr")
+
+
+def check_method(method: object) -> str:
+    """``method`` if it is an LR method, else one :class:`InputError` line with the nearest name.
+
+    Case matters (``Cosine`` is not ``cosine``), and the message says so.
+    """
+    if not isinstance(method, str):
+        raise InputError(f"method={method!r} must be a string, one of {', '.join(METHODS)}")
+    if method not in METHODS:
+        hint = (f" (did you mean {method.lower()!r}? method names are lower case)" if method.lower() in METHODS
+                else did_you_mean(method, METHODS))
+        raise InputError(f"method={method!r} is not an LR method{hint}; use one of {', '.join(METHODS)}")
+    return method
+
+
+def check_metric(name: object, what: str = "metric") -> str:
+    """A result key: a non-empty string without ``/`` (Tune flattens nested results with ``/``)."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise InputError(f"{what}={name!r} must be the name (a non-empty string without '/') of a key your "
+                         f"training reports each epoch, e.g. {what}='accuracy'")
+    return name
+
+
+@dataclass(frozen=True)
+class LRControlConfig:
+    """What the LR methods need to know about the run (the ``lr_control`` section of a Tune config).
+
+    Attributes:
+        epochs: the run's length (``cosine``'s ``T_max``, ``effort``'s horizon); None is allowed for methods
+            that do not need it.
+        min_lr, max_lr: the clamp of every adaptive method; None: the optimizer's own LR / 1000 and * 10.
+        metric: the key of the validation metric in the epoch's metrics; ``mode``: ``max`` or ``min``.
+        loss_metric: the key of the validation loss (lower is better); may equal ``metric`` when ``mode='min'``.
+        schedules: the parameters of the in-trial policies (a ``ScheduleConfig`` or a mapping of its sections).
+        qlearning: ``QLearningConfig`` fields (but the LR bounds) of the private agent that decides for
+            ``qlearning`` outside the scheduler (its table is seeded with 0); the scheduler has its own.
+        mailbox: the Q-learning scheduler's mailbox (set by the study; None outside one).
+        task: ``effort``: recall only learning curves of this task key.
+
+    Raises:
+        InputError: one line naming the field, its value and the fix.
+    """
+
+    epochs: int | None = None
+    min_lr: float | None = None
+    max_lr: float | None = None
+    metric: str = "dice"
+    mode: str = "max"
+    loss_metric: str = "val_loss"
+    schedules: ScheduleConfig = field(default_factory=ScheduleConfig)
+    qlearning: dict[str, Any] = field(default_factory=dict)
+    mailbox: str | None = None
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.schedules, dict):  # LRControlConfig(schedules={"cosine": {...}}) as from a config
+            object.__setattr__(self, "schedules", from_dict(ScheduleConfig, self.schedules, "schedules"))
+        if not isinstance(self.schedules, ScheduleConfig):
+            raise InputError(f"schedules={self.schedules!r} must be a ScheduleConfig or a mapping of its sections")
+        check_metric(self.metric, "metric")
+        check_metric(self.loss_metric, "loss_metric")
+        if self.mode not in MODES:
+            raise InputError(f"mode={self.mode!r} must be 'max' (higher {self.metric} is better) or 'min'"
+                             f"{did_you_mean(self.mode, MODES)}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or self.epochs < 1):
+            raise InputError(f"epochs={self.epochs!r} must be >= 1")
+        for name in ("min_lr", "max_lr"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise InputError(f"{name}={value!r} must be a positive finite number")
+        if self.min_lr is not None and self.max_lr is not None and self.min_lr >= self.max_lr:
+            raise InputError(f"min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}")
+        bad = [k for k in self.qlearning if k not in QLearningConfig.__dataclass_fields__ or k in _BOUNDS]
+        if bad:
+            valid = [k for k in QLearningConfig.__dataclass_fields__ if k not in _BOUNDS]
+            raise InputError(f"qlearning.{bad[0]} is not a Q-learning setting{did_you_mean(bad[0], valid)}; "
+                             f"valid: {', '.join(valid)} (the LR bounds are min_lr / max_lr)")
+
+
+def tune_trial_id() -> str | None:
+    """The id of the Tune trial this code runs in, or None outside one (Ray is not imported to find out)."""
+    if "ray" not in sys.modules:
+        return None
+    try:
+        from ray.train._internal.session import get_session
+
+        if get_session() is None:
+            return None
+    except ImportError:  # pragma: no cover - a Ray without the private module: ask the public context
+        pass
+    from ray import tune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "get_trial_id is meant to only be called inside ..."
+        return tune.get_context().get_trial_id()
+
+
+class LRControl:
+    """Applies one LR method to ``optimizer``, stepped once per epoch with the epoch's metrics.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` (duck-typed: ``param_groups`` and ``state_dict``).
+        config: the trial's Tune config (``method``, ``lr``, ``lr_control``), or None.
+        method: overrides ``config["method"]``; the default is ``fixed``.
+        settings: overrides ``config["lr_control"]``.
+        lr: the starting LR (else ``config["lr"]``, else the optimizer's own LR).
+        memory_source: ``effort``: ``() -> EpisodicMemory``, called before each step (else the study's
+            mailbox, else an empty memory).
+        report: whether :meth:`step` reports to Tune; default: inside a Tune trial.
+        driven: ``qlearning`` / ``qlearning_warm`` only: True: the LR is set from outside (the scheduler's
+            mailbox, read by :meth:`step` when it reports, or :meth:`set_lr`); False: a private agent decides
+            in the loop; default: driven inside a Tune trial whose config names a mailbox.
+
+    Raises:
+        InputError: an unknown method (nearest name suggested), a bad setting, a start LR outside the bounds,
+            ``cosine``/``effort`` without ``epochs``, ``effort`` with ``mode='min'``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        config: Mapping[str, Any] | None = None,
+        *,
+        method: str | None = None,
+        settings: LRControlConfig | None = None,
+        lr: float | None = None,
+        memory_source: Callable[[], EpisodicMemory] | None = None,
+        report: bool | None = None,
+        driven: bool | None = None,
+    ) -> None:
+        config = dict(config or {})
+        self.optimizer = optimizer
+        self.method = check_method(method if method is not None else config.get("method", "fixed"))
+        self.settings = settings if settings is not None else from_dict(LRControlConfig, config.get(CONFIG_KEY),
+                                                                        CONFIG_KEY)
+        self.trial_id = tune_trial_id()
+        self.report = self.trial_id is not None if report is None else bool(report)
+        own = float(optimizer.param_groups[0]["lr"])
+        self._config_lr = None if config.get("lr") is None else float(config["lr"])
+        start = float(lr) if lr is not None else (self._config_lr if self._config_lr is not None else own)
+        s = self.settings
+        # Relative default bounds follow the optimizer's own LR, so a PBT restart with a mutated lr keeps them.
+        self.min_lr = s.min_lr if s.min_lr is not None else own / 1000
+        self.max_lr = s.max_lr if s.max_lr is not None else own * 10
+        if not self.min_lr < self.max_lr:
+            raise InputError(f"lr_control.min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}")
+        if not (start > 0 and math.isfinite(start)) or not self.min_lr <= start <= self.max_lr:
+            raise InputError(f"the starting LR {start!r} must lie in [min_lr, max_lr] = [{self.min_lr!r}, "
+                             f"{self.max_lr!r}]; change the optimizer's lr or the bounds")
+        self.epoch = 0
+        self.diverged = False
+        self._memory_source = memory_source
+        self._box = None
+        self._warned = False
+        self._driven = (self.trial_id is not None and bool(self.settings.mailbox)) if driven is None else bool(driven)
+        self.set_lr(start)
+        self.policy = self._policy(start)
+
+    # -- construction ----------------------------------------------------------
+    def _policy(self, start: float) -> Any:
+        s, m = self.settings, self.method
+        if m in ("cosine", "effort") and s.epochs is None:
+            raise InputError(f"method {m!r} needs the run's length; set lr_control.epochs (settings.epochs)")
+        if m in BASELINES:
+            return EpochSchedule(m, self.optimizer, s.schedules, s.epochs or 1)
+        if m == "greedy":
+            return GreedyLR(self.optimizer, s.schedules.greedy, self.min_lr, self.max_lr)
+        if m == "effort":
+            if s.mode != "max":
+                raise InputError(f"method 'effort' maximises a metric in [0, 1]; {s.metric!r} has mode='min'. "
+                                 "Report a higher-is-better metric, or leave effort out")
+            if self._memory_source is None and s.mailbox and self.report:
+                from medtune.searchers.qlearning_scheduler import read_episodes
+
+                self._memory_source = lambda: read_episodes(s.mailbox, s.task)
+            return EffortController(s.schedules.effort, base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr,
+                                    horizon=s.epochs, task=s.task, optimizer=self.optimizer)
+        if m in SCHEDULER_DRIVEN and not self._driven:
+            logger.info("LRControl: %s without the Q-learning scheduler's mailbox: a private agent decides the LR "
+                        "in this loop", m)
+            try:
+                cfg = QLearningConfig(base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr, **s.qlearning)
+            except ValueError as exc:
+                raise InputError(f"lr_control.qlearning.{exc}") from None
+            return QLearningLRAgent(cfg, optimizer=self.optimizer, seed=0)
+        return None  # pbt, and qlearning driven through the mailbox
+
+    # -- the LR ----------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The LR the next epoch uses (the optimizer's first param group)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(lr)
+
+    @property
+    def epochs(self) -> int | None:
+        """The run's length as the study set it (``lr_control.epochs``), for the loop's ``range``."""
+        return self.settings.epochs
+
+    @property
+    def driven(self) -> bool:
+        """Whether the LR is decided outside this process (the Q-learning scheduler through the mailbox)."""
+        return self.method in SCHEDULER_DRIVEN and self.policy is None
+
+    # -- one epoch -------------------------------------------------------------
+    def step(self, metrics: Mapping[str, Any], checkpoint: Any = None, model: Any = None) -> float:
+        """Close one epoch: let the method act, report to Tune (inside a trial), set and return the next LR.
+
+        Args:
+            metrics: this epoch's results, ``{name: number}``; must hold ``metric`` and ``loss_metric`` in a
+                medtune study (``medtune.compare``), else whatever the method watches. Other keys are reported as they are; a
+                ``test_<metric>`` after the last epoch is the held-out score the comparison prefers.
+            checkpoint: a ``ray.tune.Checkpoint`` reported with the result (the loop's own); or
+            model: a ``torch.nn.Module`` whose state, with the optimizer's and this object's, is saved as the
+                epoch's checkpoint (what :meth:`resume` loads). Ignored outside Tune.
+
+        Returns:
+            The LR of the next epoch, already in the optimizer.
+
+        Raises:
+            InputError: a key the method or the comparison needs is missing (names it and the keys given).
+        """
+        s = self.settings
+        # In a medtune study (a mailbox) every trial must report both keys: the table reads the metric, the
+        # Q-learning agent and GreedyLR the loss, and one trainable serves every method. Elsewhere: what it watches.
+        needed = [s.metric, s.loss_metric] if self.report and s.mailbox else self._watched()
+        missing = [k for k in dict.fromkeys(needed) if k not in metrics]
+        if missing:
+            role = {s.metric: "metric", s.loss_metric: "loss_metric"}
+            raise InputError(
+                f"LRControl.step: the epoch's metrics lack {', '.join(f'{k!r} ({role[k]})' for k in missing)}; "
+                f"they hold {', '.join(map(repr, metrics)) or 'nothing'}. Report it, or name your keys with "
+                "metric= / loss_metric="
+            )
+        self.epoch += 1
+        used = self.lr
+        value = float(metrics[s.metric]) if s.metric in metrics else math.nan
+        loss = float(metrics[s.loss_metric]) if s.loss_metric in metrics else math.nan
+        watched = [v for k, v in ((s.metric, value), (s.loss_metric, loss)) if k in needed]
+        self.diverged = not all(math.isfinite(v) for v in watched)
+        if not self.diverged:
+            self._policy_step(value, loss)
+        if self.report:
+            self._report(metrics, used, checkpoint, model)
+            if self.driven and not self.diverged and self.settings.mailbox:
+                self._read_mailbox()
+        return self.lr
+
+    def _watched(self) -> list[str]:
+        s, m = self.settings, self.method
+        if m in ("plateau", "greedy"):
+            return [s.loss_metric]
+        if m == "effort":
+            return [s.metric]
+        if m in SCHEDULER_DRIVEN:
+            return [s.metric, s.loss_metric]
+        return []
+
+    def _policy_step(self, value: float, loss: float) -> None:
+        p, s = self.policy, self.settings
+        if isinstance(p, EpochSchedule):
+            p.step(dice=value, val_loss=loss)
+        elif isinstance(p, GreedyLR):
+            p.step(loss)
+        elif isinstance(p, EffortController):
+            if self._memory_source is not None:
+                p.memory = self._memory_source()
+            p.step(value)
+        elif isinstance(p, QLearningLRAgent):
+            p.step(dice=value if s.mode == "max" else -value, val_loss=loss)
+
+    def _report(self, metrics: Mapping[str, Any], used: float, checkpoint: Any, model: Any) -> None:
+        from ray import tune
+
+        # epoch is this object's count (1-based, kept across restores): the schedulers and MLflow key on it
+        result = {**metrics, "epoch": self.epoch, "lr": used, "diverged": int(self.diverged), CONTROL_KEY: 1}
+        if checkpoint is None and model is not None:
+            import torch
+
+            with tempfile.TemporaryDirectory() as d:
+                state = {"model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "lr_control": self.state_dict()}
+                torch.save(state, os.path.join(d, CHECKPOINT_FILE))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+            return
+        if checkpoint is None and self.method == "pbt" and not self._warned:
+            self._warned = True
+            logger.warning("LRControl: a pbt trial reports no checkpoint, so PBT cannot clone it; pass "
+                           "step(metrics, model=model) (and call resume(model) at the start)")
+        tune.report(result, checkpoint=checkpoint)
+
+    def _read_mailbox(self) -> None:
+        import ray
+
+        if self._box is None:
+            try:
+                self._box = ray.get_actor(self.settings.mailbox)
+            except ValueError:
+                logger.debug("LRControl: no mailbox %r yet; the LR stays %g", self.settings.mailbox, self.lr)
+                return
+        lr = ray.get(self._box.get.remote(self.trial_id))
+        if lr is not None:
+            self.set_lr(lr)
+
+    # -- checkpoints -------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The method's state, the epoch count and the LR (plain values; torch-saveable)."""
+        return {"method": self.method, "epoch": self.epoch, "lr": self.lr,
+                "policy": self.policy.state_dict() if self.policy is not None else {}}
+
+    def load_state_dict(self, state: Mapping[str, Any], config_lr: float | None = None) -> None:
+        """Restore :meth:`state_dict` output and re-apply the LR; call it *after* ``optimizer.load_state_dict``
+        (an optimizer's state carries the LR it was saved with).
+
+        ``pbt`` takes the LR of the (possibly mutated) ``config["lr"]`` instead, clamped to the bounds;
+        ``config_lr`` passes it when the object was built without the config.
+        """
+        if state.get("method", self.method) != self.method:
+            raise InputError(f"the checkpoint's LR state is of method {state.get('method')!r}, this trial runs "
+                             f"{self.method!r}; resume it with its own method")
+        self.epoch = int(state.get("epoch", 0))
+        if self.policy is not None and state.get("policy"):
+            self.policy.load_state_dict(dict(state["policy"]))
+        self.set_lr(float(state["lr"]))
+        if self.method == "pbt":
+            lr = config_lr if config_lr is not None else self._config_lr
+            if lr is not None:
+                self.set_lr(min(self.max_lr, max(self.min_lr, float(lr))))
+
+    def resume(self, model: Any = None) -> int:
+        """Inside Tune: load the trial's checkpoint written by :meth:`step` (``model``, the optimizer, this
+        object; for ``pbt`` the new ``config["lr"]``); returns the number of epochs already done (0: none).
+
+        Outside Tune, or without a checkpoint, nothing changes and 0 is returned.
+        """
+        if not self.report:
+            return 0
+        import torch
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return 0
+        with checkpoint.as_directory() as d:
+            path = Path(d) / CHECKPOINT_FILE
+            if not path.is_file():
+                raise InputError(f"the trial's checkpoint has no {CHECKPOINT_FILE}; it was not written by "
+                                 "LRControl.step(..., model=...): restore your own checkpoint, then call "
+                                 "load_state_dict")
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        if model is not None:
+            model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_state_dict(state["lr_control"])
+        if self.driven and self.settings.mailbox:  # a decision taken on the checkpointed epoch's result
+            self._read_mailbox()
+        return self.epoch
