@@ -5,6 +5,7 @@ tracking callback, the local head and job submission. Every name loads on first 
 from medtune.util import lazy_exports
 
 _PUBLIC = {
+    "compare": "medtune.cluster.compare",
     "STUDIES": "medtune.cluster.studies",
     "Study": "medtune.cluster.studies",
     "get_study": "medtune.cluster.studies",

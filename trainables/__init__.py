@@ -6,6 +6,8 @@ PaSeR models. Every name loads on first use.
 from medtune.util import lazy_exports
 
 _PUBLIC = {
+    "LRControl": "medtune.trainables.lr_control",
+    "LRControlConfig": "medtune.trainables.lr_control",
     "DataConfig": "medtune.trainables.data",
     "SegmentationData": "medtune.trainables.data",
     "load_split": "medtune.trainables.data",
