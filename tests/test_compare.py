@@ -144,3 +144,67 @@ def test_a_broken_trainable_ends_the_run_with_one_line(local_ray, tmp_path, trai
         compare(trainable, ["qlearning"], [0], 3, metric="accuracy", output=tmp_path, name="broken")
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)
+
+
+def crashes_once_at_epoch_3(config):
+    """A tiny regression trained by SGD; its worker process dies at epoch 3 of the first attempt (a marker file
+    says whether it already did), and the restarted trial continues from the user's checkpoint."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    torch.manual_seed(config["seed"])
+    x = torch.linspace(-1, 1, 64).unsqueeze(1)
+    y = 3 * x + 0.5
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    control = medtune.LRControl(opt, config)
+    marker = Path(config["marker_dir"]) / f"{config['method']}-crashed"
+    for epoch in range(control.resume(model), control.epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        if epoch == 3 and config["crash"] and not marker.exists():
+            marker.write_text("1")
+            os._exit(1)  # the worker dies mid-run, as a killed process would
+        if "record" in config:  # the reference run, outside Tune: the LR this epoch trained with, its loss
+            config["record"].append((opt.param_groups[0]["lr"], loss.item()))
+        control.step({"accuracy": float(1 / (1 + loss.item())), "val_loss": loss.item()}, model=model)
+
+
+def _lr_and_loss(result) -> dict[str, tuple[list[int], list[float], list[float]]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(result.tracking_uri)
+    exp = client.get_experiment_by_name(result.experiment)
+    out = {}
+    for run in client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'"):
+        lr = sorted(client.get_metric_history(run.info.run_id, "lr"), key=lambda m: m.step)
+        loss = sorted(client.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)
+        out[run.data.params["method"]] = ([m.step for m in lr], [m.value for m in lr], [m.value for m in loss])
+    return out
+
+
+@pytest.mark.integration
+def test_a_trial_killed_mid_run_restarts_from_the_users_checkpoint_with_the_lr_it_had(local_ray, tmp_path):
+    """Cosine and step: the restarted trials log every epoch once, with the LRs and losses of the same loop run
+    uninterrupted outside Tune (the LR and the weights both came back from the checkpoint ``LRControl.step``
+    saved)."""
+    common = dict(methods=["cosine", "step"], seeds=[0], epochs=6, metric="accuracy", mode="max",
+                  loss_metric="val_loss", min_lr=1e-3, max_lr=0.5, schedules={"step": {"step_size": 2, "gamma": 0.5}})
+    crashed = compare(crashes_once_at_epoch_3, **common, name="crashed", output=tmp_path / "a", max_failures=1,
+                      params={"marker_dir": str(tmp_path), "crash": True})
+    assert (tmp_path / "cosine-crashed").exists() and (tmp_path / "step-crashed").exists()  # both did crash
+    assert not crashed.failed
+    got = _lr_and_loss(crashed)
+    spec = make_spec(crashes_once_at_epoch_3, **{**ARGS, **common, "params": None})
+    for method in ("cosine", "step"):
+        record: list[tuple[float, float]] = []
+        crashes_once_at_epoch_3({"method": method, "seed": 0, "marker_dir": str(tmp_path), "crash": False,
+                                 "lr_control": spec.control_config("", ""), "record": record})
+        steps, lrs, losses = got[method]
+        assert steps == [1, 2, 3, 4, 5, 6], f"{method} logged epochs {steps}"
+        assert lrs == pytest.approx([lr for lr, _ in record], rel=1e-9) and len(set(lrs)) > 1
+        assert losses == pytest.approx([loss for _, loss in record], rel=1e-6)
