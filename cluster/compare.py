@@ -314,8 +314,10 @@ def build_tuner(kind: str, spec: CompareSpec, trainable: Callable, session_dir: 
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"method": tune.grid_search(methods), **common},
+        # Tune's default for function trainables: a slot's process runs its next trial too (imports paid once);
+        # PBT's members restart from checkpoints in fresh processes.
         tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=spec.max_concurrent or None,
-                                    reuse_actors=False),
+                                    reuse_actors=kind == "main"),
         run_config=_run_config(spec, name, storage, info, FirstResultCheck(spec.metric, spec.loss_metric), keep,
                                (spec.name + (" (pbt)" if kind == "pbt" else ""),
                                 len(methods) * len(spec.seeds) * spec.epochs)),
