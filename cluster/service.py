@@ -161,7 +161,7 @@ def apply_auth_env(state: dict[str, Any] | None, token_file: str | None = None) 
     os.environ.pop("RAY_AUTH_TOKEN", None)
     os.environ.update(env)
     if env.get(LOOPBACK_ENV) == "0":
-        use_loopback_ip("127.0.0.1")
+        _loopback_ip()
     try:  # Ray caches its config and the token at first use; refresh both
         from ray._raylet import AuthenticationTokenLoader, Config
 
@@ -172,14 +172,37 @@ def apply_auth_env(state: dict[str, Any] | None, token_file: str | None = None) 
 
 
 def use_loopback_ip(address: str | None) -> None:
-    """When the cluster at ``address`` (``HOST:PORT``) is on loopback, make this process's Ray use 127.0.0.1 as its
-    own address, as the cluster's nodes do; otherwise Ray replaces a loopback address by the machine's IP, where
-    nothing of a loopback cluster listens."""
-    if not address or "://" in address:
+    """When the cluster at ``address`` (``HOST:PORT``) listens on loopback only, make this process's Ray use 127.0.0.1
+    as its own address, as that cluster's nodes do.
+
+    Ray replaces a loopback address by the machine's IP before it connects, where nothing of such a cluster
+    listens. A head that does answer on the machine's IP (an ordinary ``ray start``, ``ray.cluster_utils``) is
+    left to Ray's default, so the driver's address matches its nodes'.
+    """
+    if not address or "://" in address or address.count(":") != 1:
         return
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
-    if not is_loopback(host):
+    host, _, port = address.partition(":")
+    if not is_loopback(host) or not port.isdigit():
         return
+    if os.environ.get(LOOPBACK_ENV) != "0":
+        import socket
+
+        try:
+            from ray._private.services import get_node_ip_address
+
+            machine_ip = get_node_ip_address()
+        except Exception:
+            return
+        if not is_loopback(machine_ip):
+            try:
+                socket.create_connection((machine_ip, int(port)), timeout=2).close()
+                return  # the head answers on the machine's IP: Ray's default works
+            except OSError:
+                pass
+    _loopback_ip()
+
+
+def _loopback_ip() -> None:
     os.environ[LOOPBACK_ENV] = "0"
     try:  # Ray reads the switch once, at import; the node address is computed from it at each call
         from ray._private import ray_constants
@@ -321,6 +344,8 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     old = read_state(state_dir)
     if old and any(_alive(r) for r in old.get("processes", [])):
         raise InputError(f"a medtune cluster is already up ({old['address']}); run `medtune cluster down` first")
+    if cfg.auth:
+        _check_mlflow_auth_installed()  # before anything starts
     if not is_loopback(cfg.host):
         warn(f"binding the dashboard, the jobs API and MLflow to {cfg.host}: anyone who can reach it can reach them")
         if not cfg.auth:
@@ -381,7 +406,6 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     ]
     if auth_config:
         command += ["--app-name", "basic-auth"]
-        _check_mlflow_auth_installed()
     server = subprocess.Popen(
         command, stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True,
         env=mlflow_auth.server_env(auth_config) if auth_config else os.environ.copy(),

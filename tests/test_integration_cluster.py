@@ -279,9 +279,11 @@ def test_submit_smoke_wait_runs_the_study_as_a_job_logging_to_the_cluster_mlflow
         assert submit.poll() is None, "the job ended before its trials were seen running"
         assert _running_trial(state, "lr-schedulers"), "no trial running within 300 s"
         listeners, exposed = listener_audit(state)
+        print("\nlisteners of the cluster while a job runs:", *listeners, sep="\n  ")  # shown with -s
         assert exposed == [], f"listening neither on loopback nor behind authentication: {exposed}"
         commands = [" ".join(p.cmdline()) for p in _cluster_processes(state)]
         assert any("medtune.cluster.cli run" in c for c in commands), "the job's driver is not among our processes"
+        assert _leaks(_secrets(state), " ".join(commands)) == []  # no secret on a command line of the running job
         assert any(f":{PORTS['mlflow']} " in f"{w} " for w in listeners) and len(listeners) >= 8, listeners
         stdout, stderr = submit.communicate(timeout=600)
     finally:
