@@ -5,7 +5,7 @@
     medtune report EXPERIMENT [--output DIR | --tracking-uri URI] [--session NAME] [--save FOLDER]
     medtune report EXPERIMENT --html FILE
     medtune report --sync SESSION_DIR
-    medtune dashboard [--output DIR | --tracking-uri URI] [--port N] [--refresh S]
+    medtune dashboard [--output DIR | --tracking-uri URI] [--port N] [--refresh S] [--host H --allow-remote]
     medtune ui [--output DIR | --tracking-uri URI] [--port N]
     medtune specs
     medtune cluster up [--host H --allow-remote] [--port P] [--dashboard-port D] [--mlflow-port M] [--no-auth]
@@ -84,13 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     dash.add_argument("--output", default=DEFAULT_OUTPUT, help="where the default MLflow store lives")
     dash.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                                                           "else SQLite under --output)")
-    dash.add_argument("--port", type=int, default=8050, help="port on 127.0.0.1 (8050)")
+    dash.add_argument("--port", type=int, default=8050, help="port (8050)")
+    dash.add_argument("--host", default="127.0.0.1",
+                      help="address to serve on (127.0.0.1); beyond loopback needs --allow-remote and then a login")
+    dash.add_argument("--allow-remote", action="store_true", help="required to serve beyond loopback")
     dash.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
                       help="how often the page re-reads the store (10)")
 
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the store")
     ui.add_argument("--output", default=DEFAULT_OUTPUT, help="where the default MLflow store lives")
-    ui.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (a sqlite:/// or file store)")
+    ui.add_argument("--tracking-uri", default=None,
+                    help="MLflow tracking URI: a sqlite:/// or file store, or an MLflow server (which serves its own UI)")
     ui.add_argument("--port", type=int, default=5000)
 
     sub.add_parser("specs", help="list the built-in specs")
@@ -111,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--mlflow-port", type=int, default=5000)
     up.add_argument("--num-cpus", type=int, default=None)
     up.add_argument("--num-gpus", type=int, default=None)
-    up.add_argument("--no-auth", action="store_true", help="turn Ray token authentication off (not recommended)")
+    up.add_argument("--no-auth", action="store_true",
+                    help="turn authentication off: no Ray token, no MLflow login (not recommended)")
     state_arg(up)
     down = csub.add_parser("down", help="stop exactly what `cluster up` / `cluster join` started")
     state_arg(down)
@@ -148,9 +153,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _uri(args: argparse.Namespace) -> str:
+    from medtune.cluster.service import apply_mlflow_credentials
     from medtune.cluster.store import default_tracking_uri
 
-    return args.tracking_uri or default_tracking_uri(args.output)
+    uri = args.tracking_uri or default_tracking_uri(args.output)
+    apply_mlflow_credentials(uri)  # the recorded cluster's MLflow server: log in as its trials user
+    return uri
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -222,7 +230,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_port(port: int) -> None:
+def _check_port(port: int, host: str = "127.0.0.1") -> None:
     import errno
     import socket
 
@@ -233,10 +241,10 @@ def _check_port(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a port in TIME_WAIT is free
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError as exc:
             reason = "is taken" if exc.errno == errno.EADDRINUSE else "cannot be used"
-            raise InputError(f"port {port} on 127.0.0.1 {reason} ({exc.strerror}); pick another with --port N") from None
+            raise InputError(f"port {port} on {host} {reason} ({exc.strerror}); pick another with --port N") from None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -249,7 +257,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise InputError(f"no MLflow store at {uri}; pass --output DIR of a `medtune run`, or --tracking-uri URI")
     if not 0.5 <= args.refresh <= 86400:
         raise InputError(f"--refresh {args.refresh:g} is out of range; use 0.5 to 86400 seconds, e.g. --refresh 10")
-    _check_port(args.port)
+    from medtune.cluster.service import is_loopback
+
+    remote = not is_loopback(args.host)
+    if remote and not args.allow_remote:
+        raise InputError(f"--host {args.host} would serve the dashboard beyond this machine; add --allow-remote "
+                         "(it then asks for a login)")
+    _check_port(args.port, args.host)
     try:
         import importlib
 
@@ -261,12 +275,21 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     from medtune.cluster.studies import load_view
 
-    app = create_app(uri, load_view, refresh_s=args.refresh)
+    credentials = None
+    if remote:
+        from medtune.dashboards.app import login
+
+        user, password, kept = login()
+        credentials = (user, password)
+        print(f"[medtune] WARNING: serving the dashboard on {args.host}, beyond this machine; log in as {user!r} "
+              f"with the password in {kept}. The login travels unencrypted: use a private network or an SSH tunnel",
+              file=sys.stderr, flush=True)
+    app = create_app(uri, load_view, refresh_s=args.refresh, credentials=credentials)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per refresh
-    print(f"[medtune] dashboard for {uri} on http://127.0.0.1:{args.port}/ (refreshes every {args.refresh:g} s; "
+    print(f"[medtune] dashboard for {uri} on http://{args.host}:{args.port}/ (refreshes every {args.refresh:g} s; "
           "Ctrl-C stops it)", flush=True)
     try:
-        app.run(host="127.0.0.1", port=args.port, debug=False)
+        app.run(host=args.host, port=args.port, debug=False)
     except KeyboardInterrupt:
         pass
     return 0
@@ -298,6 +321,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from medtune.errors import InputError
 
     uri = _uri(args)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, behind its own login
+        from medtune.cluster.service import mlflow_login_hint
+        from medtune.cluster.store import check_reachable
+
+        check_reachable(uri)  # with this process's MLflow login: a refused one is one line, exit 2
+        hint = mlflow_login_hint(uri)
+        print(f"[medtune] {uri} is an MLflow server and serves its own UI: open it in a browser"
+              + (f"; {hint}" if hint else ""), flush=True)
+        return 0
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR of a `medtune run`, or --tracking-uri URI")
     _check_port(args.port)
@@ -356,6 +388,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     else:
         st = service.cluster_status(state_dir, args.address)
         print(f"Ray cluster {st['address']}  dashboard {st['dashboard'] or '-'}  MLflow {st['mlflow'] or '-'}")
+        print(f"auth: Ray token {st['auth']['ray']}, MLflow login {st['auth']['mlflow']}")
         for n in st["nodes"]:
             print(f"  node {n['node_id']}  {n['ip']:15s} {'alive' if n['alive'] else 'DEAD '}  "
                   f"CPUs {n['cpus']:g}  GPUs {n['gpus']:g}")

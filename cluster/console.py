@@ -2,7 +2,7 @@
 
 medtune's modules log through :mod:`logging` (``logging.getLogger(__name__)``); :func:`setup` gives the
 ``medtune`` logger one handler that prints ``[medtune] message`` on standard output (``[medtune] WARNING: ...``
-for warnings and errors; a record logged with ``extra={"plain": True}``, such as a report's table, as it is). Without ``verbose``, Ray, Tune, MLflow and the web servers log warnings only, Python
+on standard error for warnings and errors; a record logged with ``extra={"plain": True}``, such as a report's table, as it is). Without ``verbose``, Ray, Tune, MLflow and the web servers log warnings only, Python
 warnings from other packages are hidden (in this process and in the Ray workers it starts), Tune prints no
 status tables, and the trials' own output is not forwarded to the driver.
 """
@@ -29,12 +29,17 @@ class _Format(logging.Formatter):
         return f"[medtune] {'WARNING: ' if record.levelno >= logging.WARNING else ''}{text}"
 
 
-class _Stdout(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is at the time (a test's capture, a redirected stream)."""
+class _Console(logging.StreamHandler):
+    """Lines to whatever ``sys.stdout`` is at the time (a test's capture, a redirected stream), warnings and
+    errors to ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        super().emit(record)
 
     @property
     def stream(self):  # type: ignore[override]
-        return sys.stdout
+        return getattr(self, "_stream", sys.stdout)
 
     @stream.setter
     def stream(self, _value) -> None:
@@ -52,7 +57,7 @@ def setup(verbose_output: bool = False) -> None:
         os.environ[VERBOSE_ENV] = "1"
     root = logging.getLogger("medtune")
     if not any(getattr(h, "_medtune", False) for h in root.handlers):
-        handler = _Stdout()
+        handler = _Console()
         handler.setFormatter(_Format())
         handler._medtune = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -8,7 +8,19 @@
   argument or an environment value that would show up in ``ps`` or job logs);
   dashboard and jobs API on 127.0.0.1:8265 by default;
 * an MLflow tracking server (``mlflow server``: SQLite backend, artifact
-  serving) that trials on every node log to.
+  serving) that trials on every node log to, with MLflow's own login on
+  (:mod:`medtune.cluster.mlflow_auth`): an admin user and a trials user, their
+  generated passwords kept mode 0600 in ``STATE_DIR``. The Ray head gets the
+  trials user's ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` in
+  its environment, which every worker and job driver it starts inherits.
+
+``--no-auth`` turns off both Ray's token and MLflow's login.
+
+On loopback (the default) Ray is told to use 127.0.0.1 as the node's address
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's switch for single-machine
+clusters), so that every listener of the cluster, GCS, raylet, agents and
+metrics included, binds to loopback; clients of the cluster get the same
+switch (:func:`use_loopback_ip`).
 
 Every process ``up`` starts is recorded in ``STATE_DIR/state.json`` (pid and
 creation time, so a recycled pid is never mistaken for ours); ``down`` stops
@@ -22,6 +34,7 @@ is refused unless explicitly forced, and warned about loudly.
 
 from __future__ import annotations
 
+import logging
 import ipaddress
 import json
 import os
@@ -36,19 +49,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medtune.cluster import mlflow_auth
 from medtune.errors import InputError
+from medtune.util import secret_file
 
 DEFAULT_STATE_DIR = Path(os.environ.get("MEDTUNE_CLUSTER_DIR", "~/.medtune/cluster")).expanduser()
 STATE_FILE = "state.json"
 TOKEN_FILE = "token"
+# Ray's switch that makes a node (and a client) use 127.0.0.1 as its own address instead of the machine's IP.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+_log = logging.getLogger(__name__)
 
 
 def log(msg: str) -> None:
-    print(f"[medtune] {msg}", flush=True)
+    _log.info("%s", msg)
 
 
 def warn(msg: str) -> None:
-    print(f"[medtune] WARNING: {msg}", file=sys.stderr, flush=True)
+    _log.warning("%s", msg)
 
 
 @dataclass(frozen=True)
@@ -86,9 +106,11 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 # ---------------------------------------------------------------------------- state
@@ -117,13 +139,7 @@ def write_state(state_dir: Path, state: dict[str, Any]) -> None:
 
 def ensure_token(state_dir: Path) -> Path:
     """The cluster's token file (0600), generated once."""
-    path = Path(state_dir) / TOKEN_FILE
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    os.chmod(path, 0o600)
-    return path
+    return secret_file(Path(state_dir) / TOKEN_FILE, lambda: secrets.token_hex(32))
 
 
 def auth_env(state: dict[str, Any] | None, token_file: str | None = None) -> dict[str, str]:
@@ -133,11 +149,12 @@ def auth_env(state: dict[str, Any] | None, token_file: str | None = None) -> dic
     silently replace the cluster's token (and travel to every worker and job).
     """
     path = token_file or (state or {}).get("token_path")
+    loopback = {LOOPBACK_ENV: "0"} if (state or {}).get("loopback") else {}
     if state is not None and not state.get("auth", True):
-        return {"RAY_AUTH_MODE": "disabled"}
+        return {"RAY_AUTH_MODE": "disabled", **loopback}
     if not path:
-        return {}
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+        return loopback
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path), **loopback}
 
 
 def apply_auth_env(state: dict[str, Any] | None, token_file: str | None = None) -> None:
@@ -147,6 +164,8 @@ def apply_auth_env(state: dict[str, Any] | None, token_file: str | None = None) 
         return
     os.environ.pop("RAY_AUTH_TOKEN", None)
     os.environ.update(env)
+    if env.get(LOOPBACK_ENV) == "0":
+        _loopback_ip()
     try:  # Ray caches its config and the token at first use; refresh both
         from ray._raylet import AuthenticationTokenLoader, Config
 
@@ -154,6 +173,77 @@ def apply_auth_env(state: dict[str, Any] | None, token_file: str | None = None) 
         AuthenticationTokenLoader.instance().reset_cache()
     except ImportError:  # an older Ray without token authentication
         pass
+
+
+def use_loopback_ip(address: str | None) -> None:
+    """When the cluster at ``address`` (``HOST:PORT``) listens on loopback only, make this process's Ray use 127.0.0.1
+    as its own address, as that cluster's nodes do.
+
+    Ray replaces a loopback address by the machine's IP before it connects, where nothing of such a cluster
+    listens. A head that does answer on the machine's IP (an ordinary ``ray start``, ``ray.cluster_utils``) is
+    left to Ray's default, so the driver's address matches its nodes'.
+    """
+    if not address or "://" in address or address.count(":") != 1:
+        return
+    host, _, port = address.partition(":")
+    if not is_loopback(host) or not port.isdigit():
+        return
+    if os.environ.get(LOOPBACK_ENV) != "0":
+        import socket
+
+        try:
+            from ray._private.services import get_node_ip_address
+
+            machine_ip = get_node_ip_address()
+        except Exception:
+            return
+        if not is_loopback(machine_ip):
+            try:
+                socket.create_connection((machine_ip, int(port)), timeout=2).close()
+                return  # the head answers on the machine's IP: Ray's default works
+            except OSError:
+                pass
+    _loopback_ip()
+
+
+def _loopback_ip() -> None:
+    os.environ[LOOPBACK_ENV] = "0"
+    try:  # Ray reads the switch once, at import; the node address is computed from it at each call
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except ImportError:
+        pass
+
+
+def apply_mlflow_credentials(tracking_uri: str | None, state_dir: Path | None = None) -> bool:
+    """Log this process's MLflow clients in as the trials user when ``tracking_uri`` is the MLflow server of the
+    cluster recorded in ``state_dir`` and ``MLFLOW_TRACKING_USERNAME`` is not set already; returns whether it did."""
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return False
+    if os.environ.get(mlflow_auth.USER_ENV):
+        return False
+    try:
+        state = read_state(Path(state_dir or DEFAULT_STATE_DIR)) or {}
+    except InputError:
+        return False
+    path = state.get("mlflow_credentials")
+    if not path or tracking_uri.rstrip("/") != state.get("mlflow"):
+        return False
+    os.environ.update(mlflow_auth.read_credentials(path))
+    return True
+
+
+def mlflow_login_hint(tracking_uri: str, state_dir: Path | None = None) -> str | None:
+    """Where a person finds the UI login of the recorded cluster's MLflow server (never the password itself)."""
+    try:
+        state = read_state(Path(state_dir or DEFAULT_STATE_DIR)) or {}
+    except InputError:
+        return None
+    if not state.get("mlflow_auth") or tracking_uri.rstrip("/") != state.get("mlflow"):
+        return None
+    return (f"log in as {mlflow_auth.ADMIN_USER} (password: admin_password in {state['mlflow_auth']}) "
+            f"or {mlflow_auth.TRIALS_USER} (password in {state['mlflow_credentials']})")
 
 
 # ---------------------------------------------------------------------------- processes
@@ -221,9 +311,10 @@ def _ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def _run_ray_start(args: list[str], env: dict[str, str], log_file: Path, temp_dir: str) -> None:
+def _run_ray_start(args: list[str], env: dict[str, str], log_file: Path, temp_dir: str, loopback_join: bool = False) -> None:
+    ray = [sys.executable, "-m", "medtune.cluster.raystart"] if loopback_join else [_ray_bin()]
     with open(log_file, "ab") as out:
-        proc = subprocess.run([_ray_bin(), "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=180)
+        proc = subprocess.run([*ray, "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=180)
     if proc.returncode != 0:
         stop_processes(_ours(temp_dir))  # whatever it did start is ours: leave nothing behind
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -257,13 +348,24 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     old = read_state(state_dir)
     if old and any(_alive(r) for r in old.get("processes", [])):
         raise InputError(f"a medtune cluster is already up ({old['address']}); run `medtune cluster down` first")
+    if cfg.auth:
+        _check_mlflow_auth_installed()  # before anything starts
     if not is_loopback(cfg.host):
         warn(f"binding the dashboard, the jobs API and MLflow to {cfg.host}: anyone who can reach it can reach them")
         if not cfg.auth:
-            warn("AUTHENTICATION IS OFF on a non-loopback address: anyone on the network can run code on this cluster")
+            warn("AUTHENTICATION IS OFF on a non-loopback address: anyone on the network can run code on this cluster "
+                 "and read or change every MLflow run")
+        else:
+            warn("the MLflow login and the Ray token travel unencrypted over plain HTTP and gRPC: use a private "
+                 "network, a VPN or an SSH tunnel")
     token_path = ensure_token(state_dir) if cfg.auth else None
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
-    env.update(auth_env({"auth": cfg.auth, "token_path": str(token_path) if token_path else None}))
+    auth_config = mlflow_auth.ensure_files(state_dir) if cfg.auth else None
+    credentials = state_dir / mlflow_auth.CREDENTIALS if cfg.auth else None
+    loopback = is_loopback(cfg.host)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", LOOPBACK_ENV)}
+    env.update(auth_env({"auth": cfg.auth, "token_path": str(token_path) if token_path else None, "loopback": loopback}))
+    if credentials:  # every worker and job driver of the head inherits the raylet's environment
+        env.update(mlflow_auth.read_credentials(credentials))
     # A short private temp dir: Ray's socket paths must stay under ~100 characters, and every process
     # of this cluster names it on its command line, which is how `down` finds exactly ours.
     temp_dir = tempfile.mkdtemp(prefix="mtray-", dir="/tmp")
@@ -288,6 +390,9 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
         "mlflow": f"http://{_url_host(cfg.host)}:{cfg.mlflow_port}",
         "auth": cfg.auth,
         "token_path": str(token_path) if token_path else None,
+        "mlflow_auth": str(auth_config) if auth_config else None,
+        "mlflow_credentials": str(credentials) if credentials else None,
+        "loopback": loopback,
         "temp_dir": temp_dir,
         "python": sys.executable,
         "runs_dir": str(state_dir / "runs"),
@@ -297,27 +402,48 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
 
     log(f"starting the MLflow server on {cfg.host}:{cfg.mlflow_port} ...")
     mlflow_log = open(state_dir / "mlflow.log", "ab")
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
+        "--artifacts-destination", str(state_dir / "mlartifacts"),
+        "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1",
+    ]
+    if auth_config:
+        command += ["--app-name", "basic-auth"]
     server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
-            "--artifacts-destination", str(state_dir / "mlartifacts"),
-            "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1",
-        ],
-        stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy(),
+        command, stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=mlflow_auth.server_env(auth_config) if auth_config else os.environ.copy(),
+        preexec_fn=lambda: os.umask(0o077),  # its stores (the user store with password hashes) private too
     )
     import psutil
 
     state["processes"].append({"pid": server.pid, "create_time": psutil.Process(server.pid).create_time()})
     write_state(state_dir, state)
-    if not _wait_http(f"{state['mlflow']}/health", timeout=90, alive=server) or server.poll() is not None:
+    if not _wait_http(f"{state['mlflow']}/health", timeout=180, alive=server) or server.poll() is not None:
         raise InputError(
             f"the MLflow server did not start on {state['mlflow']} (port taken?); see {state_dir / 'mlflow.log'} "
             "and run `medtune cluster down` to stop the Ray head"
         )
+    if auth_config:
+        try:
+            mlflow_auth.setup_trials_user(state["mlflow"], auth_config, credentials)
+        except Exception as exc:  # a store whose admin password was changed by hand, ...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise InputError(
+                f"cannot set up the MLflow trials user on {state['mlflow']} as {mlflow_auth.ADMIN_USER} ({first}); "
+                f"see {state_dir / 'mlflow.log'} and run `medtune cluster down`"
+            ) from None
     if not _wait_http(f"{state['dashboard']}/api/version", timeout=60, ok=(200, 401)):
         raise InputError(f"the Ray dashboard did not answer on {state['dashboard']} within 60 s; see {temp_dir}")
     return state
+
+
+def _check_mlflow_auth_installed() -> None:
+    try:
+        import flask_wtf  # noqa: F401  (MLflow's basic-auth app needs it: the mlflow[auth] extra)
+    except ImportError:
+        raise InputError("MLflow's login needs the mlflow[auth] extra (Flask-WTF); install it with "
+                         "pip install 'mlflow[auth]', or start without authentication with --no-auth") from None
 
 
 def _state_dir(path: str | Path) -> Path:
@@ -350,11 +476,18 @@ def _url_host(host: str) -> str:
 def print_up(state: dict[str, Any], state_dir: Path) -> None:
     log(f"Ray head:      {state['address']}   (dashboard and jobs API: {state['dashboard']})")
     log(f"MLflow server: {state['mlflow']}")
+    exports = " ".join(f"{k}={v}" for k, v in auth_env(state).items())
     if state["auth"]:
-        log(f"token:         {state['token_path']} (mode 0600); clients need it, e.g.")
-        log(f"  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={state['token_path']}")
+        log(f"Ray token:     {state['token_path']} (mode 0600); clients need it, e.g.")
+        log(f"  export {exports}")
+        log(f"MLflow login:  on; drivers and trials log as {mlflow_auth.TRIALS_USER} "
+            f"({state['mlflow_credentials']}, mode 0600); other clients:")
+        log(f"  set -a; . {state['mlflow_credentials']}; set +a")
+        log(f"  the UI's admin is {mlflow_auth.ADMIN_USER}; its password is admin_password in {state['mlflow_auth']}")
     else:
-        warn("token authentication is OFF")
+        warn("AUTHENTICATION IS OFF: no Ray token, no MLflow login; anyone who can reach a port can use it")
+        if exports:
+            log(f"clients: export {exports}")
     log("submit a study:  medtune submit lr-schedulers --smoke --wait")
     token_arg = f" --token-file {state['token_path']}" if state.get("token_path") else ""
     log(f"add a worker:    medtune cluster join {state['address']}{token_arg}   (other machines: up with --host)")
@@ -389,15 +522,20 @@ def cluster_join(address: str, state_dir: Path, token_file: str | None, num_cpus
     token = token_file or (head_state.get("token_path") if own_head else None)
     if token and not Path(token).is_file():
         raise InputError(f"--token-file {token!r} does not exist; copy the head's token file here (mode 0600)")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    # A worker node takes its own address from the route to the head (127.0.0.1 for a loopback head);
+    # Ray refuses to join with the loopback switch set.
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", LOOPBACK_ENV)}
     env.update(auth_env(None, token))
+    if own_head and head_state.get("mlflow_credentials"):  # its trials log to the head's MLflow too
+        env.update(mlflow_auth.read_credentials(head_state["mlflow_credentials"]))
     temp_dir = tempfile.mkdtemp(prefix="mtray-", dir="/tmp")
     # Free ports for the node's agents, so a worker can also join from the head's own machine.
     args = [f"--address={address}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
             f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
     if num_cpus is not None:
         args.append(f"--num-cpus={num_cpus}")
-    _run_ray_start(args, env, state_dir / "ray-join.log", temp_dir)
+    loopback_join = is_loopback(address.rsplit(":", 1)[0])
+    _run_ray_start(args, env, state_dir / "ray-join.log", temp_dir, loopback_join=loopback_join)
     record = {"address": address, "temp_dir": temp_dir, "processes": _ours(temp_dir)}
     if own_head:  # a worker on the head's own machine: `down` stops it too
         head_state.setdefault("joined", []).append(record)
@@ -445,4 +583,26 @@ def cluster_status(state_dir: Path, address: str | None = None) -> dict[str, Any
             for j in listed
             if j.submission_id  # submitted jobs, not drivers that merely connected (like this one)
         ]
-    return {"address": address, "nodes": nodes, "jobs": jobs, "mlflow": state.get("mlflow"), "dashboard": state.get("dashboard")}
+    return {"address": address, "nodes": nodes, "jobs": jobs, "mlflow": state.get("mlflow"), "dashboard": state.get("dashboard"),
+            "auth": auth_status(state)}
+
+
+def auth_status(state: dict[str, Any]) -> dict[str, str]:
+    """Whether the jobs API and the MLflow server refuse a request without credentials, asked of the servers
+    themselves: ``on`` (401), ``OFF`` (answered), ``unknown`` (no answer, or not recorded)."""
+    import requests
+
+    def probe(url: str | None) -> str:
+        if not url:
+            return "unknown"
+        try:
+            code = requests.get(url, timeout=10).status_code
+        except requests.RequestException:
+            return "unknown"
+        return "on" if code in (401, 403) else "OFF" if code < 400 else "unknown"
+
+    dashboard, mlflow = state.get("dashboard"), state.get("mlflow")
+    return {
+        "ray": probe(dashboard and f"{dashboard}/api/jobs/"),
+        "mlflow": probe(mlflow and f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1"),
+    }

@@ -53,6 +53,9 @@ def init_ray(address: str | None) -> None:
                 f"--address {address!r} is a dashboard URL; `medtune run` needs the cluster address HOST:6379 "
                 "(use the dashboard URL with `medtune submit`)"
             )
+        from medtune.cluster.service import use_loopback_ip
+
+        use_loopback_ip(address)  # a head on loopback listens on 127.0.0.1 only
         try:
             ray.init(address=address, log_to_driver=verbose(), logging_level=ray_logging_level())
         except Exception as exc:  # ConnectionError, AuthenticationError, RuntimeError, ...
@@ -94,8 +97,10 @@ def check_resources(resources: Any, remote: bool) -> None:
 
 def prepare_tracking(uri: str) -> None:
     """Before any trial (run and resume): exit 2 if the server is unreachable; make requests fail fast."""
+    from medtune.cluster.service import apply_mlflow_credentials
     from medtune.cluster.store import check_reachable
 
+    apply_mlflow_credentials(uri)  # the recorded cluster's server: log in as its trials user
     check_reachable(uri)
     if uri.startswith(("http://", "https://")):
         # The tracker buffers and retries by itself: a failed request should fail fast, not block training.

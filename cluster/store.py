@@ -42,11 +42,24 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
 
     try:
         requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        answer = requests.get(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+                              params={"max_results": 1}, timeout=timeout,
+                              auth=(user, password or "") if user else None)
     except requests.RequestException as exc:
         raise InputError(
             f"MLflow tracking server {tracking_uri} is unreachable ({type(exc).__name__}); start it "
             "(`medtune cluster up` starts one) or fix --tracking-uri / MLFLOW_TRACKING_URI"
         ) from None
+    if answer.status_code == 401:
+        who = f"as {user!r} (wrong password?)" if user else "without a login"
+        raise InputError(
+            f"MLflow tracking server {tracking_uri} refuses requests {who}; set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (`medtune cluster up` keeps its trials user's in STATE_DIR/mlflow-credentials)"
+        )
+    if answer.status_code == 403:
+        raise InputError(f"MLflow tracking server {tracking_uri} does not let {user!r} read experiments; "
+                         "ask its admin for a grant or log in as another user")
 
 
 def ensure_experiment(tracking_uri: str, name: str, output_dir: str | os.PathLike) -> str:

@@ -10,14 +10,23 @@ again at the next refresh, and its traceback goes to the log. ``?experiment=NAME
 experiment directly. An unknown or empty experiment, or a store that cannot be read, shows one line saying so
 instead of a view.
 All of Dash's JavaScript is served by this process; the page fetches nothing from other hosts.
+
+On loopback (the default) the page needs no login. Served beyond loopback (``--host ADDRESS --allow-remote``)
+every request needs HTTP basic credentials (:func:`login`, checked by :func:`require_login` on the Flask server
+behind Dash): user ``medtune``, the password from ``MEDTUNE_DASHBOARD_PASSWORD`` or else generated once into
+``~/.medtune/dashboard-password`` (mode 0600; ``MEDTUNE_DASHBOARD_PASSWORD_FILE`` names another file).
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import logging
+import os
+import secrets
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs
 
@@ -34,6 +43,53 @@ header h1 { margin: .5rem 0; }
 .message { background: #fff4e5; border-left: 4px solid #e69500; padding: .8rem; margin: 1rem 0; }
 .refreshed { color: #999; font-size: .75rem; }
 """
+
+
+LOGIN_USER = "medtune"
+PASSWORD_ENV = "MEDTUNE_DASHBOARD_PASSWORD"
+PASSWORD_FILE_ENV = "MEDTUNE_DASHBOARD_PASSWORD_FILE"
+DEFAULT_PASSWORD_FILE = "~/.medtune/dashboard-password"
+
+
+def login() -> tuple[str, str, str]:
+    """The dashboard's login beyond loopback: ``(user, password, where the password is kept)``.
+
+    ``MEDTUNE_DASHBOARD_PASSWORD`` wins; otherwise the password file (``MEDTUNE_DASHBOARD_PASSWORD_FILE``, default
+    ``~/.medtune/dashboard-password``) is read, and written first with a generated password (mode 0600) if missing.
+    """
+    from medtune.errors import InputError
+    from medtune.util import secret_file
+
+    given = os.environ.get(PASSWORD_ENV)
+    if given is not None:
+        if len(given) < 12:
+            raise InputError(f"{PASSWORD_ENV} is too short ({len(given)} characters); use at least 12")
+        return LOGIN_USER, given, PASSWORD_ENV
+    path = Path(os.environ.get(PASSWORD_FILE_ENV) or DEFAULT_PASSWORD_FILE).expanduser()
+    try:
+        secret_file(path, lambda: secrets.token_urlsafe(18))
+        password = path.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"cannot keep the dashboard password in {str(path)!r} ({exc.strerror}); set "
+                         f"{PASSWORD_FILE_ENV} to a writable file or {PASSWORD_ENV}") from None
+    if len(password) < 12:
+        raise InputError(f"the dashboard password in {str(path)!r} is too short; delete the file to get a new one")
+    return LOGIN_USER, password, str(path)
+
+
+def require_login(server: Any, user: str, password: str) -> None:
+    """Every request to the Flask ``server`` needs HTTP basic credentials ``user`` / ``password``; others get 401."""
+    from flask import Response, request
+
+    want = f"{user}:{password}".encode()
+
+    @server.before_request
+    def _check_login():
+        auth = request.authorization
+        given = f"{auth.username}:{auth.password}".encode() if auth and auth.type == "basic" else b""
+        if given and hmac.compare_digest(given, want):
+            return None
+        return Response("login required\n", 401, {"WWW-Authenticate": 'Basic realm="medtune dashboard"'})
 
 
 def _table(block: Table) -> Any:
@@ -96,13 +152,15 @@ def choose_experiment(asked: str | None, current: str | None, trigger: str | Non
     return current or (names[0] if names else None)
 
 
-def create_app(tracking_uri: str, load_view: Callable[[str, str], View], refresh_s: float = 10.0):
+def create_app(tracking_uri: str, load_view: Callable[[str, str], View], refresh_s: float = 10.0,
+               credentials: tuple[str, str] | None = None):
     """The Dash app for the store at ``tracking_uri`` (not started; call ``.run(host, port)``).
 
     Args:
         load_view: ``load_view(tracking_uri, experiment)`` builds an experiment's view, raising
             :class:`~medtune.errors.InputError` for an unknown or empty one (the CLI passes the study registry's).
         refresh_s: seconds between the page's checks of the store.
+        credentials: ``(user, password)``: every request then needs that HTTP basic login.
     """
     from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
@@ -117,6 +175,8 @@ def create_app(tracking_uri: str, load_view: Callable[[str, str], View], refresh
         dcc.Store(id="state"),
         dcc.Loading(html.Div(id="view"), delay_show=800),
     ])
+    if credentials is not None:
+        require_login(app.server, *credentials)
     cache = _ViewCache(tracking_uri, load_view)
     listing = _Listing(tracking_uri, max_age_s=min(refresh_s, 5.0) * 0.9)
 

@@ -68,3 +68,23 @@ def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], A
         return sorted(set(vars(sys.modules[package])) | set(names))
 
     return __getattr__, __dir__
+
+
+def secret_file(path: str | os.PathLike, generate: Callable[[], str]) -> Path:
+    """The secret kept in ``path`` (mode 0600), written once with ``generate()`` when it is missing.
+
+    The file is created with ``O_EXCL`` and mode 0600 from the start, so the secret is never readable by
+    others, not even for a moment; an existing file keeps its content and is set back to 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # written by a concurrent caller
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(generate())
+    os.chmod(path, 0o600)
+    return path

@@ -1,8 +1,9 @@
 """`medtune cluster up` / `submit` / `down` with real processes, and the faults a cluster run must survive.
 
-One cluster (a Ray head with token authentication and an MLflow server, on
-ports of their own) serves the tests of this module; the teardown stops it and
-checks that no process of ours is left.
+One cluster (a Ray head with token authentication and an MLflow server with
+MLflow's login, on ports of their own) serves the tests of this module; the
+teardown stops it and checks that no process of ours is left, neither one it
+recorded nor one the listener audit saw, and that none of its ports listens.
 """
 
 from __future__ import annotations
@@ -16,14 +17,20 @@ import sys
 import time
 from pathlib import Path
 
+import configparser
+
 import pytest
 import requests
 
+from medtune.cluster.service import is_loopback
 from medtune.searchers.qlearning_agent import ACTIONS, STATES
 
 pytestmark = pytest.mark.integration
 
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
+SEEN_PIDS: list[dict] = []  # every process of the cluster the listener audit saw; the teardown checks them too
+
+
 def _free_port() -> int:
     import socket
 
@@ -35,15 +42,41 @@ def _free_port() -> int:
 PORTS = {"port": _free_port(), "dashboard": _free_port(), "mlflow": _free_port()}
 
 
-def _env() -> dict[str, str]:
+def _env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
-    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+                "MEDTUNE_CLUSTER_DIR"):
         env.pop(key, None)
+    env.update(extra)
     return env
 
 
-def medtune(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([MEDTUNE, *args], capture_output=True, text=True, timeout=timeout, env=_env())
+def medtune(*args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MEDTUNE, *args], capture_output=True, text=True, timeout=timeout, env=_env(**env))
+
+
+def _secrets(state: dict) -> dict[str, str]:
+    """The cluster's Ray token, MLflow admin password and trials password."""
+    config = configparser.ConfigParser()
+    config.read(state["mlflow_auth"])
+    trials = dict(line.split("=", 1) for line in Path(state["mlflow_credentials"]).read_text().splitlines())
+    return {"ray token": Path(state["token_path"]).read_text().strip(),
+            "mlflow admin password": config["mlflow"]["admin_password"],
+            "mlflow trials password": trials["MLFLOW_TRACKING_PASSWORD"]}
+
+
+def _login(state: dict, who: str = "trials") -> tuple[str, str]:
+    if who == "admin":
+        config = configparser.ConfigParser()
+        config.read(state["mlflow_auth"])
+        return config["mlflow"]["admin_username"], config["mlflow"]["admin_password"]
+    trials = dict(line.split("=", 1) for line in Path(state["mlflow_credentials"]).read_text().splitlines())
+    return trials["MLFLOW_TRACKING_USERNAME"], trials["MLFLOW_TRACKING_PASSWORD"]
+
+
+def _leaks(secrets: dict[str, str], text: str) -> list[str]:
+    return [name for name, value in secrets.items() if value in text]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +98,7 @@ def cluster(tmp_path_factory):
 
         leftovers = []
         records = (state or {}).get("processes", []) + [r for j in (state or {}).get("joined", []) for r in j["processes"]]
+        records += SEEN_PIDS  # trials, job drivers, MLflow's workers: children of the recorded ones
         for record in records:
             try:
                 p = psutil.Process(record["pid"])
@@ -77,15 +111,84 @@ def cluster(tmp_path_factory):
         temp_dirs = [state["temp_dir"]] + [j["temp_dir"] for j in state.get("joined", [])]
         assert not any(d in " ".join(p.info["cmdline"] or []) for d in temp_dirs
                        for p in psutil.process_iter(["cmdline"])), "a Ray process of this cluster is still running"
+        ports = {PORTS["port"], PORTS["dashboard"], PORTS["mlflow"]}
+        still = [c.laddr for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
+        assert still == [], f"ports of the cluster still listening after down: {still}"
 
 
 def test_up_prints_how_to_use_the_token_and_keeps_it_private(cluster):
-    token = Path(cluster["state"]["token_path"])
-    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    state = cluster["state"]
+    token = Path(state["token_path"])
     assert f"RAY_AUTH_TOKEN_PATH={token}" in cluster["up"].stdout
-    assert token.read_text() not in cluster["up"].stdout + cluster["up"].stderr
-    assert cluster["state"]["dashboard"] == f"http://127.0.0.1:{PORTS['dashboard']}"
-    assert cluster["state"]["mlflow"] == f"http://127.0.0.1:{PORTS['mlflow']}"
+    assert f". {state['mlflow_credentials']}" in cluster["up"].stdout  # how other clients get the MLflow login
+    assert state["dashboard"] == f"http://127.0.0.1:{PORTS['dashboard']}"
+    assert state["mlflow"] == f"http://127.0.0.1:{PORTS['mlflow']}"
+    for path in (token, Path(state["mlflow_auth"]), Path(state["mlflow_credentials"]), cluster["dir"] / "mlflow-auth.db"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(cluster["dir"].stat().st_mode) == 0o700
+
+    # No secret on a command line, in the output of `up`, in the recorded state or in MLflow's log.
+    import psutil
+
+    secrets = _secrets(state)
+    assert len(set(secrets.values())) == 3 and all(len(v) >= 24 for v in secrets.values())
+    command_lines = " ".join(" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+    assert _leaks(secrets, command_lines) == []
+    shown = cluster["up"].stdout + cluster["up"].stderr + (cluster["dir"] / "state.json").read_text()
+    assert _leaks(secrets, shown + (cluster["dir"] / "mlflow.log").read_text()) == []
+
+
+def test_mlflow_rest_api_needs_the_login(cluster):
+    state = cluster["state"]
+    url = f"{state['mlflow']}/api/2.0/mlflow/experiments/search"
+    user, password = _login(state)
+    assert requests.get(url, params={"max_results": 1}, timeout=30).status_code == 401
+    assert requests.get(url, params={"max_results": 1}, timeout=30, auth=(user, "not-the-password")).status_code == 401
+    assert requests.get(url, params={"max_results": 1}, timeout=30, auth=(user, password)).status_code == 200
+    assert requests.get(url, params={"max_results": 1}, timeout=30, auth=_login(state, "admin")).status_code == 200
+    assert requests.get(state["mlflow"] + "/health", timeout=30).status_code == 200  # health stays open
+    # The trials user is no admin: it cannot create users.
+    create = requests.post(f"{state['mlflow']}/api/2.0/mlflow/users/create", timeout=30, auth=(user, password),
+                           json={"username": "intruder", "password": "a-long-enough-password"})
+    assert create.status_code == 403
+
+
+def test_ray_client_without_the_token_cannot_connect_to_the_gcs(cluster):
+    script = (
+        "import ray\n"
+        "try:\n"
+        f"    ray.init(address={cluster['state']['address']!r}, logging_level='ERROR')\n"
+        "    print('CONNECTED', len(ray.nodes()))\n"
+        "except Exception as exc:\n"
+        "    print('REFUSED', type(exc).__name__)\n"
+    )
+    for mode in ("disabled", "token"):  # sends no token; sends a wrong one
+        wrong = cluster["dir"].parent / "wrong-token"
+        wrong.write_text("0" * 64)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                              env=_env(RAY_AUTH_MODE=mode, RAY_AUTH_TOKEN_PATH=str(wrong),
+                                       RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
+        assert "CONNECTED" not in proc.stdout and "REFUSED" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+        assert "Unauthenticated" in proc.stderr or "AuthenticationError" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_trials_get_the_mlflow_login_from_the_environment_of_the_head(cluster):
+    # A task on the cluster (where trials run) logs in with what its environment holds; it returns the status only.
+    state = cluster["state"]
+    script = (
+        "import os, ray, requests\n"
+        f"ray.init(address={state['address']!r}, logging_level='ERROR')\n"
+        "@ray.remote\n"
+        "def probe(url):\n"
+        "    user, password = os.environ.get('MLFLOW_TRACKING_USERNAME'), os.environ.get('MLFLOW_TRACKING_PASSWORD')\n"
+        "    code = requests.get(url, params={'max_results': 1}, auth=(user, password) if user else None).status_code\n"
+        "    return user, code\n"
+        f"print('PROBE', *ray.get(probe.remote({state['mlflow'] + '/api/2.0/mlflow/experiments/search'!r})))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=state["token_path"],
+                                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
+    assert "PROBE medtune-trials 200" in proc.stdout, proc.stdout + proc.stderr[-2000:]
 
 
 def test_jobs_api_refuses_a_request_without_the_token(cluster):
@@ -100,36 +203,169 @@ def test_status_shows_the_node_and_the_mlflow_server(cluster):
     proc = medtune("cluster", "status", "--state-dir", str(cluster["dir"]))
     assert proc.returncode == 0, proc.stderr
     assert f"MLflow {cluster['state']['mlflow']}" in proc.stdout
+    assert "auth: Ray token on, MLflow login on" in proc.stdout
     assert "alive  CPUs 2" in proc.stdout
 
 
+def _cluster_processes(state: dict) -> list:
+    """Every live process medtune started for this cluster: the recorded ones and all their descendants."""
+    import psutil
+
+    records = state.get("processes", []) + [r for j in state.get("joined", []) for r in j["processes"]]
+    found = {}
+    for record in records:
+        try:
+            p = psutil.Process(record["pid"])
+            if abs(p.create_time() - record["create_time"]) >= 1e-3:
+                continue
+            for q in [p, *p.children(recursive=True)]:
+                found[q.pid] = q
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
+
+
+def _refuses_without_credentials(ip: str, port: int) -> bool:
+    """An HTTP request without credentials gets 401/403 (MLflow's login, Ray's token on the dashboard and agents)."""
+    try:
+        return requests.get(f"http://{ip}:{port}/", timeout=10).status_code in (401, 403)
+    except requests.RequestException:
+        return False
+
+
+def listener_audit(state: dict) -> tuple[list[str], list[str]]:
+    """``(every listening TCP socket of the cluster's processes, the ones neither on loopback nor behind a login)``."""
+    import psutil
+
+    seen, bad = [], []
+    for p in _cluster_processes(state):
+        try:
+            sockets = [c for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+            name = " ".join(p.cmdline()[:3])[:100] or p.name()
+            SEEN_PIDS.append({"pid": p.pid, "create_time": p.create_time()})
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        for c in sockets:
+            where = f"{c.laddr.ip}:{c.laddr.port} ({name}, pid {p.pid})"
+            seen.append(where)
+            if not is_loopback(c.laddr.ip) and not _refuses_without_credentials(c.laddr.ip, c.laddr.port):
+                bad.append(where)
+    return seen, bad
+
+
+def _running_trial(state: dict, experiment: str) -> bool:
+    auth, base = _login(state, "admin"), f"{state['mlflow']}/api/2.0/mlflow"
+    exp = requests.get(f"{base}/experiments/get-by-name", params={"experiment_name": experiment}, auth=auth, timeout=30)
+    if exp.status_code != 200:
+        return False
+    found = requests.post(f"{base}/runs/search", auth=auth, timeout=30, json={
+        "experiment_ids": [exp.json()["experiment"]["experiment_id"]], "max_results": 5,
+        "filter": "attributes.status = 'RUNNING' and tags.`medtune.kind` = 'trial'"})
+    return found.status_code == 200 and bool(found.json().get("runs"))
+
+
 def test_submit_smoke_wait_runs_the_study_as_a_job_logging_to_the_cluster_mlflow(cluster):
-    proc = medtune("submit", "lr-schedulers", "--smoke", "--set", "methods=[fixed,qlearning]", "--wait",
-                   "--state-dir", str(cluster["dir"]))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    job_id = proc.stdout.split("submitted job ")[1].split()[0]
-    assert f"job {job_id} SUCCEEDED" in proc.stdout
+    state = cluster["state"]
+    submit = subprocess.Popen(
+        [MEDTUNE, "submit", "lr-schedulers", "--smoke", "--set", "methods=[fixed,qlearning]", "--wait",
+         "--state-dir", str(cluster["dir"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        # The listener audit, while the job's trials run: every listening socket of every process medtune
+        # started (head, agents, MLflow and its workers, the job's driver, the trials) is on loopback or
+        # refuses a request without credentials.
+        deadline = time.time() + 300
+        while time.time() < deadline and submit.poll() is None and not _running_trial(state, "lr-schedulers"):
+            time.sleep(0.25)
+        assert submit.poll() is None, "the job ended before its trials were seen running"
+        assert _running_trial(state, "lr-schedulers"), "no trial running within 300 s"
+        listeners, exposed = listener_audit(state)
+        print("\nlisteners of the cluster while a job runs:", *listeners, sep="\n  ")  # shown with -s
+        assert exposed == [], f"listening neither on loopback nor behind authentication: {exposed}"
+        commands = [" ".join(p.cmdline()) for p in _cluster_processes(state)]
+        assert any("medtune.cluster.cli run" in c for c in commands), "the job's driver is not among our processes"
+        assert _leaks(_secrets(state), " ".join(commands)) == []  # no secret on a command line of the running job
+        assert any(f":{PORTS['mlflow']} " in f"{w} " for w in listeners) and len(listeners) >= 8, listeners
+        stdout, stderr = submit.communicate(timeout=600)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+    assert submit.returncode == 0, stdout[-3000:] + stderr[-2000:]
+    job_id = stdout.split("submitted job ")[1].split()[0]
+    assert f"job {job_id} SUCCEEDED" in stdout
 
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(cluster["state"]["mlflow"])
-    exp = client.get_experiment_by_name("lr-schedulers")
-    trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
-    assert sorted(r.data.params["method"] for r in trials) == ["fixed", "qlearning"]
-    for run in trials:
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice")) == [1, 2, 3, 4]
-    assert client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = _login(state, "admin")
+    try:
+        client = MlflowClient(state["mlflow"])
+        exp = client.get_experiment_by_name("lr-schedulers")
+        trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
+        assert sorted(r.data.params["method"] for r in trials) == ["fixed", "qlearning"]
+        for run in trials:
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice")) == [1, 2, 3, 4]
+        summaries = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
+        assert summaries
+        # Every artifact of every run (the summary's comparison, plots and HTML report included), as text.
+        artifacts = ""
+        for run in trials + summaries:
+            folder = Path(client.download_artifacts(run.info.run_id, "", str(cluster["dir"].parent / run.info.run_id)))
+            artifacts += "".join(p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file())
+        assert "report.html" in " ".join(a.path for a in client.list_artifacts(summaries[0].info.run_id))
+        records = json.dumps([[r.data.params, r.data.tags, r.data.metrics] for r in trials + summaries])
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
 
-    # No secret in MLflow params, job logs or reports.
-    token = Path(cluster["state"]["token_path"]).read_text()
+    # No secret in MLflow params, tags, artifacts, job logs, reports, Ray's own logs or the session folders.
     listed = medtune("jobs", "list", "--state-dir", str(cluster["dir"]))
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
     logs = medtune("jobs", "logs", job_id, "--state-dir", str(cluster["dir"]))
     assert "final Q-table" in logs.stdout
-    everything = proc.stdout + logs.stdout + json.dumps([r.data.params for r in trials])
-    report_dir = next(Path(cluster["state"]["runs_dir"]).glob("lr-schedulers-*/report"))
-    everything += "".join(p.read_text() for p in report_dir.glob("*.txt"))
-    assert token not in everything
+    everything = stdout + stderr + logs.stdout + records + artifacts + (cluster["dir"] / "mlflow.log").read_text()
+    for root in (Path(state["temp_dir"]), Path(state["runs_dir"])):
+        everything += "".join(p.read_bytes().decode("latin-1") for p in root.rglob("*")
+                              if p.is_file() and not p.is_symlink() and p.stat().st_size < 50_000_000)
+    assert _leaks(_secrets(state), everything) == []
+
+
+def test_ui_report_and_dashboard_use_the_login_of_the_recorded_cluster(cluster):
+    state, here = cluster["state"], {"MEDTUNE_CLUSTER_DIR": str(cluster["dir"])}
+    ui = medtune("ui", "--tracking-uri", state["mlflow"], **here)
+    assert ui.returncode == 0, ui.stderr
+    assert "serves its own UI" in ui.stdout and state["mlflow_auth"] in ui.stdout
+    assert _leaks(_secrets(state), ui.stdout + ui.stderr) == []
+    refused = medtune("ui", "--tracking-uri", state["mlflow"])  # another state folder: no login
+    assert refused.returncode == 2 and "refuses requests without a login" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    report = medtune("report", "lr-schedulers", "--tracking-uri", state["mlflow"], **here)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "qlearning" in report.stdout
+
+    port = _free_port()
+    dash = subprocess.Popen([MEDTUNE, "dashboard", "--tracking-uri", state["mlflow"], "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(**here))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while time.time() < deadline and dash.poll() is None:
+            try:
+                if requests.get(url + "/", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        listing = requests.post(url + "/_dash-update-component", timeout=60, json={
+            "output": "..experiment.options...experiment.value..",
+            "outputs": [{"id": "experiment", "property": "options"}, {"id": "experiment", "property": "value"}],
+            "inputs": [{"id": "url", "property": "search", "value": ""},
+                       {"id": "tick", "property": "n_intervals", "value": None}],
+            "state": [{"id": "experiment", "property": "value", "value": None}],
+            "changedPropIds": ["url.search"]})
+        assert listing.status_code == 200, listing.text[:500]
+        assert "lr-schedulers" in listing.text  # read from the server, with the trials login
+    finally:
+        dash.terminate()
+        dash.wait(timeout=30)
 
 
 def test_submit_of_a_bad_spec_exits_2_and_submits_nothing(cluster):
@@ -154,10 +390,12 @@ def _journal_updates(session: Path) -> int:
     return best
 
 
-def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, tmp_path):
+def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, tmp_path, monkeypatch):
     address, mlflow_uri = cluster["state"]["address"], cluster["state"]["mlflow"]
     out = tmp_path / "out"
-    env = {**_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": cluster["state"]["token_path"]}
+    # The token as README says; the MLflow login comes from the recorded cluster (MEDTUNE_CLUSTER_DIR).
+    env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cluster["state"]["token_path"],
+               MEDTUNE_CLUSTER_DIR=str(cluster["dir"]))
     args = [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(out), "--address", address,
             "--tracking-uri", mlflow_uri, "--set", "name=driver-kill", "--set", "methods=[qlearning]",
             "--set", "seeds=[0,1]", "--set", f"train.epochs={EPOCHS_KILL}"]
@@ -194,6 +432,9 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
 
     from mlflow.tracking import MlflowClient
 
+    user, password = _login(cluster["state"])
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
     client = MlflowClient(mlflow_uri)
     exp = client.get_experiment_by_name("driver-kill")
     trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
@@ -210,3 +451,6 @@ def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):
     assert status.stdout.count(" alive ") == 2 and "CPUs 1" in status.stdout
     state = json.loads((cluster["dir"] / "state.json").read_text())
     assert len(state["joined"]) == 1 and state["joined"][0]["processes"]  # recorded: the teardown checks `down`
+    assert status.stdout.count(" 127.0.0.1 ") == 2  # the worker node is on loopback too
+    _, exposed = listener_audit(state)
+    assert exposed == [], f"listening neither on loopback nor behind authentication: {exposed}"
