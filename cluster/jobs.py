@@ -85,7 +85,11 @@ def submit(
         if getattr(parsed, "trainable", None):  # a user's own trainable: its code travels with the job
             from medtune.cluster.own_study import resolve_trainable
 
-            runtime_env["py_modules"] = [resolve_trainable(parsed.trainable)[1]]
+            code = Path(resolve_trainable(parsed.trainable)[1])
+            if code.is_file():  # a single module: it goes in the job's working directory, on every worker's path
+                shutil.copy2(code, Path(folder, code.name))
+            else:  # a package folder
+                runtime_env["py_modules"] = [str(code)]
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, entrypoint_num_cpus=0)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # uploaded by submit_job already

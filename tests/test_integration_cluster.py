@@ -443,6 +443,47 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice")) == list(range(1, EPOCHS_KILL + 1))
 
 
+OWN_SPEC = """name: own-on-cluster
+trainable: user_training_{tag}:train
+metric: accuracy
+loss_metric: val_loss
+methods: [fixed, qlearning]
+seeds: [0]
+epochs: 3
+min_lr: 0.0001
+max_lr: 0.5
+qlearning: {{patience: 1, cooldown: 1}}
+"""
+
+
+def test_submit_ships_a_users_own_trainable_to_a_cluster_that_never_saw_it(cluster, tmp_path, monkeypatch):
+    """``medtune submit my.yaml --wait`` from a folder the cluster's working directory does not contain: the
+    job's code travels with it (Ray's runtime environment), and MLflow on the cluster holds every trial in the
+    user's own metric."""
+    folder = tmp_path / "user-project"
+    folder.mkdir()
+    tag = tmp_path.name.replace("-", "_")[-20:]  # a module name no process on the cluster has imported
+    example = Path(__file__).resolve().parents[1] / "examples" / "own_training.py"
+    (folder / f"user_training_{tag}.py").write_text(example.read_text())
+    (folder / "my.yaml").write_text(OWN_SPEC.format(tag=tag))
+    proc = subprocess.run([MEDTUNE, "submit", "my.yaml", "--wait", "--state-dir", str(cluster["dir"])],
+                          capture_output=True, text=True, timeout=600, env=_env(), cwd=folder)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "SUCCEEDED" in proc.stdout
+
+    from mlflow.tracking import MlflowClient
+
+    user, password = _login(cluster["state"], "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    client = MlflowClient(cluster["state"]["mlflow"])
+    exp = client.get_experiment_by_name("own-on-cluster")
+    trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
+    assert sorted(r.data.params["method"] for r in trials) == ["fixed", "qlearning"]
+    for run in trials:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "accuracy")) == [1, 2, 3]
+
+
 def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):
     # runs last: the cluster has a second node from here on
     proc = medtune("cluster", "join", cluster["state"]["address"], "--state-dir", str(cluster["dir"]), "--num-cpus", "1")
@@ -454,3 +495,4 @@ def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):
     assert status.stdout.count(" 127.0.0.1 ") == 2  # the worker node is on loopback too
     _, exposed = listener_audit(state)
     assert exposed == [], f"listening neither on loopback nor behind authentication: {exposed}"
+
