@@ -49,6 +49,13 @@ def session_runs(client, tracking_uri: str, experiment: str, session: str | None
     session = session or latest_session(client, exp.experiment_id)
     runs = trial_runs(client, exp.experiment_id, session) if session else []
     if not runs:
+        others = [] if session else client.search_runs([exp.experiment_id], max_results=1)
+        if others:  # runs that some other logger wrote (Ray's MLflowLoggerCallback, mlflow.autolog, ...)
+            raise InputError(
+                f"experiment {experiment!r} has runs, but none that medtune logged (no tag {TAG_KIND}=trial): "
+                "medtune compares the runs of `medtune run SPEC` or `medtune.compare(...)`; run your trainable "
+                "through one of them"
+            )
         raise InputError(
             f"experiment {experiment!r} has no trial runs{f' in session {session!r}' if session else ''}; "
             "run `medtune run SPEC` first"

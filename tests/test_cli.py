@@ -328,3 +328,16 @@ def test_report_html_of_an_experiment_without_trials_exits_2_and_writes_nothing(
     code, err = run_cli(capsys, "report", "empty", "--output", str(_store(tmp_path, capsys, "empty")), "--html", str(out))
     assert code == 2 and not out.exists()
     assert_one_line(err, "'empty' has no trial runs", "medtune run SPEC")
+
+
+def test_report_of_runs_another_logger_wrote_says_so(capsys, tmp_path):
+    """Runs of Ray's own MLflowLoggerCallback (no medtune tags) are not silently 'no trial runs'."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("tune-logged", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp, tags={"trial_name": "train_fn_00000"})  # what MLflowLoggerCallback writes
+    client.log_metric(run.info.run_id, "val_acc", 0.9, step=1)
+    assert main(["report", "tune-logged", "--output", str(tmp_path)]) == 2
+    ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("medtune")]
+    assert len(ours) == 1 and "has runs, but none that medtune logged" in ours[0] and "medtune.compare" in ours[0]
