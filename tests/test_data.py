@@ -305,3 +305,109 @@ def test_config_requires_path_for_decathlon_and_enough_phantom_volumes():
         DataConfig(source="decathlon")
     with pytest.raises(InputError, match="num_volumes"):
         DataConfig(num_volumes=3)
+
+
+# --------------------------------------------------------------------------- Decathlon: bad voxels, headers, modalities
+
+
+def _rewrite(path, data=None, affine=None):
+    """Save ``path`` again with new voxels and/or a new affine (the other kept)."""
+    old = nib.load(path)
+    data = np.asanyarray(old.dataobj).copy() if data is None else data
+    nib.save(nib.Nifti1Image(data, old.affine if affine is None else affine), path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_decathlon_non_finite_image_voxels_are_refused(tmp_path, bad):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "imagesTr" / "hippocampus_002.nii.gz"
+    image = np.asanyarray(nib.load(path).dataobj).copy()
+    image[3, 4, 5] = bad
+    _rewrite(path, image)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_002.nii.gz")
+    assert "NaN or infinite" in str(excinfo.value) and "1 " in str(excinfo.value)
+
+
+def test_decathlon_singular_affine_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "imagesTr" / "hippocampus_001.nii.gz"
+    img = nib.Nifti1Image(np.asanyarray(nib.load(path).dataobj).copy(), np.eye(4))
+    img.set_qform(None, code=0)  # nibabel refuses a singular qform; a broken header's sform still reaches us
+    img.set_sform(np.diag([1.0, 0.0, 1.0, 1.0]), code=1)  # the second voxel axis has zero length
+    nib.save(img, path)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_001.nii.gz")
+    assert "singular affine" in str(excinfo.value)
+
+
+def test_decathlon_label_with_non_integer_values_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "labelsTr" / "hippocampus_000.nii.gz"
+    label = np.asanyarray(nib.load(path).dataobj).astype(np.float32)
+    label[label == 1] = 1.5  # e.g. a label map resampled with linear interpolation
+    _rewrite(path, label)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_000.nii.gz")
+    assert "non-integer" in str(excinfo.value) and "1.5" in str(excinfo.value)
+
+
+def test_decathlon_float_label_close_to_integers_is_rounded_not_truncated(tmp_path):
+    root = write_decathlon(tmp_path / "task", num_cases=2)
+    path = root / "labelsTr" / "hippocampus_000.nii.gz"
+    exact = np.asanyarray(nib.load(path).dataobj).copy()
+    _rewrite(path, (exact.astype(np.float32) - 1e-5).clip(0))  # 0.99999 must stay 1, not become 0
+    np.testing.assert_array_equal(load_decathlon(root)[0].label, exact)
+
+
+def test_decathlon_channel_count_differing_from_dataset_json_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task", modalities=2)
+    path = root / "imagesTr" / "hippocampus_003.nii.gz"
+    _rewrite(path, np.asanyarray(nib.load(path).dataobj)[..., :1].copy())  # one modality dropped
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_003.nii.gz")
+    assert "1 channel(s)" in str(excinfo.value) and "'modality' lists 2" in str(excinfo.value)
+
+
+def test_decathlon_channel_count_differing_between_cases_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task", modalities=3)
+    meta = json.loads((root / "dataset.json").read_text())
+    del meta["modality"]  # nothing declared: the cases must still agree with each other
+    (root / "dataset.json").write_text(json.dumps(meta))
+    path = root / "imagesTr" / "hippocampus_002.nii.gz"
+    _rewrite(path, np.asanyarray(nib.load(path).dataobj)[..., :2].copy())
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_002.nii.gz")
+    assert "2 channel(s)" in str(excinfo.value) and "hippocampus_000.nii.gz has 3" in str(excinfo.value)
+
+
+def test_decathlon_4d_multimodal_images_become_input_channels(tmp_path):
+    root = write_decathlon(tmp_path / "task", num_cases=4, modalities=2)
+    cases = load_decathlon(root)
+    assert all(c.image.shape == (2, 12, 14, 10) and c.label.shape == (12, 14, 10) for c in cases)
+    np.testing.assert_allclose(cases[0].image[1], 2 * cases[0].image[0], rtol=1e-6)
+    data = load_split(DataConfig(source="decathlon", path=str(root), test_fraction=0.0, spatial_size=(16, 16, 12)))
+    assert data.in_channels == 2
+    assert data.train_images.shape == (3, 2, 16, 16, 12) and data.train_labels.shape == (3, 1, 16, 16, 12)
+    # z-scored per channel: channel 1 (twice channel 0) gives the same normalised values
+    np.testing.assert_allclose(data.train_images[:, 0], data.train_images[:, 1], atol=1e-5)
+
+
+def test_decathlon_label_that_is_4d_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "labelsTr" / "hippocampus_001.nii.gz"
+    _rewrite(path, np.stack([np.asanyarray(nib.load(path).dataobj)] * 2, axis=-1))
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_001.nii.gz")
+    assert "expected a 3D volume" in str(excinfo.value)
+
+
+def test_phantom_data_has_one_input_channel():
+    data = load_split(DataConfig(num_volumes=4, test_fraction=0.0, spatial_size=(16, 16, 16)))
+    assert data.in_channels == 1 and data.train_images.shape[1] == 1

@@ -1,13 +1,14 @@
 """3D segmentation data for the learning-rate study.
 
-Two sources give the same thing, a list of :class:`Case` (one image and its
-integer label map, both ``(D, H, W)``):
+Two sources give the same thing, a list of :class:`Case` (one image,
+``(D, H, W)`` or ``(C, D, H, W)`` for C modalities, and its integer label map ``(D, H, W)``):
 
 * ``phantom`` (default, nothing to download): :func:`make_phantom` generates a
   stand-in for MSD Task04 Hippocampus, two adjacent structures (label 1
   "anterior" head, label 2 "posterior" tail) in MR-like tissue.
-* ``decathlon``: :func:`load_decathlon` reads MSD Task04_Hippocampus from a local
-  folder in its own layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
+* ``decathlon``: :func:`load_decathlon` reads any MSD task (Task04 Hippocampus,
+  Task01 BrainTumour's four MR modalities, ...) from a local folder in its own
+  layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``), 3D or 4D multi-modal.
 
 :func:`load_split` turns either into fixed-size, normalised train/validation
 arrays with a seeded split that is the same for every trial of a study.
@@ -98,7 +99,7 @@ class Case:
 
     Attributes:
         name: Case identifier (file stem for Decathlon, ``phantom_000`` style).
-        image: ``float32`` array ``(D, H, W)``.
+        image: ``float32`` array ``(D, H, W)`` (one channel) or ``(C, D, H, W)`` (C >= 2 modalities).
         label: ``uint8`` array ``(D, H, W)`` with values in ``0..num_classes-1``.
     """
 
@@ -112,8 +113,8 @@ class SegmentationData:
     """Train/validation arrays ready for a 3D network.
 
     Attributes:
-        train_images, val_images, test_images: ``float32`` ``(N, 1, D, H, W)``, z-scored per volume
-            (``test_*`` is None without a test split).
+        train_images, val_images, test_images: ``float32`` ``(N, C, D, H, W)``, z-scored per volume (per
+            channel when C > 1); C is the number of modalities (``test_*`` is None without a test split).
         train_labels, val_labels, test_labels: ``int64`` ``(N, 1, D, H, W)``.
         num_classes: Number of classes including background (3 for Task04).
         class_names: One name per class, index = label value.
@@ -127,6 +128,11 @@ class SegmentationData:
     class_names: tuple[str, ...]
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels C (modalities), the network's ``in_channels``."""
+        return int(self.train_images.shape[1])
 
 
 # --------------------------------------------------------------------------- phantom
@@ -238,8 +244,9 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, ...]]:
-    """Check the folder and ``dataset.json``; return (image, label) paths and class names."""
+def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, ...], int | None]:
+    """Check the folder and ``dataset.json``; return (image, label) paths, class names and the modality count
+    (None when ``dataset.json`` has no ``modality`` mapping)."""
     if not root.is_dir():
         raise InputError(f"Decathlon folder {root} does not exist; point path at the Task04_Hippocampus folder")
     meta_path = root / "dataset.json"
@@ -257,6 +264,9 @@ def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, 
         raise InputError(f"{meta_path} 'labels' keys {list(meta['labels'])} are not integers; use \"0\", \"1\", ...") from None
     if sorted(labels) != list(range(len(labels))):
         raise InputError(f"{meta_path} 'labels' keys {sorted(labels)} are not 0..{len(labels) - 1}; number classes from 0")
+    modality = meta.get("modality")
+    if modality is not None and (not isinstance(modality, dict) or not modality):
+        raise InputError(f"{meta_path} 'modality' is {modality!r}; use a mapping such as {{\"0\": \"FLAIR\", \"1\": \"T1w\"}}")
     training = meta.get("training")
     if not isinstance(training, list) or not training:
         raise InputError(f"{meta_path} has no non-empty 'training' list; add entries {{\"image\": ..., \"label\": ...}}")
@@ -265,38 +275,95 @@ def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, 
         if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
             raise InputError(f"{meta_path} training[{i}] is {entry!r}; each entry needs 'image' and 'label' paths")
         pairs.append((root / entry["image"], root / entry["label"]))
-    return pairs, tuple(labels[k] for k in range(len(labels)))
+    return pairs, tuple(labels[k] for k in range(len(labels))), (len(modality) if modality else None)
 
 
 def _read_nifti(path: Path, what: str) -> np.ndarray:
-    """Read one NIfTI volume as a 3D array; squeeze a trailing singleton channel."""
+    """Read one NIfTI file and check it.
+
+    Images may be 3D ``(X, Y, Z)`` or 4D multi-modal ``(X, Y, Z, C)`` (the Decathlon layout); a 4D image is
+    made channel-first ``(C, X, Y, Z)`` with MONAI's ``EnsureChannelFirst(channel_dim=-1)``, and a trailing
+    singleton channel is squeezed to 3D. Labels must be 3D (a trailing singleton axis is squeezed).
+
+    Raises:
+        InputError: one line naming ``path`` for a missing or unreadable file, a singular or non-finite affine,
+            a shape that is neither, a non-numeric dtype, or NaN/Inf voxels.
+    """
     import nibabel as nib
 
     if not path.is_file():
         raise InputError(f"{what} file {path} is missing; fix the path in dataset.json or restore the file")
     try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
+        nifti = nib.load(str(path))
+        data = np.asanyarray(nifti.dataobj)
+        affine = np.asarray(nifti.affine, dtype=np.float64)
     except Exception as exc:  # nibabel, gzip, zlib and EOF errors all mean the same to the user
         raise InputError(f"{what} file {path} is not a readable NIfTI ({_one_line(exc)}); replace it") from None
+    if not np.isfinite(affine).all():
+        raise InputError(f"{what} file {path} has a non-finite affine; fix the header's qform/sform")
+    singular = np.linalg.svd(affine[:3, :3], compute_uv=False)
+    if singular[0] == 0 or singular[-1] <= 1e-8 * singular[0]:
+        raise InputError(
+            f"{what} file {path} has a singular affine (voxel axes {singular.round(6).tolist()} long); "
+            "fix the header's qform/sform (pixdim) so every voxel axis has a non-zero length"
+        )
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{what} file {path} has shape {data.shape}; expected a 3D volume (D, H, W)")
+    if data.ndim == 4 and what == "image":
+        from monai.transforms import EnsureChannelFirst
+
+        data = np.asarray(EnsureChannelFirst(channel_dim=-1)(data))  # (X, Y, Z, C) -> (C, X, Y, Z)
+    elif data.ndim != 3:
+        expected = "a 3D volume (D, H, W) or a 4D multi-modal one (D, H, W, C)" if what == "image" else "a 3D volume (D, H, W)"
+        raise InputError(f"{what} file {path} has shape {data.shape}; expected {expected}")
     if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
         raise InputError(f"{what} file {path} holds {data.dtype} voxels; expected a numeric (integer or float) volume")
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(f"{what} file {path} has {bad} NaN or infinite voxel(s); fix or replace the file")
     return data
+
+
+def _integer_labels(label: np.ndarray, path: Path) -> np.ndarray:
+    """Round a label map to integers; refuse values more than 1e-3 away from an integer (e.g. an interpolated map)."""
+    if np.issubdtype(label.dtype, np.integer):
+        return label
+    rounded = np.rint(label)
+    off = np.abs(label - rounded) > 1e-3
+    if off.any():
+        examples = np.unique(label[off])[:3].tolist()
+        raise InputError(
+            f"label file {path} has non-integer values such as {examples}; labels must be class indices, "
+            "so resample the label map with nearest-neighbour interpolation"
+        )
+    return rounded
 
 
 def _iter_decathlon(root: str | Path) -> Iterator[Case]:
     root = Path(root)
-    pairs, class_names = _read_dataset_json(root)
+    pairs, class_names, n_modalities = _read_dataset_json(root)
     declared = np.arange(len(class_names))
+    first: tuple[int, Path] | None = None  # (channels, image path) of the first case
     for image_path, label_path in pairs:
         image = _read_nifti(image_path, "image")
-        label = _read_nifti(label_path, "label")
-        if image.shape != label.shape:
+        label = _integer_labels(_read_nifti(label_path, "label"), label_path)
+        channels = 1 if image.ndim == 3 else image.shape[0]
+        if n_modalities is not None and channels != n_modalities:
             raise InputError(
-                f"label file {label_path} has shape {label.shape} but image {image_path.name} has {image.shape}; "
+                f"image file {image_path} has {channels} channel(s) but dataset.json 'modality' lists {n_modalities}; "
+                "every image needs one channel per modality (fix the image or the 'modality' entry)"
+            )
+        if first is None:
+            first = (channels, image_path)
+        elif channels != first[0]:
+            raise InputError(
+                f"image file {image_path} has {channels} channel(s) but {first[1].name} has {first[0]}; "
+                "every case needs the same modalities"
+            )
+        spatial = image.shape[-3:]
+        if spatial != label.shape:
+            raise InputError(
+                f"label file {label_path} has shape {label.shape} but image {image_path.name} has {spatial}; "
                 "they must match voxel for voxel"
             )
         values = np.unique(label)
@@ -311,24 +378,31 @@ def _iter_decathlon(root: str | Path) -> Iterator[Case]:
 
 
 def load_decathlon(root: str | Path) -> list[Case]:
-    """Load MSD Task04_Hippocampus (or any 3D Decathlon task) from its own layout.
+    """Load any Decathlon (MSD) task from its own layout: 3D or 4D multi-modal images.
 
     Expects ``root/dataset.json`` with ``labels`` (``{"0": "background", ...}``,
-    keys 0..K-1) and ``training`` (list of ``{"image": "./imagesTr/x.nii.gz",
-    "label": "./labelsTr/x.nii.gz"}``, relative to ``root``). 4D images with a
-    trailing singleton axis are squeezed to 3D.
+    keys 0..K-1), ``training`` (list of ``{"image": "./imagesTr/x.nii.gz",
+    "label": "./labelsTr/x.nii.gz"}``, relative to ``root``) and optionally
+    ``modality`` (``{"0": "FLAIR", ...}``: one image channel per entry).
+    4D images ``(X, Y, Z, C)`` become channel-first ``(C, X, Y, Z)``; a
+    trailing singleton axis is squeezed to 3D. Label maps stored as floats are
+    rounded to integers.
 
     Args:
         root: The task folder.
 
     Returns:
-        Cases in ``dataset.json`` order; images ``float32``, labels ``uint8``.
+        Cases in ``dataset.json`` order; images ``float32`` ``(D, H, W)`` (one channel) or ``(C, D, H, W)``,
+        labels ``uint8`` ``(D, H, W)``.
 
     Raises:
         InputError: One line naming the folder or file for: missing folder,
             missing or malformed ``dataset.json``, missing referenced file,
-            unreadable NIfTI, non-3D volume, image/label shape mismatch, label
-            values outside the declared classes.
+            unreadable NIfTI, a singular or non-finite affine, an image that is
+            neither 3D nor 4D (or a label that is not 3D), NaN/Inf voxels, a
+            channel count that differs from ``modality`` or between cases,
+            image/label shape mismatch, label values that are not integers or
+            lie outside the declared classes.
     """
     return list(_iter_decathlon(root))
 
@@ -377,27 +451,30 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def prepare(cases: list[Case], spatial_size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Stack cases into network-ready arrays.
 
-    Each image is z-scored over its own voxels (MONAI ``NormalizeIntensity``)
+    Each image is z-scored over its own voxels (MONAI ``NormalizeIntensity``; per channel for C > 1)
     and then centre-padded/cropped to ``spatial_size`` (``ResizeWithPadOrCrop``;
     padding is 0, i.e. the image mean, and background for labels). Labels are
     only padded/cropped, never interpolated. A constant image becomes all zeros.
 
     Args:
-        cases: Cases of any (possibly differing) ``(D, H, W)``; may be empty.
+        cases: Cases of any (possibly differing) ``(D, H, W)``, all with the same channel count C (images
+            ``(D, H, W)`` for C = 1, ``(C, D, H, W)`` otherwise); may be empty.
         spatial_size: Output ``(D, H, W)``.
 
     Returns:
-        ``images`` ``float32`` ``(N, 1, *spatial_size)`` and ``labels`` ``int64``
+        ``images`` ``float32`` ``(N, C, *spatial_size)`` (C = 1 for an empty list) and ``labels`` ``int64``
         ``(N, 1, *spatial_size)``.
     """
     from monai.transforms import NormalizeIntensity, ResizeWithPadOrCrop
 
-    normalise = NormalizeIntensity()
     resize = ResizeWithPadOrCrop(spatial_size)
-    images = np.zeros((len(cases), 1, *spatial_size), np.float32)
+    channels = 1 if not cases or cases[0].image.ndim == 3 else cases[0].image.shape[0]
+    normalise = NormalizeIntensity(channel_wise=channels > 1)
+    images = np.zeros((len(cases), channels, *spatial_size), np.float32)
     labels = np.zeros((len(cases), 1, *spatial_size), np.int64)
     for i, case in enumerate(cases):
-        img = normalise(case.image[None].astype(np.float32))
+        image = case.image[None] if case.image.ndim == 3 else case.image
+        img = normalise(image.astype(np.float32))
         images[i] = np.asarray(resize(img), dtype=np.float32)
         labels[i] = np.asarray(resize(case.label[None].astype(np.int64)))
     return images, labels
