@@ -129,7 +129,8 @@ def prepare_data(spec: LRStudySpec):
         f"data: {spec.data.source} - {len(data.train_images)} training, {len(data.val_images)} validation and "
         f"{n_test} test volumes of {tuple(data.train_images.shape[2:])} with {data.in_channels} channel(s)"
     )
-    n_params = check_network(spec.model, data.in_channels, data.num_classes, tuple(spec.data.spatial_size))
+    n_params = check_network(spec.model, data.in_channels, data.num_classes,
+                             tuple(spec.data.patch_size or spec.data.spatial_size))  # what the network sees in training
     log(f"model: {spec.model.name} with {n_params:,} parameters")
     return data
 

@@ -170,8 +170,9 @@ def test_bad_decathlon_file_exits_2_naming_it_before_any_trial(capsys, tmp_path,
     (["train.optimizer=adamm"], ["train.optimizer='adamm'", "did you mean 'adam'"]),
     (["train.loss=dicefocal"], ["train.loss='dicefocal'", "did you mean 'dice_focal'"]),
     (["train.nesterov=true"], ["train.nesterov=True", "optimizer='sgd'"]),
+    (["data.patch_size=[32,32,32]"], ["data.patch_size=(32, 32, 32)", "at most spatial_size=[24, 24, 24]"]),
 ])
-def test_bad_network_or_optimizer_exits_2_before_any_trial(capsys, tmp_path, overrides, needles):
+def test_bad_network_optimizer_or_patch_setting_exits_2_before_any_trial(capsys, tmp_path, overrides, needles):
     args = ["run", "lr-schedulers", "--smoke", "--output", str(tmp_path / "out")]
     for item in overrides:
         args += ["--set", item]

@@ -512,7 +512,10 @@ def test_decathlon_load_split_resamples_to_the_median_spacing(tmp_path):
     ({"spacing": "mean"}, "'median'"),
     ({"intensity_range": (100.0, -100.0)}, "intensity_range="),
     ({"crop_foreground": 1}, "crop_foreground=1"),
+    ({"patch_size": (16, 16, 40)}, "at most spatial_size=[32, 32, 32]"),
+    ({"patch_size": (16, 16, 10)}, "multiples of 4"),
+    ({"patch_size": (16, 16, 16), "patches_per_volume": 0}, "patches_per_volume=0"),
 ])
-def test_config_rejects_bad_preprocessing_settings(kwargs, needle):
+def test_config_rejects_bad_preprocessing_and_patch_settings(kwargs, needle):
     with pytest.raises(InputError, match=re.escape(needle)):
         DataConfig(**kwargs)

@@ -221,3 +221,50 @@ def test_grad_clip_bounds_each_step(data):
 def test_bad_optimizer_settings_are_refused(kwargs, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
         TrainConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- patches and sliding windows
+
+
+def test_patch_training_draws_patches_and_restarts_exactly(data, tmp_path):
+    def run():
+        return SegmentationRun(method="fixed", seed=3, data=data, model_cfg=MODEL, patch_size=(8, 8, 8),
+                               patches_per_volume=3, train_cfg=TrainConfig(epochs=4, batch_size=2, base_lr=1e-2))
+
+    images, labels = next(iter(run().loader))
+    assert images.shape == (6, 1, 8, 8, 8) and labels.shape == (6, 1, 8, 8, 8)  # 2 volumes x 3 patches
+    assert type(images) is torch.Tensor and (labels > 0).flatten(1).any(1).sum() >= 3  # pos=neg=1: half on foreground
+    straight = run()
+    expected = [straight.run_epoch() for _ in range(3)]
+    first = run()
+    resumed = [first.run_epoch()]
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    torch.manual_seed(999)  # a new process starts with other RNG states
+    second = run()
+    second.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    resumed += [second.run_epoch(), second.run_epoch()]
+    assert [r.epoch for r in resumed] == [1, 2, 3]
+    for a, b in zip(expected, resumed):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-6) and a.dice == pytest.approx(b.dice, rel=1e-6)
+
+
+def test_sliding_window_dice_equals_a_full_volume_pass_when_the_window_covers_it(data):
+    full = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL)
+    full.run_epoch()
+    window = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL, patch_size=(16, 16, 16))
+    window.model.load_state_dict(full.model.state_dict())
+    x = torch.tensor(data.val_images)
+    full.model.eval(), window.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(window.predict(x), full.model(x), rtol=1e-5, atol=1e-5)
+    assert window.evaluate(data.val_images, data.val_labels) == pytest.approx(
+        full.evaluate(data.val_images, data.val_labels), rel=1e-6)
+
+
+def test_sliding_window_scores_volumes_larger_than_the_patch(data):
+    run = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL, patch_size=(8, 8, 8))
+    x = torch.tensor(data.val_images)
+    with torch.no_grad():
+        assert run.predict(x).shape == (len(x), 3, 16, 16, 16)
+    dice, loss = run.evaluate(data.val_images, data.val_labels)
+    assert 0 <= dice <= 1 and math.isfinite(loss)

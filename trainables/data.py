@@ -61,6 +61,11 @@ class DataConfig:
             per channel.
         crop_foreground: Decathlon only: crop each case to the bounding box of its nonzero voxels (MONAI
             ``CropForegroundd``) before the pad/crop to ``spatial_size``.
+        patch_size: ``(D, H, W)`` patches to train on, each entry a positive multiple of 4 and at most
+            ``spatial_size``'s: ``patches_per_volume`` per volume and epoch, drawn by MONAI's
+            ``RandCropByPosNegLabeld`` (half centred on foreground, half on background), and validation and test
+            volumes are scored by ``sliding_window_inference`` with this window. None (default): whole volumes.
+        patches_per_volume: Patches drawn per training volume and epoch (>= 1), with ``patch_size`` only.
 
     Raises:
         InputError: One line naming the field, the value and the fix.
@@ -76,6 +81,8 @@ class DataConfig:
     spacing: tuple[float, float, float] | str | None = "median"
     intensity_range: tuple[float, float] = (-1000.0, 1000.0)
     crop_foreground: bool = True
+    patch_size: tuple[int, int, int] | None = None
+    patches_per_volume: int = 2
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -125,6 +132,17 @@ class DataConfig:
             )
         if not isinstance(self.crop_foreground, bool):
             raise InputError(f"crop_foreground={self.crop_foreground!r} must be true or false")
+        patch = tuple(self.patch_size) if isinstance(self.patch_size, list) else self.patch_size
+        object.__setattr__(self, "patch_size", patch)
+        if patch is not None and not (
+                isinstance(patch, tuple) and len(patch) == 3
+                and all(is_int(p) and 0 < p <= s and p % 4 == 0 for p, s in zip(patch, size))):
+            raise InputError(
+                f"patch_size={self.patch_size!r} is invalid; use three positive multiples of 4, each at most "
+                f"spatial_size={list(size)!r}, or null to train on whole volumes"
+            )
+        if not is_int(self.patches_per_volume) or self.patches_per_volume < 1:
+            raise InputError(f"patches_per_volume={self.patches_per_volume!r} must be an integer >= 1")
 
 
 @dataclass

@@ -161,9 +161,13 @@ class SegmentationRun:
         method: an LR method of :data:`METHODS`; ``qlearning``, ``qlearning_warm`` and ``pbt`` mean the LR is
             set from outside via :meth:`set_lr`.
         seed: model initialisation and batch order.
-        data: volumes, already split (``images`` (N, 1, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64).
+        data: volumes, already split (``images`` (N, C, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64).
         lr: initial learning rate.
         device: ``"cpu"`` or a CUDA device.
+        patch_size: ``(d, h, w)`` to train on ``patches_per_volume`` random patches per volume and epoch
+            (MONAI ``RandCropByPosNegLabeld``, seeded by ``seed``, its state checkpointed) and to score with
+            ``sliding_window_inference``; None (default): whole volumes, one forward pass each.
+        patches_per_volume: with ``patch_size`` only; a batch holds ``batch_size * patches_per_volume`` patches.
     """
 
     method: str
@@ -176,13 +180,16 @@ class SegmentationRun:
     device: str = "cpu"
     memory_source: Callable[[], EpisodicMemory] | None = None  # ``effort``: the current episodic memory
     task: str | None = None  # ``effort``: recall only curves of this task key
+    patch_size: tuple[int, int, int] | None = None
+    patches_per_volume: int = 2
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not an LR method; use one of {', '.join(METHODS)}")
         seed_everything(self.seed)
+        input_size = tuple(self.patch_size) if self.patch_size else tuple(self.data.train_images.shape[2:])
         self.model = build_network(
-            self.model_cfg, self.data.in_channels, self.data.num_classes, tuple(self.data.train_images.shape[2:])
+            self.model_cfg, self.data.in_channels, self.data.num_classes, input_size
         ).to(self.device)
         lr = self.train_cfg.base_lr if self.lr is None else float(self.lr)
         self.optimizer = make_optimizer(self.model.parameters(), self.train_cfg, lr)
@@ -199,15 +206,34 @@ class SegmentationRun:
         self.epoch = 0
         self.use_amp = bool(self.train_cfg.amp and str(self.device).startswith("cuda"))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        train = torch.utils.data.TensorDataset(
-            torch.tensor(self.data.train_images), torch.tensor(self.data.train_labels)
-        )  # copies: arrays shared through Ray's object store are read-only
+        self.crop = None
+        if self.patch_size:
+            from monai.data import Dataset
+            from monai.transforms import RandCropByPosNegLabeld
+
+            self.crop = RandCropByPosNegLabeld(
+                keys=("image", "label"), label_key="label", spatial_size=tuple(self.patch_size), pos=1, neg=1,
+                num_samples=self.patches_per_volume,
+            )
+            train = Dataset(
+                [{"image": torch.tensor(x), "label": torch.tensor(y)}
+                 for x, y in zip(self.data.train_images, self.data.train_labels)],
+                transform=self.crop,
+            )
+            self.crop.set_random_state(seed=self.seed)  # after Dataset(), which draws fresh random states
+            collate = patch_collate
+        else:
+            train = torch.utils.data.TensorDataset(
+                torch.tensor(self.data.train_images), torch.tensor(self.data.train_labels)
+            )  # copies: arrays shared through Ray's object store are read-only
+            collate = None
         self.loader = torch.utils.data.DataLoader(
             train,
             batch_size=self.train_cfg.batch_size,
             shuffle=True,
             generator=self.generator,
             num_workers=self.train_cfg.num_workers,
+            collate_fn=collate,
         )
 
     @property
@@ -255,6 +281,15 @@ class SegmentationRun:
             return None
         return self.evaluate(self.data.test_images, self.data.test_labels)
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes, D, H, W)`` for volumes ``x`` ``(B, C, D, H, W)``: one forward pass, or with
+        ``patch_size`` MONAI's ``sliding_window_inference`` (windows of ``patch_size``, overlap 0.25, averaged)."""
+        if not self.patch_size:
+            return self.model(x)
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(x, tuple(self.patch_size), self.train_cfg.batch_size, self.model, overlap=0.25)
+
     @torch.no_grad()
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Mean foreground Dice and loss of the current model on ``images`` (N, 1, D, H, W)."""
@@ -270,7 +305,7 @@ class SegmentationRun:
         for start in range(0, len(images), self.train_cfg.batch_size):
             x = images[start : start + self.train_cfg.batch_size].to(self.device)
             y = labels[start : start + self.train_cfg.batch_size].to(self.device)
-            logits = self.model(x).float()
+            logits = self.predict(x).float()
             losses.append(float(self.loss_fn(logits, y)) * len(x))
             pred = one_hot(logits.argmax(dim=1, keepdim=True), n_cls)
             metric(y_pred=pred, y=one_hot(y, n_cls))
@@ -308,6 +343,8 @@ class SegmentationRun:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
+            # RandCropByPosNegLabeld draws from its inner cropper's RandomState
+            "crop_rng": self.crop.cropper.R.get_state() if self.crop is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -325,6 +362,17 @@ class SegmentationRun:
             torch.cuda.set_rng_state_all(cuda_rng)
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
+        if self.crop is not None and state.get("crop_rng") is not None:
+            self.crop.cropper.R.set_state(state["crop_rng"])
+
+
+def patch_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate ``RandCropByPosNegLabeld`` outputs (a list per volume of ``{"image", "label"}`` patches) into
+    plain tensors ``images`` ``(B * k, C, d, h, w)`` and ``labels`` ``(B * k, 1, d, h, w)``."""
+    items = [item for sample in batch for item in (sample if isinstance(sample, list) else [sample])]
+    images = torch.stack([torch.as_tensor(i["image"]).as_subclass(torch.Tensor) for i in items])
+    labels = torch.stack([torch.as_tensor(i["label"]).as_subclass(torch.Tensor) for i in items])
+    return images, labels
 
 
 def ray_node_id() -> str:
@@ -381,6 +429,8 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
         device=device,
         memory_source=(lambda: read_episodes(config["mailbox"], config.get("task"))) if config.get("mailbox") else None,
         task=config.get("task"),
+        patch_size=data_cfg.patch_size,
+        patches_per_volume=data_cfg.patches_per_volume,
     )
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
