@@ -82,6 +82,8 @@ class ModelConfig:
             raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
         if not isinstance(self.kwargs, dict):
             raise ValueError(f"kwargs={self.kwargs!r} must be a mapping of {self.name} arguments")
+        if not self.kwargs:
+            return  # nothing to look up: MONAI's networks need not be imported
         params = [p for p in inspect.signature(_network_class(self.name).__init__).parameters if p != "self"]
         for key, value in self.kwargs.items():
             if key in RESERVED:
