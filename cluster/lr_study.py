@@ -118,15 +118,20 @@ PBT_DIR = "pbt"
 
 
 def prepare_data(spec: LRStudySpec):
-    """Load (and so validate) the study's data in the driver, before Ray starts."""
+    """Load (and so validate) the study's data in the driver, before Ray starts, and build the network once on
+    it (``in_channels`` from the data's modalities, ``out_channels`` from its classes)."""
     from medtune.trainables.data import load_split
+    from medtune.trainables.networks import check_network
 
     data = load_split(spec.data)
     n_test = 0 if data.test_images is None else len(data.test_images)
     log(
         f"data: {spec.data.source} - {len(data.train_images)} training, {len(data.val_images)} validation and "
-        f"{n_test} test volumes of {tuple(data.train_images.shape[2:])}"
+        f"{n_test} test volumes of {tuple(data.train_images.shape[2:])} with {data.in_channels} channel(s)"
     )
+    n_params = check_network(spec.model, data.in_channels, data.num_classes,
+                             tuple(spec.data.patch_size or spec.data.spatial_size))  # what the network sees in training
+    log(f"model: {spec.model.name} with {n_params:,} parameters")
     return data
 
 

@@ -16,12 +16,15 @@ LABELS = {"0": "background", "1": "Anterior", "2": "Posterior"}
 
 
 def write_decathlon(root: str | Path, num_cases: int = 4, shape: tuple[int, int, int] = (12, 14, 10),
-                    seed: int = 0) -> Path:
+                    seed: int = 0, modalities: int = 1) -> Path:
     """Create ``root/dataset.json``, ``root/imagesTr/`` and ``root/labelsTr/`` with ``num_cases`` cases.
 
     Each case ``hippocampus_{i:03d}.nii.gz`` has a float32 image of ``shape``
     and a uint8 label map holding 0, 1 and 2 (two touching boxes, brighter in
-    the image). Tests break the folder afterwards to exercise the errors.
+    the image). With ``modalities > 1`` the images are 4D ``(*shape, modalities)``
+    like Task01 BrainTumour's, channel ``k`` scaled by ``k + 1``, and
+    ``dataset.json`` lists that many modalities. Tests break the folder
+    afterwards to exercise the errors.
 
     Returns:
         ``root`` as a Path.
@@ -37,11 +40,14 @@ def write_decathlon(root: str | Path, num_cases: int = 4, shape: tuple[int, int,
         label[d - 2:d + 2, h - 4:h, w - 2:w + 2] = 1
         label[d - 2:d + 2, h:h + 4, w - 2:w + 2] = 2
         image = (rng.normal(100, 10, shape) + 80 * (label > 0)).astype(np.float32)
+        if modalities > 1:
+            image = np.stack([image * (k + 1) for k in range(modalities)], axis=-1)
         name = f"hippocampus_{i:03d}.nii.gz"
         nib.save(nib.Nifti1Image(image, np.eye(4)), root / "imagesTr" / name)
         nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / name)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {"name": "Hippocampus", "modality": {"0": "MRI"}, "labels": LABELS,
+    modality = {"0": "MRI"} if modalities == 1 else {str(k): f"MR{k}" for k in range(modalities)}
+    meta = {"name": "Hippocampus", "modality": modality, "labels": LABELS,
             "numTraining": num_cases, "training": training, "test": []}
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root

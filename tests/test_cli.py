@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -109,6 +110,76 @@ def test_corrupt_nifti_exits_2_naming_the_file(capsys, tmp_path):
     )
     assert code == 2
     assert_one_line(err, victim.name)
+
+
+def _nan_voxel(root):
+    path = root / "imagesTr" / "hippocampus_001.nii.gz"
+    image = np.asanyarray(nib.load(path).dataobj).copy()
+    image[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(image, np.eye(4)), path)
+    return path
+
+
+def _singular_affine(root):
+    path = root / "imagesTr" / "hippocampus_002.nii.gz"
+    img = nib.Nifti1Image(np.asanyarray(nib.load(path).dataobj).copy(), np.eye(4))
+    img.set_qform(None, code=0)
+    img.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)
+    nib.save(img, path)
+    return path
+
+
+def _fractional_label(root):
+    path = root / "labelsTr" / "hippocampus_003.nii.gz"
+    label = np.asanyarray(nib.load(path).dataobj).astype(np.float32)
+    label[label == 2] = 1.6
+    nib.save(nib.Nifti1Image(label, np.eye(4)), path)
+    return path
+
+
+def _modality_dropped(root):
+    path = root / "imagesTr" / "hippocampus_001.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(nib.load(path).dataobj)[..., :1].copy(), np.eye(4)), path)
+    return path
+
+
+@pytest.mark.parametrize("modalities, breaks, needle", [
+    (1, _nan_voxel, "NaN or infinite"),
+    (1, _singular_affine, "singular affine"),
+    (1, _fractional_label, "non-integer"),
+    (2, _modality_dropped, "'modality' lists 2"),
+], ids=["nan-voxel", "singular-affine", "fractional-label", "modality-count"])
+def test_bad_decathlon_file_exits_2_naming_it_before_any_trial(capsys, tmp_path, modalities, breaks, needle):
+    root = write_decathlon(tmp_path / "Task01_BrainTumour", num_cases=4, modalities=modalities)
+    victim = breaks(root)
+    code, err = run_cli(
+        capsys, "run", "lr-schedulers", "--smoke", "--output", str(tmp_path / "out"),
+        "--set", "data.source=decathlon", "--set", f"data.path={root}",
+    )
+    assert code == 2
+    assert_one_line(err, victim.name, needle)
+    assert not (tmp_path / "out").exists()  # nothing was started or written
+
+
+@pytest.mark.parametrize("overrides, needles", [
+    (["model.name=SegResNett"], ["model.name='SegResNett'", "did you mean 'SegResNet'"]),
+    (["model.name=SegResNet", "model.kwargs={init_filter: 8}"],
+     ["model.kwargs.init_filter=8", "SegResNet", "did you mean 'init_filters'"]),
+    (["model.kwargs={out_channels: 5}"], ["model.kwargs.out_channels=5", "from the data"]),
+    (["model.name=SwinUNETR"], ["model.name='SwinUNETR'", "data.spatial_size=[24, 24, 24]"]),
+    (["train.optimizer=adamm"], ["train.optimizer='adamm'", "did you mean 'adam'"]),
+    (["train.loss=dicefocal"], ["train.loss='dicefocal'", "did you mean 'dice_focal'"]),
+    (["train.nesterov=true"], ["train.nesterov=True", "optimizer='sgd'"]),
+    (["data.patch_size=[32,32,32]"], ["data.patch_size=(32, 32, 32)", "at most spatial_size=[24, 24, 24]"]),
+])
+def test_bad_network_optimizer_or_patch_setting_exits_2_before_any_trial(capsys, tmp_path, overrides, needles):
+    args = ["run", "lr-schedulers", "--smoke", "--output", str(tmp_path / "out")]
+    for item in overrides:
+        args += ["--set", item]
+    code, err = run_cli(capsys, *args)
+    assert code == 2
+    assert_one_line(err, *needles)
+    assert not (tmp_path / "out").exists()
 
 
 def test_resume_of_a_folder_that_is_no_session_exits_2(capsys, tmp_path):

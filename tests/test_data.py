@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -305,3 +306,216 @@ def test_config_requires_path_for_decathlon_and_enough_phantom_volumes():
         DataConfig(source="decathlon")
     with pytest.raises(InputError, match="num_volumes"):
         DataConfig(num_volumes=3)
+
+
+# --------------------------------------------------------------------------- Decathlon: bad voxels, headers, modalities
+
+
+def _rewrite(path, data=None, affine=None):
+    """Save ``path`` again with new voxels and/or a new affine (the other kept)."""
+    old = nib.load(path)
+    data = np.asanyarray(old.dataobj).copy() if data is None else data
+    nib.save(nib.Nifti1Image(data, old.affine if affine is None else affine), path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_decathlon_non_finite_image_voxels_are_refused(tmp_path, bad):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "imagesTr" / "hippocampus_002.nii.gz"
+    image = np.asanyarray(nib.load(path).dataobj).copy()
+    image[3, 4, 5] = bad
+    _rewrite(path, image)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_002.nii.gz")
+    assert "NaN or infinite" in str(excinfo.value) and "1 " in str(excinfo.value)
+
+
+def test_decathlon_singular_affine_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "imagesTr" / "hippocampus_001.nii.gz"
+    img = nib.Nifti1Image(np.asanyarray(nib.load(path).dataobj).copy(), np.eye(4))
+    img.set_qform(None, code=0)  # nibabel refuses a singular qform; a broken header's sform still reaches us
+    img.set_sform(np.diag([1.0, 0.0, 1.0, 1.0]), code=1)  # the second voxel axis has zero length
+    nib.save(img, path)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_001.nii.gz")
+    assert "singular affine" in str(excinfo.value)
+
+
+def test_decathlon_label_with_non_integer_values_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "labelsTr" / "hippocampus_000.nii.gz"
+    label = np.asanyarray(nib.load(path).dataobj).astype(np.float32)
+    label[label == 1] = 1.5  # e.g. a label map resampled with linear interpolation
+    _rewrite(path, label)
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_000.nii.gz")
+    assert "non-integer" in str(excinfo.value) and "1.5" in str(excinfo.value)
+
+
+def test_decathlon_float_label_close_to_integers_is_rounded_not_truncated(tmp_path):
+    root = write_decathlon(tmp_path / "task", num_cases=2)
+    path = root / "labelsTr" / "hippocampus_000.nii.gz"
+    exact = np.asanyarray(nib.load(path).dataobj).copy()
+    _rewrite(path, (exact.astype(np.float32) - 1e-5).clip(0))  # 0.99999 must stay 1, not become 0
+    np.testing.assert_array_equal(load_decathlon(root)[0].label, exact)
+
+
+def test_decathlon_channel_count_differing_from_dataset_json_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task", modalities=2)
+    path = root / "imagesTr" / "hippocampus_003.nii.gz"
+    _rewrite(path, np.asanyarray(nib.load(path).dataobj)[..., :1].copy())  # one modality dropped
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_003.nii.gz")
+    assert "1 channel(s)" in str(excinfo.value) and "'modality' lists 2" in str(excinfo.value)
+
+
+def test_decathlon_channel_count_differing_between_cases_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task", modalities=3)
+    meta = json.loads((root / "dataset.json").read_text())
+    del meta["modality"]  # nothing declared: the cases must still agree with each other
+    (root / "dataset.json").write_text(json.dumps(meta))
+    path = root / "imagesTr" / "hippocampus_002.nii.gz"
+    _rewrite(path, np.asanyarray(nib.load(path).dataobj)[..., :2].copy())
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_002.nii.gz")
+    assert "2 channel(s)" in str(excinfo.value) and "hippocampus_000.nii.gz has 3" in str(excinfo.value)
+
+
+def test_decathlon_4d_multimodal_images_become_input_channels(tmp_path):
+    root = write_decathlon(tmp_path / "task", num_cases=4, modalities=2)
+    cases = load_decathlon(root)
+    assert all(c.image.shape == (2, 12, 14, 10) and c.label.shape == (12, 14, 10) for c in cases)
+    np.testing.assert_allclose(cases[0].image[1], 2 * cases[0].image[0], rtol=1e-6)
+    data = load_split(DataConfig(source="decathlon", path=str(root), test_fraction=0.0, spatial_size=(16, 16, 12)))
+    assert data.in_channels == 2
+    assert data.train_images.shape == (3, 2, 16, 16, 12) and data.train_labels.shape == (3, 1, 16, 16, 12)
+    # z-scored per channel: channel 1 (twice channel 0) gives the same normalised values
+    np.testing.assert_allclose(data.train_images[:, 0], data.train_images[:, 1], atol=1e-5)
+
+
+def test_decathlon_label_that_is_4d_is_refused(tmp_path):
+    root = write_decathlon(tmp_path / "task")
+    path = root / "labelsTr" / "hippocampus_001.nii.gz"
+    _rewrite(path, np.stack([np.asanyarray(nib.load(path).dataobj)] * 2, axis=-1))
+    with pytest.raises(InputError) as excinfo:
+        validate_decathlon(root)
+    _assert_one_line_naming(excinfo, "hippocampus_001.nii.gz")
+    assert "expected a 3D volume" in str(excinfo.value)
+
+
+def test_phantom_data_has_one_input_channel():
+    data = load_split(DataConfig(num_volumes=4, test_fraction=0.0, spatial_size=(16, 16, 16)))
+    assert data.in_channels == 1 and data.train_images.shape[1] == 1
+
+
+# --------------------------------------------------------------------------- Decathlon: spacing, orientation, intensities
+
+
+def _case(image, label, affine):
+    from medtune.trainables.data import Case
+
+    return Case("c", np.asarray(image, np.float32), np.asarray(label, np.uint8), np.asarray(affine, np.float64))
+
+
+def _box_case(affine=np.eye(4), shape=(12, 14, 10), value=100.0):
+    label = np.zeros(shape, np.uint8)
+    label[4:8, 4:10, 3:7] = 1
+    image = np.full(shape, value, np.float32) + 50 * label
+    return _case(image, label, affine)
+
+
+def test_ras_and_median_spacing_follow_the_axes():
+    from medtune.trainables.data import median_spacing, ras_spacing
+
+    swapped = np.array([[0, 2.0, 0, 0], [3.0, 0, 0, 0], [0, 0, 1.5, 0], [0, 0, 0, 1]])  # voxel axis 0 runs along A
+    np.testing.assert_allclose(ras_spacing(swapped), [2.0, 3.0, 1.5])
+    cases = [_box_case(np.diag([s, 1.0, 1.0, 1.0])) for s in (1.0, 2.0, 2.0)]
+    assert median_spacing(cases) == (2.0, 1.0, 1.0)
+
+
+def test_spacing_resamples_images_bilinear_and_labels_nearest():
+    from medtune.trainables.data import preprocess_decathlon
+
+    case = _box_case(np.diag([2.0, 1.0, 1.0, 1.0]))
+    cfg = DataConfig(source="decathlon", path="x", spacing=(1.0, 1.0, 1.0), crop_foreground=False)
+    out = preprocess_decathlon([case], cfg, ("MRI",))[0]
+    assert out.image.shape[0] in (23, 24) and out.image.shape[1:] == (14, 10)  # 12 voxels of 2 mm -> ~24 of 1 mm
+    assert out.label.shape == out.image.shape and set(np.unique(out.label)) == {0, 1}  # nearest: no 0.5s
+    assert abs(int(out.label.sum()) - 2 * int(case.label.sum())) <= int(case.label.sum()) // 2
+    native = preprocess_decathlon([case], DataConfig(source="decathlon", path="x", spacing=None,
+                                                     crop_foreground=False), ("MRI",))[0]
+    assert native.image.shape == (12, 14, 10)
+
+
+def test_orientation_brings_a_flipped_image_to_ras():
+    from medtune.trainables.data import preprocess_decathlon
+
+    case = _box_case()
+    case.image[0] += np.arange(14, dtype=np.float32)[:, None]  # mark the first slice along x
+    flipped = _case(case.image[::-1].copy(), case.label[::-1].copy(), np.diag([-1.0, 1.0, 1.0, 1.0]))
+    cfg = DataConfig(source="decathlon", path="x", spacing=None, crop_foreground=False)
+    a, b = preprocess_decathlon([case, flipped], cfg, ("MRI",))
+    np.testing.assert_allclose(a.image, b.image, atol=1e-5)
+    np.testing.assert_array_equal(a.label, b.label)
+
+
+def test_mr_is_z_scored_over_nonzero_voxels_and_cropped_to_them():
+    from medtune.trainables.data import preprocess_decathlon
+
+    case = _box_case()
+    case.image[:2] = 0  # an empty (skull-stripped) border
+    case.image[:, :, 9] = 0
+    cfg = DataConfig(source="decathlon", path="x", spacing=None)
+    out = preprocess_decathlon([case], cfg, ("FLAIR",))[0]
+    assert out.image.shape == (10, 14, 9) and out.label.shape == (10, 14, 9)
+    assert out.label.sum() == case.label.sum()
+    assert abs(out.image.mean()) < 1e-5 and abs(out.image.std() - 1) < 1e-3
+    kept = preprocess_decathlon([case], DataConfig(source="decathlon", path="x", spacing=None,
+                                                   crop_foreground=False), ("FLAIR",))[0]
+    assert kept.image.shape == (12, 14, 10) and (kept.image[:2] == 0).all()  # zeros are left out of the z-score
+
+
+def test_ct_is_clipped_and_scaled_by_the_intensity_range():
+    from medtune.trainables.data import preprocess_decathlon
+
+    case = _box_case(value=-2000.0)  # air below the window
+    case.image[case.label == 1] = 40.0
+    cfg = DataConfig(source="decathlon", path="x", spacing=None, crop_foreground=False,
+                     intensity_range=(-160.0, 240.0))
+    out = preprocess_decathlon([case], cfg, ("CT",))[0]
+    assert out.image.min() == 0.0 and out.image.max() <= 1.0
+    np.testing.assert_allclose(out.image[case.label == 1], 0.5)  # 40 HU is the middle of [-160, 240]
+
+
+def test_decathlon_load_split_resamples_to_the_median_spacing(tmp_path):
+    root = write_decathlon(tmp_path / "task", num_cases=4)
+    path = root / "imagesTr" / "hippocampus_000.nii.gz"
+    for folder in ("imagesTr", "labelsTr"):  # one case at 2 mm along x: the median stays 1 mm
+        p = root / folder / path.name
+        nib.save(nib.Nifti1Image(np.asanyarray(nib.load(p).dataobj), np.diag([2.0, 1.0, 1.0, 1.0])), p)
+    cfg = DataConfig(source="decathlon", path=str(root), test_fraction=0.0, crop_foreground=False,
+                     spatial_size=(32, 16, 12))
+    data = load_split(cfg)
+    volumes = np.concatenate([data.train_labels, data.val_labels])
+    extents = sorted(int(np.any(v[0] > 0, axis=(1, 2)).sum()) for v in volumes)
+    assert extents[:3] == [4, 4, 4] and extents[3] in (7, 8, 9)  # the 2 mm case's structure doubles along x
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"spacing": (1.0, 0.0, 1.0)}, "spacing="),
+    ({"spacing": "mean"}, "'median'"),
+    ({"intensity_range": (100.0, -100.0)}, "intensity_range="),
+    ({"crop_foreground": 1}, "crop_foreground=1"),
+    ({"patch_size": (16, 16, 40)}, "at most spatial_size=[32, 32, 32]"),
+    ({"patch_size": (16, 16, 10)}, "multiples of 4"),
+    ({"patch_size": (16, 16, 16), "patches_per_volume": 0}, "patches_per_volume=0"),
+])
+def test_config_rejects_bad_preprocessing_and_patch_settings(kwargs, needle):
+    with pytest.raises(InputError, match=re.escape(needle)):
+        DataConfig(**kwargs)

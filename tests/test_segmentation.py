@@ -1,15 +1,20 @@
-"""The segmentation loop without Ray: exact restart from a checkpoint, divergence, LR policies."""
+"""The segmentation loop without Ray: exact restart from a checkpoint, divergence, LR policies, and every
+network, optimizer and loss the spec can name."""
 
 from __future__ import annotations
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
+from medtune.errors import InputError
 from medtune.searchers.lr_schedules import ScheduleConfig, StepConfig
-from medtune.trainables.data import DataConfig, load_split
-from medtune.trainables.segmentation import ModelConfig, SegmentationRun, TrainConfig
+from medtune.trainables.data import DataConfig, SegmentationData, load_split
+from medtune.trainables.networks import NETWORKS, build_network, check_network, network_kwargs
+from medtune.trainables.segmentation import ModelConfig, SegmentationRun, TrainConfig, seed_everything
 
 DATA_CFG = DataConfig(num_volumes=6, val_fraction=0.34, seed=3, spatial_size=(16, 16, 16))
 MODEL = ModelConfig(channels=(4, 8), strides=(2,), num_res_units=0)
@@ -100,3 +105,166 @@ def test_only_the_last_epoch_scores_the_held_out_test_split(data):
     assert "test_dice" not in first.metrics()
     dice, _ = run.evaluate(data.test_images, data.test_labels)
     assert last.metrics()["test_dice"] == pytest.approx(dice)
+
+
+# --------------------------------------------------------------------------- networks, optimizers, losses
+
+
+def tiny_data(channels: int, size: int, n: int = 2, classes: int = 3) -> SegmentationData:
+    """``n`` random ``(channels, size, size, size)`` volumes with a labelled cube, one validation volume."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(n + 1, channels, size, size, size, generator=g).numpy()
+    labels = np.zeros((n + 1, 1, size, size, size), np.int64)
+    labels[:, :, 4:12, 4:12, 4:12] = 1
+    labels[:, :, 12:20, 4:12, 4:12] = classes - 1
+    names = tuple(f"c{k}" for k in range(classes))
+    return SegmentationData(images[:n], labels[:n], images[n:], labels[n:], classes, names)
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_each_network_builds_and_takes_a_training_step(name):
+    torch.set_num_threads(1)
+    # UNETR and BasicUNet need multiples of 16; SwinUNETR multiples of 32, and 64 so that its deepest map
+    # (1/32 of the volume) has more than one voxel for instance normalisation.
+    size = 64 if name == "SwinUNETR" else 32
+    data = tiny_data(channels=2, size=size, n=1)
+    cfg = ModelConfig(name=name)
+    assert check_network(cfg, 2, 3, (size,) * 3) > 0
+    run = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=cfg,
+                          train_cfg=TrainConfig(epochs=1, batch_size=1, base_lr=1e-3))
+    before = [p.detach().clone() for p in run.model.parameters()]
+    loss = run.train_epoch()
+    assert math.isfinite(loss) and loss > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters()))
+    dice, val_loss = run.validate()
+    assert 0.0 <= dice <= 1.0 and math.isfinite(val_loss)
+
+
+def test_model_kwargs_reach_the_network():
+    net = build_network(ModelConfig(name="SegResNet", kwargs={"init_filters": 16, "blocks_down": [1, 1, 1]}),
+                        3, 2, (16, 16, 16))
+    assert net.convInit.conv.in_channels == 3 and net.convInit.conv.out_channels == 16
+    assert len(net.down_layers) == 3
+    assert network_kwargs(ModelConfig(name="UNETR"), 1, 2, (32, 32, 32))["img_size"] == (32, 32, 32)
+
+
+def test_unknown_network_suggests_the_nearest():
+    with pytest.raises(ValueError, match=r"name='SegResNett'.*did you mean 'SegResNet'"):
+        ModelConfig(name="SegResNett")
+
+
+def test_unknown_or_reserved_network_argument_is_named():
+    with pytest.raises(ValueError, match=r"kwargs.init_filter=8 is not an argument of .*SegResNet.*'init_filters'"):
+        ModelConfig(name="SegResNet", kwargs={"init_filter": 8})
+    with pytest.raises(ValueError, match=r"kwargs.in_channels=4 is set by medtune from the data"):
+        ModelConfig(kwargs={"in_channels": 4})
+
+
+def test_network_that_cannot_take_the_volume_size_is_one_input_error():
+    with pytest.raises(InputError, match=r"SwinUNETR.*data.spatial_size=\[24, 24, 24\]") as excinfo:
+        check_network(ModelConfig(name="SwinUNETR"), 1, 3, (24, 24, 24))
+    assert "\n" not in str(excinfo.value)
+    with pytest.raises(InputError, match=r"model.name='DynUNet' with model.kwargs=.*cannot be built"):
+        check_network(ModelConfig(name="DynUNet", kwargs={"kernel_size": [3]}), 1, 3, (16, 16, 16))
+
+
+def test_default_run_is_the_original_unet_adam_dice_ce_recipe(data):
+    """Defaults must reproduce the study's original model, optimiser and loss bit for bit."""
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+
+    run = SegmentationRun(method="fixed", seed=5, data=data)
+    seed_everything(5)
+    reference = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(8, 16, 32), strides=(2, 2),
+                     num_res_units=1, dropout=0.0)
+    assert type(run.model) is UNet and type(run.loss_fn) is DiceCELoss
+    for a, b in zip(reference.state_dict().values(), run.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert type(run.optimizer) is torch.optim.Adam
+    assert run.optimizer.defaults["lr"] == 1e-3 and run.optimizer.defaults["weight_decay"] == 0.0
+
+
+def test_sgd_with_nesterov_momentum_and_other_losses_are_built(data):
+    from monai.losses import DiceFocalLoss, DiceLoss
+
+    run = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL, train_cfg=TrainConfig(
+        optimizer="sgd", momentum=0.99, nesterov=True, weight_decay=3e-5, base_lr=1e-2, loss="dice_focal"))
+    assert type(run.optimizer) is torch.optim.SGD and type(run.loss_fn) is DiceFocalLoss
+    assert run.optimizer.defaults["momentum"] == 0.99 and run.optimizer.defaults["nesterov"] is True
+    adamw = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL,
+                            train_cfg=TrainConfig(optimizer="adamw", loss="dice"))
+    assert type(adamw.optimizer) is torch.optim.AdamW and type(adamw.loss_fn) is DiceLoss
+    assert math.isfinite(run.train_epoch()) and math.isfinite(adamw.train_epoch())
+
+
+def test_grad_clip_bounds_each_step(data):
+    """Plain SGD moves the weights by lr * the clipped gradient, so a step's L2 length is at most lr * grad_clip."""
+    lr, clip = 1e-2, 1e-3
+    run = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL,
+                          train_cfg=TrainConfig(optimizer="sgd", momentum=0.0, base_lr=lr, batch_size=len(
+                              data.train_images), grad_clip=clip))
+    before = torch.cat([p.detach().flatten().clone() for p in run.model.parameters()])
+    run.train_epoch()  # one batch: one step
+    after = torch.cat([p.detach().flatten() for p in run.model.parameters()])
+    step = float((after - before).norm())
+    assert 0 < step <= lr * clip * (1 + 1e-4)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"optimizer": "adamm"}, "did you mean 'adam'"),
+    ({"loss": "dice_cee"}, "did you mean 'dice_ce'"),
+    ({"optimizer": "adam", "nesterov": True}, "nesterov=True needs optimizer='sgd'"),
+    ({"optimizer": "sgd", "momentum": 0.0, "nesterov": True}, "momentum > 0"),
+    ({"momentum": 1.0}, "momentum=1.0"),
+    ({"grad_clip": -1.0}, "grad_clip=-1.0"),
+])
+def test_bad_optimizer_settings_are_refused(kwargs, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        TrainConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- patches and sliding windows
+
+
+def test_patch_training_draws_patches_and_restarts_exactly(data, tmp_path):
+    def run():
+        return SegmentationRun(method="fixed", seed=3, data=data, model_cfg=MODEL, patch_size=(8, 8, 8),
+                               patches_per_volume=3, train_cfg=TrainConfig(epochs=4, batch_size=2, base_lr=1e-2))
+
+    images, labels = next(iter(run().loader))
+    assert images.shape == (6, 1, 8, 8, 8) and labels.shape == (6, 1, 8, 8, 8)  # 2 volumes x 3 patches
+    assert type(images) is torch.Tensor and (labels > 0).flatten(1).any(1).sum() >= 3  # pos=neg=1: half on foreground
+    straight = run()
+    expected = [straight.run_epoch() for _ in range(3)]
+    first = run()
+    resumed = [first.run_epoch()]
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    torch.manual_seed(999)  # a new process starts with other RNG states
+    second = run()
+    second.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    resumed += [second.run_epoch(), second.run_epoch()]
+    assert [r.epoch for r in resumed] == [1, 2, 3]
+    for a, b in zip(expected, resumed):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-6) and a.dice == pytest.approx(b.dice, rel=1e-6)
+
+
+def test_sliding_window_dice_equals_a_full_volume_pass_when_the_window_covers_it(data):
+    full = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL)
+    full.run_epoch()
+    window = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL, patch_size=(16, 16, 16))
+    window.model.load_state_dict(full.model.state_dict())
+    x = torch.tensor(data.val_images)
+    full.model.eval(), window.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(window.predict(x), full.model(x), rtol=1e-5, atol=1e-5)
+    assert window.evaluate(data.val_images, data.val_labels) == pytest.approx(
+        full.evaluate(data.val_images, data.val_labels), rel=1e-6)
+
+
+def test_sliding_window_scores_volumes_larger_than_the_patch(data):
+    run = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL, patch_size=(8, 8, 8))
+    x = torch.tensor(data.val_images)
+    with torch.no_grad():
+        assert run.predict(x).shape == (len(x), 3, 16, 16, 16)
+    dice, loss = run.evaluate(data.val_images, data.val_labels)
+    assert 0 <= dice <= 1 and math.isfinite(loss)

@@ -1,5 +1,6 @@
 """What runs inside a trial: the data (the phantom, Decathlon folders, classification images, PaSeR segmentation),
-the 3D UNet training loop of the LR study, the active-learning roles and their Ray actors, the APGA loop and the
+the 3D segmentation loop of the LR study (any of seven
+MONAI networks), the active-learning roles and their Ray actors, the APGA loop and the
 PaSeR models. Every name loads on first use.
 """
 
@@ -14,6 +15,7 @@ _PUBLIC = {
     "make_phantom": "medtune.trainables.data",
     "load_decathlon": "medtune.trainables.data",
     "ModelConfig": "medtune.trainables.segmentation",
+    "build_network": "medtune.trainables.networks",
     "TrainConfig": "medtune.trainables.segmentation",
     "train_segmentation": "medtune.trainables.segmentation",
     "ClassificationDataConfig": "medtune.trainables.classification_data",

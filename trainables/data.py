@@ -1,13 +1,14 @@
 """3D segmentation data for the learning-rate study.
 
-Two sources give the same thing, a list of :class:`Case` (one image and its
-integer label map, both ``(D, H, W)``):
+Two sources give the same thing, a list of :class:`Case` (one image,
+``(D, H, W)`` or ``(C, D, H, W)`` for C modalities, and its integer label map ``(D, H, W)``):
 
 * ``phantom`` (default, nothing to download): :func:`make_phantom` generates a
   stand-in for MSD Task04 Hippocampus, two adjacent structures (label 1
   "anterior" head, label 2 "posterior" tail) in MR-like tissue.
-* ``decathlon``: :func:`load_decathlon` reads MSD Task04_Hippocampus from a local
-  folder in its own layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``).
+* ``decathlon``: :func:`load_decathlon` reads any MSD task (Task04 Hippocampus,
+  Task01 BrainTumour's four MR modalities, ...) from a local folder in its own
+  layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``), 3D or 4D multi-modal.
 
 :func:`load_split` turns either into fixed-size, normalised train/validation
 arrays with a seeded split that is the same for every trial of a study.
@@ -20,14 +21,17 @@ imported where used, so importing this module is cheap.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from medtune.errors import InputError, did_you_mean
-from medtune.util import is_int
+from medtune.util import is_int, is_number
+
+logger = logging.getLogger(__name__)
 
 SOURCES = ("phantom", "decathlon")
 PHANTOM_CLASS_NAMES = ("background", "anterior", "posterior")
@@ -49,6 +53,19 @@ class DataConfig:
             the same for every trial so trials see identical data.
         spatial_size: ``(D, H, W)`` every volume is padded/cropped to; each
             entry a positive multiple of 4 (two stride-2 levels of the UNet).
+        spacing: Decathlon only: voxel size in mm, RAS order, to resample every case to (MONAI ``Spacingd``,
+            bilinear for images, nearest-neighbour for labels). ``"median"`` (default): the task's median
+            spacing; ``None``: keep each case's native grid.
+        intensity_range: Decathlon CT tasks only (every ``modality`` is ``"CT"``): HU window ``[low, high]``
+            clipped and scaled to [0, 1]. MR and other modalities are z-scored over their nonzero voxels,
+            per channel.
+        crop_foreground: Decathlon only: crop each case to the bounding box of its nonzero voxels (MONAI
+            ``CropForegroundd``) before the pad/crop to ``spatial_size``.
+        patch_size: ``(D, H, W)`` patches to train on, each entry a positive multiple of 4 and at most
+            ``spatial_size``'s: ``patches_per_volume`` per volume and epoch, drawn by MONAI's
+            ``RandCropByPosNegLabeld`` (half centred on foreground, half on background), and validation and test
+            volumes are scored by ``sliding_window_inference`` with this window. None (default): whole volumes.
+        patches_per_volume: Patches drawn per training volume and epoch (>= 1), with ``patch_size`` only.
 
     Raises:
         InputError: One line naming the field, the value and the fix.
@@ -61,6 +78,11 @@ class DataConfig:
     test_fraction: float = 0.2
     seed: int = 0
     spatial_size: tuple[int, int, int] = (32, 32, 32)
+    spacing: tuple[float, float, float] | str | None = "median"
+    intensity_range: tuple[float, float] = (-1000.0, 1000.0)
+    crop_foreground: bool = True
+    patch_size: tuple[int, int, int] | None = None
+    patches_per_volume: int = 2
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -90,6 +112,37 @@ class DataConfig:
                 f"spatial_size={self.spatial_size!r} is invalid; use three positive integers each divisible by 4, "
                 "e.g. [32, 32, 32]"
             )
+        spacing = self.spacing
+        if isinstance(spacing, list):
+            spacing = tuple(spacing)
+            object.__setattr__(self, "spacing", spacing)
+        if not (spacing is None or spacing == "median" or (
+                isinstance(spacing, tuple) and len(spacing) == 3 and all(is_number(x) and x > 0 for x in spacing))):
+            raise InputError(
+                f"spacing={self.spacing!r} is invalid; use three positive numbers in mm (e.g. [1.0, 1.0, 1.0]), "
+                "'median' (the task's median spacing) or null (keep the native grid)"
+            )
+        window = tuple(self.intensity_range) if isinstance(self.intensity_range, list) else self.intensity_range
+        object.__setattr__(self, "intensity_range", window)
+        if not (isinstance(window, tuple) and len(window) == 2 and all(is_number(x) for x in window)
+                and window[0] < window[1]):
+            raise InputError(
+                f"intensity_range={self.intensity_range!r} is invalid; use [low, high] with low < high, "
+                "e.g. [-1000, 1000] (CT Hounsfield units)"
+            )
+        if not isinstance(self.crop_foreground, bool):
+            raise InputError(f"crop_foreground={self.crop_foreground!r} must be true or false")
+        patch = tuple(self.patch_size) if isinstance(self.patch_size, list) else self.patch_size
+        object.__setattr__(self, "patch_size", patch)
+        if patch is not None and not (
+                isinstance(patch, tuple) and len(patch) == 3
+                and all(is_int(p) and 0 < p <= s and p % 4 == 0 for p, s in zip(patch, size))):
+            raise InputError(
+                f"patch_size={self.patch_size!r} is invalid; use three positive multiples of 4, each at most "
+                f"spatial_size={list(size)!r}, or null to train on whole volumes"
+            )
+        if not is_int(self.patches_per_volume) or self.patches_per_volume < 1:
+            raise InputError(f"patches_per_volume={self.patches_per_volume!r} must be an integer >= 1")
 
 
 @dataclass
@@ -98,13 +151,15 @@ class Case:
 
     Attributes:
         name: Case identifier (file stem for Decathlon, ``phantom_000`` style).
-        image: ``float32`` array ``(D, H, W)``.
+        image: ``float32`` array ``(D, H, W)`` (one channel) or ``(C, D, H, W)`` (C >= 2 modalities).
         label: ``uint8`` array ``(D, H, W)`` with values in ``0..num_classes-1``.
+        affine: ``(4, 4)`` voxel-to-world (mm) matrix of the NIfTI file; None for the phantom.
     """
 
     name: str
     image: np.ndarray
     label: np.ndarray
+    affine: np.ndarray | None = None
 
 
 @dataclass
@@ -112,8 +167,8 @@ class SegmentationData:
     """Train/validation arrays ready for a 3D network.
 
     Attributes:
-        train_images, val_images, test_images: ``float32`` ``(N, 1, D, H, W)``, z-scored per volume
-            (``test_*`` is None without a test split).
+        train_images, val_images, test_images: ``float32`` ``(N, C, D, H, W)``, z-scored per volume (per
+            channel when C > 1); C is the number of modalities (``test_*`` is None without a test split).
         train_labels, val_labels, test_labels: ``int64`` ``(N, 1, D, H, W)``.
         num_classes: Number of classes including background (3 for Task04).
         class_names: One name per class, index = label value.
@@ -127,6 +182,11 @@ class SegmentationData:
     class_names: tuple[str, ...]
     test_images: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels C (modalities), the network's ``in_channels``."""
+        return int(self.train_images.shape[1])
 
 
 # --------------------------------------------------------------------------- phantom
@@ -238,8 +298,9 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, ...]]:
-    """Check the folder and ``dataset.json``; return (image, label) paths and class names."""
+def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, ...], tuple[str, ...] | None]:
+    """Check the folder and ``dataset.json``; return (image, label) paths, class names and the modality names
+    in channel order (None when ``dataset.json`` has no ``modality`` mapping)."""
     if not root.is_dir():
         raise InputError(f"Decathlon folder {root} does not exist; point path at the Task04_Hippocampus folder")
     meta_path = root / "dataset.json"
@@ -257,6 +318,9 @@ def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, 
         raise InputError(f"{meta_path} 'labels' keys {list(meta['labels'])} are not integers; use \"0\", \"1\", ...") from None
     if sorted(labels) != list(range(len(labels))):
         raise InputError(f"{meta_path} 'labels' keys {sorted(labels)} are not 0..{len(labels) - 1}; number classes from 0")
+    modality = meta.get("modality")
+    if modality is not None and (not isinstance(modality, dict) or not modality):
+        raise InputError(f"{meta_path} 'modality' is {modality!r}; use a mapping such as {{\"0\": \"FLAIR\", \"1\": \"T1w\"}}")
     training = meta.get("training")
     if not isinstance(training, list) or not training:
         raise InputError(f"{meta_path} has no non-empty 'training' list; add entries {{\"image\": ..., \"label\": ...}}")
@@ -265,38 +329,105 @@ def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, 
         if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
             raise InputError(f"{meta_path} training[{i}] is {entry!r}; each entry needs 'image' and 'label' paths")
         pairs.append((root / entry["image"], root / entry["label"]))
-    return pairs, tuple(labels[k] for k in range(len(labels)))
+    names = None
+    if modality:
+        try:
+            names = tuple(str(modality[k]) for k in sorted(modality, key=int))
+        except ValueError:
+            raise InputError(f"{meta_path} 'modality' keys {list(modality)} are not integers; use \"0\", \"1\", ...") from None
+    return pairs, tuple(labels[k] for k in range(len(labels))), names
 
 
-def _read_nifti(path: Path, what: str) -> np.ndarray:
-    """Read one NIfTI volume as a 3D array; squeeze a trailing singleton channel."""
+def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read one NIfTI file and check it.
+
+    Images may be 3D ``(X, Y, Z)`` or 4D multi-modal ``(X, Y, Z, C)`` (the Decathlon layout); a 4D image is
+    made channel-first ``(C, X, Y, Z)`` with MONAI's ``EnsureChannelFirst(channel_dim=-1)``, and a trailing
+    singleton channel is squeezed to 3D. Labels must be 3D (a trailing singleton axis is squeezed).
+
+    Returns:
+        ``(voxels, affine)``, the affine ``(4, 4)`` float64.
+
+    Raises:
+        InputError: one line naming ``path`` for a missing or unreadable file, a singular or non-finite affine,
+            a shape that is neither, a non-numeric dtype, or NaN/Inf voxels.
+    """
     import nibabel as nib
 
     if not path.is_file():
         raise InputError(f"{what} file {path} is missing; fix the path in dataset.json or restore the file")
     try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
+        nifti = nib.load(str(path))
+        data = np.asanyarray(nifti.dataobj)
+        affine = np.asarray(nifti.affine, dtype=np.float64)
     except Exception as exc:  # nibabel, gzip, zlib and EOF errors all mean the same to the user
         raise InputError(f"{what} file {path} is not a readable NIfTI ({_one_line(exc)}); replace it") from None
+    if not np.isfinite(affine).all():
+        raise InputError(f"{what} file {path} has a non-finite affine; fix the header's qform/sform")
+    singular = np.linalg.svd(affine[:3, :3], compute_uv=False)
+    if singular[0] == 0 or singular[-1] <= 1e-8 * singular[0]:
+        raise InputError(
+            f"{what} file {path} has a singular affine (voxel axes {singular.round(6).tolist()} long); "
+            "fix the header's qform/sform (pixdim) so every voxel axis has a non-zero length"
+        )
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{what} file {path} has shape {data.shape}; expected a 3D volume (D, H, W)")
+    if data.ndim == 4 and what == "image":
+        from monai.transforms import EnsureChannelFirst
+
+        data = np.asarray(EnsureChannelFirst(channel_dim=-1)(data))  # (X, Y, Z, C) -> (C, X, Y, Z)
+    elif data.ndim != 3:
+        expected = "a 3D volume (D, H, W) or a 4D multi-modal one (D, H, W, C)" if what == "image" else "a 3D volume (D, H, W)"
+        raise InputError(f"{what} file {path} has shape {data.shape}; expected {expected}")
     if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
         raise InputError(f"{what} file {path} holds {data.dtype} voxels; expected a numeric (integer or float) volume")
-    return data
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(f"{what} file {path} has {bad} NaN or infinite voxel(s); fix or replace the file")
+    return data, affine
+
+
+def _integer_labels(label: np.ndarray, path: Path) -> np.ndarray:
+    """Round a label map to integers; refuse values more than 1e-3 away from an integer (e.g. an interpolated map)."""
+    if np.issubdtype(label.dtype, np.integer):
+        return label
+    rounded = np.rint(label)
+    off = np.abs(label - rounded) > 1e-3
+    if off.any():
+        examples = np.unique(label[off])[:3].tolist()
+        raise InputError(
+            f"label file {path} has non-integer values such as {examples}; labels must be class indices, "
+            "so resample the label map with nearest-neighbour interpolation"
+        )
+    return rounded
 
 
 def _iter_decathlon(root: str | Path) -> Iterator[Case]:
     root = Path(root)
-    pairs, class_names = _read_dataset_json(root)
+    pairs, class_names, modalities = _read_dataset_json(root)
+    n_modalities = None if modalities is None else len(modalities)
     declared = np.arange(len(class_names))
+    first: tuple[int, Path] | None = None  # (channels, image path) of the first case
     for image_path, label_path in pairs:
-        image = _read_nifti(image_path, "image")
-        label = _read_nifti(label_path, "label")
-        if image.shape != label.shape:
+        image, affine = _read_nifti(image_path, "image")
+        label = _integer_labels(_read_nifti(label_path, "label")[0], label_path)
+        channels = 1 if image.ndim == 3 else image.shape[0]
+        if n_modalities is not None and channels != n_modalities:
             raise InputError(
-                f"label file {label_path} has shape {label.shape} but image {image_path.name} has {image.shape}; "
+                f"image file {image_path} has {channels} channel(s) but dataset.json 'modality' lists {n_modalities}; "
+                "every image needs one channel per modality (fix the image or the 'modality' entry)"
+            )
+        if first is None:
+            first = (channels, image_path)
+        elif channels != first[0]:
+            raise InputError(
+                f"image file {image_path} has {channels} channel(s) but {first[1].name} has {first[0]}; "
+                "every case needs the same modalities"
+            )
+        spatial = image.shape[-3:]
+        if spatial != label.shape:
+            raise InputError(
+                f"label file {label_path} has shape {label.shape} but image {image_path.name} has {spatial}; "
                 "they must match voxel for voxel"
             )
         values = np.unique(label)
@@ -307,28 +438,35 @@ def _iter_decathlon(root: str | Path) -> Iterator[Case]:
                 f"{declared.tolist()} in dataset.json; fix the label map or the 'labels' entry"
             )
         name = image_path.name.removesuffix(".gz").removesuffix(".nii")
-        yield Case(name=name, image=image.astype(np.float32), label=label.astype(np.uint8))
+        yield Case(name=name, image=image.astype(np.float32), label=label.astype(np.uint8), affine=affine)
 
 
 def load_decathlon(root: str | Path) -> list[Case]:
-    """Load MSD Task04_Hippocampus (or any 3D Decathlon task) from its own layout.
+    """Load any Decathlon (MSD) task from its own layout: 3D or 4D multi-modal images.
 
     Expects ``root/dataset.json`` with ``labels`` (``{"0": "background", ...}``,
-    keys 0..K-1) and ``training`` (list of ``{"image": "./imagesTr/x.nii.gz",
-    "label": "./labelsTr/x.nii.gz"}``, relative to ``root``). 4D images with a
-    trailing singleton axis are squeezed to 3D.
+    keys 0..K-1), ``training`` (list of ``{"image": "./imagesTr/x.nii.gz",
+    "label": "./labelsTr/x.nii.gz"}``, relative to ``root``) and optionally
+    ``modality`` (``{"0": "FLAIR", ...}``: one image channel per entry).
+    4D images ``(X, Y, Z, C)`` become channel-first ``(C, X, Y, Z)``; a
+    trailing singleton axis is squeezed to 3D. Label maps stored as floats are
+    rounded to integers.
 
     Args:
         root: The task folder.
 
     Returns:
-        Cases in ``dataset.json`` order; images ``float32``, labels ``uint8``.
+        Cases in ``dataset.json`` order; images ``float32`` ``(D, H, W)`` (one channel) or ``(C, D, H, W)``,
+        labels ``uint8`` ``(D, H, W)``.
 
     Raises:
         InputError: One line naming the folder or file for: missing folder,
             missing or malformed ``dataset.json``, missing referenced file,
-            unreadable NIfTI, non-3D volume, image/label shape mismatch, label
-            values outside the declared classes.
+            unreadable NIfTI, a singular or non-finite affine, an image that is
+            neither 3D nor 4D (or a label that is not 3D), NaN/Inf voxels, a
+            channel count that differs from ``modality`` or between cases,
+            image/label shape mismatch, label values that are not integers or
+            lie outside the declared classes.
     """
     return list(_iter_decathlon(root))
 
@@ -336,6 +474,90 @@ def load_decathlon(root: str | Path) -> list[Case]:
 def decathlon_class_names(root: str | Path) -> tuple[str, ...]:
     """Class names from ``root/dataset.json`` ``labels``, index = label value (as written there)."""
     return _read_dataset_json(Path(root))[1]
+
+
+def decathlon_modalities(root: str | Path) -> tuple[str, ...] | None:
+    """Modality names from ``root/dataset.json`` ``modality`` in channel order (``("CT",)`` for Task03 Liver),
+    None when it has none."""
+    return _read_dataset_json(Path(root))[2]
+
+
+def ras_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size in mm along the R, A, S axes of an image with ``affine`` ``(4, 4)`` (what ``Orientation``
+    to RAS gives its axes), shape ``(3,)``."""
+    import nibabel as nib
+
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    out = np.empty(3)
+    out[nib.orientations.io_orientation(affine)[:, 0].astype(int)] = zooms
+    return out
+
+
+def median_spacing(cases: list[Case]) -> tuple[float, float, float]:
+    """The median RAS voxel size over ``cases`` (each with an affine), per axis, in mm."""
+    return tuple(float(x) for x in np.median([ras_spacing(c.affine) for c in cases], axis=0))
+
+
+def _nonzero(x):
+    return x != 0
+
+
+def preprocess_decathlon(cases: list[Case], cfg: DataConfig, modalities: tuple[str, ...] | None) -> list[Case]:
+    """Resample, reorient, crop and normalise Decathlon cases with MONAI's dictionary transforms.
+
+    Per case, in this order (images are already channel-first, made so by ``EnsureChannelFirst`` in the
+    reader; labels get their channel axis here): ``Orientationd`` to RAS, ``Spacingd`` to ``cfg.spacing`` (``"median"``: :func:`median_spacing` of
+    ``cases``; None: skipped) with bilinear images and nearest-neighbour labels, ``CropForegroundd`` to the
+    image's nonzero voxels (when ``cfg.crop_foreground``), then intensities: for a CT task (every modality
+    ``"CT"``) ``ScaleIntensityRanged`` clipping ``cfg.intensity_range`` to [0, 1]; otherwise
+    ``NormalizeIntensityd`` z-scoring the nonzero voxels of each channel. An all-zero image is kept whole
+    (nothing to crop to) and stays zero.
+
+    Args:
+        cases: Validated cases with affines, images ``(D, H, W)`` or ``(C, D, H, W)``.
+        cfg: The data section.
+        modalities: ``dataset.json`` modality names, or None (treated as MR).
+
+    Returns:
+        New cases (``affine`` the resampled one), images ``float32`` ``(C, D', H', W')`` (``(D', H', W')`` when
+        C = 1), labels ``uint8`` ``(D', H', W')``, ready for :func:`prepare` with ``normalise=False``.
+    """
+    from monai.data import MetaTensor
+    from monai.transforms import (
+        Compose,
+        CropForegroundd,
+        NormalizeIntensityd,
+        Orientationd,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+
+    is_ct = bool(modalities) and all(m.strip().upper() == "CT" for m in modalities)
+    spacing = median_spacing(cases) if cfg.spacing == "median" else cfg.spacing
+    keys = ("image", "label")
+    steps = [Orientationd(keys=keys, axcodes="RAS", labels=None)]
+    if spacing is not None:
+        steps.append(Spacingd(keys=keys, pixdim=spacing, mode=("bilinear", "nearest"), dtype=np.float32))
+    if cfg.crop_foreground:
+        steps.append(CropForegroundd(keys=keys, source_key="image", select_fn=_nonzero, allow_smaller=True))
+    if is_ct:
+        low, high = cfg.intensity_range
+        steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        steps.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
+    pipeline = Compose(steps)
+    out = []
+    for case in cases:
+        image = case.image[None] if case.image.ndim == 3 else case.image
+        item = pipeline({
+            "image": MetaTensor(image.astype(np.float32), affine=case.affine),
+            "label": MetaTensor(case.label[None].astype(np.float32), affine=case.affine),
+        })
+        img = item["image"].numpy().astype(np.float32)
+        label = np.rint(item["label"].numpy()[0]).astype(np.uint8)
+        out.append(Case(case.name, img[0] if img.shape[0] == 1 else img, label,
+                        np.asarray(item["image"].affine, dtype=np.float64)))
+    return out
 
 
 def validate_decathlon(root: str | Path) -> int:
@@ -374,30 +596,35 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def prepare(cases: list[Case], spatial_size: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def prepare(cases: list[Case], spatial_size: tuple[int, int, int],
+            normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Stack cases into network-ready arrays.
 
-    Each image is z-scored over its own voxels (MONAI ``NormalizeIntensity``)
+    Each image is z-scored over its own voxels (MONAI ``NormalizeIntensity``; per channel for C > 1)
     and then centre-padded/cropped to ``spatial_size`` (``ResizeWithPadOrCrop``;
     padding is 0, i.e. the image mean, and background for labels). Labels are
     only padded/cropped, never interpolated. A constant image becomes all zeros.
 
     Args:
-        cases: Cases of any (possibly differing) ``(D, H, W)``; may be empty.
+        cases: Cases of any (possibly differing) ``(D, H, W)``, all with the same channel count C (images
+            ``(D, H, W)`` for C = 1, ``(C, D, H, W)`` otherwise); may be empty.
         spatial_size: Output ``(D, H, W)``.
+        normalise: z-score each image; False for cases :func:`preprocess_decathlon` already normalised.
 
     Returns:
-        ``images`` ``float32`` ``(N, 1, *spatial_size)`` and ``labels`` ``int64``
+        ``images`` ``float32`` ``(N, C, *spatial_size)`` (C = 1 for an empty list) and ``labels`` ``int64``
         ``(N, 1, *spatial_size)``.
     """
     from monai.transforms import NormalizeIntensity, ResizeWithPadOrCrop
 
-    normalise = NormalizeIntensity()
     resize = ResizeWithPadOrCrop(spatial_size)
-    images = np.zeros((len(cases), 1, *spatial_size), np.float32)
+    channels = 1 if not cases or cases[0].image.ndim == 3 else cases[0].image.shape[0]
+    zscore = NormalizeIntensity(channel_wise=channels > 1) if normalise else (lambda x: x)
+    images = np.zeros((len(cases), channels, *spatial_size), np.float32)
     labels = np.zeros((len(cases), 1, *spatial_size), np.int64)
     for i, case in enumerate(cases):
-        img = normalise(case.image[None].astype(np.float32))
+        image = case.image[None] if case.image.ndim == 3 else case.image
+        img = zscore(image.astype(np.float32))
         images[i] = np.asarray(resize(img), dtype=np.float32)
         labels[i] = np.asarray(resize(case.label[None].astype(np.int64)))
     return images, labels
@@ -408,6 +635,10 @@ def load_split(cfg: DataConfig) -> SegmentationData:
 
     The test cases are drawn first (``seed + 1``), then the rest is split into
     training and validation (``seed``), so each fraction is of the whole set.
+
+    Phantom volumes are z-scored and padded/cropped (:func:`prepare`); Decathlon
+    cases first go through :func:`preprocess_decathlon` (``"median"`` spacing
+    is the median of the training and validation cases), then are padded/cropped.
 
     The same ``cfg`` always gives the same arrays, so every trial of a study
     trains and validates on identical data.
@@ -423,12 +654,19 @@ def load_split(cfg: DataConfig) -> SegmentationData:
     if cfg.test_fraction > 0:
         keep, test_idx = split_indices(len(cases), cfg.test_fraction, cfg.seed + 1)
         rest = rest[keep]
+    normalise = cfg.source == "phantom"
+    if not normalise:  # Decathlon: MONAI resampling, cropping and normalisation; the median spacing of
+        spacing = cfg.spacing  # the training and validation cases only (nothing is taken from the test split)
+        if spacing == "median":
+            spacing = median_spacing([cases[i] for i in rest])
+        logger.info("decathlon: resampling to %s mm", "the native grid" if spacing is None else list(spacing))
+        cases = preprocess_decathlon(cases, replace(cfg, spacing=spacing), decathlon_modalities(cfg.path))
     train_pos, val_pos = split_indices(len(rest), cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
-    train_images, train_labels = prepare([cases[i] for i in rest[train_pos]], cfg.spatial_size)
-    val_images, val_labels = prepare([cases[i] for i in rest[val_pos]], cfg.spatial_size)
+    train_images, train_labels = prepare([cases[i] for i in rest[train_pos]], cfg.spatial_size, normalise)
+    val_images, val_labels = prepare([cases[i] for i in rest[val_pos]], cfg.spatial_size, normalise)
     test_images = test_labels = None
     if test_idx is not None:
-        test_images, test_labels = prepare([cases[i] for i in test_idx], cfg.spatial_size)
+        test_images, test_labels = prepare([cases[i] for i in test_idx], cfg.spatial_size, normalise)
     return SegmentationData(
         train_images, train_labels, val_images, val_labels, len(class_names), class_names, test_images, test_labels
     )

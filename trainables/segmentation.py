@@ -1,7 +1,10 @@
 """3D segmentation training with a learning-rate policy: the trainable of the LR study.
 
-A MONAI 3D UNet trained with Dice + cross-entropy on the study's volumes
-(paper 000, section 5: MSD Task04 Hippocampus, or the embedded phantom). Every
+A MONAI 3D network (a UNet by default, or any of
+:data:`medtune.trainables.networks.NETWORKS`) trained with Dice + cross-entropy (or
+Dice, or Dice + focal) and Adam (or AdamW, or SGD) on the study's volumes (paper
+000, section 5: MSD Task04 Hippocampus, any Decathlon task, or the embedded
+phantom). Every
 epoch it validates (mean foreground Dice, validation loss), lets the LR policy
 act, checkpoints everything a restart needs (model, optimizer, LR policy, the
 RNG states and the shuffling generator) and reports
@@ -38,32 +41,44 @@ from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.trainables.data import DataConfig, SegmentationData, load_split
 from medtune.trainables.lr_control import METHODS, SCHEDULER_DRIVEN, LRControl, LRControlConfig
+from medtune.trainables.networks import ModelConfig, build_network
+from medtune.errors import did_you_mean
 from medtune.config import from_dict
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """MONAI ``UNet(spatial_dims=3)`` shape; the defaults are a tiny CPU-sized model (channels 8/16/32)."""
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSSES = ("dice_ce", "dice", "dice_focal")
 
-    channels: tuple[int, ...] = (8, 16, 32)
-    strides: tuple[int, ...] = (2, 2)
-    num_res_units: int = 1
-    dropout: float = 0.0
 
-    def __post_init__(self) -> None:
-        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
-            raise ValueError(f"channels={list(self.channels)!r} must list at least two positive widths")
-        if len(self.strides) != len(self.channels) - 1:
-            raise ValueError(
-                f"strides={list(self.strides)!r} must have len(channels) - 1 = {len(self.channels) - 1} entries"
-            )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
+def make_optimizer(params, cfg: "TrainConfig", lr: float) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` / ``AdamW`` / ``SGD`` over ``params`` at ``lr`` as ``cfg`` says."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+
+
+def make_loss(name: str):
+    """The MONAI loss ``name`` of :data:`LOSSES`: logits ``(B, C, D, H, W)`` against labels ``(B, 1, D, H, W)``."""
+    from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
+
+    cls = {"dice_ce": DiceCELoss, "dice": DiceLoss, "dice_focal": DiceFocalLoss}[name]
+    return cls(to_onehot_y=True, softmax=True)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Budget and optimiser of every trial (the same for every method)."""
+    """Budget, optimiser and loss of every trial (the same for every method).
+
+    Attributes:
+        optimizer: ``adam`` (default), ``adamw`` or ``sgd`` (torch.optim), all with ``weight_decay``.
+        momentum: ``sgd`` only, in [0, 1).
+        nesterov: ``sgd`` only; needs ``momentum > 0``.
+        grad_clip: Clip the gradients' global L2 norm to this value before each step; 0 or None: no clipping.
+        loss: ``dice_ce`` (default, MONAI ``DiceCELoss``), ``dice`` (``DiceLoss``) or ``dice_focal``
+            (``DiceFocalLoss``), each on softmax outputs against one-hot labels.
+    """
 
     epochs: int = 30
     batch_size: int = 4
@@ -74,8 +89,28 @@ class TrainConfig:
     num_workers: int = 0
     amp: bool = False
     target_dice: float = 0.8
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    nesterov: bool = False
+    grad_clip: float | None = None
+    loss: str = "dice_ce"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} is not supported{did_you_mean(self.optimizer, OPTIMIZERS)}; "
+                             f"use one of {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not supported{did_you_mean(self.loss, LOSSES)}; "
+                             f"use one of {', '.join(LOSSES)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum!r} must lie in [0, 1)")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError(f"nesterov=True needs optimizer='sgd' and momentum > 0 (got optimizer={self.optimizer!r}, "
+                             f"momentum={self.momentum!r})")
+        if self.grad_clip is not None and not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
+            raise ValueError(f"grad_clip={self.grad_clip!r} must be a positive number, or 0/null for no clipping")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
         if self.epochs < 1:
             raise ValueError(f"epochs={self.epochs!r} must be >= 1")
         if self.batch_size < 1:
@@ -126,9 +161,13 @@ class SegmentationRun:
         method: an LR method of :data:`METHODS`; ``qlearning``, ``qlearning_warm`` and ``pbt`` mean the LR is
             set from outside via :meth:`set_lr`.
         seed: model initialisation and batch order.
-        data: volumes, already split (``images`` (N, 1, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64).
+        data: volumes, already split (``images`` (N, C, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64).
         lr: initial learning rate.
         device: ``"cpu"`` or a CUDA device.
+        patch_size: ``(d, h, w)`` to train on ``patches_per_volume`` random patches per volume and epoch
+            (MONAI ``RandCropByPosNegLabeld``, seeded by ``seed``, its state checkpointed) and to score with
+            ``sliding_window_inference``; None (default): whole volumes, one forward pass each.
+        patches_per_volume: with ``patch_size`` only; a batch holds ``batch_size * patches_per_volume`` patches.
     """
 
     method: str
@@ -141,26 +180,19 @@ class SegmentationRun:
     device: str = "cpu"
     memory_source: Callable[[], EpisodicMemory] | None = None  # ``effort``: the current episodic memory
     task: str | None = None  # ``effort``: recall only curves of this task key
+    patch_size: tuple[int, int, int] | None = None
+    patches_per_volume: int = 2
 
     def __post_init__(self) -> None:
-        from monai.losses import DiceCELoss
-        from monai.networks.nets import UNet
-
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not an LR method; use one of {', '.join(METHODS)}")
         seed_everything(self.seed)
-        m = self.model_cfg
-        self.model = UNet(
-            spatial_dims=3,
-            in_channels=1,
-            out_channels=self.data.num_classes,
-            channels=tuple(m.channels),
-            strides=tuple(m.strides),
-            num_res_units=m.num_res_units,
-            dropout=m.dropout,
+        input_size = tuple(self.patch_size) if self.patch_size else tuple(self.data.train_images.shape[2:])
+        self.model = build_network(
+            self.model_cfg, self.data.in_channels, self.data.num_classes, input_size
         ).to(self.device)
         lr = self.train_cfg.base_lr if self.lr is None else float(self.lr)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=self.train_cfg.weight_decay)
+        self.optimizer = make_optimizer(self.model.parameters(), self.train_cfg, lr)
         t = self.train_cfg
         # The one LR-policy protocol (medtune.LRControl); this loop reports to Tune itself, and the
         # scheduler-driven methods get their LR through set_lr (train_segmentation reads the mailbox).
@@ -169,20 +201,39 @@ class SegmentationRun:
             settings=LRControlConfig(epochs=t.epochs, min_lr=t.min_lr, max_lr=t.max_lr, schedules=self.schedule_cfg,
                                      task=self.task),
         )
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.loss_fn = make_loss(self.train_cfg.loss)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
         self.use_amp = bool(self.train_cfg.amp and str(self.device).startswith("cuda"))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        train = torch.utils.data.TensorDataset(
-            torch.tensor(self.data.train_images), torch.tensor(self.data.train_labels)
-        )  # copies: arrays shared through Ray's object store are read-only
+        self.crop = None
+        if self.patch_size:
+            from monai.data import Dataset
+            from monai.transforms import RandCropByPosNegLabeld
+
+            self.crop = RandCropByPosNegLabeld(
+                keys=("image", "label"), label_key="label", spatial_size=tuple(self.patch_size), pos=1, neg=1,
+                num_samples=self.patches_per_volume,
+            )
+            train = Dataset(
+                [{"image": torch.tensor(x), "label": torch.tensor(y)}
+                 for x, y in zip(self.data.train_images, self.data.train_labels)],
+                transform=self.crop,
+            )
+            self.crop.set_random_state(seed=self.seed)  # after Dataset(), which draws fresh random states
+            collate = patch_collate
+        else:
+            train = torch.utils.data.TensorDataset(
+                torch.tensor(self.data.train_images), torch.tensor(self.data.train_labels)
+            )  # copies: arrays shared through Ray's object store are read-only
+            collate = None
         self.loader = torch.utils.data.DataLoader(
             train,
             batch_size=self.train_cfg.batch_size,
             shuffle=True,
             generator=self.generator,
             num_workers=self.train_cfg.num_workers,
+            collate_fn=collate,
         )
 
     @property
@@ -211,6 +262,9 @@ class SegmentationRun:
             if not torch.isfinite(loss):
                 return float("nan")
             self.scaler.scale(loss).backward()
+            if self.train_cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             total += loss.item() * len(images)
@@ -227,6 +281,15 @@ class SegmentationRun:
             return None
         return self.evaluate(self.data.test_images, self.data.test_labels)
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes, D, H, W)`` for volumes ``x`` ``(B, C, D, H, W)``: one forward pass, or with
+        ``patch_size`` MONAI's ``sliding_window_inference`` (windows of ``patch_size``, overlap 0.25, averaged)."""
+        if not self.patch_size:
+            return self.model(x)
+        from monai.inferers import sliding_window_inference
+
+        return sliding_window_inference(x, tuple(self.patch_size), self.train_cfg.batch_size, self.model, overlap=0.25)
+
     @torch.no_grad()
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Mean foreground Dice and loss of the current model on ``images`` (N, 1, D, H, W)."""
@@ -242,7 +305,7 @@ class SegmentationRun:
         for start in range(0, len(images), self.train_cfg.batch_size):
             x = images[start : start + self.train_cfg.batch_size].to(self.device)
             y = labels[start : start + self.train_cfg.batch_size].to(self.device)
-            logits = self.model(x).float()
+            logits = self.predict(x).float()
             losses.append(float(self.loss_fn(logits, y)) * len(x))
             pred = one_hot(logits.argmax(dim=1, keepdim=True), n_cls)
             metric(y_pred=pred, y=one_hot(y, n_cls))
@@ -280,6 +343,8 @@ class SegmentationRun:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy_rng": np.random.get_state(),
             "python_rng": random.getstate(),
+            # RandCropByPosNegLabeld draws from its inner cropper's RandomState
+            "crop_rng": self.crop.cropper.R.get_state() if self.crop is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -297,6 +362,17 @@ class SegmentationRun:
             torch.cuda.set_rng_state_all(cuda_rng)
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
+        if self.crop is not None and state.get("crop_rng") is not None:
+            self.crop.cropper.R.set_state(state["crop_rng"])
+
+
+def patch_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate ``RandCropByPosNegLabeld`` outputs (a list per volume of ``{"image", "label"}`` patches) into
+    plain tensors ``images`` ``(B * k, C, d, h, w)`` and ``labels`` ``(B * k, 1, d, h, w)``."""
+    items = [item for sample in batch for item in (sample if isinstance(sample, list) else [sample])]
+    images = torch.stack([torch.as_tensor(i["image"]).as_subclass(torch.Tensor) for i in items])
+    labels = torch.stack([torch.as_tensor(i["label"]).as_subclass(torch.Tensor) for i in items])
+    return images, labels
 
 
 def ray_node_id() -> str:
@@ -353,6 +429,8 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
         device=device,
         memory_source=(lambda: read_episodes(config["mailbox"], config.get("task"))) if config.get("mailbox") else None,
         task=config.get("task"),
+        patch_size=data_cfg.patch_size,
+        patches_per_volume=data_cfg.patches_per_volume,
     )
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
