@@ -94,7 +94,7 @@ def _read_log(path) -> tuple[dict, list[dict]]:
 
 
 def _pid(ray, handle) -> int:
-    return ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=120)
+    return ray.get(handle.__ray_call__.remote(lambda self: os.getpid()), timeout=600)  # slow starts on a busy machine
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,7 @@ def start_actors(data: Any, config: ActiveLearningConfig, seed: int, log_path: s
     return annotator, learner
 
 
-def _wait_alive(handles: list[Any], timeout: float = 120.0) -> None:
+def _wait_alive(handles: list[Any], timeout: float = 600.0) -> None:  # a restart imports torch: slow on a busy machine
     import ray
 
     deadline = time.time() + timeout
