@@ -143,6 +143,7 @@ def _init_ray(address: str | None, code: str) -> bool:
     runtime_env = None if RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ else {"py_modules": [code]}
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
+        os.environ.setdefault("RAY_worker_niceness", "0")  # trials at nice 0, as in every local medtune run
         ray.init(address="local", include_dashboard=False, log_to_driver=verbose(), logging_level=ray_logging_level(),
                  runtime_env=runtime_env)
         return True

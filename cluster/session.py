@@ -65,7 +65,10 @@ def init_ray(address: str | None) -> None:
             ) from None
         log(f"connected to the Ray cluster at {address}")
     else:
-        # address="local": a new instance, never one that another program started on this machine
+        # address="local": a new instance, never one that another program started on this machine. Ray starts
+        # its workers at nice 15; the trials are this run's work, so they compete with other processes at nice 0
+        # (at 15 a busy machine starves them: actor starts were seen taking minutes).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address="local", include_dashboard=False, log_to_driver=verbose(), logging_level=ray_logging_level())
         log(f"started a local Ray instance with {int(ray.cluster_resources().get('CPU', 0))} CPUs")
 

@@ -8,9 +8,14 @@ what the dashboard tests serve. The study modules read only their own experiment
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+
+# Every Ray these tests start (in-process, or in a `medtune` subprocess) runs its workers at nice 0, as
+# `medtune run` does: at Ray's default of 15 a loaded machine starves them.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _session_dir(out: Path, prefix: str) -> Path:
