@@ -30,8 +30,11 @@ def artifact_root(tracking_uri: str, output_dir: str | os.PathLike) -> str | Non
     return None
 
 
-def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
-    """For an HTTP tracking server: one quick request, so an unreachable server is one line, not minutes of retries.
+def check_reachable(tracking_uri: str, connect_s: float = 5.0, answer_s: float = 60.0) -> None:
+    """For an HTTP tracking server: one request, so an unreachable server is one line, not minutes of retries.
+
+    A server that takes no connection within ``connect_s`` is unreachable; one that took the connection gets
+    ``answer_s`` to answer (a busy machine's server is slow, not gone: 5 s was seen to be too little).
 
     Raises:
         InputError: the server does not answer.
@@ -41,6 +44,7 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
     import requests
 
     try:
+        timeout = (connect_s, answer_s)
         requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
         user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
         answer = requests.get(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
