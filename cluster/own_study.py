@@ -182,28 +182,14 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
                      "run its spec again")
 
 
-def _spec_of_runs(tracking_uri: str, experiment: str, session: str | None) -> tuple[str, dict[str, str]]:
-    from mlflow.tracking import MlflowClient
-
-    from medtune.tags import TAG_KIND, TAG_SESSION
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise InputError(f"experiment {experiment!r} is not in the MLflow store {tracking_uri}")
-    flt = f"tags.`{TAG_KIND}` = 'trial'" + (f" and tags.`{TAG_SESSION}` = '{session}'" if session else "")
-    runs = client.search_runs([exp.experiment_id], filter_string=flt, max_results=1,
-                              order_by=["attributes.start_time DESC"])
-    if not runs:
-        raise InputError(f"experiment {experiment!r} has no trial runs; run its spec first")
-    return runs[0].data.tags[TAG_SESSION], runs[0].data.params
-
-
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
     """The session's comparison, in its own metric (read back from the runs' ``lr_control.*`` params)."""
     from medtune.dashboards.metric_report import build_metric_report
 
-    session, params = _spec_of_runs(tracking_uri, experiment, session)
+    from medtune.dashboards.runs import mlflow_client, session_runs
+
+    _, session, runs = session_runs(mlflow_client(tracking_uri), tracking_uri, experiment, session)
+    params = runs[0].data.params
     return build_metric_report(tracking_uri, experiment, session, params.get("lr_control.metric", "dice"),
                                params.get("lr_control.mode", "max"), params.get("lr_control.loss_metric"))
 

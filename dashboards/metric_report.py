@@ -23,11 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from medtune.tags import TAG_KIND, TAG_SESSION
 from medtune.dashboards import figures
 from medtune.dashboards.comparison import compare, format_table, label_of, trial_metrics, verdict
 from medtune.dashboards.views import Plot, Table, View, cell, report_text
-from medtune.errors import InputError
+from medtune.dashboards.runs import mlflow_client, session_runs
 
 TITLE = "Your own training: the LR controllers compared"
 
@@ -178,17 +177,8 @@ def build_metric_report(
     Raises:
         InputError: unknown experiment, or no trial runs in the session.
     """
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise InputError(f"experiment {experiment!r} is not in the MLflow store {tracking_uri}")
-    runs = list(client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'trial' and tags.`{TAG_SESSION}` = '{session}'",
-        max_results=5000))
-    if not runs:
-        raise InputError(f"experiment {experiment!r} has no trial runs in session {session!r}")
+    client = mlflow_client(tracking_uri)
+    exp, session, runs = session_runs(client, tracking_uri, experiment, session)
     keys = tuple(dict.fromkeys((metric, f"test_{metric}", loss_metric or metric, "lr", "diverged")))
     curves = load_curves(client, runs, keys)
     note = f"target {label_of(metric)} {target:g}" if target is not None else ""
