@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from medtune.dashboards.runs import mlflow_client, session_runs
-from medtune.dashboards.stats import paired_verdict
+from medtune.dashboards.stats import against_strongest, paired_verdict
 from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Plot, Table, View, cell, report_text
 
@@ -142,6 +142,8 @@ class ActiveLearningReport:
         if "drla" in methods:
             lines += ["", "DRLA against each strategy (mean macro-F1 over the fractions below 100%, paired by seed):"]
             per_seed = (self.points[self.points["fraction"] < 1.0].groupby(["method", "seed"])["macro_f1"].mean())
+            scores = {m: per_seed.get(m, pd.Series(dtype=float)) for m in sorted(methods - {"all"})}
+            lines.append("  drla " + against_strongest("drla", scores, "mean macro-F1", exclude=("all",)))
             for other in sorted(methods - {"drla", "all"}):
                 lines.append("  " + paired_verdict("drla", other, per_seed.get("drla", pd.Series(dtype=float)),
                                                    per_seed.get(other, pd.Series(dtype=float))))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medtune.dashboards.runs import mlflow_client, session_runs
-from medtune.dashboards.stats import paired_verdict as paired_line
+from medtune.dashboards.stats import against_strongest, paired_verdict as paired_line
 from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Image, Plot, Table, Text, View, cell, png, report_text
 
@@ -148,8 +148,11 @@ class APGAReport:
                              f"{r['keep_mean']:7.1%} {vs:>8s} {r['vs_none_wins']:>5s}")
             methods = set(g["method"])
             if "apga" in methods:
-                lines += [f"  APGA against each baseline ({regime}):"]
-                lines += ["    " + paired_verdict(self.trials, regime, "apga", b) for b in BASELINES if b in methods]
+                t = self.trials[self.trials["regime"] == regime]
+                scores = {m: t[t["method"] == m].set_index("seed")["accuracy"] for m in pd.unique(t["method"])}
+                lines += [f"  APGA {against_strongest('apga', scores, 'test accuracy')}",
+                          f"  APGA against each baseline ({regime}):"]
+                lines += ["    " + paired_verdict(self.trials, regime, "apga", b) for b in sorted(methods - {"apga"})]
         unfinished = self.trials[~self.trials["finished"]]
         if len(unfinished):
             lines += ["", f"NOTE: {len(unfinished)} trial(s) did not finish; their last epoch is shown."]

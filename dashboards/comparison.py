@@ -352,6 +352,40 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning", metric: str = "di
     return lines
 
 
+def strongest_verdicts(trials: pd.DataFrame, candidates: list[str], metric: str = "dice",
+                       mode: str = "max") -> list[str]:
+    """Each candidate against the strongest other method of the experiment, paired by seed.
+
+    The score is the held-out ``test_<metric>`` of the final model (``final_<metric>``, the last validation value,
+    when no trial has a test score: the line says which). The strongest other method is the one with the best
+    mean score; a candidate's own variants (``qlearning`` and ``qlearning_warm``) are not each other's baseline.
+    The verdict is :func:`medtune.dashboards.stats.against_strongest`: "BEATS" only when the 95% Student-t interval
+    of the mean paired difference over seeds excludes zero.
+
+    Args:
+        trials: Output of :func:`trial_metrics`.
+        candidates: the methods to judge, in order; absent ones are skipped.
+
+    Returns:
+        One line per candidate present.
+    """
+    from medtune.dashboards.stats import against_strongest
+
+    _check_mode(mode)
+    name = label_of(metric)
+    column = f"test_{metric}"
+    what = f"test {name}"
+    if column not in trials or not trials[column].notna().any():
+        column, what = f"final_{metric}", f"final validation {name}"
+    methods = list(pd.unique(trials["method"].astype(str)))
+    scores = {m: trials[trials["method"].astype(str) == m].set_index("seed")[column].astype(float) for m in methods}
+    lines = []
+    for cand in (c for c in candidates if c in methods):
+        variants = [m for m in methods if m != cand and (m.startswith(cand + "_") or cand.startswith(m + "_"))]
+        lines.append(f"{cand} " + against_strongest(cand, scores, what, exclude=variants, higher_better=mode == "max"))
+    return lines
+
+
 def rank(table: pd.DataFrame) -> list[str]:
     """Methods sorted by mean final Dice, best first (stable for ties; NaN last).
 

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from medtune.dashboards import figures
-from medtune.dashboards.comparison import compare, format_table, label_of, trial_metrics, verdict
+from medtune.dashboards.comparison import compare, format_table, label_of, strongest_verdicts, trial_metrics, verdict
 from medtune.dashboards.views import Plot, Table, View, cell, report_text
 from medtune.dashboards.runs import mlflow_client, session_runs
 
@@ -122,13 +122,18 @@ class MetricReport:
         return paths
 
 
-def verdicts_of(table: pd.DataFrame, metric: str, mode: str) -> dict[str, list[str]]:
-    """Every learned controller's verdict: against the best other method, then against the best classic one."""
+def verdicts_of(table: pd.DataFrame, metric: str, mode: str,
+                trials: pd.DataFrame | None = None) -> dict[str, list[str]]:
+    """Every learned controller's verdict: paired against the strongest other method on the held-out score (when
+    ``trials``, the :func:`~medtune.dashboards.comparison.trial_metrics`, are given), then against the best other
+    method on each criterion, then against the best classic schedule."""
     methods = [str(m) for m in table.index]
     classic = [m for m in CLASSIC if m in methods]
     out: dict[str, list[str]] = {}
     for candidate in (m for m in LEARNED if m in methods):
-        lines = [f"{candidate} against the best other method on each criterion:",
+        paired = strongest_verdicts(trials, [candidate], metric, mode) if trials is not None and len(methods) > 1 else []
+        lines = [*(f"Paired: {line}" for line in paired),
+                 f"{candidate} against the best other method on each criterion:",
                  *verdict(table, candidate, metric, mode)]
         if classic and len(methods) > len(classic) + 1:  # other learned methods too: also the classic-only verdict
             against = verdict(table.loc[classic + [candidate]], candidate, metric, mode)
@@ -191,4 +196,4 @@ def build_metric_report(
     key = test_col if table[test_col].notna().any() else f"final_{metric}_mean"
     table = table.sort_values(key, ascending=mode == "min", kind="stable", na_position="last")
     return MetricReport(experiment, exp.experiment_id, session, metric, mode, target, note, curves, table,
-                        verdicts_of(table, metric, mode), qtable)
+                        verdicts_of(table, metric, mode, trial_metrics(curves, target, metric, mode)), qtable)

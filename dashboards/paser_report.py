@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medtune.dashboards.runs import mlflow_client, session_runs
-from medtune.dashboards.stats import paired_verdict
+from medtune.dashboards.stats import against_strongest, paired_verdict
 from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Image, Plot, Table, View, cell, png, report_text
 
@@ -132,6 +132,10 @@ class PaSeRReport:
             rnd = self.runs[(self.runs["method"] == "random") & (self.runs["lam"] == lam)].set_index("seed")
             if len(rnd):
                 lines.append("  IoU: " + paired_verdict("paser", "random at its shares", mine["iou"], rnd["iou"]))
+            scores = {b: per_seed[per_seed["method"] == b]["iou_per_gflop"] for b in FIXED}
+            if any(len(v) for v in scores.values()):
+                scores["paser"] = mine["iou_per_gflop"]
+                lines.append("  IoU/GFLOP: paser " + against_strongest("paser", scores, "IoU/GFLOP", fmt="+.1f"))
             for b in FIXED:
                 other = per_seed[per_seed["method"] == b]
                 if len(other):

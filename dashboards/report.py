@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from medtune.dashboards.comparison import compare, format_table, trial_metrics, verdict
+from medtune.dashboards.comparison import compare, format_table, strongest_verdicts, trial_metrics, verdict
 from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
 from medtune.tags import TAG_KIND, TAG_SESSION
 from medtune.dashboards.runs import mlflow_client, session_runs
@@ -57,6 +57,10 @@ class Report:
         methods = list(self.table.index)
         classic = [m for m in CLASSIC if m in methods]
         learned = [m for m in LEARNED if m in methods]
+        if learned and len(methods) > 1:
+            lines += ["", "Each learned method against the strongest other method on the held-out test Dice, paired "
+                          "by seed (95% Student-t interval of the mean difference):"]
+            lines += ["  " + line for line in strongest_verdicts(trial_metrics(self.curves, self.target_dice), learned)]
         if classic and learned:
             lines += ["", f"Each learned controller against the best classic schedule ({', '.join(classic)}):"]
             lines += ["  " + verdict(self.table.loc[classic + [m]], m)[0] for m in learned]
@@ -199,6 +203,9 @@ def lr_view(report: Report) -> View:
         blocks.append(Text("qtable-pending", "Q-table", "The Q-table is logged with the session's summary run, "
                            "when the session finishes."))
     if "qlearning" in report.table.index and len(report.table) > 1:
-        blocks.append(Text("verdicts", "Q-learning against the best other method", "\n".join(verdict(report.table))))
+        paired = strongest_verdicts(trial_metrics(report.curves, report.target_dice),
+                                    [m for m in LEARNED if m in report.table.index])
+        blocks.append(Text("verdicts", "Q-learning against the best other method",
+                           "\n".join([*paired, "", *verdict(report.table)])))
     blocks.append(report_text(report))
     return View("lr", TITLE, report.experiment, report.session, blocks=blocks)

@@ -41,7 +41,11 @@ def test_a_min_metric_without_a_held_out_score_is_ranked_by_its_final_value_and_
     assert "error: lower is better" in text and "Dice" not in text
     assert report.target == pytest.approx(0.275)  # the median of the trials' best values, stated in the text
     assert "the median of the trials' best values" in text
-    assert report.verdicts["qlearning"][1].startswith("held-out test error: no method has a value")
+    paired, header, first = report.verdicts["qlearning"][:3]
+    # no test score: the paired verdict falls back to the final validation error, lower is better, and says so
+    assert paired.startswith("Paired: qlearning against the strongest other method on final validation error, fixed")
+    assert "lower on" in paired
+    assert first.startswith("held-out test error: no method has a value")
     rid = log_summary(uri, report, tmp_path / "report")
     files = {a.path for a in client.list_artifacts(rid)}
     assert {"comparison.csv", "trials.csv", "curves.csv", "report.txt", "report.html"} <= files
