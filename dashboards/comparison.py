@@ -29,6 +29,30 @@ REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
 MODES = ("max", "min")
 
 
+#: The schedules of paper 000's comparison plus reduce-on-plateau: decided inside each trial from its own curve.
+CLASSIC: tuple[str, ...] = ("fixed", "step", "exponential", "cosine", "plateau")
+#: The adaptive controllers each study judges against the strongest other method.
+LEARNED: tuple[str, ...] = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
+#: Methods whose trials share state, so their numbers depend on the order in which trials report, which the
+#: machine's timing decides: a rerun of the same spec and seeds can move them. Every other method is a function
+#: of its own seed and gives the same curve on a rerun, alone or beside other trials, at any concurrency.
+ORDER_DEPENDENT: dict[str, str] = {
+    "qlearning": "one Q-table pooled over the study's qlearning trials, updated in the order their epochs arrive",
+    "qlearning_warm": "one Q-table pooled over the study's qlearning_warm trials, updated in arrival order",
+    "pbt": "members copy the weights of whichever members have reported when an exploit is due",
+    "effort": "recalls the curves of the trials that had finished when it started",
+}
+
+
+def order_note(methods: list[str]) -> list[str]:
+    """Lines saying which of ``methods`` are order-dependent (:data:`ORDER_DEPENDENT`) and why; none if none."""
+    shared = [m for m in methods if m in ORDER_DEPENDENT]
+    if not shared:
+        return []
+    return ["Order-dependent methods (shared state: a rerun of the same spec and seeds can move their numbers; "
+            "every other method repeats exactly):", *(f"  {m}: {ORDER_DEPENDENT[m]}" for m in shared)]
+
+
 def trial_columns(metric: str = "dice") -> list[str]:
     """Columns of :func:`trial_metrics` for ``metric``."""
     return ["run_id", "method", "seed", f"test_{metric}", f"final_{metric}", f"best_{metric}", "epochs_to_target",

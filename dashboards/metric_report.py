@@ -24,14 +24,13 @@ from typing import Any
 import pandas as pd
 
 from medtune.dashboards import figures
-from medtune.dashboards.comparison import compare, format_table, label_of, strongest_verdicts, trial_metrics, verdict
+from medtune.dashboards.comparison import (CLASSIC, LEARNED, compare, format_table, label_of, order_note,
+                                           strongest_verdicts, trial_metrics, verdict)
 from medtune.dashboards.views import Plot, Table, View, cell, report_text
 from medtune.dashboards.runs import mlflow_client, session_runs
 
 TITLE = "Your own training: the LR controllers compared"
 
-CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
-LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 
 
 @dataclass
@@ -69,6 +68,9 @@ class MetricReport:
                           "epoch's metrics to compare on data nothing watched during training."]
         for candidate, verdict_lines in self.verdicts.items():
             lines += ["", *verdict_lines]
+        note = order_note([str(m) for m in self.table.index])
+        if note:
+            lines += ["", *note]
         if "pbt" in self.table.index:
             lines += ["", "Note: pbt's members copy each other's weights, so its spread over seeds is not that of "
                           "independent runs."]

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from medtune.dashboards.comparison import compare, format_table, strongest_verdicts, trial_metrics, verdict
+from medtune.dashboards.comparison import (CLASSIC, LEARNED, compare, format_table, order_note, strongest_verdicts,
+                                           trial_metrics, verdict)
 from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
 from medtune.tags import TAG_KIND, TAG_SESSION
 from medtune.dashboards.runs import mlflow_client, session_runs
@@ -26,8 +27,6 @@ from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Plot, Table, Text, View, cell, report_text
 
 TITLE = "Learning-rate study: the Q-learning agent against classic schedules"
-CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
-LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 
 
@@ -64,6 +63,9 @@ class Report:
         if classic and learned:
             lines += ["", f"Each learned controller against the best classic schedule ({', '.join(classic)}):"]
             lines += ["  " + verdict(self.table.loc[classic + [m]], m)[0] for m in learned]
+        note = order_note([str(m) for m in methods])
+        if note:
+            lines += ["", *note]
         if "pbt" in methods:
             lines += ["", "Note: pbt's members copy each other's weights, so its spread over seeds is not that of "
                           "independent runs."]

@@ -49,3 +49,12 @@ def test_the_lr_verdict_reads_test_dice_and_keeps_a_method_s_own_variant_out_of_
     assert "LOSES TO cosine" in lines[0]
     no_test = pd.DataFrame(rows).assign(test_dice=math.nan)
     assert "on final validation Dice, fixed" in strongest_verdicts(no_test, ["qlearning"])[0]
+
+
+def test_the_order_note_names_only_the_methods_with_shared_state():
+    from medtune.dashboards.comparison import order_note
+
+    assert order_note(["fixed", "cosine"]) == []
+    note = order_note(["fixed", "qlearning", "pbt"])
+    assert note[0].startswith("Order-dependent methods")
+    assert [line.split(":")[0].strip() for line in note[1:]] == ["qlearning", "pbt"]
