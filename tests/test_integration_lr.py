@@ -178,3 +178,32 @@ def test_effort_and_pbt_and_greedy_ran_and_finished_curves_fill_the_episodic_mem
     lr = [x.value for x in sorted(client.get_metric_history(by_method["effort"].info.run_id, "lr"),
                                   key=lambda x: x.step)]
     assert lr[:3] == [BASE_LR] * 3 and lr[3:] != [BASE_LR] * (EPOCHS - 3)
+
+
+def test_every_method_without_shared_state_repeats_its_curves_exactly_one_trial_at_a_time(smoke, tmp_path):
+    """The same spec and seeds give the same numbers: a rerun of the smoke study's order-independent methods, one
+    trial at a time (the shared run had two at once, beside the order-dependent methods), logs bit-identical
+    per-epoch curves and test Dice."""
+    from medtune.dashboards.comparison import ORDER_DEPENDENT
+
+    independent = [m for m in METHODS if m not in ORDER_DEPENDENT]
+    out = tmp_path / "rerun"
+    proc = medtune("run", "lr-schedulers", "--smoke", "--output", str(out), "--set", f"train.epochs={EPOCHS}",
+                   "--set", f"methods=[{','.join(independent)}]", "--set", "resources.max_concurrent=1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def curves(client) -> dict:
+        got = {}
+        for run in _trial_runs(client):
+            method = run.data.params["method"]
+            if method in independent:
+                got[method] = {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                                                       key=lambda m: m.step)]
+                               for key in ("dice", "val_loss", "lr", "test_dice")}
+        return got
+
+    first, again = curves(_client(smoke["out"])), curves(_client(out))
+    assert sorted(again) == sorted(independent) == sorted(first)
+    for method in independent:
+        assert len(first[method]["dice"]) == EPOCHS and first[method]["test_dice"], method
+        assert again[method] == first[method], method
