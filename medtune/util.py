@@ -88,3 +88,27 @@ def secret_file(path: str | os.PathLike, generate: Callable[[], str]) -> Path:
                 f.write(generate())
     os.chmod(path, 0o600)
     return path
+
+
+def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with torch's intra-op thread pool at one thread, then restore the caller's count.
+
+    A multi-threaded torch reduction (a mean, a standard deviation, a resampling) splits its sum by thread, so
+    its last bits depend on how many threads the machine gives it. Data that every trial of a study shares is
+    prepared under this decorator, so the same spec gives the same arrays on a 2-core laptop and a 64-core node,
+    with or without ``OMP_NUM_THREADS``. torch is imported only when ``fn`` is called.
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapper

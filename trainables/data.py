@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medtune.errors import InputError, did_you_mean
-from medtune.util import is_int, is_number
+from medtune.util import is_int, is_number, single_threaded
 
 logger = logging.getLogger(__name__)
 
@@ -630,6 +630,7 @@ def prepare(cases: list[Case], spatial_size: tuple[int, int, int],
     return images, labels
 
 
+@single_threaded
 def load_split(cfg: DataConfig) -> SegmentationData:
     """Load the configured source, split it with ``cfg.seed`` and prepare every side.
 
@@ -641,7 +642,9 @@ def load_split(cfg: DataConfig) -> SegmentationData:
     is the median of the training and validation cases), then are padded/cropped.
 
     The same ``cfg`` always gives the same arrays, so every trial of a study
-    trains and validates on identical data.
+    trains and validates on identical data, on any machine: the preparation runs
+    on one torch thread (:func:`medtune.util.single_threaded`), since a
+    multi-threaded reduction's last bits depend on the thread count.
 
     Raises:
         InputError: From the Decathlon loader or when there are fewer than 2 cases.
