@@ -8,9 +8,10 @@ restarts trials, so it cannot share the first one's scheduler). Both log to the
 same MLflow experiment and session through :class:`~medtune.cluster.tracking.MLflowTracker`,
 and the comparison is built from MLflow at the end.
 
-The session folder ``OUTPUT/<name>-<timestamp>/`` holds Tune's experiment
-state, ``medtune.json`` (what ``medtune resume`` needs), the Q-learning journal
-and the report files.
+The session folder ``ROOT/<name>-<timestamp>/`` (``ROOT``: the storage root, else
+``--output``; see :mod:`medtune.cluster.storage`) holds Tune's experiment state,
+``medtune.json`` (what ``medtune resume`` needs), the Q-learning journal and the
+report files; the episodic memory is ``ROOT/episodic-memory.jsonl``.
 """
 
 from __future__ import annotations

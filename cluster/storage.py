@@ -40,7 +40,8 @@ def storage_path(value: str, flag: str = "--storage") -> Path:
         InputError: an object-store URI (supported for nothing but Tune's part, so refused) or an unknown scheme.
     """
     if not isinstance(value, str) or not value.strip():
-        raise InputError(f"{flag} {value!r} is empty; give a folder every node can write, e.g. {_example(flag, '/mnt/shared/medtune')}")
+        raise InputError(f"{flag} {value!r} is empty; give a folder every node can write, "
+                         f"e.g. {_example(flag, '/mnt/shared/medtune')}")
     parsed = urlparse(value)
     scheme = parsed.scheme.lower()
     if len(scheme) <= 1:  # a plain path (a one-letter scheme would be a Windows drive)
