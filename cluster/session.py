@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from medtune.cluster.console import ray_logging_level, verbose
+from medtune.cluster.storage import SESSION_FILE, resolve_storage
 from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
-
-from medtune.cluster.storage import SESSION_FILE, resolve_storage
 
 BACKLOG_FILE = "mlflow-backlog.jsonl"  # MLflow records not delivered yet (server unreachable)
 SESSION_KEYS = ("session", "tracking_uri", "experiment_id")
@@ -168,7 +167,6 @@ def create_session(
         "origin": origin or {},
         "custom_uri": bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
         "storage": str(root),
-        "output": str(output_dir),
         **(extra(session_dir) if extra else {}),
     }
     (session_dir / SESSION_FILE).write_text(json.dumps(info, indent=1))

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from medtune.cluster import al_study, apga_study, lr_study, own_study, paser_study
 from medtune.cluster.session import log, read_session
-from medtune.cluster.storage import find_session, resolve_storage
+from medtune.cluster.storage import check_writable, find_session, resolve_storage, storage_path
 from medtune.cluster.spec import SpecError, apply_override, parse_set, read_spec_file
 from medtune.config import from_dict
 from medtune.dashboards.runs import mlflow_client, session_runs, study_of
@@ -135,7 +135,11 @@ def locate_session(session: str | os.PathLike | None = None, storage: str | None
             raise InputError("give the session folder `medtune run` printed, or --storage ROOT to resume "
                              "the latest session stored there")
         return Path(session).expanduser().resolve()
-    root = resolve_storage(storage, "--storage")
+    root = storage_path(storage, "--storage")
+    if not root.is_dir():  # resume creates nothing: a storage that is not there holds no session
+        raise InputError(f"--storage {storage!r} is not a folder here; give the storage the run used "
+                         "(is it mounted on this machine?)")
+    check_writable(root, storage)  # resume appends to the journal and writes checkpoints
     name = None if session is None else Path(session).name  # a name, or a folder inside the storage
     if session is not None and Path(session).expanduser().is_dir() and \
             Path(session).expanduser().resolve().parent != root:

@@ -193,3 +193,8 @@ def test_resume_without_a_session_or_from_an_empty_storage_is_one_line(capsys, t
     other = _session(tmp_path / "other", "lr-schedulers-20260101-120000", 1000)
     assert main(["resume", str(other), "--storage", str(tmp_path / "empty")]) == 2
     assert "is not under --storage" in one_line(capsys)
+    assert main(["resume", "--storage", str(tmp_path / "unmounted")]) == 2
+    assert "is not a folder here" in one_line(capsys)
+    assert not (tmp_path / "unmounted").exists()  # resume creates nothing
+    assert main(["resume", "--storage", "s3://bucket/runs"]) == 2
+    assert "'s3://bucket/runs'" in one_line(capsys)
