@@ -30,7 +30,7 @@ from medtune.errors import InputError
 from medtune.config import to_dict
 from dataclasses import dataclass, field
 from medtune.cluster.console import tune_verbosity
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.trainables.al_config import METHODS as AL_METHODS
 from medtune.trainables.al_config import ActiveLearningConfig
 from medtune.trainables.classification_data import ClassificationDataConfig
@@ -54,10 +54,12 @@ class ActiveLearningStudySpec:
     budget: int = 0
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        check_storage(self.storage)
         if self.study != "active-learning":
             raise ValueError(f"study={self.study!r}: this is the active-learning study's spec; set study: active-learning")
         check_seeds_and_methods(self.seeds, self.methods, AL_METHODS, "a selection strategy")

@@ -37,7 +37,7 @@ from medtune.cluster.session import log_session_summary as session_summary
 from medtune.config import from_dict, to_dict
 from dataclasses import dataclass, field
 from medtune.cluster.console import tune_verbosity
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.errors import did_you_mean
 from medtune.trainables.augmentation import METHODS as AUGMENTATION_METHODS
 from medtune.trainables.augmentation import AugmentationConfig
@@ -67,10 +67,12 @@ class APGAStudySpec:
     train: AugmentationConfig = field(default_factory=AugmentationConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        check_storage(self.storage)
         if self.study != "apga":
             raise ValueError(f"study={self.study!r}: this is the APGA study's spec; set study: apga")
         check_seeds_and_methods(self.seeds, self.methods, AUGMENTATION_METHODS, "an augmentation method")

@@ -1,7 +1,7 @@
 """The ``medtune`` command.
 
-    medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--address RAY] [--tracking-uri URI]
-    medtune resume DIR [--address RAY]
+    medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY] [--tracking-uri URI]
+    medtune resume DIR [--address RAY] | resume [SESSION] --storage ROOT [--address RAY]
     medtune report EXPERIMENT [--output DIR | --tracking-uri URI] [--session NAME] [--save FOLDER]
     medtune report EXPERIMENT --html FILE
     medtune report --sync SESSION_DIR
@@ -10,7 +10,7 @@
     medtune specs
     medtune cluster up [--host H --allow-remote] [--port P] [--dashboard-port D] [--mlflow-port M] [--no-auth]
     medtune cluster down | status | join ADDRESS [--token-file F]
-    medtune submit SPEC [--smoke] [--set key=value ...] [--address URL] [--wait]
+    medtune submit SPEC [--smoke] [--set key=value ...] [--storage ROOT] [--address URL] [--wait]
     medtune jobs list | logs JOB [--follow] | stop JOB
 
 Bad input (a spec, a data folder, a tracking store) ends with one line on
@@ -29,6 +29,8 @@ from pathlib import Path
 from medtune import __version__
 
 DEFAULT_OUTPUT = "./medtune-runs"
+STORAGE_HELP = ("where the session state lives (Tune's checkpoints, journals, logs): a folder, or file:// URI, "
+                "that every node reaches at the same path (default: the spec's storage, else --output)")
 
 
 def _with(common: argparse.ArgumentParser) -> type:
@@ -64,9 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for sessions and the default MLflow store ({DEFAULT_OUTPUT})")
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --output)")
+    run.add_argument("--storage", default=None, metavar="ROOT", help=STORAGE_HELP)
 
     resume = sub.add_parser("resume", help="continue an interrupted session with the Q-table it had")
-    resume.add_argument("dir", help="the session folder printed by `medtune run`")
+    resume.add_argument("dir", nargs="?", default=None,
+                        help="the session folder printed by `medtune run`; with --storage, a session name stored "
+                             "there (default: its latest session)")
+    resume.add_argument("--storage", default=None, metavar="ROOT",
+                        help="find the session in this storage root alone (the one the run used)")
     resume.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
 
     report = sub.add_parser("report", help="rebuild an experiment's comparison from MLflow alone")
@@ -135,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     submit.add_argument("--address", default=None, help="jobs API, http://HOST:8265 (default: the recorded cluster)")
     submit.add_argument("--tracking-uri", default=None, help="MLflow server (default: the recorded cluster's)")
+    submit.add_argument("--storage", default=None, metavar="ROOT",
+                        help="the cluster's shared folder for the session state (an absolute path every node mounts)")
     submit.add_argument("--wait", action="store_true", help="follow the logs; exit 0 only if the job succeeded")
     state_arg(submit)
 
@@ -166,13 +175,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
     origin = {"spec": args.spec, "smoke": args.smoke, "overrides": args.overrides}
-    return run(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin)
+    if args.storage is not None:
+        origin["storage"] = args.storage
+    return run(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin,
+               storage=args.storage)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from medtune.cluster.studies import resume
 
-    return resume(args.dir, address=args.address)
+    return resume(args.dir, address=args.address, storage=args.storage)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -403,7 +415,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from medtune.errors import InputError
 
     client, job_id = jobs.submit(
-        args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri
+        args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri,
+        args.storage,
     )
     print(f"[medtune] submitted job {job_id}", flush=True)
     if not args.wait:

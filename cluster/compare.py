@@ -351,6 +351,7 @@ def compare(
     gpus_per_trial: float = 0.0,
     max_concurrent: int = 0,
     max_failures: int = 0,
+    storage: str | None = None,
 ) -> Comparison:
     """Compare LR methods on ``trainable`` in one parallel Ray Tune experiment tracked in MLflow.
 
@@ -373,6 +374,8 @@ def compare(
             ``QLearningConfig`` field but the LR bounds) and PBT; qlearning_seed: the shared table's seed;
         warm_start: a ``qtable.json`` (needed by ``qlearning_warm``).
         cpus_per_trial, gpus_per_trial, max_concurrent, max_failures: Tune's resources and retries.
+        storage: the folder (or ``file://`` URI) that holds the session folder instead of ``output``; on a
+            cluster one every node reaches at the same path (see :mod:`medtune.cluster.storage`).
 
     Returns:
         :class:`Comparison`: the table (a DataFrame), the verdicts, the report text and where it is stored.
@@ -398,7 +401,8 @@ def compare(
         return {"mailbox": f"medtune-compare-{session_dir.name}", "memory_path": str(session_dir.parent / MEMORY_FILE),
                 "task": task_key(spec)}
 
-    session_dir, info = create_session(spec, output, tracking_uri, {"api": "medtune.compare"}, keys)
+    session_dir, info = create_session(spec, output, tracking_uri, {"api": "medtune.compare"}, keys,
+                                       storage=storage)
     started = not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
     init_ray(address)  # nothing configured: a local Ray of our own, never an instance found on this machine
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medtune.cluster.service import apply_auth_env, read_state
+from medtune.cluster.storage import storage_path
 from medtune.errors import InputError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -56,10 +57,13 @@ def submit(
     smoke: bool = False,
     overrides: tuple[str, ...] = (),
     tracking_uri: str | None = None,
+    storage: str | None = None,
 ) -> tuple[Any, str]:
     """Submit ``medtune run SPEC`` as a Ray job; returns the client and the job id.
 
-    The spec is loaded and checked here first, so a bad spec exits 2 before anything is submitted.
+    The spec is loaded and checked here first, so a bad spec exits 2 before anything is submitted. ``storage``
+    (overriding the spec's ``storage:``) is a folder on the cluster, so here only its form is checked: an
+    absolute path or a ``file://`` URI; the job itself checks that it can write there before any trial.
     """
     import yaml
 
@@ -67,6 +71,11 @@ def submit(
     from medtune.config import to_dict
 
     parsed = load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted
+    if storage is not None:
+        storage_path(storage)  # a bad scheme or an object store: one line, nothing submitted
+        if "://" not in storage and not Path(storage).expanduser().is_absolute():
+            raise InputError(f"--storage {storage!r} is relative; the job runs in a folder of its own on the "
+                             "cluster, so give the absolute path every node mounts, e.g. --storage /mnt/shared/medtune")
     client, state = _client(address, state_dir)
     # The job gets the spec as resolved here (smoke and --set applied, paths absolute), not the raw file.
     resolved = {k: v for k, v in to_dict(parsed).items() if k != "smoke"}
@@ -80,6 +89,8 @@ def submit(
             args += ["--tracking-uri", uri]
         if state:
             args += ["--output", state["runs_dir"]]
+        if storage is not None:
+            args += ["--storage", str(Path(storage).expanduser()) if "://" not in storage else storage]
         entrypoint = " ".join(shlex.quote(a) for a in args)
         runtime_env: dict[str, Any] = {"working_dir": folder}
         if getattr(parsed, "trainable", None):  # a user's own trainable: its code travels with the job

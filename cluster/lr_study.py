@@ -8,9 +8,10 @@ restarts trials, so it cannot share the first one's scheduler). Both log to the
 same MLflow experiment and session through :class:`~medtune.cluster.tracking.MLflowTracker`,
 and the comparison is built from MLflow at the end.
 
-The session folder ``OUTPUT/<name>-<timestamp>/`` holds Tune's experiment
-state, ``medtune.json`` (what ``medtune resume`` needs), the Q-learning journal
-and the report files.
+The session folder ``ROOT/<name>-<timestamp>/`` (``ROOT``: the storage root, else
+``--output``; see :mod:`medtune.cluster.storage`) holds Tune's experiment state,
+``medtune.json`` (what ``medtune resume`` needs), the Q-learning journal and the
+report files; the episodic memory is ``ROOT/episodic-memory.jsonl``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
 from dataclasses import dataclass, field, fields, make_dataclass
 from medtune.cluster.console import tune_verbosity
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig
 from medtune.searchers.qlearning_agent import QLearningConfig, load_qtable_file
@@ -83,10 +84,12 @@ class LRStudySpec:
     pbt: PBTConfig = field(default_factory=PBTConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        check_storage(self.storage)
         if self.study != "lr":
             raise ValueError(f"study={self.study!r}: this is the LR study's spec; set study: lr")
         check_seeds_and_methods(self.seeds, self.methods, METHODS, "an LR method")

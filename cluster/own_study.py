@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from medtune.cluster.console import ray_logging_level, verbose
 from medtune.cluster.session import log, show
-from medtune.cluster.spec import ResourcesConfig
+from medtune.cluster.spec import ResourcesConfig, check_storage
 from medtune.errors import InputError
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig
@@ -108,6 +108,7 @@ class OwnTrainingSpec:
     pbt: PBTConfig = field(default_factory=PBTConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 0
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,6 +118,7 @@ class OwnTrainingSpec:
             raise InputError(f"study={self.study!r}: this is the own-training spec; set study: {STUDY}")
         if not self.trainable:
             raise InputError("trainable is missing; name your training function, e.g. trainable: mytrain.loop:train")
+        check_storage(self.storage)
         fn, _ = resolve_trainable(self.trainable)
         make_spec(fn, **self.compare_kwargs())  # every check of medtune.compare, before Ray starts
 
@@ -168,7 +170,8 @@ def run(spec: OwnTrainingSpec, output: str | os.PathLike, tracking_uri: str | No
     fn, code = resolve_trainable(spec.trainable)
     started = _init_ray(address, code)
     try:
-        result = compare(fn, **spec.compare_kwargs(), output=output, tracking_uri=tracking_uri, address=address)
+        result = compare(fn, **spec.compare_kwargs(), output=output, tracking_uri=tracking_uri, address=address,
+                         storage=spec.storage)
     finally:
         if started:
             ray.shutdown()

@@ -33,7 +33,7 @@ from medtune.cluster.session import log_session_summary as session_summary
 from medtune.config import from_dict, to_dict
 from dataclasses import dataclass, field
 from medtune.cluster.console import tune_verbosity
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods
+from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.searchers.paser import PaSeRConfig, check_grid
 from medtune.trainables.paser_data import PaSeRDataConfig
 from medtune.trainables.paser_models import PaSeRModelsConfig
@@ -62,10 +62,12 @@ class PaSeRStudySpec:
     pretrain_seed: int = 0
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        check_storage(self.storage)
         if self.study != "paser":
             raise ValueError(f"study={self.study!r}: this is the PaSeR study's spec; set study: paser")
         if not self.lams:

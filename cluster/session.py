@@ -1,10 +1,12 @@
 """What every study's session shares: Ray start-up, the MLflow store, the session folder and its ``medtune.json``.
 
-A *session* is one ``medtune run``: the folder ``OUTPUT/<name>-<timestamp>/``
+A *session* is one ``medtune run``: the folder ``ROOT/<name>-<timestamp>/``
 holds Tune's experiment state, ``medtune.json`` (the resolved spec and where
 its runs are tracked, which ``medtune resume`` and ``medtune report --sync``
-read) and the report files. Each study module (:mod:`medtune.cluster.studies`) builds
-its Tuners on top of these functions.
+read) and the report files. ``ROOT`` is the storage root (``--storage`` or the
+spec's ``storage:``, see :mod:`medtune.cluster.storage`), else ``--output``; the
+default SQLite MLflow store stays under ``--output``. Each study module
+(:mod:`medtune.cluster.studies`) builds its Tuners on top of these functions.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from medtune.cluster.console import ray_logging_level, verbose
+from medtune.cluster.storage import SESSION_FILE, resolve_storage
 from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
 
-SESSION_FILE = "medtune.json"
 BACKLOG_FILE = "mlflow-backlog.jsonl"  # MLflow records not delivered yet (server unreachable)
 SESSION_KEYS = ("session", "tracking_uri", "experiment_id")
 
@@ -117,37 +119,46 @@ def create_session(
     tracking_uri: str | None,
     origin: dict[str, Any] | None,
     extra: Any = None,
+    storage: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Check the output folder and the tracking store, create the MLflow experiment and a new session folder.
+    """Check the storage, the output folder and the tracking store, create the MLflow experiment and a new
+    session folder under the storage root (``--output`` when there is none).
 
     Args:
-        spec: the study's spec (any spec class with ``name``).
+        spec: the study's spec (any spec class with ``name``; its ``storage``, if it has one, is the default
+            of ``storage``).
         extra: ``f(session_dir) -> dict`` of study-specific keys for ``medtune.json``.
+        storage: the storage root (a folder or ``file://`` URI; see :mod:`medtune.cluster.storage`).
 
     Returns:
         The session folder and its ``medtune.json`` content (written).
 
     Raises:
-        InputError: ``--output`` is a file, or the tracking store is unusable (before any trial).
+        InputError: the storage cannot be written, ``--output`` is a file, or the tracking store is unusable
+            (all before any trial).
     """
     from medtune.cluster.store import default_tracking_uri, ensure_experiment
 
+    flag = "--storage" if storage is not None else "storage"
+    storage = storage if storage is not None else getattr(spec, "storage", None)
+    root = resolve_storage(storage, flag)
     output_dir = Path(output).expanduser().resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output {str(output_dir)!r} is a file; give a folder (default ./medtune-runs)")
     uri = tracking_uri or default_tracking_uri(output_dir)
     prepare_tracking(uri)
     output_dir.mkdir(parents=True, exist_ok=True)
+    root = root or output_dir
     experiment_id = ensure_experiment(uri, spec.name, output_dir)
     stamp, suffix = time.strftime("%Y%m%d-%H%M%S"), 1
     while True:  # two runs started in the same second get -2, -3, ...
         session = f"{spec.name}-{stamp}" + (f"-{suffix}" if suffix > 1 else "")
         try:
-            (output_dir / session).mkdir()
+            (root / session).mkdir()
             break
         except FileExistsError:
             suffix += 1
-    session_dir = output_dir / session
+    session_dir = root / session
     info = {
         "session": session,
         "spec": to_dict(spec),
@@ -155,10 +166,14 @@ def create_session(
         "experiment_id": experiment_id,
         "origin": origin or {},
         "custom_uri": bool(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
+        "storage": str(root),
         **(extra(session_dir) if extra else {}),
     }
     (session_dir / SESSION_FILE).write_text(json.dumps(info, indent=1))
     log(f"session folder: {session_dir}; MLflow: {uri}")
+    if root != output_dir and uri.startswith("sqlite:"):
+        log(f"note: the MLflow store {uri} is on this machine; for a driver that may restart elsewhere give "
+            "--tracking-uri of an MLflow server (`medtune cluster up` runs one) or an --output on the storage")
     return session_dir, info
 
 
@@ -191,6 +206,10 @@ def read_session(session_dir: str | os.PathLike, required: tuple[str, ...] = (),
             f"{str(info_path)!r} is unreadable or damaged ({str(exc).splitlines()[0][:120]}); "
             "resume needs the medtune.json that `medtune run` wrote"
         ) from None
+    # The session's paths follow the folder it is read from (a storage mounted elsewhere, a copied session).
+    if isinstance(info.get("memory_path"), str):
+        info["memory_path"] = str(session_dir.parent / Path(info["memory_path"]).name)
+    info["storage"] = str(session_dir.parent)
     return info
 
 
@@ -250,7 +269,8 @@ def browse_hint(info: dict[str, Any], session_dir: Path) -> None:
     if uri.startswith(("http://", "https://")):
         log(f"browse every run: {uri} (the MLflow server)")
     else:
-        log(f"browse every run: medtune ui --output {session_dir.parent}"
+        output = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else session_dir.parent
+        log(f"browse every run: medtune ui --output {output}"
             + (f" --tracking-uri {uri}" if info.get("custom_uri") else ""))
 
 

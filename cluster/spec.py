@@ -42,6 +42,14 @@ def check_seeds_and_methods(seeds: tuple[int, ...], methods: tuple[str, ...], kn
         raise ValueError(f"methods={list(methods)!r} has duplicates; list each method once")
 
 
+def check_storage(storage: str | None) -> None:
+    """A spec's ``storage:`` must name a folder path or a ``file://`` URI (written to only when the run starts)."""
+    if storage is not None:
+        from medtune.cluster.storage import storage_path
+
+        storage_path(storage, "storage")
+
+
 def check_name(name: str) -> None:
     if not name or any(c in name for c in "/\\ "):
         raise ValueError(f"name={name!r} must be a non-empty word without '/', '\\' or spaces")

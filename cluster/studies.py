@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
 from medtune.cluster import al_study, apga_study, lr_study, own_study, paser_study
-from medtune.cluster.session import read_session
+from medtune.cluster.session import log, read_session
+from medtune.cluster.storage import check_writable, find_session, resolve_storage, storage_path
 from medtune.cluster.spec import SpecError, apply_override, parse_set, read_spec_file
 from medtune.config import from_dict
 from medtune.dashboards.runs import mlflow_client, session_runs, study_of
@@ -99,6 +100,8 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
         value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and value:
             data[section][key] = str(Path(value).expanduser().resolve())
+    if isinstance(data.get("storage"), str) and data["storage"] and "://" not in data["storage"]:
+        data["storage"] = str(Path(data["storage"]).expanduser().resolve())
     try:
         # A spec naming its own `trainable:` is the own-training study unless it says otherwise.
         return from_dict(get_study(data.get("study", "own" if "trainable" in data else "lr")).spec, data)
@@ -107,15 +110,52 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
 
 
 def run(spec: Any, output: str | os.PathLike = "medtune-runs", tracking_uri: str | None = None,
-        address: str | None = None, origin: dict[str, Any] | None = None) -> int:
+        address: str | None = None, origin: dict[str, Any] | None = None, storage: str | None = None) -> int:
     """Run a loaded spec (see :func:`load_spec`) as one tracked session; returns the exit status (0 success,
-    1 failed trials, 130 interrupted). ``output`` holds the session folder and, by default, the MLflow store."""
+    1 failed trials, 130 interrupted). The session folder lives under ``storage`` (overriding the spec's
+    ``storage:``), else under ``output``, which always holds the default MLflow store.
+
+    Raises:
+        InputError: the storage cannot be written (checked before anything starts), or any bad input.
+    """
+    if storage is not None:
+        spec = replace(spec, storage=str(resolve_storage(storage, "--storage")))
     return get_study(spec.study).run(spec, output, tracking_uri=tracking_uri, address=address, origin=origin)
 
 
-def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
-    """Finish an interrupted session from its folder (the one ``run`` printed); returns the exit status."""
-    info = read_session(Path(session_dir).expanduser().resolve())
+def locate_session(session: str | os.PathLike | None = None, storage: str | None = None) -> Path:
+    """The session folder ``medtune resume`` continues: ``session`` itself (a folder), or, with ``storage``,
+    the session of that name under the storage root (its latest session when ``session`` is None).
+
+    Raises:
+        InputError: neither is given, the storage cannot be used, or it holds no such session.
+    """
+    if storage is None:
+        if session is None:
+            raise InputError("give the session folder `medtune run` printed, or --storage ROOT to resume "
+                             "the latest session stored there")
+        return Path(session).expanduser().resolve()
+    root = storage_path(storage, "--storage")
+    if not root.is_dir():  # resume creates nothing: a storage that is not there holds no session
+        raise InputError(f"--storage {storage!r} is not a folder here; give the storage the run used "
+                         "(is it mounted on this machine?)")
+    check_writable(root, storage)  # resume appends to the journal and writes checkpoints
+    name = None if session is None else Path(session).name  # a name, or a folder inside the storage
+    if session is not None and Path(session).expanduser().is_dir() and \
+            Path(session).expanduser().resolve().parent != root:
+        raise InputError(f"{str(session)!r} is not under --storage {storage!r}; give a session name stored there "
+                         "(or the folder alone, without --storage)")
+    return find_session(root, name, storage)
+
+
+def resume(session_dir: str | os.PathLike | None = None, address: str | None = None,
+           storage: str | None = None) -> int:
+    """Finish an interrupted session from its folder (the one ``run`` printed), or from the storage alone
+    (see :func:`locate_session`); returns the exit status."""
+    session_dir = locate_session(session_dir, storage)
+    info = read_session(session_dir)
+    if storage is not None:
+        log(f"resuming session {session_dir.name} from the storage {storage}")
     return session_study(info).resume(session_dir, address=address)
 
 

@@ -1,15 +1,19 @@
-"""A three-node Ray cluster on this machine (``ray.cluster_utils.Cluster``): trials spread over the
-nodes, and a study that loses a trial's worker process and then a whole node still finishes every
-trial, with every epoch in MLflow exactly once.
+"""A three-node Ray cluster on this machine (``ray.cluster_utils.Cluster``), each node with a Ray temp
+folder of its own (its private disk): a session on shared storage keeps nothing it needs on any node's
+private disk and resumes from the storage alone; trials spread over the nodes, and a study that loses a
+trial's worker process and then a whole node still finishes every trial, with every epoch in MLflow
+exactly once. Both tests share the cluster (a start-up costs 10 to 20 s); the one that removes a node runs last.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +24,118 @@ pytestmark = pytest.mark.integration
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
 METHODS = ["fixed", "step", "cosine"]
 EPOCHS = 25
+# What a restarted session needs (beside Tune's trial folders): none of it may live on a private disk only.
+SESSION_STATE = ("medtune.json", "qlearning-journal.jsonl", "qtable.json", "tuner.pkl", "episodic-memory.jsonl")
+
+
+@pytest.fixture(scope="module")
+def three_nodes():
+    """A head and two workers of 1 CPU each; each node's Ray temp folder is its own (short paths: Ray's
+    sockets live there). Yields ``(cluster, workers, temp_dirs)``."""
+    from ray.cluster_utils import Cluster
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    temps = [Path(tempfile.mkdtemp(prefix="mtnode")) for _ in range(3)]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "temp_dir": str(temps[0])})
+    workers = [cluster.add_node(num_cpus=1, temp_dir=str(t)) for t in temps[1:]]
+    cluster.wait_for_nodes()
+    try:
+        yield cluster, workers, temps
+    finally:
+        cluster.shutdown()
+        for t in temps:
+            shutil.rmtree(t, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+def _env() -> dict:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _needed(folder: Path) -> dict[str, Path]:
+    """The session's state files under ``folder``, keyed by their path from the session's trial folder (or
+    their name): checkpoints, Tune's experiment and trial state, the journal, the Q-table, medtune's files."""
+    out = {}
+    for f in folder.rglob("*"):
+        if not f.is_file():
+            continue
+        parts = f.parts
+        trial = next((i for i, p in enumerate(parts) if p.startswith("train_segmentation_")), None)
+        if trial is not None and any(p.startswith("checkpoint_") for p in parts[trial:]):
+            out["/".join(parts[trial:])] = f
+        elif f.name in SESSION_STATE or f.name.startswith("experiment_state"):
+            out[f.name] = f
+    return out
+
+
+def _interrupt_once_checkpointed(proc: subprocess.Popen, storage: Path, trials: int, timeout_s: float = 240) -> None:
+    """SIGINT the driver once every trial has a checkpoint on the storage and the journal exists."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        sessions = [p for p in storage.glob("lr-schedulers-*") if p.is_dir()]
+        if sessions:
+            done = [t for t in sessions[0].glob("train_segmentation_*") if any(t.glob("checkpoint_*"))]
+            if len(done) >= trials and (sessions[0] / "qlearning-journal.jsonl").exists():
+                proc.send_signal(signal.SIGINT)
+                return
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint reached the storage before the run ended")
+
+
+def test_session_on_shared_storage_keeps_nothing_on_private_disks_and_resumes_from_storage_alone(
+        tmp_path, three_nodes):
+    cluster, _, temps = three_nodes
+    driver, storage, epochs = tmp_path / "driver", tmp_path / "shared", 5
+    proc = subprocess.Popen(
+        [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(driver), "--storage", str(storage),
+         "--address", cluster.address, "--set", "methods=[fixed,qlearning]", "--set", f"train.epochs={epochs}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+    )
+    try:
+        _interrupt_once_checkpointed(proc, storage, trials=2)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    session = next(storage.glob("lr-schedulers-*"))
+    shared = _needed(session)
+    assert {"medtune.json", "qlearning-journal.jsonl", "tuner.pkl"} <= set(shared), sorted(shared)
+    assert any("/checkpoint_" in k for k in shared)
+    # The driver's disk holds the MLflow store and no session; the nodes' private folders hold at most
+    # Tune's staged copies of what the storage has.
+    assert (driver / "mlflow.db").is_file() and not _needed(driver), list(driver.iterdir())
+    assert not list(driver.glob("lr-schedulers-*"))  # no session folder of the driver's own to delete
+    for private in temps:
+        only_there = {k: str(f) for k, f in _needed(private).items() if k not in shared}
+        assert not only_there, f"session state only on a node's private disk: {only_there}"
+
+    # Resume from the storage alone: Tune's staging folders on the nodes are gone too.
+    for private in temps:
+        for staged in private.glob("session_*/artifacts"):
+            shutil.rmtree(staged)
+    resumed = subprocess.run([MEDTUNE, "resume", "--storage", str(storage), "--address", cluster.address],
+                             capture_output=True, text=True, timeout=300, env=_env())
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resuming session {session.name} from the storage" in resumed.stdout + resumed.stderr
+    assert (session / "qtable.json").is_file() and (session / "report").is_dir()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{driver / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lr-schedulers")
+    trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
+    assert sorted(r.data.params["method"] for r in trials) == ["fixed", "qlearning"]
+    for run in trials:  # continued from the checkpoints: every epoch exactly once across the interruption
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "dice")]
+        assert sorted(steps) == list(range(1, epochs + 1)), (run.data.params["method"], steps)
 
 
 def _results(session: Path) -> dict[str, list[dict]]:
@@ -38,16 +154,10 @@ def _results(session: Path) -> dict[str, list[dict]]:
     return out
 
 
-def test_trials_spread_over_nodes_and_survive_a_killed_worker_and_a_removed_node(tmp_path, monkeypatch):
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    workers = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
-    cluster.wait_for_nodes()
+def test_trials_spread_over_nodes_and_survive_a_killed_worker_and_a_removed_node(tmp_path, three_nodes):
+    cluster, workers, _ = three_nodes
     out = tmp_path / "out"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = _env()
     proc = subprocess.Popen(
         [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(out), "--address", cluster.address,
          "--set", f"methods=[{','.join(METHODS)}]", "--set", f"train.epochs={EPOCHS}",
@@ -76,7 +186,6 @@ def test_trials_spread_over_nodes_and_survive_a_killed_worker_and_a_removed_node
     finally:
         if proc.poll() is None:
             proc.kill()
-        cluster.shutdown()
     assert killed_pid is not None and removed_node is not None, "the faults were not injected"
     assert proc.returncode == 0, output[-4000:]
 
