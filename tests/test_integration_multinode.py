@@ -1,6 +1,7 @@
 """A three-node Ray cluster on this machine (``ray.cluster_utils.Cluster``), each node with a Ray temp
-folder of its own (its private disk): a session on shared storage keeps nothing it needs on any node's
-private disk and resumes from the storage alone; trials spread over the nodes, and a study that loses a
+folder of its own (its private disk): a session on shared storage, interrupted (Ctrl-C) during its first
+Tuner, keeps nothing it needs on any node's private disk and resumes from the storage alone with its Q-table
+and its MLflow runs, then runs the PBT Tuner it never reached; trials spread over the nodes, and a study that loses a
 trial's worker process and then a whole node still finishes every trial, with every epoch in MLflow
 exactly once. Both tests share the cluster (a start-up costs 10 to 20 s); the one that removes a node runs last.
 """
@@ -75,37 +76,60 @@ def _needed(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _interrupt_once_checkpointed(proc: subprocess.Popen, storage: Path, trials: int, timeout_s: float = 240) -> None:
-    """SIGINT the driver once every trial has a checkpoint on the storage and the journal exists."""
+def _journal_tail(session: Path) -> dict | None:
+    """The journal's last decision record (observation records carry no table), or None."""
+    path = session / "qlearning-journal.jsonl"
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        if "table" in record:
+            return record
+    return None
+
+
+def _interrupt_once_checkpointed(proc: subprocess.Popen, storage: Path, trials: int, updates: int,
+                                 timeout_s: float = 240) -> None:
+    """SIGINT the driver once ``trials`` trials have a checkpoint on the storage and the journal holds
+    ``updates`` Q-updates."""
     deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
         sessions = [p for p in storage.glob("lr-schedulers-*") if p.is_dir()]
         if sessions:
             done = [t for t in sessions[0].glob("train_segmentation_*") if any(t.glob("checkpoint_*"))]
-            if len(done) >= trials and (sessions[0] / "qlearning-journal.jsonl").exists():
+            tail = _journal_tail(sessions[0])
+            if len(done) >= trials and tail and tail["table"]["updates"] >= updates:
                 proc.send_signal(signal.SIGINT)
                 return
         time.sleep(0.2)
-    raise AssertionError("no checkpoint reached the storage before the run ended")
+    raise AssertionError("no checkpoint or Q-update reached the storage before the run ended")
 
 
 def test_session_on_shared_storage_keeps_nothing_on_private_disks_and_resumes_from_storage_alone(
         tmp_path, three_nodes):
     cluster, _, temps = three_nodes
-    driver, storage, epochs = tmp_path / "driver", tmp_path / "shared", 5
+    driver, storage, epochs = tmp_path / "driver", tmp_path / "shared", 6
+    # fixed and qlearning share the first Tuner; the PBT population of two (the bottom half exploits every 2
+    # epochs) is the second Tuner, which only the resumed session reaches.
     proc = subprocess.Popen(
         [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(driver), "--storage", str(storage),
-         "--address", cluster.address, "--set", "methods=[fixed,qlearning]", "--set", f"train.epochs={epochs}"],
+         "--address", cluster.address, "--set", "methods=[fixed,qlearning,pbt]", "--set", "seeds=[0,1]",
+         "--set", "pbt.quantile_fraction=0.5", "--set", f"train.epochs={epochs}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
     )
     try:
-        _interrupt_once_checkpointed(proc, storage, trials=2)
+        _interrupt_once_checkpointed(proc, storage, trials=2, updates=2)
         output, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, output[-3000:]
+    assert "Continue with: medtune resume" in output
     session = next(storage.glob("lr-schedulers-*"))
+    # Whatever the journal held when the driver stopped is what resume must start from.
+    saved = _journal_tail(session)["table"]
     shared = _needed(session)
     assert {"medtune.json", "qlearning-journal.jsonl", "tuner.pkl"} <= set(shared), sorted(shared)
     assert any("/checkpoint_" in k for k in shared)
@@ -125,17 +149,38 @@ def test_session_on_shared_storage_keeps_nothing_on_private_disks_and_resumes_fr
                              capture_output=True, text=True, timeout=300, env=_env())
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"resuming session {session.name} from the storage" in resumed.stdout + resumed.stderr
+    assert "resuming with the Q-learning journal" in resumed.stdout
     assert (session / "qtable.json").is_file() and (session / "report").is_dir()
+
+    from medtune.searchers.qlearning_agent import ACTIONS, STATES
+
+    final = json.loads((session / "qtable.json").read_text())["table"]
+    # Learning carried over: the update count continues from the saved one, and a pair not updated since the
+    # interrupt still holds exactly its saved value (a table re-initialised at resume holds fresh draws).
+    assert final["updates"] > saved["updates"]
+    for s in STATES:
+        for a in ACTIONS:
+            assert final["visits"][s][a] >= saved["visits"][s][a]
+            if final["visits"][s][a] == saved["visits"][s][a]:
+                assert final["q"][s][a] == saved["q"][s][a]
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{driver / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lr-schedulers")
     trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
-    assert sorted(r.data.params["method"] for r in trials) == ["fixed", "qlearning"]
+    # one run per trial (the PBT population started only on resume), 2 seeds each
+    assert sorted(r.data.params["method"] for r in trials) == sorted(["fixed", "qlearning", "pbt"] * 2)
     for run in trials:  # continued from the checkpoints: every epoch exactly once across the interruption
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "dice")]
         assert sorted(steps) == list(range(1, epochs + 1)), (run.data.params["method"], steps)
+        assert run.info.status == "FINISHED"
+    # PBT really exploited and explored: the copier's LR moved away from the base, its epochs contiguous.
+    pbt_lrs = [[m.value for m in client.get_metric_history(r.info.run_id, "lr")]
+               for r in trials if r.data.params["method"] == "pbt"]
+    assert any(len(set(lrs)) > 1 for lrs in pbt_lrs), pbt_lrs
+    summaries = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
+    assert len(summaries) == 1  # only the finished session logs a summary
 
 
 def _results(session: Path) -> dict[str, list[dict]]:
