@@ -30,7 +30,9 @@ from medtune.dashboards.runs import mlflow_client, session_runs
 
 TITLE = "Your own training: the LR controllers compared"
 
-CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
+# the schedules and LR-free optimizers a researcher would pick instead of a learned controller
+CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau", "warmup_cosine", "onecycle", "poly", "schedulefree",
+           "prodigy")
 LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 
 

@@ -26,7 +26,9 @@ from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Plot, Table, Text, View, cell, report_text
 
 TITLE = "Learning-rate study: the Q-learning agent against classic schedules"
-CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau")
+# the schedules and LR-free optimizers a researcher would pick instead of a learned controller
+CLASSIC = ("fixed", "step", "exponential", "cosine", "plateau", "warmup_cosine", "onecycle", "poly", "schedulefree",
+           "prodigy")
 LEARNED = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 
