@@ -358,12 +358,16 @@ def compare(
     Args:
         trainable: ``f(config)``, a Tune function trainable that calls ``medtune.LRControl`` once per epoch.
         methods: LR methods (:data:`medtune.trainables.lr_control.METHODS`), each run for every seed.
+            ``poly``, ``schedulefree`` and ``prodigy`` need the trainable to build its optimizer with
+            ``medtune.make_optimizer``; ``onecycle`` needs ``LRControl(..., steps_per_epoch=...)`` and
+            ``control.batch_step()`` after every optimizer step.
         seeds: ``config["seed"]`` of the trials (use it to seed your model and data order).
         epochs: each trial's length (the trainable runs this many epochs; cosine anneals over it).
         metric, mode: the result key the table ranks by and its direction (``max``: higher is better).
         loss_metric: the validation loss key (plateau, GreedyLR and the Q-learning agent watch it).
         min_lr, max_lr: every adaptive method's LR bounds (PBT resamples in them).
         lr: the starting LR of every trial; None (default): each trial starts from its optimizer's own LR.
+            ``poly``, ``schedulefree`` and ``prodigy`` always start from their own optimizer's LR.
         name: the MLflow experiment; output: the folder of sessions and the default SQLite store;
         tracking_uri: the MLflow store (default ``MLFLOW_TRACKING_URI``, else ``OUTPUT/mlflow.db``).
         address: a Ray cluster (default ``RAY_ADDRESS``, else a new local Ray, started and shut down here; an

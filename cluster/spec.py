@@ -78,8 +78,41 @@ def builtin_specs() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def read_spec_file(spec: str) -> tuple[dict[str, Any], str]:
-    """Raw mapping of a spec given as a path or a built-in name, and where it came from."""
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys on top: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_spec_file(spec: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """Raw mapping of a spec given as a path or a built-in name, and where it came from.
+
+    A spec may start from another with ``base: NAME_OR_PATH`` (a built-in name, or a path relative to the
+    spec's folder): its own keys then go on top of the base's, section by section (``smoke`` too), so a
+    variant names only what differs. A chain that comes back to a spec already in it is an error.
+    """
+    data, source = _read_one(spec)
+    base = data.pop("base", None)
+    if base is None:
+        return data, source
+    if not isinstance(base, str) or not base:
+        raise SpecError(f"spec {source}: base={base!r} must name a built-in spec or a YAML path")
+    if source in _seen:
+        raise SpecError(f"spec {source}: its base chain comes back to itself ({' -> '.join([*_seen, source])}); "
+                        "remove one base")
+    is_path = "/" in base or base.endswith((".yaml", ".yml"))
+    if is_path and not Path(base).expanduser().is_absolute() and not source.startswith("built-in"):
+        base = str(Path(source).parent / base)  # relative to the spec that names it
+    parent, _ = read_spec_file(base, (*_seen, source))
+    return _merged(parent, data), source
+
+
+def _read_one(spec: str) -> tuple[dict[str, Any], str]:
     path = Path(spec).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in spec:
         if not path.is_file():

@@ -29,8 +29,10 @@ REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
 MODES = ("max", "min")
 
 
-#: The schedules of paper 000's comparison plus reduce-on-plateau: decided inside each trial from its own curve.
-CLASSIC: tuple[str, ...] = ("fixed", "step", "exponential", "cosine", "plateau")
+#: The schedules of paper 000's comparison, reduce-on-plateau, and the schedules and LR-free optimizers a
+#: researcher would pick instead of a learned controller: each decided inside its trial from its own curve.
+CLASSIC: tuple[str, ...] = ("fixed", "step", "exponential", "cosine", "plateau", "warmup_cosine", "onecycle", "poly",
+                            "schedulefree", "prodigy")
 #: The adaptive controllers each study judges against the strongest other method.
 LEARNED: tuple[str, ...] = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
 #: Methods whose trials share state, so their numbers depend on the order in which trials report, which the

@@ -22,8 +22,9 @@ from medtune.searchers.qlearning_agent import ACTIONS, STATES  # noqa: E402  (pu
 
 
 def _colours(methods: list[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+    """One colour per method: tab10 for up to 10 methods, tab20 beyond (the LR study compares 15)."""
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:

@@ -20,15 +20,21 @@ def train(config):
     torch.manual_seed(config["seed"])
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                 torch.nn.Flatten(), torch.nn.Linear(128, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    control = medtune.LRControl(opt, config)  # applies the trial's LR method to opt
+    # poly, schedulefree and prodigy train with their own optimizer; every other method with this SGD
+    opt = medtune.make_optimizer(config["method"], model.parameters(), config,
+                                 default=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
+    batches = -(-len(tr) // 64)
+    control = medtune.LRControl(opt, config, steps_per_epoch=batches)  # applies the trial's LR method to opt
     for epoch in range(control.resume(model), control.epochs):  # resume: a PBT clone continues from a checkpoint
         model.train()
+        control.train()  # Schedule-Free AdamW's train mode (nothing for other optimizers)
         for batch in torch.randperm(len(tr)).split(64):
             i = torch.tensor(tr)[batch]
             opt.zero_grad()
             F.cross_entropy(model(x[i]), y[i]).backward()
             opt.step()
+            control.batch_step()  # onecycle moves the LR after every batch
+        control.eval()  # score (and checkpoint) Schedule-Free AdamW's averaged weights
         accuracy, loss = evaluate(model, x[val], y[val])
         metrics = {"accuracy": accuracy, "val_loss": loss}
         if epoch + 1 == control.epochs:  # held out: nothing watches it during training

@@ -29,6 +29,7 @@ _PUBLIC = {
     "QLearningLRScheduler": "medtune.searchers.qlearning_scheduler",
     "LRControl": "medtune.trainables.lr_control",
     "LRControlConfig": "medtune.trainables.lr_control",
+    "make_optimizer": "medtune.trainables.lr_control",
     "compare": "medtune.cluster.compare",
     "load_spec": "medtune.cluster.studies",
     "run": "medtune.cluster.studies",

@@ -16,8 +16,17 @@ class InputError(ValueError):
 
 
 def did_you_mean(name: object, valid: "list[str] | tuple[str, ...]") -> str:
-    """Return `` (did you mean 'x'?)`` for the valid name nearest to ``name``, else ``""``."""
+    """Return `` (did you mean 'x'?)`` for the valid name nearest to ``name``, else ``""``.
+
+    Case is ignored in the comparison (``SCHEDULEFREE`` suggests ``schedulefree``), though not in the names.
+    """
     import difflib
 
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    folded: dict[str, str] = {}
+    for v in valid:
+        folded.setdefault(str(v).lower(), str(v))
+    text = str(name).lower()
+    if text in folded:
+        return f" (did you mean {folded[text]!r}?)"
+    close = difflib.get_close_matches(text, list(folded), n=1, cutoff=0.5)
+    return f" (did you mean {folded[close[0]]!r}?)" if close else ""

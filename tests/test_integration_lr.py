@@ -1,7 +1,7 @@
 """The LR study end to end on a real local Ray and a real MLflow SQLite store.
 
 One smoke run (every method, one seed) is shared by the tests of this module:
-the nine methods of the default study plus ``qlearning_warm``. The warm agent
+the fourteen methods of the default study plus ``qlearning_warm``. The warm agent
 starts from a Q-table whose greedy action is ``increase`` in every state, with
 epsilon 0, so the scheduler must change that trial's LR at its first decision
 (epoch 3, ``min_history`` = 3): the tests check that the new LR reached the
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.integration
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
 BASE_LR = 0.001
 EPOCHS = 5
-METHODS = ["fixed", "step", "exponential", "cosine", "plateau", "greedy", "effort", "pbt", "qlearning", "qlearning_warm"]
+METHODS = ["fixed", "step", "exponential", "cosine", "plateau", "warmup_cosine", "onecycle", "poly", "schedulefree",
+           "prodigy", "greedy", "effort", "pbt", "qlearning", "qlearning_warm"]
 
 
 def medtune(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
@@ -125,6 +126,16 @@ def test_baseline_trials_follow_their_own_schedules(smoke):
     assert lr["fixed"] == [BASE_LR] * EPOCHS
     assert lr["exponential"] == pytest.approx([BASE_LR * 0.95**k for k in range(EPOCHS)])
     assert lr["cosine"][0] == BASE_LR and lr["cosine"][-1] < lr["cosine"][1] < BASE_LR
+    # nnU-Net's recipe from its own section (0.01), not train.base_lr; MONAI's warm-up (1 epoch in the smoke run,
+    # from 0.1 x); OneCycle starts at peak / 25 and its per-batch LR (read at each epoch's start) rises and falls;
+    # Schedule-Free AdamW keeps its LR; Prodigy reports d * lr, d0 = 1e-6 at the start.
+    assert lr["poly"] == pytest.approx([0.01 * (1 - e / EPOCHS) ** 0.9 for e in range(EPOCHS)])
+    assert lr["warmup_cosine"][:2] == pytest.approx([BASE_LR * 0.1, BASE_LR])
+    assert lr["warmup_cosine"][-1] < lr["warmup_cosine"][2] < BASE_LR
+    assert lr["onecycle"][0] == pytest.approx(BASE_LR / 25) and lr["onecycle"][-1] < lr["onecycle"][1]
+    assert lr["onecycle"][0] < max(lr["onecycle"]) <= BASE_LR
+    assert lr["schedulefree"] == [0.0025] * EPOCHS
+    assert lr["prodigy"][0] == pytest.approx(1e-6) and max(lr["prodigy"]) > 1e-6
 
 
 def test_warm_started_qtable_is_where_learning_started(smoke):

@@ -16,7 +16,7 @@ import medtune
 from medtune.errors import InputError
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.qlearning_agent import QLearningConfig, QLearningLRAgent
-from medtune.trainables.lr_control import METHODS, LRControl, LRControlConfig
+from medtune.trainables.lr_control import METHODS, LRControl, LRControlConfig, make_optimizer
 
 
 def sgd(lr: float = 0.05) -> torch.optim.SGD:
@@ -33,10 +33,18 @@ def test_lrcontrol_is_exported_lazily_from_medtune():
 
 
 def test_every_method_starts_from_the_optimizers_own_lr():
+    """The optimizer's LR is each schedule's base: the first epoch trains at it, but for a warm-up (a fraction
+    of it: warmup_cosine 0.1 x, onecycle 1 / 25 x, its peak being the base); the methods with their own
+    optimizer start from that optimizer's LR (their section's)."""
+    first = {"warmup_cosine": 0.1, "onecycle": 1 / 25}
     for method in METHODS:
-        c = control(method, lr=0.05, epochs=10, metric="accuracy", loss_metric="loss")
-        assert c.lr == pytest.approx(0.05), method
-        assert all(g["lr"] == pytest.approx(0.05) for g in c.optimizer.param_groups)
+        opt = make_optimizer(method, [torch.nn.Parameter(torch.zeros(2))], default=lambda p: sgd(0.05))
+        own = opt.param_groups[0]["lr"]
+        c = LRControl(opt, method=method, steps_per_epoch=3, settings=LRControlConfig(
+            epochs=10, metric="accuracy", loss_metric="loss"))
+        assert c.lr == pytest.approx(own * first.get(method, 1.0)), method
+        assert all(g["lr"] == pytest.approx(c.lr) for g in c.optimizer.param_groups)
+        assert own == 0.05 or method in ("poly", "schedulefree", "prodigy")
 
 
 def test_config_lr_is_the_start_when_given():
@@ -187,3 +195,192 @@ def test_qlearning_agent_starts_from_the_optimizers_lr_unless_told_otherwise():
     assert QLearningLRAgent(QLearningConfig()).lr == pytest.approx(1e-4)  # no optimizer: the paper's base_lr
     with pytest.raises(ValueError, match="outside"):
         QLearningLRAgent(QLearningConfig(), optimizer=sgd(0.5))
+
+
+# -- the strong baselines: warmup_cosine, onecycle (per batch), poly, schedulefree, prodigy -----------------------
+
+def toy_problem(seed: int = 0):
+    """Least squares on 16 fixed rows: ``model`` (Linear 4 -> 1), a training step on ``opt``, the validation loss."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 1)
+
+    def train_step(opt) -> None:
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            return torch.nn.functional.mse_loss(model(x), y).item()
+
+    return model, train_step, val_loss
+
+
+def test_the_new_methods_are_lr_methods_exported_with_make_optimizer():
+    for m in ("warmup_cosine", "onecycle", "poly", "schedulefree", "prodigy"):
+        assert m in METHODS
+    assert medtune.make_optimizer is make_optimizer and "make_optimizer" in medtune.__all__
+
+
+def test_make_optimizer_builds_each_methods_own_optimizer_from_its_section():
+    from prodigyopt import Prodigy
+    from schedulefree import AdamWScheduleFree
+
+    from medtune.searchers.poly_lr import ClippedSGD
+
+    model = torch.nn.Linear(2, 1)
+    config = {"method": "poly", "lr_control": {"schedules": {"poly": {"base_lr": 0.02, "grad_clip": 5.0}}}}
+    poly = make_optimizer("poly", model.parameters(), config)
+    assert isinstance(poly, ClippedSGD) and poly.max_norm == 5.0
+    assert poly.param_groups[0]["lr"] == 0.02 and poly.param_groups[0]["nesterov"]
+    sf = make_optimizer("schedulefree", model.parameters())
+    assert isinstance(sf, AdamWScheduleFree) and sf.param_groups[0]["train_mode"]  # ready to step
+    assert isinstance(make_optimizer("prodigy", model.parameters()), Prodigy)
+    mine = make_optimizer("cosine", model.parameters(), config, default=lambda p: torch.optim.Adam(p, lr=1e-3))
+    assert isinstance(mine, torch.optim.Adam)
+    with pytest.raises(InputError, match="'cosine' trains with your own optimizer; pass default="):
+        make_optimizer("cosine", model.parameters())
+    with pytest.raises(InputError, match=re.escape("did you mean 'schedulefree'? method names are lower case")):
+        make_optimizer("ScheduleFree", model.parameters())
+
+
+@pytest.mark.parametrize("method, wrong, needle", [
+    ("schedulefree", lambda p: torch.optim.Adam(p, lr=1e-3), "it is torch.optim.adam.Adam"),
+    ("prodigy", lambda p: torch.optim.AdamW(p, lr=1.0), "it is torch.optim.adamw.AdamW"),
+    ("poly", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True, weight_decay=3e-5),
+     "momentum=0.9 (the recipe: 0.99)"),
+    ("poly", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5),
+     "gradient clipping None (the recipe: 12.0)"),
+])
+def test_a_method_with_its_own_optimizer_refuses_any_other(method, wrong, needle):
+    with pytest.raises(InputError, match=re.escape(needle)) as info:
+        LRControl(wrong(torch.nn.Linear(2, 1).parameters()), method=method, settings=LRControlConfig(epochs=3))
+    assert f"medtune.make_optimizer({method!r}, model.parameters(), config)" in str(info.value)
+
+
+def test_own_optimizer_methods_start_from_their_own_lr_outside_the_bounds():
+    opt = make_optimizer("prodigy", torch.nn.Linear(2, 1).parameters())
+    c = LRControl(opt, {"method": "prodigy", "lr": 1e-3, "lr_control": {"epochs": 4, "max_lr": 0.01}})
+    assert c.lr == 1.0  # Prodigy's factor, not config["lr"], and not clamped to max_lr
+    with pytest.raises(InputError, match=r"starts from its optimizer's LR 1.0 .* lr=0.001 does not apply"):
+        LRControl(make_optimizer("prodigy", torch.nn.Linear(2, 1).parameters()), method="prodigy", lr=1e-3,
+                  settings=LRControlConfig(epochs=4))
+
+
+def test_poly_through_lrcontrol_trains_at_nnunets_lrs():
+    model, train_step, val_loss = toy_problem()
+    opt = make_optimizer("poly", model.parameters())
+    c = LRControl(opt, method="poly", settings=LRControlConfig(epochs=4))
+    used = []
+    for _ in range(4):
+        used.append(c.lr)
+        train_step(opt)
+        c.batch_step()
+        c.step({"dice": 0.5, "val_loss": val_loss()})
+    # 0.01 * (1 - e / 4) ** 0.9 for e = 0..3: 0.01, 0.0077194, 0.0053589, 0.0028717
+    assert used == pytest.approx([0.01, 0.0077194, 0.0053589, 0.0028717], rel=1e-4)
+
+
+def test_warmup_cosine_through_lrcontrol_warms_up_then_ends_at_end_lr():
+    c = LRControl(sgd(0.1), method="warmup_cosine", settings=LRControlConfig(
+        epochs=6, schedules={"warmup_cosine": {"warmup_epochs": 2, "warmup_multiplier": 0.0, "end_lr": 0.01}}))
+    used = []
+    for _ in range(6):
+        used.append(c.lr)
+        c.step({"dice": 0.5, "val_loss": 1.0})
+    # warm-up 0.1 * e / 2: 0, 0.05; then 0.1 * (1 + cos(pi * (e - 2) / 4)) / 2: 0.1, 0.085355, 0.05, 0.014645
+    assert used == pytest.approx([0.0, 0.05, 0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+    assert c.lr == pytest.approx(0.01)  # after the run: the cosine reaches 0, floored at end_lr
+
+
+def test_onecycle_through_lrcontrol_peaks_per_batch_and_needs_the_batch_hook():
+    model, train_step, val_loss = toy_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.9)
+    c = LRControl(opt, method="onecycle", steps_per_epoch=5, settings=LRControlConfig(epochs=2, min_lr=1e-6, max_lr=1.0))
+    seen = []
+    for _ in range(2):
+        for _ in range(5):
+            seen.append(c.lr)
+            train_step(opt)
+            c.batch_step()
+        c.step({"dice": 0.5, "val_loss": val_loss()})
+    # peak = the optimizer's 0.4, start 0.4 / 25 = 0.016, the peak at step 0.3 * 10 - 1 = 2 (cosine rise)
+    assert seen[0] == pytest.approx(0.016) and seen[2] == pytest.approx(0.4) and max(seen) == seen[2]
+    assert seen[1] == pytest.approx(0.016 + (0.4 - 0.016) * (1 - math.cos(math.pi / 2)) / 2)
+    assert seen[-1] == pytest.approx(0.4 / 25 / 1e4)  # the last step: start / final_div_factor
+    with pytest.raises(InputError, match="batch_step\\(\\) was called more often than epochs x steps_per_epoch"):
+        c.batch_step()
+    forgot = LRControl(torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.9), method="onecycle",
+                       steps_per_epoch=5, settings=LRControlConfig(epochs=2, max_lr=1.0))
+    with pytest.raises(InputError, match="batch_step\\(\\) was not called this epoch"):
+        forgot.step({"dice": 0.5, "val_loss": 1.0})
+    with pytest.raises(InputError, match="steps_per_epoch=len\\(loader\\)"):
+        LRControl(sgd(), method="onecycle", settings=LRControlConfig(epochs=2))
+
+
+def test_schedulefree_scores_its_averaged_weights_and_refuses_an_epoch_ended_in_train_mode():
+    model, train_step, val_loss = toy_problem()
+    opt = make_optimizer("schedulefree", model.parameters(), {"method": "schedulefree", "lr_control": {
+        "schedules": {"schedulefree": {"lr": 0.05}}}})
+    c = LRControl(opt, method="schedulefree", settings=LRControlConfig(epochs=3))
+    c.train()
+    for _ in range(5):
+        train_step(opt)
+    y = model.weight.detach().clone()  # train mode: the interpolation y
+    c.eval()
+    x = model.weight.detach().clone()  # eval mode: the average x
+    assert not torch.allclose(x, y)
+    c.step({"dice": 0.5, "val_loss": val_loss()})
+    assert c.lr == 0.05  # no schedule
+    c.train()
+    assert torch.allclose(model.weight, y)  # and back to y for training
+    train_step(opt)
+    with pytest.raises(InputError, match="in train mode at the epoch's end.*optimizer.eval\\(\\)"):
+        c.step({"dice": 0.5, "val_loss": val_loss()})
+
+
+def test_prodigy_grows_its_step_size_d_from_d0_and_reports_d_times_lr():
+    model, train_step, val_loss = toy_problem()
+    opt = make_optimizer("prodigy", model.parameters())
+    c = LRControl(opt, method="prodigy", settings=LRControlConfig(epochs=4))
+    assert opt.param_groups[0]["d"] == 1e-6 and c.effective_lr == pytest.approx(1e-6)
+    ds = []
+    for _ in range(4):
+        for _ in range(5):
+            train_step(opt)
+        ds.append(opt.param_groups[0]["d"])
+        c.step({"dice": 0.5, "val_loss": val_loss()})
+    assert ds[0] > 1e-6 and ds == sorted(ds)  # it grows from d0 and never shrinks
+    # cosine over 4 epochs on the factor 1.0: after epoch 1 it is (1 + cos(pi / 4)) / 2
+    assert c.lr == pytest.approx(0.0) and c.epoch == 4
+    c2 = LRControl(make_optimizer("prodigy", toy_problem()[0].parameters()), method="prodigy",
+                   settings=LRControlConfig(epochs=4))
+    c2.step({"dice": 0.5, "val_loss": 1.0})
+    assert c2.lr == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
+    assert c2.effective_lr == pytest.approx(1e-6 * c2.lr)  # d untouched without a step
+
+
+@pytest.mark.parametrize("schedules, needle", [
+    ({"poly": {"exponent": -1}}, "lr_control.schedules.poly.exponent=-1.0 must be > 0"),
+    ({"onecycle": {"pct_start": 1.5}}, "lr_control.schedules.onecycle.pct_start=1.5 must lie in (0, 1)"),
+    ({"onecycle": {"anneal_strategy": "Cos"}}, "anneal_strategy='Cos' is not one of cos, linear (did you mean 'cos'?)"),
+    ({"warmup_cosine": {"warmup_multiplier": 2}}, "warmup_cosine.warmup_multiplier=2.0 must lie in [0, 1]"),
+    ({"schedulefree": {"lr": 0}}, "lr_control.schedules.schedulefree.lr=0.0 must be a positive finite number"),
+    ({"schedulefree": {"betas": [0.9, 1.0]}}, "schedulefree.betas=[0.9, 1.0] must be two numbers in [0, 1)"),
+    ({"prodigy": {"d_coef": 0}}, "lr_control.schedules.prodigy.d_coef=0.0 must be a positive finite number"),
+    ({"prodigy": {"eta_min": 2}}, "prodigy.eta_min=2.0 must lie in [0, lr=1.0)"),
+    ({"Poly": {}}, "schedules.Poly is not a known setting (did you mean 'poly'?)"),
+])
+def test_bad_schedule_values_are_one_line_naming_the_value(schedules, needle):
+    with pytest.raises(InputError, match=re.escape(needle)) as info:
+        LRControl(sgd(), {"method": "fixed", "lr_control": {"schedules": schedules}})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad, good", [("OneCycle", "onecycle"), ("POLY", "poly"), ("Warmup_Cosine", "warmup_cosine"),
+                                       ("prodigi", "prodigy"), ("schedule_free", "schedulefree")])
+def test_a_new_method_misspelt_or_in_the_wrong_case_suggests_the_right_one(bad, good):
+    with pytest.raises(InputError, match=re.escape(f"did you mean {good!r}")):
+        LRControl(sgd(), {"method": bad})

@@ -268,3 +268,41 @@ def test_sliding_window_scores_volumes_larger_than_the_patch(data):
         assert run.predict(x).shape == (len(x), 3, 16, 16, 16)
     dice, loss = run.evaluate(data.val_images, data.val_labels)
     assert 0 <= dice <= 1 and math.isfinite(loss)
+
+
+def test_schedulefree_trains_in_train_mode_and_scores_and_saves_its_averaged_weights(data):
+    """The trainable switches Schedule-Free AdamW to eval mode before scoring: the weights it scores (and
+    checkpoints) are the average x, not the interpolation y that training steps at."""
+    from schedulefree import AdamWScheduleFree
+
+    run = SegmentationRun(method="schedulefree", seed=0, data=data, model_cfg=MODEL,
+                          train_cfg=TrainConfig(epochs=2, batch_size=2, optimizer="sgd"))  # its own optimizer
+    assert isinstance(run.optimizer, AdamWScheduleFree)
+    first = next(run.model.parameters())
+    run.train_epoch()
+    assert run.optimizer.param_groups[0]["train_mode"]
+    y = first.detach().clone()
+    scored = []
+    original = run.predict
+    run.predict = lambda x: (scored.append(first.detach().clone()), original(x))[1]
+    run.validate()
+    assert not run.optimizer.param_groups[0]["train_mode"]
+    assert not torch.equal(scored[0], y) and torch.equal(scored[0], first)  # scored on x
+    assert torch.equal(run.state_dict()["model"][next(iter(run.model.state_dict()))], first.detach())
+    run.train_epoch()  # back to y for training, and a real step
+    assert run.optimizer.param_groups[0]["train_mode"]
+
+
+def test_own_optimizer_methods_get_their_optimizer_and_onecycle_moves_per_batch(data):
+    from medtune.searchers.poly_lr import ClippedSGD
+
+    poly = SegmentationRun(method="poly", seed=0, data=data, model_cfg=MODEL, lr=1e-3,
+                           train_cfg=TrainConfig(epochs=4, batch_size=2))
+    assert isinstance(poly.optimizer, ClippedSGD) and poly.current_lr == 0.01  # schedules.poly, not lr=1e-3
+    assert [poly.run_epoch().lr for _ in range(2)] == pytest.approx([0.01, 0.01 * 0.75 ** 0.9])
+    one = SegmentationRun(method="onecycle", seed=0, data=data, model_cfg=MODEL,
+                          train_cfg=TrainConfig(epochs=2, batch_size=2, base_lr=1e-2))
+    steps = len(one.loader)
+    assert steps == 2 and one.current_lr == pytest.approx(1e-2 / 25)
+    one.train_epoch()
+    assert one.control.policy.scheduler.last_epoch == steps  # stepped once per batch

@@ -9,6 +9,7 @@ from medtune.util import lazy_exports
 _PUBLIC = {
     "LRControl": "medtune.trainables.lr_control",
     "LRControlConfig": "medtune.trainables.lr_control",
+    "make_optimizer": "medtune.trainables.lr_control",
     "DataConfig": "medtune.trainables.data",
     "SegmentationData": "medtune.trainables.data",
     "load_split": "medtune.trainables.data",

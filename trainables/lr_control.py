@@ -25,7 +25,29 @@ The methods (:data:`METHODS`):
   :class:`~medtune.searchers.qlearning_agent.QLearningLRAgent` decides in the loop instead (logged once);
 * ``pbt``: Tune's PopulationBasedTraining restarts the trial from a checkpoint with a new ``config["lr"]``;
   :meth:`LRControl.load_state_dict` (and so :meth:`LRControl.resume`) applies it after the optimizer's state
-  is loaded. Outside Tune it is ``fixed``.
+  is loaded. Outside Tune it is ``fixed``;
+* the strong baselines of :mod:`medtune.searchers.lr_schedules`: ``warmup_cosine`` (MONAI's
+  ``WarmupCosineSchedule``, per epoch) and ``onecycle`` (torch's ``OneCycleLR``, **per batch**: call
+  :meth:`LRControl.batch_step` after every ``optimizer.step()``, and give ``steps_per_epoch``), with any
+  optimizer; and three methods that bring their own optimizer (:data:`OWN_OPTIMIZERS`): ``poly`` (nnU-Net's
+  recipe: Nesterov SGD, poly decay, gradient clipping), ``schedulefree`` (Schedule-Free AdamW: call
+  ``optimizer.train()`` before training and ``optimizer.eval()`` before validation and checkpoints) and
+  ``prodigy`` (Prodigy with cosine annealing). Build their optimizer with :func:`make_optimizer`; any other
+  optimizer is refused with an :class:`~medtune.errors.InputError` that says so. They start from that
+  optimizer's LR (their section of ``schedules``); ``config["lr"]`` and the LR bounds do not apply to them.
+
+A loop written once for every method::
+
+    opt = medtune.make_optimizer(config["method"], model.parameters(), config,
+                                 default=lambda params: torch.optim.SGD(params, lr=0.05))
+    control = medtune.LRControl(opt, config, steps_per_epoch=len(loader))
+    for epoch in range(control.resume(model), control.epochs):
+        model.train(); control.train()                      # optimizer.train() for schedulefree
+        for x, y in loader:
+            opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
+            control.batch_step()                            # onecycle's LR moves here
+        model.eval(); control.eval()                        # optimizer.eval() for schedulefree
+        control.step(validate(model), model=model)
 
 What a method watches is named by the configuration, not by the code: ``metric`` (default ``dice``, with its
 ``mode``, ``max`` or ``min``) and ``loss_metric`` (default ``val_loss``, lower is better). In a medtune study
@@ -51,6 +73,7 @@ import os
 import sys
 import tempfile
 import warnings
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -60,13 +83,17 @@ from medtune.errors import InputError, did_you_mean
 from medtune.searchers.effort_controller import EffortController
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.greedy_lr import GreedyLR
-from medtune.searchers.lr_schedules import BASELINES, EpochSchedule, ScheduleConfig
+from medtune.searchers.lr_optimizers import OWN_OPTIMIZERS, build_optimizer, optimizer_mismatch
+from medtune.searchers.lr_schedules import PER_BATCH, SCHEDULES, EpochSchedule, ScheduleConfig, STRONG_BASELINES
+from medtune.searchers.prodigy import is_prodigy, step_size
+from medtune.searchers.schedule_free import in_train_mode, is_schedule_free, set_mode
 from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent
 
 logger = logging.getLogger(__name__)
 
 SCHEDULER_DRIVEN: tuple[str, ...] = (METHOD, WARM_METHOD)  # the LR is set by the Q-learning scheduler
-METHODS: tuple[str, ...] = BASELINES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
+METHODS: tuple[str, ...] = SCHEDULES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
+NEEDS_EPOCHS: tuple[str, ...] = ("cosine", "effort") + STRONG_BASELINES  # schedules over the run's length
 CONFIG_KEY = "lr_control"  # the Tune config section holding an LRControlConfig
 CONTROL_KEY = "lr_control"  # result key set to 1 by LRControl.step: the trial's LR is under control
 CHECKPOINT_FILE = "lr_control_state.pt"
@@ -101,8 +128,11 @@ class LRControlConfig:
     """What the LR methods need to know about the run (the ``lr_control`` section of a Tune config).
 
     Attributes:
-        epochs: the run's length (``cosine``'s ``T_max``, ``effort``'s horizon); None is allowed for methods
-            that do not need it.
+        epochs: the run's length (``cosine``'s ``T_max``, ``effort``'s horizon, the length of ``poly``,
+            ``warmup_cosine``, ``onecycle`` and ``prodigy``'s cosine); None is allowed for methods that do not
+            need it.
+        steps_per_epoch: optimizer steps (batches) per epoch; ``onecycle`` needs it (or
+            ``LRControl(steps_per_epoch=...)``).
         min_lr, max_lr: the clamp of every adaptive method; None: the optimizer's own LR / 1000 and * 10.
         metric: the key of the validation metric in the epoch's metrics; ``mode``: ``max`` or ``min``.
         loss_metric: the key of the validation loss (lower is better); may equal ``metric`` when ``mode='min'``.
@@ -117,6 +147,7 @@ class LRControlConfig:
     """
 
     epochs: int | None = None
+    steps_per_epoch: int | None = None
     min_lr: float | None = None
     max_lr: float | None = None
     metric: str = "dice"
@@ -139,6 +170,8 @@ class LRControlConfig:
                              f"{did_you_mean(self.mode, MODES)}")
         if self.epochs is not None and (isinstance(self.epochs, bool) or self.epochs < 1):
             raise InputError(f"epochs={self.epochs!r} must be >= 1")
+        if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool) or self.steps_per_epoch < 1):
+            raise InputError(f"steps_per_epoch={self.steps_per_epoch!r} must be >= 1 (the batches in one epoch)")
         for name in ("min_lr", "max_lr"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -150,6 +183,47 @@ class LRControlConfig:
             valid = [k for k in QLearningConfig.__dataclass_fields__ if k not in _BOUNDS]
             raise InputError(f"qlearning.{bad[0]} is not a Q-learning setting{did_you_mean(bad[0], valid)}; "
                              f"valid: {', '.join(valid)} (the LR bounds are min_lr / max_lr)")
+
+
+def _schedules(config: Any) -> ScheduleConfig:
+    """The ``schedules`` of a Tune config (its ``lr_control`` section), an ``LRControlConfig``, a
+    ``ScheduleConfig`` or a mapping of its sections; None: the defaults."""
+    if config is None:
+        return ScheduleConfig()
+    if isinstance(config, ScheduleConfig):
+        return config
+    if isinstance(config, LRControlConfig):
+        return config.schedules
+    if isinstance(config, Mapping):
+        if CONFIG_KEY in config or "method" in config:  # a trial's Tune config
+            return from_dict(LRControlConfig, config.get(CONFIG_KEY), CONFIG_KEY).schedules
+        return from_dict(ScheduleConfig, dict(config), "schedules")
+    raise InputError(f"config={config!r} must be the trial's Tune config, an LRControlConfig or a ScheduleConfig")
+
+
+def make_optimizer(method: str, params: Any, config: Any = None, *, default: Callable[[Any], Any] | None = None):
+    """The optimizer a trial of ``method`` trains with: the method's own for ``poly`` (nnU-Net's Nesterov SGD
+    with gradient clipping), ``schedulefree`` (``schedulefree.AdamWScheduleFree``, returned in train mode)
+    and ``prodigy`` (``prodigyopt.Prodigy``), built from their section of ``schedules``; for every other method
+    ``default(params)``, your own.
+
+    Args:
+        method: an LR method (checked, the nearest name suggested).
+        params: ``model.parameters()`` or param groups.
+        config: the trial's Tune config (reads ``lr_control.schedules``), an :class:`LRControlConfig`, a
+            ``ScheduleConfig``, or None for the defaults.
+        default: ``params -> optimizer`` for the methods without an optimizer of their own.
+
+    Raises:
+        InputError: an unknown method; or a method without an optimizer of its own and no ``default``.
+    """
+    method = check_method(method)
+    if method in OWN_OPTIMIZERS:
+        return build_optimizer(method, params, _schedules(config))
+    if default is None:
+        raise InputError(f"method {method!r} trains with your own optimizer; pass default=lambda params: "
+                         f"torch.optim.SGD(params, lr=...) (only {', '.join(OWN_OPTIMIZERS)} build their own)")
+    return default(params)
 
 
 def tune_trial_id() -> str | None:
@@ -178,7 +252,9 @@ class LRControl:
         config: the trial's Tune config (``method``, ``lr``, ``lr_control``), or None.
         method: overrides ``config["method"]``; the default is ``fixed``.
         settings: overrides ``config["lr_control"]``.
-        lr: the starting LR (else ``config["lr"]``, else the optimizer's own LR).
+        lr: the starting LR (else ``config["lr"]``, else the optimizer's own LR); the methods with their own
+            optimizer (:data:`OWN_OPTIMIZERS`) start from their optimizer's LR and take no ``lr``.
+        steps_per_epoch: optimizer steps per epoch (``onecycle``); overrides ``settings.steps_per_epoch``.
         memory_source: ``effort``: ``() -> EpisodicMemory``, called before each step (else the study's
             mailbox, else an empty memory).
         report: whether :meth:`step` reports to Tune; default: inside a Tune trial.
@@ -188,7 +264,9 @@ class LRControl:
 
     Raises:
         InputError: an unknown method (nearest name suggested), a bad setting, a start LR outside the bounds,
-            ``cosine``/``effort`` without ``epochs``, ``effort`` with ``mode='min'``.
+            a schedule over the run (``cosine``, ``effort``, ``warmup_cosine``, ``onecycle``, ``poly``,
+            ``prodigy``) without ``epochs``, ``onecycle`` without ``steps_per_epoch``, ``effort`` with
+            ``mode='min'``, an optimizer that is not the one ``poly`` / ``schedulefree`` / ``prodigy`` needs.
     """
 
     def __init__(
@@ -202,12 +280,21 @@ class LRControl:
         memory_source: Callable[[], EpisodicMemory] | None = None,
         report: bool | None = None,
         driven: bool | None = None,
+        steps_per_epoch: int | None = None,
     ) -> None:
         config = dict(config or {})
         self.optimizer = optimizer
         self.method = check_method(method if method is not None else config.get("method", "fixed"))
         self.settings = settings if settings is not None else from_dict(LRControlConfig, config.get(CONFIG_KEY),
                                                                         CONFIG_KEY)
+        if steps_per_epoch is not None:
+            try:
+                self.settings = dataclasses.replace(self.settings, steps_per_epoch=steps_per_epoch)
+            except TypeError:
+                raise InputError(f"steps_per_epoch={steps_per_epoch!r} must be a whole number >= 1") from None
+        own_optimizer = self.method in OWN_OPTIMIZERS
+        if own_optimizer:
+            self._check_optimizer(lr)
         self.trial_id = tune_trial_id()
         self.report = self.trial_id is not None if report is None else bool(report)
         own = float(optimizer.param_groups[0]["lr"])
@@ -219,7 +306,12 @@ class LRControl:
         self.max_lr = s.max_lr if s.max_lr is not None else own * 10
         if not self.min_lr < self.max_lr:
             raise InputError(f"lr_control.min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}")
-        if not (start > 0 and math.isfinite(start)) or not self.min_lr <= start <= self.max_lr:
+        if own_optimizer:  # the recipe's LR (Prodigy's factor 1.0 is no LR in the bounds' sense)
+            if self._config_lr is not None and self._config_lr != own:
+                logger.info("LRControl: %s starts from its optimizer's LR %g, not config['lr'] %g", self.method,
+                            own, self._config_lr)
+            start = own
+        elif not (start > 0 and math.isfinite(start)) or not self.min_lr <= start <= self.max_lr:
             raise InputError(f"the starting LR {start!r} must lie in [min_lr, max_lr] = [{self.min_lr!r}, "
                              f"{self.max_lr!r}]; change the optimizer's lr or the bounds")
         self.epoch = 0
@@ -227,17 +319,39 @@ class LRControl:
         self._memory_source = memory_source
         self._box = None
         self._warned = False
+        self._batches = 0  # batch_step calls in the current epoch
         self._driven = (self.trial_id is not None and bool(self.settings.mailbox)) if driven is None else bool(driven)
         self.set_lr(start)
         self.policy = self._policy(start)
 
     # -- construction ----------------------------------------------------------
+    def _check_optimizer(self, lr: float | None) -> None:
+        """``poly`` / ``schedulefree`` / ``prodigy``: the optimizer must be the method's own, at its own LR."""
+        m = self.method
+        problem = optimizer_mismatch(m, self.optimizer, self.settings.schedules)
+        if problem:
+            raise InputError(
+                f"method {m!r} trains with {OWN_OPTIMIZERS[m]}, but this optimizer does not fit ({problem}); "
+                f"build it with medtune.make_optimizer({m!r}, model.parameters(), config)"
+            )
+        own = float(self.optimizer.param_groups[0]["lr"])
+        if lr is not None and float(lr) != own:
+            raise InputError(f"method {m!r} starts from its optimizer's LR {own!r} (lr_control.schedules.{m}); "
+                             f"lr={lr!r} does not apply to it: leave lr out, or change schedules.{m}")
+
     def _policy(self, start: float) -> Any:
         s, m = self.settings, self.method
-        if m in ("cosine", "effort") and s.epochs is None:
+        if m in NEEDS_EPOCHS and s.epochs is None:
             raise InputError(f"method {m!r} needs the run's length; set lr_control.epochs (settings.epochs)")
-        if m in BASELINES:
-            return EpochSchedule(m, self.optimizer, s.schedules, s.epochs or 1)
+        if m in PER_BATCH and s.steps_per_epoch is None:
+            raise InputError(f"method {m!r} steps its LR once per batch and needs the batches per epoch: "
+                             f"LRControl(optimizer, config, steps_per_epoch=len(loader)) (or "
+                             "lr_control.steps_per_epoch), and control.batch_step() after every optimizer.step()")
+        if m in SCHEDULES:
+            try:
+                return EpochSchedule(m, self.optimizer, s.schedules, s.epochs or 1, s.steps_per_epoch)
+            except ValueError as exc:  # torch's own checks (e.g. OneCycleLR's momentum on a momentum-free optimizer)
+                raise InputError(f"method {m!r}: {exc}") from None
         if m == "greedy":
             return GreedyLR(self.optimizer, s.schedules.greedy, self.min_lr, self.max_lr)
         if m == "effort":
@@ -271,6 +385,12 @@ class LRControl:
             group["lr"] = float(lr)
 
     @property
+    def effective_lr(self) -> float:
+        """The step size the optimizer takes: :attr:`lr`, but ``d * lr`` for Prodigy (its ``lr`` is a factor
+        of the step size ``d`` it estimates). This is the ``lr`` reported."""
+        return step_size(self.optimizer) if is_prodigy(self.optimizer) else self.lr
+
+    @property
     def epochs(self) -> int | None:
         """The run's length as the study set it (``lr_control.epochs``), for the loop's ``range``."""
         return self.settings.epochs
@@ -279,6 +399,37 @@ class LRControl:
     def driven(self) -> bool:
         """Whether the LR is decided outside this process (the Q-learning scheduler through the mailbox)."""
         return self.method in SCHEDULER_DRIVEN and self.policy is None
+
+    # -- one batch -------------------------------------------------------------
+    def batch_step(self) -> float:
+        """Call after every ``optimizer.step()``: a per-batch method (``onecycle``) moves the LR here; for every
+        other method it only counts the batch. Returns the LR of the next batch.
+
+        Raises:
+            InputError: more calls than ``epochs * steps_per_epoch`` (``steps_per_epoch`` is too small).
+        """
+        self._batches += 1
+        p = self.policy
+        if isinstance(p, EpochSchedule) and p.per_batch:
+            try:
+                p.batch_step()
+            except ValueError as exc:  # OneCycleLR stepped past its total_steps
+                raise InputError(
+                    f"method {self.method!r}: batch_step() was called more often than epochs x steps_per_epoch = "
+                    f"{self.settings.epochs} x {self.settings.steps_per_epoch} ({exc}); give the loader's true "
+                    "length as steps_per_epoch"
+                ) from None
+        return self.lr
+
+    def train(self) -> None:
+        """Before the epoch's training: ``optimizer.train()`` for Schedule-Free AdamW (its parameters then hold
+        the point gradients are taken at); nothing for any other optimizer."""
+        set_mode(self.optimizer, True)
+
+    def eval(self) -> None:
+        """Before validation, testing and saving: ``optimizer.eval()`` for Schedule-Free AdamW (its parameters
+        then hold the averaged weights that are scored); nothing for any other optimizer."""
+        set_mode(self.optimizer, False)
 
     # -- one epoch -------------------------------------------------------------
     def step(self, metrics: Mapping[str, Any], checkpoint: Any = None, model: Any = None) -> float:
@@ -310,8 +461,9 @@ class LRControl:
                 f"they hold {', '.join(map(repr, metrics)) or 'nothing'}. Report it, or name your keys with "
                 "metric= / loss_metric="
             )
+        self._check_epoch()
         self.epoch += 1
-        used = self.lr
+        used = self.effective_lr
         value = float(metrics[s.metric]) if s.metric in metrics else math.nan
         loss = float(metrics[s.loss_metric]) if s.loss_metric in metrics else math.nan
         watched = [v for k, v in ((s.metric, value), (s.loss_metric, loss)) if k in needed]
@@ -323,6 +475,18 @@ class LRControl:
             if self.driven and not self.diverged and self.settings.mailbox:
                 self._read_mailbox()
         return self.lr
+
+    def _check_epoch(self) -> None:
+        """What a per-batch method and Schedule-Free AdamW need from the loop, checked at each epoch's end."""
+        batches, self._batches = self._batches, 0
+        if self.method in PER_BATCH and batches == 0:
+            raise InputError(f"method {self.method!r} steps its LR once per batch, but batch_step() was not called "
+                             "this epoch; call control.batch_step() after every optimizer.step()")
+        if is_schedule_free(self.optimizer) and in_train_mode(self.optimizer):
+            raise InputError("method 'schedulefree': the optimizer is in train mode at the epoch's end, so the "
+                             "metrics were measured (and the checkpoint would be taken) on the wrong weights; call "
+                             "optimizer.eval() (or control.eval()) before validating and optimizer.train() "
+                             "(control.train()) before training")
 
     def _watched(self) -> list[str]:
         s, m = self.settings, self.method

@@ -20,6 +20,14 @@ its LR, once per epoch, from the mailbox that
 ``pbt`` it takes ``config["lr"]``, which Tune's PopulationBasedTraining mutates
 between restarts (the decisions are the schedulers', never the trainable's).
 
+``poly``, ``schedulefree`` and ``prodigy`` bring their own optimizer, built here
+from their ``schedules`` section (:func:`medtune.trainables.lr_control.make_optimizer`);
+``train.optimizer``, ``momentum``, ``nesterov``, ``weight_decay`` and ``base_lr``
+apply to every other method. ``onecycle`` moves the LR after every batch
+(``LRControl.batch_step``). Schedule-Free AdamW is switched to train mode for
+each epoch's training and to eval mode for validation, testing and the
+checkpoint (its averaged weights are the ones scored and saved).
+
 :class:`SegmentationRun` is the plain PyTorch loop (no Ray); :func:`train_segmentation`
 is the thin Tune adapter around it.
 """
@@ -40,7 +48,14 @@ import torch
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.trainables.data import DataConfig, SegmentationData, load_split
-from medtune.trainables.lr_control import METHODS, SCHEDULER_DRIVEN, LRControl, LRControlConfig
+from medtune.trainables.lr_control import (
+    METHODS,
+    OWN_OPTIMIZERS,
+    SCHEDULER_DRIVEN,
+    LRControl,
+    LRControlConfig,
+    make_optimizer,
+)
 from medtune.trainables.networks import ModelConfig, build_network
 from medtune.errors import did_you_mean
 from medtune.config import from_dict
@@ -50,7 +65,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSSES = ("dice_ce", "dice", "dice_focal")
 
 
-def make_optimizer(params, cfg: "TrainConfig", lr: float) -> torch.optim.Optimizer:
+def make_train_optimizer(params, cfg: "TrainConfig", lr: float) -> torch.optim.Optimizer:
     """``torch.optim.Adam`` / ``AdamW`` / ``SGD`` over ``params`` at ``lr`` as ``cfg`` says."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -72,7 +87,9 @@ class TrainConfig:
     """Budget, optimiser and loss of every trial (the same for every method).
 
     Attributes:
-        optimizer: ``adam`` (default), ``adamw`` or ``sgd`` (torch.optim), all with ``weight_decay``.
+        optimizer: ``adam`` (default), ``adamw`` or ``sgd`` (torch.optim), all with ``weight_decay``; not for
+            ``poly``, ``schedulefree`` and ``prodigy``, which train with their own (their ``schedules``
+            section sets it, LR included).
         momentum: ``sgd`` only, in [0, 1).
         nesterov: ``sgd`` only; needs ``momentum > 0``.
         grad_clip: Clip the gradients' global L2 norm to this value before each step; 0 or None: no clipping.
@@ -191,16 +208,12 @@ class SegmentationRun:
         self.model = build_network(
             self.model_cfg, self.data.in_channels, self.data.num_classes, input_size
         ).to(self.device)
-        lr = self.train_cfg.base_lr if self.lr is None else float(self.lr)
-        self.optimizer = make_optimizer(self.model.parameters(), self.train_cfg, lr)
-        t = self.train_cfg
-        # The one LR-policy protocol (medtune.LRControl); this loop reports to Tune itself, and the
-        # scheduler-driven methods get their LR through set_lr (train_segmentation reads the mailbox).
-        self.control = LRControl(
-            self.optimizer, method=self.method, lr=lr, report=False, driven=True, memory_source=self.memory_source,
-            settings=LRControlConfig(epochs=t.epochs, min_lr=t.min_lr, max_lr=t.max_lr, schedules=self.schedule_cfg,
-                                     task=self.task),
-        )
+        if self.method in OWN_OPTIMIZERS:  # the recipe's optimizer, at the recipe's LR
+            self.optimizer = make_optimizer(self.method, self.model.parameters(), self.schedule_cfg)
+            lr = None
+        else:
+            lr = self.train_cfg.base_lr if self.lr is None else float(self.lr)
+            self.optimizer = make_train_optimizer(self.model.parameters(), self.train_cfg, lr)
         self.loss_fn = make_loss(self.train_cfg.loss)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
@@ -235,6 +248,14 @@ class SegmentationRun:
             num_workers=self.train_cfg.num_workers,
             collate_fn=collate,
         )
+        t = self.train_cfg
+        # The one LR-policy protocol (medtune.LRControl); this loop reports to Tune itself, and the
+        # scheduler-driven methods get their LR through set_lr (train_segmentation reads the mailbox).
+        self.control = LRControl(
+            self.optimizer, method=self.method, lr=lr, report=False, driven=True, memory_source=self.memory_source,
+            settings=LRControlConfig(epochs=t.epochs, steps_per_epoch=len(self.loader), min_lr=t.min_lr,
+                                     max_lr=t.max_lr, schedules=self.schedule_cfg, task=self.task),
+        )
 
     @property
     def policy(self) -> Any:
@@ -244,7 +265,8 @@ class SegmentationRun:
 
     @property
     def current_lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        """The step size of the next batch (Prodigy: ``d * lr``; see ``LRControl.effective_lr``)."""
+        return self.control.effective_lr
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -253,6 +275,7 @@ class SegmentationRun:
     def train_epoch(self) -> float:
         """One pass over the training volumes; returns the mean training loss (NaN stops early)."""
         self.model.train()
+        self.control.train()  # Schedule-Free AdamW: the parameters hold the point gradients are taken at
         total, count = 0.0, 0
         for images, labels in self.loader:
             images, labels = images.to(self.device), labels.to(self.device)
@@ -267,6 +290,7 @@ class SegmentationRun:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.control.batch_step()  # onecycle moves the LR here
             total += loss.item() * len(images)
             count += len(images)
         return total / max(1, count)
@@ -297,6 +321,7 @@ class SegmentationRun:
         from monai.networks.utils import one_hot
 
         self.model.eval()
+        self.control.eval()  # Schedule-Free AdamW: score the averaged weights
         metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
         images = torch.tensor(images)
         labels = torch.tensor(labels)
@@ -331,7 +356,9 @@ class SegmentationRun:
         self.control.step({"dice": dice, "val_loss": val_loss})
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a restart needs to continue exactly (CPU tensors)."""
+        """Everything a restart needs to continue exactly (CPU tensors); Schedule-Free AdamW is put in eval mode
+        first, so the model's state is its averaged weights."""
+        self.control.eval()
         return {
             "epoch": self.epoch,
             "model": self.model.state_dict(),

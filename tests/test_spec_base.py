@@ -1,0 +1,34 @@
+"""A spec that starts from another (``base:``): the built-in lr-schedulers-full, and a user's own variant."""
+
+import pytest
+
+from medtune.cluster.spec import SpecError, read_spec_file
+from medtune.cluster.studies import load_spec
+
+
+def test_the_full_lr_spec_is_the_default_with_every_method():
+    default, full = load_spec("lr-schedulers"), load_spec("lr-schedulers-full")
+    assert full.name == "lr-schedulers-full"
+    assert set(default.methods) < set(full.methods)
+    assert {"step", "exponential", "warmup_cosine", "effort"} <= set(full.methods) - set(default.methods)
+    assert full.train == default.train and full.data == default.data and full.seeds == default.seeds
+
+
+def test_a_variant_overrides_section_by_section_and_resolves_its_base_beside_itself(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: lr-schedulers\nname: mine\ntrain: {epochs: 7}\n")
+    (tmp_path / "child.yaml").write_text("base: mine.yaml\nname: child\nsmoke: {train.epochs: 2}\n")
+    data, _ = read_spec_file(str(tmp_path / "child.yaml"))
+    assert data["name"] == "child" and "base" not in data
+    assert data["train"]["epochs"] == 7 and data["train"]["batch_size"] == 4   # merged, not replaced
+    assert data["smoke"]["train.epochs"] == 2 and data["smoke"]["seeds"] == [0]
+    assert load_spec(str(tmp_path / "child.yaml"), smoke=True).train.epochs == 2
+
+
+def test_a_base_chain_that_loops_or_names_nothing_is_one_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(SpecError, match="comes back to itself"):
+        read_spec_file(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("base: lr-schedulerz\n")
+    with pytest.raises(SpecError, match="did you mean 'lr-schedulers'"):
+        read_spec_file(str(tmp_path / "c.yaml"))
