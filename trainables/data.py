@@ -8,10 +8,13 @@ Two sources give the same thing, a list of :class:`Case` (one image,
   "anterior" head, label 2 "posterior" tail) in MR-like tissue.
 * ``decathlon``: :func:`load_decathlon` reads any MSD task (Task04 Hippocampus,
   Task01 BrainTumour's four MR modalities, ...) from a local folder in its own
-  layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``), 3D or 4D multi-modal.
+  layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``), 3D or 4D multi-modal,
+  with MONAI's ``load_decathlon_datalist``, ``LoadImaged`` (``NibabelReader``) and ``EnsureChannelFirstd``.
 
-:func:`load_split` turns either into fixed-size, normalised train/validation
-arrays with a seeded split that is the same for every trial of a study.
+:func:`split_datalists` checks either source and gives the seeded train/validation/test split (the same for
+every trial of a study) as MONAI data lists, :class:`SegmentationSplit`, with the deterministic preprocessing
+that each trial runs once per volume in a ``CacheDataset``; :func:`load_split` materialises the same split as
+fixed-size, normalised dense arrays.
 
 Every problem with user input raises :class:`~medtune.errors.InputError`
 with one line naming the field or file and the fix. MONAI and nibabel are
@@ -701,8 +704,8 @@ def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float
     keys = ("image", "label")
     if cfg.source == "decathlon":
         steps = [*_reader(np.float32), *_decathlon_steps(cfg, spacing, modalities)]
-    else:
-        steps = [NormalizeIntensityd(keys="image", channel_wise=in_channels > 1)]
+    else:  # in-memory arrays, read-only views of Ray's object store in a trial: copied before anything else
+        steps = [Lambdad(keys=keys, func=_writable_copy), NormalizeIntensityd(keys="image", channel_wise=in_channels > 1)]
     return steps + [
         ResizeWithPadOrCropd(keys=keys, spatial_size=cfg.spatial_size),
         Lambdad(keys="label", func=_round_labels),  # float label maps: rounded, never truncated
@@ -713,6 +716,10 @@ def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float
 
 def _round_labels(label):
     return label.round()
+
+
+def _writable_copy(x):
+    return np.array(x)
 
 
 @dataclass
@@ -786,9 +793,10 @@ def arrays_as_split(data: SegmentationData) -> SegmentationSplit:
 class _ArraySplit(SegmentationSplit):
     def transforms(self) -> list:
         import torch
-        from monai.transforms import EnsureTyped
+        from monai.transforms import EnsureTyped, Lambdad
 
-        return [EnsureTyped(keys="image", data_type="tensor", dtype=torch.float32, track_meta=False),
+        return [Lambdad(keys=("image", "label"), func=_writable_copy),
+                EnsureTyped(keys="image", data_type="tensor", dtype=torch.float32, track_meta=False),
                 EnsureTyped(keys="label", data_type="tensor", dtype=torch.uint8, track_meta=False)]
 
 
