@@ -347,3 +347,11 @@ def test_large_offcentre_task_trains_on_patches_and_scores_the_whole_volume(tmp_
     metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
     metric(one_hot(logits.argmax(1, keepdim=True), 3), one_hot(val["label"][None].long(), 3))
     assert run.validate()[0] == pytest.approx(float(metric.aggregate()), abs=1e-6)
+
+
+def test_the_lr_spec_takes_fractional_gpus_and_a_cache_rate():
+    from medtune.cluster.studies import load_spec
+
+    spec = load_spec("lr-schedulers", smoke=True, overrides=["resources.gpus_per_trial=0.25", "data.cache_rate=0.5"])
+    assert spec.resources.gpus_per_trial == 0.25 and spec.data.cache_rate == 0.5
+    assert load_spec("lr-schedulers").data.cache_rate == 1.0
