@@ -355,3 +355,24 @@ def test_the_lr_spec_takes_fractional_gpus_and_a_cache_rate():
     spec = load_spec("lr-schedulers", smoke=True, overrides=["resources.gpus_per_trial=0.25", "data.cache_rate=0.5"])
     assert spec.resources.gpus_per_trial == 0.25 and spec.data.cache_rate == 0.5
     assert load_spec("lr-schedulers").data.cache_rate == 1.0
+
+
+def test_the_thread_loader_leaves_torch_global_rng_alone(data):
+    from medtune.trainables.data import arrays_as_split
+    from medtune.trainables.segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
+
+    cuda = choose_pipeline("cuda", amp=False)
+    split = arrays_as_split(data)
+    dataset = make_dataset(split.val, trial_transforms(split, choose_pipeline("cpu", False), "cpu"), 1.0)
+    torch.manual_seed(5)
+    torch.rand(3)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    torch.rand(3)
+    run = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL)
+    run.pipeline = cuda  # what validate() builds on a GPU trial, over a CPU cache
+    assert type(run._batches(dataset)).__name__ == "ThreadDataLoader"
+    torch.manual_seed(5)
+    torch.rand(3)
+    run._batches(dataset)
+    assert torch.equal(torch.rand(4), expected)  # not reset to the seed's start

@@ -169,7 +169,7 @@ def trial_transforms(split: SegmentationSplit, pipeline: Pipeline, device: str, 
 
 
 def make_dataset(items: list[dict], transforms: list, cache_rate: float):
-    """MONAI ``CacheDataset`` over ``items``: the first ``round(cache_rate * len(items))`` are preprocessed once and
+    """MONAI ``CacheDataset`` over ``items``: the first ``int(cache_rate * len(items))`` are preprocessed once and
     held (``copy_cache=False``: the patch crop copies what it takes, nothing writes into the cache)."""
     from monai.data import CacheDataset
     from monai.transforms import Compose
@@ -179,7 +179,9 @@ def make_dataset(items: list[dict], transforms: list, cache_rate: float):
 
 def make_loader(pipeline: Pipeline, dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
                 num_workers: int):
-    """The loader class :attr:`Pipeline.loader` names, collating with :func:`patch_collate`."""
+    """The loader class :attr:`Pipeline.loader` names, collating with :func:`patch_collate`. MONAI's
+    ``ThreadDataLoader`` draws a seed for the dataset's random transforms from ``generator`` and resets it to its
+    initial seed, so pass a generator of the trial's own (never None, which means torch's global one)."""
     if pipeline.loader == "ThreadDataLoader":
         from monai.data import ThreadDataLoader
 
@@ -341,8 +343,9 @@ class SegmentationRun:
         return self._score(self._batches(self._test_set))
 
     def _batches(self, dataset):
-        return make_loader(self.pipeline, dataset, self.train_cfg.batch_size, shuffle=False, generator=None,
-                           num_workers=self.train_cfg.num_workers)
+        # A generator of its own: MONAI's loaders re-seed the one they get, which must not be torch's global one.
+        return make_loader(self.pipeline, dataset, self.train_cfg.batch_size, shuffle=False,
+                           generator=torch.Generator(), num_workers=self.train_cfg.num_workers)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes, D, H, W)`` for volumes ``x`` ``(B, C, D, H, W)``: one forward pass, or with
