@@ -558,3 +558,16 @@ def test_config_rejects_a_cache_rate_outside_the_unit_interval(rate):
     with pytest.raises(InputError, match=re.escape(f"cache_rate={rate!r}")):
         DataConfig(cache_rate=rate)
     assert DataConfig().cache_rate == 1.0 and DataConfig(cache_rate=0).cache_rate == 0
+
+
+def test_a_split_names_a_file_that_this_node_cannot_see(tmp_path):
+    from medtune.trainables.data import split_datalists
+
+    root = write_decathlon(tmp_path / "task", num_cases=4)
+    split = split_datalists(DataConfig(source="decathlon", path=str(root)))
+    split.check_files()
+    victim = split.val[0]["label"]
+    (tmp_path / "task" / "labelsTr" / victim.rsplit("/", 1)[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(victim)):
+        split.check_files("node abc")
+    split_datalists(DataConfig(num_volumes=4)).check_files()  # the phantom's items are arrays: nothing to see

@@ -749,6 +749,17 @@ class SegmentationSplit:
     cache_rate: float = 1.0
     modalities: tuple[str, ...] | None = None
 
+    def check_files(self, where: str = "this node") -> None:
+        """Raise ``FileNotFoundError`` naming the first item file that ``where`` cannot see (a trial on another
+        node of a cluster reads the Decathlon folder at the driver's path)."""
+        for item in (*self.train, *self.val, *self.test):
+            for key in ("image", "label"):
+                if isinstance(item[key], str) and not Path(item[key]).is_file():
+                    raise FileNotFoundError(
+                        f"{where} cannot read {item[key]}: on a multi-node cluster every node needs the Decathlon "
+                        "folder at the same path as the driver (shared storage or a copy)"
+                    )
+
     def transforms(self) -> list:
         """:func:`preprocessing_transforms` for this split (fresh instances)."""
         spacing = None if self.cfg.spacing == "median" else self.cfg.spacing

@@ -488,6 +488,8 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
     data_cfg = from_dict(DataConfig, config.get("data"), "data")
     if data is None:
         data = split_datalists(data_cfg)
+    if isinstance(data, SegmentationSplit):
+        data.check_files(f"node {ray_node_id()}")
     import ray
 
     # The GPU Ray assigned to this trial, if any (a CPU trial on a GPU node must not take cuda:0). Ray makes only
