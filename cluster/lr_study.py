@@ -121,16 +121,19 @@ PBT_DIR = "pbt"
 
 
 def prepare_data(spec: LRStudySpec):
-    """Load (and so validate) the study's data in the driver, before Ray starts, and build the network once on
-    it (``in_channels`` from the data's modalities, ``out_channels`` from its classes)."""
-    from medtune.trainables.data import load_split
+    """Check the study's data in the driver, before Ray starts, and build the network once on it
+    (``in_channels`` from the data's modalities, ``out_channels`` from its classes).
+
+    Returns the split as MONAI data lists (:func:`~medtune.trainables.data.split_datalists`): a Decathlon task
+    travels to the trials as file paths, and each trial caches its volumes itself (``CacheDataset``)."""
+    from medtune.trainables.data import split_datalists
     from medtune.trainables.networks import check_network
 
-    data = load_split(spec.data)
-    n_test = 0 if data.test_images is None else len(data.test_images)
+    data = split_datalists(spec.data)
     log(
-        f"data: {spec.data.source} - {len(data.train_images)} training, {len(data.val_images)} validation and "
-        f"{n_test} test volumes of {tuple(data.train_images.shape[2:])} with {data.in_channels} channel(s)"
+        f"data: {spec.data.source} - {len(data.train)} training, {len(data.val)} validation and "
+        f"{len(data.test)} test volumes of {tuple(data.spatial_size)} with {data.in_channels} channel(s), "
+        f"{spec.data.cache_rate:.0%} cached per trial"
     )
     n_params = check_network(spec.model, data.in_channels, data.num_classes,
                              tuple(spec.data.patch_size or spec.data.spatial_size))  # what the network sees in training
@@ -148,8 +151,10 @@ def _trainable(spec: LRStudySpec, data: Any):
 
 
 def task_key(spec: LRStudySpec) -> str:
-    """Curves are comparable (for the episodic memory) when data, model and batch size are the same."""
-    key = json.dumps([to_dict(spec.data), to_dict(spec.model), spec.train.batch_size], sort_keys=True)
+    """Curves are comparable (for the episodic memory) when data, model and batch size are the same
+    (``data.cache_rate`` changes memory and speed, not the curves, so it is left out)."""
+    data = {k: v for k, v in to_dict(spec.data).items() if k != "cache_rate"}
+    key = json.dumps([data, to_dict(spec.model), spec.train.batch_size], sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 

@@ -68,6 +68,9 @@ class ResourcesConfig:
             raise ValueError(f"cpus_per_trial={self.cpus_per_trial!r} must be > 0")
         if self.gpus_per_trial < 0:
             raise ValueError(f"gpus_per_trial={self.gpus_per_trial!r} must be >= 0 (fractions such as 0.25 are fine)")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):  # Ray's rule for a trial
+            raise ValueError(f"gpus_per_trial={self.gpus_per_trial!r}: above 1 it must be a whole number of GPUs "
+                             "(fractions such as 0.25 share one GPU)")
         if self.max_concurrent < 0:
             raise ValueError(f"max_concurrent={self.max_concurrent!r} must be >= 0 (0 means no limit)")
 

@@ -51,3 +51,29 @@ def write_decathlon(root: str | Path, num_cases: int = 4, shape: tuple[int, int,
             "numTraining": num_cases, "training": training, "test": []}
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+def write_offcentre_decathlon(root: str | Path, num_cases: int = 4, shape: tuple[int, int, int] = (48, 48, 48),
+                              seed: int = 0) -> Path:
+    """A "large" tiny task: like :func:`write_decathlon`, but the two touching boxes (labels 1 and 2) sit near a
+    corner of a volume several times a test patch in each axis, so a centre crop would miss them. The image is
+    noisy tissue (nonzero everywhere, so foreground cropping keeps the whole volume), brighter on the boxes."""
+    root = Path(root)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    training = []
+    for i in range(num_cases):
+        label = np.zeros(shape, np.uint8)
+        x, y, z = 4 + i % 2, shape[1] - 14, 5
+        label[x:x + 8, y:y + 5, z:z + 8] = 1
+        label[x:x + 8, y + 5:y + 10, z:z + 8] = 2
+        image = (rng.normal(100, 10, shape) + 80 * (label > 0)).astype(np.float32)
+        name = f"big_{i:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(image, np.eye(4)), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    meta = {"name": "OffCentre", "modality": {"0": "MRI"}, "labels": LABELS, "numTraining": num_cases,
+            "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return root

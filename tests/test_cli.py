@@ -57,6 +57,8 @@ def assert_one_line(err: str, *needles: str) -> None:
         (["data.source=phantm"], ["data.source='phantm'", "did you mean 'phantom'"]),
         (["data.val_fraction=1.5"], ["data.val_fraction=1.5"]),
         (["resources.gpus_per_trial=-1"], ["gpus_per_trial=-1"]),
+        (["data.cache_rate=1.5"], ["cache_rate=1.5", "[0, 1]"]),
+        (["resources.gpus_per_trial=1.5"], ["gpus_per_trial=1.5", "whole number"]),
         (["train.epochs"], ["--set 'train.epochs'", "key=value"]),
     ],
 )

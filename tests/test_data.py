@@ -543,3 +543,55 @@ def test_the_split_arrays_do_not_depend_on_the_machine_s_thread_count():
         torch.set_num_threads(before)
     for a, b in zip(*got):
         assert a.tobytes() == b.tobytes()
+
+
+# --------------------------------------------------------------------------- data lists for CacheDataset
+
+
+def test_decathlon_split_is_file_lists_read_by_monai_and_equals_the_arrays(tmp_path):
+    from medtune.trainables.data import split_datalists
+
+    root = write_decathlon(tmp_path / "task", num_cases=5, modalities=2)
+    cfg = DataConfig(source="decathlon", path=str(root), spatial_size=(16, 16, 12))
+    split = split_datalists(cfg)
+    items = split.train + split.val + split.test
+    assert len(items) == 5 and all(isinstance(i["image"], str) and i["image"].endswith(".nii.gz") for i in items)
+    assert {i["image"].rsplit("/", 1)[1] for i in items} == {f"hippocampus_{k:03d}.nii.gz" for k in range(5)}
+    assert split.in_channels == 2 and split.cfg.spacing == (1.0, 1.0, 1.0)  # median resolved in the driver
+    dense = load_split(cfg)
+    again = split.materialise()
+    np.testing.assert_array_equal(dense.train_images, again.train_images)
+    np.testing.assert_array_equal(dense.test_labels, again.test_labels)
+
+
+def test_decathlon_split_checks_every_file_before_anything_is_cached(tmp_path):
+    from medtune.trainables.data import split_datalists
+
+    root = write_decathlon(tmp_path / "task", num_cases=4)
+    path = root / "imagesTr" / "hippocampus_003.nii.gz"
+    image = np.asanyarray(nib.load(path).dataobj).copy()
+    image[1, 1, 1] = np.nan
+    _rewrite(path, image)
+    with pytest.raises(InputError) as excinfo:
+        split_datalists(DataConfig(source="decathlon", path=str(root)))
+    _assert_one_line_naming(excinfo, "hippocampus_003.nii.gz")
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, "all", True])
+def test_config_rejects_a_cache_rate_outside_the_unit_interval(rate):
+    with pytest.raises(InputError, match=re.escape(f"cache_rate={rate!r}")):
+        DataConfig(cache_rate=rate)
+    assert DataConfig().cache_rate == 1.0 and DataConfig(cache_rate=0).cache_rate == 0
+
+
+def test_a_split_names_a_file_that_this_node_cannot_see(tmp_path):
+    from medtune.trainables.data import split_datalists
+
+    root = write_decathlon(tmp_path / "task", num_cases=4)
+    split = split_datalists(DataConfig(source="decathlon", path=str(root)))
+    split.check_files()
+    victim = split.val[0]["label"]
+    (tmp_path / "task" / "labelsTr" / victim.rsplit("/", 1)[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(victim)):
+        split.check_files("node abc")
+    split_datalists(DataConfig(num_volumes=4)).check_files()  # the phantom's items are arrays: nothing to see

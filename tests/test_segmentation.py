@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -306,3 +307,110 @@ def test_own_optimizer_methods_get_their_optimizer_and_onecycle_moves_per_batch(
     assert steps == 2 and one.current_lr == pytest.approx(1e-2 / 25)
     one.train_epoch()
     assert one.control.policy.scheduler.last_epoch == steps  # stepped once per batch
+
+
+# --------------------------------------------------------------------------- CacheDataset pipeline, CPU and CUDA
+
+
+def test_cuda_trials_cache_on_the_gpu_and_use_the_thread_loader_cpu_trials_do_not(data):
+    from monai.data import ThreadDataLoader
+    from monai.transforms import RandCropByPosNegLabeld, ToDeviced
+
+    from medtune.trainables.data import arrays_as_split
+    from medtune.trainables.segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
+
+    cuda, cpu = choose_pipeline("cuda", amp=True), choose_pipeline("cpu", amp=True)
+    assert (cuda.loader, cuda.to_device, cuda.cudnn_benchmark, cuda.amp) == ("ThreadDataLoader", True, True, True)
+    assert (cpu.loader, cpu.to_device, cpu.cudnn_benchmark, cpu.amp) == ("DataLoader", False, False, False)
+    assert choose_pipeline("cuda:1", amp=False).amp is False and choose_pipeline("cuda:1", amp=False).to_device
+    split = arrays_as_split(data)
+    crop = RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=(8, 8, 8))
+    steps = trial_transforms(split, cuda, "cuda", crop)
+    assert isinstance(steps[-2], ToDeviced) and steps[-1] is crop  # cached on the device, then the random crop
+    assert str(steps[-2].converter.device) == "cuda"
+    assert not any(isinstance(s, ToDeviced) for s in trial_transforms(split, cpu, "cpu", crop))
+    dataset = make_dataset(split.train, trial_transforms(split, cpu, "cpu"), 1.0)  # a CPU cache for both loaders
+    assert isinstance(make_loader(cuda, dataset, 2, True, torch.Generator(), 3), ThreadDataLoader)
+    plain = make_loader(cpu, dataset, 2, True, torch.Generator(), 0)
+    assert type(plain) is torch.utils.data.DataLoader
+    images, labels = next(iter(plain))
+    assert images.shape == (2, 1, 16, 16, 16) and labels.dtype == torch.int64
+
+
+def test_cache_rate_bounds_what_is_cached_and_changes_no_number():
+    from medtune.trainables.data import split_datalists
+
+    def epoch(rate):
+        split = split_datalists(DataConfig(num_volumes=6, val_fraction=0.34, seed=3, spatial_size=(16, 16, 16),
+                                           test_fraction=0.0, cache_rate=rate))
+        run = SegmentationRun(method="fixed", seed=2, data=split, model_cfg=MODEL,
+                              train_cfg=TrainConfig(epochs=1, batch_size=2, base_lr=1e-2))
+        return run.train_set, run.run_epoch()
+
+    full_set, full = epoch(1.0)
+    half_set, half = epoch(0.5)
+    assert full_set.cache_num == 4 and half_set.cache_num == 2 and len(half_set) == 4
+    assert half.train_loss == pytest.approx(full.train_loss, rel=1e-6) and half.dice == pytest.approx(full.dice)
+
+
+def test_large_offcentre_task_trains_on_patches_and_scores_the_whole_volume(tmp_path):
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot
+
+    from tests.helpers_decathlon import write_offcentre_decathlon
+    from medtune.trainables.data import split_datalists
+
+    root = write_offcentre_decathlon(tmp_path / "big", num_cases=4, shape=(48, 48, 48))
+    cfg = DataConfig(source="decathlon", path=str(root), test_fraction=0.0, val_fraction=0.25,
+                     spatial_size=(48, 48, 48), patch_size=(12, 12, 12), patches_per_volume=2)
+    split = split_datalists(cfg)
+    run = SegmentationRun(method="fixed", seed=0, data=split, model_cfg=MODEL, patch_size=cfg.patch_size,
+                          patches_per_volume=2, train_cfg=TrainConfig(epochs=1, batch_size=3, base_lr=1e-2))
+    hits = []
+    for _ in range(4):  # pos=neg=1: about half the patches are centred on the small off-centre structure
+        for images, labels in run.loader:
+            assert images.shape[1:] == (1, 12, 12, 12) and labels.shape[1:] == (1, 12, 12, 12)
+            hits += (labels > 0).flatten(1).any(1).tolist()
+    assert len(hits) == 4 * 3 * 2 and sum(hits) >= 0.35 * len(hits)  # a uniform 12^3 patch hits it ~15% of the time
+    result = run.run_epoch()
+    assert math.isfinite(result.train_loss) and 0 <= result.dice <= 1
+    val = run.val_set[0]
+    file_label = np.asanyarray(nib.load(split.val[0]["label"]).dataobj)
+    assert val["label"].shape == (1, 48, 48, 48) and int((val["label"] > 0).sum()) == int((file_label > 0).sum())
+    centre = val["label"][0, 18:30, 18:30, 18:30]
+    assert not (centre > 0).any()  # a centre crop of the patch size would see no foreground at all
+    with torch.no_grad():  # the score covers every voxel: recompute it on the whole volume by hand
+        logits = run.predict(val["image"][None])
+    assert logits.shape == (1, 3, 48, 48, 48)
+    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
+    metric(one_hot(logits.argmax(1, keepdim=True), 3), one_hot(val["label"][None].long(), 3))
+    assert run.validate()[0] == pytest.approx(float(metric.aggregate()), abs=1e-6)
+
+
+def test_the_lr_spec_takes_fractional_gpus_and_a_cache_rate():
+    from medtune.cluster.studies import load_spec
+
+    spec = load_spec("lr-schedulers", smoke=True, overrides=["resources.gpus_per_trial=0.25", "data.cache_rate=0.5"])
+    assert spec.resources.gpus_per_trial == 0.25 and spec.data.cache_rate == 0.5
+    assert load_spec("lr-schedulers").data.cache_rate == 1.0
+
+
+def test_the_thread_loader_leaves_torch_global_rng_alone(data):
+    from medtune.trainables.data import arrays_as_split
+    from medtune.trainables.segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
+
+    cuda = choose_pipeline("cuda", amp=False)
+    split = arrays_as_split(data)
+    dataset = make_dataset(split.val, trial_transforms(split, choose_pipeline("cpu", False), "cpu"), 1.0)
+    torch.manual_seed(5)
+    torch.rand(3)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    torch.rand(3)
+    run = SegmentationRun(method="fixed", seed=0, data=data, model_cfg=MODEL)
+    run.pipeline = cuda  # what validate() builds on a GPU trial, over a CPU cache
+    assert type(run._batches(dataset)).__name__ == "ThreadDataLoader"
+    torch.manual_seed(5)
+    torch.rand(3)
+    run._batches(dataset)
+    assert torch.equal(torch.rand(4), expected)  # not reset to the seed's start

@@ -13,6 +13,8 @@ _PUBLIC = {
     "DataConfig": "medtune.trainables.data",
     "SegmentationData": "medtune.trainables.data",
     "load_split": "medtune.trainables.data",
+    "SegmentationSplit": "medtune.trainables.data",
+    "split_datalists": "medtune.trainables.data",
     "make_phantom": "medtune.trainables.data",
     "load_decathlon": "medtune.trainables.data",
     "ModelConfig": "medtune.trainables.segmentation",

@@ -8,10 +8,13 @@ Two sources give the same thing, a list of :class:`Case` (one image,
   "anterior" head, label 2 "posterior" tail) in MR-like tissue.
 * ``decathlon``: :func:`load_decathlon` reads any MSD task (Task04 Hippocampus,
   Task01 BrainTumour's four MR modalities, ...) from a local folder in its own
-  layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``), 3D or 4D multi-modal.
+  layout (``dataset.json``, ``imagesTr/``, ``labelsTr/``), 3D or 4D multi-modal,
+  with MONAI's ``load_decathlon_datalist``, ``LoadImaged`` (``NibabelReader``) and ``EnsureChannelFirstd``.
 
-:func:`load_split` turns either into fixed-size, normalised train/validation
-arrays with a seeded split that is the same for every trial of a study.
+:func:`split_datalists` checks either source and gives the seeded train/validation/test split (the same for
+every trial of a study) as MONAI data lists, :class:`SegmentationSplit`, with the deterministic preprocessing
+that each trial runs once per volume in a ``CacheDataset``; :func:`load_split` materialises the same split as
+fixed-size, normalised dense arrays.
 
 Every problem with user input raises :class:`~medtune.errors.InputError`
 with one line naming the field or file and the fix. MONAI and nibabel are
@@ -25,6 +28,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +70,9 @@ class DataConfig:
             ``RandCropByPosNegLabeld`` (half centred on foreground, half on background), and validation and test
             volumes are scored by ``sliding_window_inference`` with this window. None (default): whole volumes.
         patches_per_volume: Patches drawn per training volume and epoch (>= 1), with ``patch_size`` only.
+        cache_rate: Share of each split's volumes a trial keeps preprocessed in memory (MONAI ``CacheDataset``),
+            in [0, 1]: 1.0 (default) runs the deterministic transforms once per volume and trial; below 1 the
+            rest is read and preprocessed again every epoch, bounding memory by the cache, not the task's size.
 
     Raises:
         InputError: One line naming the field, the value and the fix.
@@ -83,6 +90,7 @@ class DataConfig:
     crop_foreground: bool = True
     patch_size: tuple[int, int, int] | None = None
     patches_per_volume: int = 2
+    cache_rate: float = 1.0
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -143,6 +151,10 @@ class DataConfig:
             )
         if not is_int(self.patches_per_volume) or self.patches_per_volume < 1:
             raise InputError(f"patches_per_volume={self.patches_per_volume!r} must be an integer >= 1")
+        if not (is_number(self.cache_rate) and 0 <= self.cache_rate <= 1):
+            raise InputError(
+                f"cache_rate={self.cache_rate!r} is out of range; use a number in [0, 1] (1.0: cache every volume)"
+            )
 
 
 @dataclass
@@ -298,9 +310,12 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, ...], tuple[str, ...] | None]:
-    """Check the folder and ``dataset.json``; return (image, label) paths, class names and the modality names
-    in channel order (None when ``dataset.json`` has no ``modality`` mapping)."""
+def _read_dataset_json(root: Path) -> tuple[list[dict[str, str]], tuple[str, ...], tuple[str, ...] | None]:
+    """Check the folder and ``dataset.json``; return its ``training`` entries as MONAI's
+    ``load_decathlon_datalist`` resolves them (``{"image": abs path, "label": abs path}``), the class names and the
+    modality names in channel order (None when ``dataset.json`` has no ``modality`` mapping)."""
+    from monai.data import load_decathlon_datalist
+
     if not root.is_dir():
         raise InputError(f"Decathlon folder {root} does not exist; point path at the Task04_Hippocampus folder")
     meta_path = root / "dataset.json"
@@ -324,44 +339,57 @@ def _read_dataset_json(root: Path) -> tuple[list[tuple[Path, Path]], tuple[str, 
     training = meta.get("training")
     if not isinstance(training, list) or not training:
         raise InputError(f"{meta_path} has no non-empty 'training' list; add entries {{\"image\": ..., \"label\": ...}}")
-    pairs = []
     for i, entry in enumerate(training):
         if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
             raise InputError(f"{meta_path} training[{i}] is {entry!r}; each entry needs 'image' and 'label' paths")
-        pairs.append((root / entry["image"], root / entry["label"]))
+    items = [{"image": str(d["image"]), "label": str(d["label"])}
+             for d in load_decathlon_datalist(meta_path, is_segmentation=True, data_list_key="training", base_dir=root)]
     names = None
     if modality:
         try:
             names = tuple(str(modality[k]) for k in sorted(modality, key=int))
         except ValueError:
             raise InputError(f"{meta_path} 'modality' keys {list(modality)} are not integers; use \"0\", \"1\", ...") from None
-    return pairs, tuple(labels[k] for k in range(len(labels))), names
+    return items, tuple(labels[k] for k in range(len(labels))), names
 
 
-def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one NIfTI file and check it.
+def _reader(dtype: Any = None):
+    """MONAI's ``LoadImaged`` (``NibabelReader``, voxels as MetaTensors with their affine) and
+    ``EnsureChannelFirstd`` on ``image`` and ``label``: 3D ``(X, Y, Z)`` becomes ``(1, X, Y, Z)``, 4D multi-modal
+    ``(X, Y, Z, C)`` becomes ``(C, X, Y, Z)``. ``dtype`` None keeps the file's voxel type (for the checks)."""
+    from monai.data import NibabelReader
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
 
-    Images may be 3D ``(X, Y, Z)`` or 4D multi-modal ``(X, Y, Z, C)`` (the Decathlon layout); a 4D image is
-    made channel-first ``(C, X, Y, Z)`` with MONAI's ``EnsureChannelFirst(channel_dim=-1)``, and a trailing
-    singleton channel is squeezed to 3D. Labels must be 3D (a trailing singleton axis is squeezed).
+    keys = ("image", "label")
+    return [LoadImaged(keys=keys, reader=NibabelReader, image_only=True, dtype=dtype, allow_missing_keys=True),
+            EnsureChannelFirstd(keys=keys, allow_missing_keys=True)]
+
+
+def _read_nifti(path: Path, what: str, reader: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one NIfTI file with MONAI (:func:`_reader`) and check it.
+
+    Images may be 3D ``(X, Y, Z)`` or 4D multi-modal ``(X, Y, Z, C)`` (the Decathlon layout); both come back
+    channel-first ``(C, X, Y, Z)`` (C = 1 for 3D, and for a trailing singleton axis). Labels must be 3D (a
+    trailing singleton axis is accepted).
 
     Returns:
-        ``(voxels, affine)``, the affine ``(4, 4)`` float64.
+        ``(voxels, affine)``: ``(C, X, Y, Z)`` in the file's dtype and the ``(4, 4)`` float64 affine
+        that MONAI's reader gives the MetaTensor.
 
     Raises:
         InputError: one line naming ``path`` for a missing or unreadable file, a singular or non-finite affine,
             a shape that is neither, a non-numeric dtype, or NaN/Inf voxels.
     """
-    import nibabel as nib
-
     if not path.is_file():
         raise InputError(f"{what} file {path} is missing; fix the path in dataset.json or restore the file")
+    load, channel_first = reader or _reader()
     try:
-        nifti = nib.load(str(path))
-        data = np.asanyarray(nifti.dataobj)
-        affine = np.asarray(nifti.affine, dtype=np.float64)
+        volume = channel_first(load({what: str(path)}))[what]
+        affine = np.asarray(volume.affine, dtype=np.float64)
+        data = volume.numpy()
     except Exception as exc:  # nibabel, gzip, zlib and EOF errors all mean the same to the user
-        raise InputError(f"{what} file {path} is not a readable NIfTI ({_one_line(exc)}); replace it") from None
+        reason = "MONAI's NibabelReader could not read it" if "suitable reader" in str(exc) else _one_line(exc)
+        raise InputError(f"{what} file {path} is not a readable NIfTI ({reason}); replace it") from None
     if not np.isfinite(affine).all():
         raise InputError(f"{what} file {path} has a non-finite affine; fix the header's qform/sform")
     singular = np.linalg.svd(affine[:3, :3], compute_uv=False)
@@ -370,15 +398,10 @@ def _read_nifti(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
             f"{what} file {path} has a singular affine (voxel axes {singular.round(6).tolist()} long); "
             "fix the header's qform/sform (pixdim) so every voxel axis has a non-zero length"
         )
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 4 and what == "image":
-        from monai.transforms import EnsureChannelFirst
-
-        data = np.asarray(EnsureChannelFirst(channel_dim=-1)(data))  # (X, Y, Z, C) -> (C, X, Y, Z)
-    elif data.ndim != 3:
+    if data.ndim != 4 or (what == "label" and data.shape[0] != 1):
+        shape = data.shape[1:] if data.shape[0] == 1 else (*data.shape[1:], data.shape[0])  # as stored
         expected = "a 3D volume (D, H, W) or a 4D multi-modal one (D, H, W, C)" if what == "image" else "a 3D volume (D, H, W)"
-        raise InputError(f"{what} file {path} has shape {data.shape}; expected {expected}")
+        raise InputError(f"{what} file {path} has shape {shape}; expected {expected}")
     if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
         raise InputError(f"{what} file {path} holds {data.dtype} voxels; expected a numeric (integer or float) volume")
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
@@ -402,16 +425,37 @@ def _integer_labels(label: np.ndarray, path: Path) -> np.ndarray:
     return rounded
 
 
-def _iter_decathlon(root: str | Path) -> Iterator[Case]:
+@dataclass(frozen=True)
+class CaseHeader:
+    """What the checks keep of one Decathlon case: its files, channel count and affine (no voxels).
+
+    Attributes:
+        name: File stem (``hippocampus_003``).
+        image, label: Absolute paths as ``load_decathlon_datalist`` resolved them.
+        channels: Image channels (modalities).
+        affine: ``(4, 4)`` voxel-to-world (mm) of the image.
+    """
+
+    name: str
+    image: str
+    label: str
+    channels: int
+    affine: np.ndarray
+
+
+def _iter_decathlon(root: str | Path) -> Iterator[tuple[CaseHeader, np.ndarray, np.ndarray]]:
+    """Read and check every case, one at a time: ``(header, image (C, X, Y, Z) float32, label (X, Y, Z) uint8)``."""
     root = Path(root)
-    pairs, class_names, modalities = _read_dataset_json(root)
+    items, class_names, modalities = _read_dataset_json(root)
     n_modalities = None if modalities is None else len(modalities)
     declared = np.arange(len(class_names))
+    reader = _reader()
     first: tuple[int, Path] | None = None  # (channels, image path) of the first case
-    for image_path, label_path in pairs:
-        image, affine = _read_nifti(image_path, "image")
-        label = _integer_labels(_read_nifti(label_path, "label")[0], label_path)
-        channels = 1 if image.ndim == 3 else image.shape[0]
+    for item in items:
+        image_path, label_path = Path(item["image"]), Path(item["label"])
+        image, affine = _read_nifti(image_path, "image", reader)
+        label = _integer_labels(_read_nifti(label_path, "label", reader)[0][0], label_path)
+        channels = image.shape[0]
         if n_modalities is not None and channels != n_modalities:
             raise InputError(
                 f"image file {image_path} has {channels} channel(s) but dataset.json 'modality' lists {n_modalities}; "
@@ -438,7 +482,8 @@ def _iter_decathlon(root: str | Path) -> Iterator[Case]:
                 f"{declared.tolist()} in dataset.json; fix the label map or the 'labels' entry"
             )
         name = image_path.name.removesuffix(".gz").removesuffix(".nii")
-        yield Case(name=name, image=image.astype(np.float32), label=label.astype(np.uint8), affine=affine)
+        header = CaseHeader(name, str(image_path), str(label_path), int(channels), affine)
+        yield header, image.astype(np.float32), label.astype(np.uint8)
 
 
 def load_decathlon(root: str | Path) -> list[Case]:
@@ -446,11 +491,12 @@ def load_decathlon(root: str | Path) -> list[Case]:
 
     Expects ``root/dataset.json`` with ``labels`` (``{"0": "background", ...}``,
     keys 0..K-1), ``training`` (list of ``{"image": "./imagesTr/x.nii.gz",
-    "label": "./labelsTr/x.nii.gz"}``, relative to ``root``) and optionally
-    ``modality`` (``{"0": "FLAIR", ...}``: one image channel per entry).
-    4D images ``(X, Y, Z, C)`` become channel-first ``(C, X, Y, Z)``; a
-    trailing singleton axis is squeezed to 3D. Label maps stored as floats are
-    rounded to integers.
+    "label": "./labelsTr/x.nii.gz"}``, relative to ``root``; resolved by MONAI's
+    ``load_decathlon_datalist``) and optionally ``modality`` (``{"0": "FLAIR", ...}``:
+    one image channel per entry). Files are read by MONAI's ``LoadImaged``
+    (``NibabelReader``) and ``EnsureChannelFirstd``: 4D images ``(X, Y, Z, C)``
+    become channel-first ``(C, X, Y, Z)``; a trailing singleton axis gives 3D.
+    Label maps stored as floats are rounded to integers.
 
     Args:
         root: The task folder.
@@ -468,7 +514,19 @@ def load_decathlon(root: str | Path) -> list[Case]:
             image/label shape mismatch, label values that are not integers or
             lie outside the declared classes.
     """
-    return list(_iter_decathlon(root))
+    return [Case(h.name, image[0] if h.channels == 1 else image, label, h.affine)
+            for h, image, label in _iter_decathlon(root)]
+
+
+def scan_decathlon(root: str | Path) -> list[CaseHeader]:
+    """Run every :func:`load_decathlon` check, one case at a time, keeping only each case's header.
+
+    Meant for the driver, before any trial starts: memory is one case at a time, whatever the task's size.
+
+    Raises:
+        InputError: As :func:`load_decathlon`.
+    """
+    return [header for header, _, _ in _iter_decathlon(root)]
 
 
 def decathlon_class_names(root: str | Path) -> tuple[str, ...]:
@@ -502,6 +560,27 @@ def _nonzero(x):
     return x != 0
 
 
+def _decathlon_steps(cfg: DataConfig, spacing: tuple[float, float, float] | None,
+                     modalities: tuple[str, ...] | None) -> list:
+    """MONAI's ``Orientationd``, ``Spacingd`` (skipped for ``spacing`` None), ``CropForegroundd`` (when
+    ``cfg.crop_foreground``) and the CT window or MR z-score, on channel-first ``image`` and ``label``."""
+    from monai.transforms import CropForegroundd, NormalizeIntensityd, Orientationd, ScaleIntensityRanged, Spacingd
+
+    is_ct = bool(modalities) and all(m.strip().upper() == "CT" for m in modalities)
+    keys = ("image", "label")
+    steps = [Orientationd(keys=keys, axcodes="RAS", labels=None)]
+    if spacing is not None:
+        steps.append(Spacingd(keys=keys, pixdim=spacing, mode=("bilinear", "nearest"), dtype=np.float32))
+    if cfg.crop_foreground:
+        steps.append(CropForegroundd(keys=keys, source_key="image", select_fn=_nonzero, allow_smaller=True))
+    if is_ct:
+        low, high = cfg.intensity_range
+        steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        steps.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
+    return steps
+
+
 def preprocess_decathlon(cases: list[Case], cfg: DataConfig, modalities: tuple[str, ...] | None) -> list[Case]:
     """Resample, reorient, crop and normalise Decathlon cases with MONAI's dictionary transforms.
 
@@ -523,29 +602,10 @@ def preprocess_decathlon(cases: list[Case], cfg: DataConfig, modalities: tuple[s
         C = 1), labels ``uint8`` ``(D', H', W')``, ready for :func:`prepare` with ``normalise=False``.
     """
     from monai.data import MetaTensor
-    from monai.transforms import (
-        Compose,
-        CropForegroundd,
-        NormalizeIntensityd,
-        Orientationd,
-        ScaleIntensityRanged,
-        Spacingd,
-    )
+    from monai.transforms import Compose
 
-    is_ct = bool(modalities) and all(m.strip().upper() == "CT" for m in modalities)
     spacing = median_spacing(cases) if cfg.spacing == "median" else cfg.spacing
-    keys = ("image", "label")
-    steps = [Orientationd(keys=keys, axcodes="RAS", labels=None)]
-    if spacing is not None:
-        steps.append(Spacingd(keys=keys, pixdim=spacing, mode=("bilinear", "nearest"), dtype=np.float32))
-    if cfg.crop_foreground:
-        steps.append(CropForegroundd(keys=keys, source_key="image", select_fn=_nonzero, allow_smaller=True))
-    if is_ct:
-        low, high = cfg.intensity_range
-        steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
-    else:
-        steps.append(NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True))
-    pipeline = Compose(steps)
+    pipeline = Compose(_decathlon_steps(cfg, spacing, modalities))
     out = []
     for case in cases:
         image = case.image[None] if case.image.ndim == 3 else case.image
@@ -561,17 +621,12 @@ def preprocess_decathlon(cases: list[Case], cfg: DataConfig, modalities: tuple[s
 
 
 def validate_decathlon(root: str | Path) -> int:
-    """Run every :func:`load_decathlon` check, one case at a time, keeping nothing.
-
-    Meant for the driver, before any trial starts.
-
-    Returns:
-        The number of cases.
+    """Run every :func:`load_decathlon` check, one case at a time, keeping nothing; returns the number of cases.
 
     Raises:
         InputError: As :func:`load_decathlon`.
     """
-    return sum(1 for _ in _iter_decathlon(root))
+    return len(scan_decathlon(root))
 
 
 # --------------------------------------------------------------------------- split and arrays
@@ -630,16 +685,182 @@ def prepare(cases: list[Case], spatial_size: tuple[int, int, int],
     return images, labels
 
 
+def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float] | None,
+                             modalities: tuple[str, ...] | None, in_channels: int) -> list:
+    """The deterministic MONAI chain from a data-list item to a network-ready volume (what a
+    ``CacheDataset`` caches).
+
+    Items are ``{"image", "label"}``. Decathlon: file paths, read by :func:`_reader` (``LoadImaged`` with
+    ``NibabelReader``, ``EnsureChannelFirstd``), labels rounded to integers, then ``Orientationd``,
+    ``Spacingd`` (to ``spacing``; None: skipped), ``CropForegroundd`` and the CT or MR intensities, as
+    :func:`preprocess_decathlon`. Phantom: channel-first arrays, z-scored over all voxels
+    (``NormalizeIntensityd``, per channel when ``in_channels`` > 1). Both end with ``ResizeWithPadOrCropd``
+    to ``cfg.spatial_size`` and ``image`` ``float32``, ``label`` ``uint8`` ``(1, D, H, W)`` (cast to int64 per
+    batch, a third of the cache that int64 would take).
+    """
+    import torch
+    from monai.transforms import EnsureTyped, Lambdad, NormalizeIntensityd, ResizeWithPadOrCropd
+
+    keys = ("image", "label")
+    if cfg.source == "decathlon":
+        steps = [*_reader(np.float32), *_decathlon_steps(cfg, spacing, modalities)]
+    else:  # in-memory arrays, read-only views of Ray's object store in a trial: copied before anything else
+        steps = [Lambdad(keys=keys, func=_writable_copy), NormalizeIntensityd(keys="image", channel_wise=in_channels > 1)]
+    return steps + [
+        ResizeWithPadOrCropd(keys=keys, spatial_size=cfg.spatial_size),
+        Lambdad(keys="label", func=_round_labels),  # float label maps: rounded, never truncated
+        EnsureTyped(keys="image", data_type="tensor", dtype=torch.float32, track_meta=False),
+        EnsureTyped(keys="label", data_type="tensor", dtype=torch.uint8, track_meta=False),
+    ]
+
+
+def _round_labels(label):
+    return label.round()
+
+
+def _writable_copy(x):
+    return np.array(x)
+
+
+@dataclass
+class SegmentationSplit:
+    """The study's split as MONAI data lists plus the deterministic preprocessing that turns each item into a
+    volume, so a trial caches what it needs (``CacheDataset``) instead of receiving dense arrays.
+
+    Attributes:
+        cfg: The data section, ``spacing`` resolved (``"median"`` replaced by the task's median in mm).
+        train, val, test: Items ``{"image", "label"}``: Decathlon file paths, or the phantom's channel-first
+            arrays (``float32`` ``(1, D, H, W)``, ``uint8`` ``(1, D, H, W)``); ``test`` empty without a test split.
+        num_classes, class_names: As :class:`SegmentationData`.
+        in_channels: Image channels C (modalities).
+        spatial_size: ``(D, H, W)`` of every preprocessed volume.
+        cache_rate: ``cfg.cache_rate``: the share of each split a trial's ``CacheDataset`` holds.
+        modalities: ``dataset.json`` modality names, or None.
+    """
+
+    cfg: DataConfig | None
+    train: list[dict]
+    val: list[dict]
+    test: list[dict]
+    num_classes: int
+    class_names: tuple[str, ...]
+    in_channels: int
+    spatial_size: tuple[int, int, int]
+    cache_rate: float = 1.0
+    modalities: tuple[str, ...] | None = None
+
+    def check_files(self, where: str = "this node") -> None:
+        """Raise ``FileNotFoundError`` naming the first item file that ``where`` cannot see (a trial on another
+        node of a cluster reads the Decathlon folder at the driver's path)."""
+        for item in (*self.train, *self.val, *self.test):
+            for key in ("image", "label"):
+                if isinstance(item[key], str) and not Path(item[key]).is_file():
+                    raise FileNotFoundError(
+                        f"{where} cannot read {item[key]}: on a multi-node cluster every node needs the Decathlon "
+                        "folder at the same path as the driver (shared storage or a copy)"
+                    )
+
+    def transforms(self) -> list:
+        """:func:`preprocessing_transforms` for this split (fresh instances)."""
+        spacing = None if self.cfg.spacing == "median" else self.cfg.spacing
+        return preprocessing_transforms(self.cfg, spacing, self.modalities, self.in_channels)
+
+    def materialise(self) -> SegmentationData:
+        """Run the preprocessing over every item and stack the dense arrays (:class:`SegmentationData`)."""
+        from monai.transforms import Compose
+
+        chain = Compose(self.transforms())
+
+        def stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+            out = [chain(dict(item)) for item in items]
+            images = np.zeros((len(out), self.in_channels, *self.spatial_size), np.float32)
+            labels = np.zeros((len(out), 1, *self.spatial_size), np.int64)
+            for i, item in enumerate(out):
+                images[i], labels[i] = item["image"].numpy(), item["label"].numpy()
+            return images, labels
+
+        train, val = stack(self.train), stack(self.val)
+        test = stack(self.test) if self.test else (None, None)
+        return SegmentationData(*train, *val, self.num_classes, self.class_names, *test)
+
+
+def arrays_as_split(data: SegmentationData) -> SegmentationSplit:
+    """Wrap already prepared arrays (``(N, C, D, H, W)``, ``(N, 1, D, H, W)``) as a :class:`SegmentationSplit`
+    whose preprocessing only re-types them; a trial then caches them as it caches any split."""
+    size = tuple(int(s) for s in data.train_images.shape[2:])
+
+    def items(images, labels):
+        if images is None:
+            return []
+        return [{"image": np.asarray(x, np.float32), "label": np.asarray(y, np.uint8)} for x, y in zip(images, labels)]
+
+    return _ArraySplit(
+        cfg=None, train=items(data.train_images, data.train_labels), val=items(data.val_images, data.val_labels),
+        test=items(data.test_images, data.test_labels), num_classes=data.num_classes,
+        class_names=tuple(data.class_names), in_channels=data.in_channels, spatial_size=size,
+    )
+
+
+class _ArraySplit(SegmentationSplit):
+    def transforms(self) -> list:
+        import torch
+        from monai.transforms import EnsureTyped, Lambdad
+
+        return [Lambdad(keys=("image", "label"), func=_writable_copy),
+                EnsureTyped(keys="image", data_type="tensor", dtype=torch.float32, track_meta=False),
+                EnsureTyped(keys="label", data_type="tensor", dtype=torch.uint8, track_meta=False)]
+
+
+def split_datalists(cfg: DataConfig) -> SegmentationSplit:
+    """Check the configured source and split it into MONAI data lists, holding no preprocessed volumes.
+
+    Decathlon: every file is read and checked one case at a time (:func:`scan_decathlon`), keeping only the
+    headers; ``"median"`` spacing becomes the median of the training and validation cases. Phantom: the raw
+    generated volumes are the items. The split is :func:`load_split`'s (test first with ``seed + 1``, then
+    train/validation with ``seed``).
+
+    Raises:
+        InputError: From the Decathlon checks or when there are fewer than 2 cases.
+    """
+    if cfg.source == "phantom":
+        cases = make_phantom(cfg.num_volumes, cfg.seed)
+        items = [{"image": c.image[None], "label": c.label[None]} for c in cases]
+        class_names, modalities, channels, headers = PHANTOM_CLASS_NAMES, None, 1, None
+    else:
+        headers = scan_decathlon(cfg.path)
+        items = [{"image": h.image, "label": h.label} for h in headers]
+        class_names, modalities = decathlon_class_names(cfg.path), decathlon_modalities(cfg.path)
+        channels = headers[0].channels
+    rest, test_idx = np.arange(len(items)), np.array([], dtype=np.int64)
+    if cfg.test_fraction > 0:
+        keep, test_idx = split_indices(len(items), cfg.test_fraction, cfg.seed + 1)
+        rest = rest[keep]
+    if headers is not None:  # the median spacing of the training and validation cases only
+        spacing = cfg.spacing
+        if spacing == "median":
+            spacing = tuple(float(x) for x in np.median([ras_spacing(headers[i].affine) for i in rest], axis=0))
+        logger.info("decathlon: resampling to %s mm", "the native grid" if spacing is None else list(spacing))
+        cfg = replace(cfg, spacing=spacing)
+    train_pos, val_pos = split_indices(len(rest), cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
+    return SegmentationSplit(
+        cfg=cfg, train=[items[i] for i in rest[train_pos]], val=[items[i] for i in rest[val_pos]],
+        test=[items[i] for i in test_idx], num_classes=len(class_names), class_names=tuple(class_names),
+        in_channels=int(channels), spatial_size=tuple(cfg.spatial_size), cache_rate=float(cfg.cache_rate),
+        modalities=modalities,
+    )
+
+
 @single_threaded
 def load_split(cfg: DataConfig) -> SegmentationData:
-    """Load the configured source, split it with ``cfg.seed`` and prepare every side.
+    """Load the configured source, split it with ``cfg.seed`` and prepare every side as dense arrays.
 
     The test cases are drawn first (``seed + 1``), then the rest is split into
     training and validation (``seed``), so each fraction is of the whole set.
 
-    Phantom volumes are z-scored and padded/cropped (:func:`prepare`); Decathlon
-    cases first go through :func:`preprocess_decathlon` (``"median"`` spacing
-    is the median of the training and validation cases), then are padded/cropped.
+    The arrays are :meth:`SegmentationSplit.materialise` of :func:`split_datalists`: phantom volumes are
+    z-scored and padded/cropped; Decathlon cases go through MONAI's reader and the transforms of
+    :func:`preprocess_decathlon` (``"median"`` spacing is the median of the training and validation cases),
+    then are padded/cropped. Trials do not use this: they cache the data lists themselves (``CacheDataset``).
 
     The same ``cfg`` always gives the same arrays, so every trial of a study
     trains and validates on identical data, on any machine: the preparation runs
@@ -649,27 +870,4 @@ def load_split(cfg: DataConfig) -> SegmentationData:
     Raises:
         InputError: From the Decathlon loader or when there are fewer than 2 cases.
     """
-    if cfg.source == "phantom":
-        cases, class_names = make_phantom(cfg.num_volumes, cfg.seed), PHANTOM_CLASS_NAMES
-    else:
-        cases, class_names = load_decathlon(cfg.path), decathlon_class_names(cfg.path)
-    rest, test_idx = np.arange(len(cases)), None
-    if cfg.test_fraction > 0:
-        keep, test_idx = split_indices(len(cases), cfg.test_fraction, cfg.seed + 1)
-        rest = rest[keep]
-    normalise = cfg.source == "phantom"
-    if not normalise:  # Decathlon: MONAI resampling, cropping and normalisation; the median spacing of
-        spacing = cfg.spacing  # the training and validation cases only (nothing is taken from the test split)
-        if spacing == "median":
-            spacing = median_spacing([cases[i] for i in rest])
-        logger.info("decathlon: resampling to %s mm", "the native grid" if spacing is None else list(spacing))
-        cases = preprocess_decathlon(cases, replace(cfg, spacing=spacing), decathlon_modalities(cfg.path))
-    train_pos, val_pos = split_indices(len(rest), cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
-    train_images, train_labels = prepare([cases[i] for i in rest[train_pos]], cfg.spatial_size, normalise)
-    val_images, val_labels = prepare([cases[i] for i in rest[val_pos]], cfg.spatial_size, normalise)
-    test_images = test_labels = None
-    if test_idx is not None:
-        test_images, test_labels = prepare([cases[i] for i in test_idx], cfg.spatial_size, normalise)
-    return SegmentationData(
-        train_images, train_labels, val_images, val_labels, len(class_names), class_names, test_images, test_labels
-    )
+    return split_datalists(cfg).materialise()

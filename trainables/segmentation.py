@@ -47,7 +47,7 @@ import torch
 
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.lr_schedules import ScheduleConfig
-from medtune.trainables.data import DataConfig, SegmentationData, load_split
+from medtune.trainables.data import DataConfig, SegmentationData, SegmentationSplit, arrays_as_split, split_datalists
 from medtune.trainables.lr_control import (
     METHODS,
     OWN_OPTIMIZERS,
@@ -146,6 +146,68 @@ class TrainConfig:
             raise ValueError(f"target_dice={self.target_dice!r} must lie in (0, 1]")
 
 
+@dataclass(frozen=True)
+class Pipeline:
+    """How a trial feeds its device (MONAI's fast-training recipe on CUDA, the plain one on CPU).
+
+    Attributes:
+        loader: ``"ThreadDataLoader"`` (MONAI; batches built in a thread of the trial, no worker processes, so
+            the cached GPU tensors are never pickled) on CUDA, ``"DataLoader"`` (torch, ``train.num_workers``
+            processes) on CPU.
+        to_device: End the cached, deterministic transforms with ``ToDeviced``: the ``CacheDataset`` then holds
+            its volumes on the GPU and the random patch sampling runs there.
+        cudnn_benchmark: Set ``torch.backends.cudnn.benchmark`` (fixed input sizes: let cuDNN pick its kernels).
+        amp: Mixed precision (``torch.autocast`` + ``GradScaler``); ``train.amp`` on CUDA only.
+    """
+
+    loader: str
+    to_device: bool
+    cudnn_benchmark: bool
+    amp: bool
+
+
+def choose_pipeline(device: str, amp: bool) -> Pipeline:
+    """The :class:`Pipeline` for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) and ``train.amp``."""
+    cuda = torch.device(device).type == "cuda"
+    return Pipeline(loader="ThreadDataLoader" if cuda else "DataLoader", to_device=cuda, cudnn_benchmark=cuda,
+                    amp=bool(amp and cuda))
+
+
+def trial_transforms(split: SegmentationSplit, pipeline: Pipeline, device: str, crop: Any = None) -> list:
+    """The transforms of one split's ``CacheDataset``: the split's deterministic preprocessing (cached), then
+    ``ToDeviced`` to ``device`` when ``pipeline.to_device`` (still deterministic, so the cache lives there), then
+    the random ``crop`` (``RandCropByPosNegLabeld``), which ``CacheDataset`` runs on every access, after the cache."""
+    steps = split.transforms()
+    if pipeline.to_device:
+        from monai.transforms import ToDeviced
+
+        steps.append(ToDeviced(keys=("image", "label"), device=device))
+    return steps + ([crop] if crop is not None else [])
+
+
+def make_dataset(items: list[dict], transforms: list, cache_rate: float):
+    """MONAI ``CacheDataset`` over ``items``: the first ``int(cache_rate * len(items))`` are preprocessed once and
+    held (``copy_cache=False``: the patch crop copies what it takes, nothing writes into the cache)."""
+    from monai.data import CacheDataset
+    from monai.transforms import Compose
+
+    return CacheDataset(items, transform=Compose(transforms), cache_rate=cache_rate, progress=False, copy_cache=False)
+
+
+def make_loader(pipeline: Pipeline, dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                num_workers: int):
+    """The loader class :attr:`Pipeline.loader` names, collating with :func:`patch_collate`. MONAI's
+    ``ThreadDataLoader`` draws a seed for the dataset's random transforms from ``generator`` and resets it to its
+    initial seed, so pass a generator of the trial's own (never None, which means torch's global one)."""
+    if pipeline.loader == "ThreadDataLoader":
+        from monai.data import ThreadDataLoader
+
+        return ThreadDataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0,
+                                collate_fn=patch_collate)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                       num_workers=num_workers, collate_fn=patch_collate)
+
+
 @dataclass
 class EpochResult:
     epoch: int
@@ -178,7 +240,12 @@ class SegmentationRun:
         method: an LR method of :data:`METHODS`; ``qlearning``, ``qlearning_warm`` and ``pbt`` mean the LR is
             set from outside via :meth:`set_lr`.
         seed: model initialisation and batch order.
-        data: volumes, already split (``images`` (N, C, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64).
+        data: the split as MONAI data lists (:class:`~medtune.trainables.data.SegmentationSplit`, what the study
+            passes), or dense arrays (:class:`~medtune.trainables.data.SegmentationData`: ``images``
+            (N, C, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64). Either way each split becomes a MONAI
+            ``CacheDataset`` (``cache_rate`` of it preprocessed once), and the loader is chosen by
+            :func:`choose_pipeline`: on CUDA the cache is moved to the GPU (``ToDeviced``) and read by
+            ``ThreadDataLoader``, with ``cudnn.benchmark`` and, with ``train.amp``, mixed precision.
         lr: initial learning rate.
         device: ``"cpu"`` or a CUDA device.
         patch_size: ``(d, h, w)`` to train on ``patches_per_volume`` random patches per volume and epoch
@@ -189,7 +256,7 @@ class SegmentationRun:
 
     method: str
     seed: int
-    data: SegmentationData
+    data: SegmentationData | SegmentationSplit
     model_cfg: ModelConfig = field(default_factory=ModelConfig)
     train_cfg: TrainConfig = field(default_factory=TrainConfig)
     schedule_cfg: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -204,10 +271,11 @@ class SegmentationRun:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not an LR method; use one of {', '.join(METHODS)}")
         seed_everything(self.seed)
-        input_size = tuple(self.patch_size) if self.patch_size else tuple(self.data.train_images.shape[2:])
-        self.model = build_network(
-            self.model_cfg, self.data.in_channels, self.data.num_classes, input_size
-        ).to(self.device)
+        split = self.data if isinstance(self.data, SegmentationSplit) else arrays_as_split(self.data)
+        self.split = split
+        self.num_classes = split.num_classes
+        input_size = tuple(self.patch_size) if self.patch_size else tuple(split.spatial_size)
+        self.model = build_network(self.model_cfg, split.in_channels, split.num_classes, input_size).to(self.device)
         if self.method in OWN_OPTIMIZERS:  # the recipe's optimizer, at the recipe's LR
             self.optimizer = make_optimizer(self.method, self.model.parameters(), self.schedule_cfg)
             lr = None
@@ -217,37 +285,27 @@ class SegmentationRun:
         self.loss_fn = make_loss(self.train_cfg.loss)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
-        self.use_amp = bool(self.train_cfg.amp and str(self.device).startswith("cuda"))
+        self.pipeline = choose_pipeline(self.device, self.train_cfg.amp)
+        self.use_amp = self.pipeline.amp
+        if self.pipeline.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.crop = None
         if self.patch_size:
-            from monai.data import Dataset
             from monai.transforms import RandCropByPosNegLabeld
 
             self.crop = RandCropByPosNegLabeld(
                 keys=("image", "label"), label_key="label", spatial_size=tuple(self.patch_size), pos=1, neg=1,
                 num_samples=self.patches_per_volume,
             )
-            train = Dataset(
-                [{"image": torch.tensor(x), "label": torch.tensor(y)}
-                 for x, y in zip(self.data.train_images, self.data.train_labels)],
-                transform=self.crop,
-            )
-            self.crop.set_random_state(seed=self.seed)  # after Dataset(), which draws fresh random states
-            collate = patch_collate
-        else:
-            train = torch.utils.data.TensorDataset(
-                torch.tensor(self.data.train_images), torch.tensor(self.data.train_labels)
-            )  # copies: arrays shared through Ray's object store are read-only
-            collate = None
-        self.loader = torch.utils.data.DataLoader(
-            train,
-            batch_size=self.train_cfg.batch_size,
-            shuffle=True,
-            generator=self.generator,
-            num_workers=self.train_cfg.num_workers,
-            collate_fn=collate,
-        )
+        self.train_set = make_dataset(split.train, trial_transforms(split, self.pipeline, self.device, self.crop),
+                                      split.cache_rate)
+        self.val_set = make_dataset(split.val, trial_transforms(split, self.pipeline, self.device), split.cache_rate)
+        self._test_set = None  # cached on first use: only the last epoch scores it
+        self.loader = make_loader(self.pipeline, self.train_set, self.train_cfg.batch_size, shuffle=True,
+                                  generator=self.generator, num_workers=self.train_cfg.num_workers)
+        if self.crop is not None:  # after the loaders, which may draw fresh random states for the transforms
+            self.crop.set_random_state(seed=self.seed)
         t = self.train_cfg
         # The one LR-policy protocol (medtune.LRControl); this loop reports to Tune itself, and the
         # scheduler-driven methods get their LR through set_lr (train_segmentation reads the mailbox).
@@ -297,13 +355,21 @@ class SegmentationRun:
 
     def validate(self) -> tuple[float, float]:
         """Mean foreground Dice and loss on the validation volumes (what the LR policies watch)."""
-        return self.evaluate(self.data.val_images, self.data.val_labels)
+        return self._score(self._batches(self.val_set))
 
     def test(self) -> tuple[float, float] | None:
         """Mean foreground Dice and loss on the held-out test volumes; None without a test split."""
-        if self.data.test_images is None or len(self.data.test_images) == 0:
+        if not self.split.test:
             return None
-        return self.evaluate(self.data.test_images, self.data.test_labels)
+        if self._test_set is None:
+            self._test_set = make_dataset(self.split.test, trial_transforms(self.split, self.pipeline, self.device),
+                                          self.split.cache_rate)
+        return self._score(self._batches(self._test_set))
+
+    def _batches(self, dataset):
+        # A generator of its own: MONAI's loaders re-seed the one they get, which must not be torch's global one.
+        return make_loader(self.pipeline, dataset, self.train_cfg.batch_size, shuffle=False,
+                           generator=torch.Generator(), num_workers=self.train_cfg.num_workers)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes, D, H, W)`` for volumes ``x`` ``(B, C, D, H, W)``: one forward pass, or with
@@ -314,28 +380,35 @@ class SegmentationRun:
 
         return sliding_window_inference(x, tuple(self.patch_size), self.train_cfg.batch_size, self.model, overlap=0.25)
 
-    @torch.no_grad()
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-        """Mean foreground Dice and loss of the current model on ``images`` (N, 1, D, H, W)."""
+        """Mean foreground Dice and loss of the current model on arrays ``images`` (N, C, D, H, W) and ``labels``
+        (N, 1, D, H, W), whole volumes (sliding windows with ``patch_size``)."""
+        images, labels, size = torch.as_tensor(images), torch.as_tensor(labels), self.train_cfg.batch_size
+        return self._score((images[i : i + size], labels[i : i + size]) for i in range(0, len(images), size))
+
+    @torch.no_grad()
+    def _score(self, batches) -> tuple[float, float]:
+        """Mean foreground Dice (MONAI ``DiceMetric``, over every voxel of each volume) and mean loss over
+        ``(images, labels)`` batches."""
         from monai.metrics import DiceMetric
         from monai.networks.utils import one_hot
 
         self.model.eval()
         self.control.eval()  # Schedule-Free AdamW: score the averaged weights
         metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
-        images = torch.tensor(images)
-        labels = torch.tensor(labels)
-        losses = []
-        n_cls = self.data.num_classes
-        for start in range(0, len(images), self.train_cfg.batch_size):
-            x = images[start : start + self.train_cfg.batch_size].to(self.device)
-            y = labels[start : start + self.train_cfg.batch_size].to(self.device)
-            logits = self.predict(x).float()
-            losses.append(float(self.loss_fn(logits, y)) * len(x))
+        total, count = 0.0, 0
+        n_cls = self.num_classes
+        for x, y in batches:
+            x, y = x.to(self.device), y.to(self.device).long()
+            with torch.autocast(torch.device(self.device).type, enabled=self.use_amp):
+                logits = self.predict(x)
+            logits = logits.float()
+            total += float(self.loss_fn(logits, y)) * len(x)
+            count += len(x)
             pred = one_hot(logits.argmax(dim=1, keepdim=True), n_cls)
             metric(y_pred=pred, y=one_hot(y, n_cls))
         dice = float(metric.aggregate().item())
-        return dice, sum(losses) / len(images)
+        return dice, total / max(1, count)
 
     def run_epoch(self) -> EpochResult:
         """Train, validate, let a baseline policy step; the LR reported is the one this epoch used."""
@@ -394,11 +467,11 @@ class SegmentationRun:
 
 
 def patch_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """Collate ``RandCropByPosNegLabeld`` outputs (a list per volume of ``{"image", "label"}`` patches) into
-    plain tensors ``images`` ``(B * k, C, d, h, w)`` and ``labels`` ``(B * k, 1, d, h, w)``."""
+    """Collate ``{"image", "label"}`` items, or ``RandCropByPosNegLabeld`` outputs (a list per volume of such
+    patches), into plain tensors ``images`` ``(B * k, C, d, h, w)`` and ``labels`` ``(B * k, 1, d, h, w)`` int64."""
     items = [item for sample in batch for item in (sample if isinstance(sample, list) else [sample])]
     images = torch.stack([torch.as_tensor(i["image"]).as_subclass(torch.Tensor) for i in items])
-    labels = torch.stack([torch.as_tensor(i["label"]).as_subclass(torch.Tensor) for i in items])
+    labels = torch.stack([torch.as_tensor(i["label"]).as_subclass(torch.Tensor) for i in items]).long()
     return images, labels
 
 
@@ -417,15 +490,16 @@ def seed_everything(seed: int) -> None:
 CHECKPOINT_FILE = "state.pt"
 
 
-def train_segmentation(config: dict[str, Any], data: SegmentationData | None = None) -> None:
+def train_segmentation(config: dict[str, Any], data: SegmentationSplit | SegmentationData | None = None) -> None:
     """Ray Tune function trainable for one (method, seed) of the LR study.
 
     Args:
         config: ``method``, ``seed``, ``lr`` (initial LR), ``data``/``model``/``train``/``schedules``
             sections as plain dicts, ``mailbox`` (the LR mailbox name, read by ``qlearning`` trials),
             ``threads`` (torch intra-op threads).
-        data: the split volumes, shared through the object store (``tune.with_parameters``);
-            loaded from ``config["data"]`` when omitted.
+        data: the split as data lists (:class:`~medtune.trainables.data.SegmentationSplit`: file paths for a
+            Decathlon task, nothing preprocessed), shared through the object store (``tune.with_parameters``);
+            built from ``config["data"]`` when omitted. The trial caches it itself (``CacheDataset``).
 
     Reports every epoch, with a checkpoint; a NaN/inf loss reports ``diverged=1`` and ends the trial.
     """
@@ -440,10 +514,13 @@ def train_segmentation(config: dict[str, Any], data: SegmentationData | None = N
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     data_cfg = from_dict(DataConfig, config.get("data"), "data")
     if data is None:
-        data = load_split(data_cfg)
+        data = split_datalists(data_cfg)
+    if isinstance(data, SegmentationSplit):
+        data.check_files(f"node {ray_node_id()}")
     import ray
 
-    # The GPU Ray assigned to this trial, if any (a CPU trial on a GPU node must not take cuda:0).
+    # The GPU Ray assigned to this trial, if any (a CPU trial on a GPU node must not take cuda:0). Ray makes only
+    # that GPU visible, also for a fraction of one (resources.gpus_per_trial: 0.25 puts four trials on a device).
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
     run = SegmentationRun(
         method=config["method"],
