@@ -16,8 +16,15 @@ class InputError(ValueError):
 
 
 def did_you_mean(name: object, valid: "list[str] | tuple[str, ...]") -> str:
-    """Return `` (did you mean 'x'?)`` for the valid name nearest to ``name``, else ``""``."""
+    """Return `` (did you mean 'x'?)`` for the valid name nearest to ``name``, else ``""``.
+
+    Case is ignored when matching (``BADGE`` suggests ``badge``, ``TrivialAugment`` suggests
+    ``trivialaugment``); the suggestion is spelt as the valid name is.
+    """
     import difflib
 
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    by_lower: dict[str, str] = {}
+    for v in valid:
+        by_lower.setdefault(str(v).lower(), str(v))
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.5)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
