@@ -22,8 +22,10 @@ from medtune.searchers.qlearning_agent import ACTIONS, STATES  # noqa: E402  (pu
 
 
 def _colours(methods: list[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+    """One colour per method: tab10 up to 10 methods, tab20 beyond (the active-learning study has 12)."""
+    n = 10 if len(methods) <= 10 else 20
+    cmap = plt.get_cmap(f"tab{n}")
+    return {m: cmap(i % n) for i, m in enumerate(methods)}
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
