@@ -143,3 +143,17 @@ def test_auto_augment_run_draws_from_its_own_checkpointed_stream(data):
     assert torch.equal(again.augmented(x), first)               # a restored run draws the same
     other = AugmentationRun("randaugment", seed=1, data=data, config=CFG)
     assert not torch.equal(other.augmented(x), first)           # another trial seed, other images
+
+
+def test_randaugment_draws_from_the_papers_operations():
+    from medtune.trainables.auto_augment import make_auto_augment
+
+    def names(op):
+        return {type(m).__name__ for m in op.modules()}
+
+    grey, colour = make_auto_augment("randaugment", 1), make_auto_augment("randaugment", 3)
+    assert len(list(grey.children())) == 12 and len(list(colour.children())) == 13
+    assert not any("Invert" in n for n in names(colour)) and not any("Saturat" in n for n in names(grey))
+    assert any("Saturat" in n for n in names(colour))
+    run_ops = make_auto_augment("randaugment", 1, ops=12)        # N = the whole grey list still works
+    assert run_ops(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from medtune.searchers.apga import APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, keep_fraction, policy_loss
-from medtune.trainables.auto_augment import AUTO_AUGMENT_METHODS, auto_augment, make_auto_augment
+from medtune.trainables.auto_augment import (AUTO_AUGMENT_METHODS, MAX_RANDAUGMENT_OPS, auto_augment,
+                                              make_auto_augment)
 from medtune.trainables.classification_data import ClassificationData
 
 METHODS: tuple[str, ...] = ("none", "cutout", "gradcam", "apga", *AUTO_AUGMENT_METHODS)
@@ -80,9 +81,9 @@ class AugmentationConfig:
         if not 0 < self.gradcam_threshold < 1:
             raise ValueError(f"gradcam_threshold={self.gradcam_threshold!r} must lie in (0, 1)")
         if isinstance(self.randaugment_ops, bool) or not isinstance(self.randaugment_ops, int) \
-                or not 1 <= self.randaugment_ops <= 14:
+                or not 1 <= self.randaugment_ops <= MAX_RANDAUGMENT_OPS:
             raise ValueError(f"randaugment_ops={self.randaugment_ops!r} must be a whole number of operations "
-                             "per image in 1..14 (RandAugment's N; the usual 2)")
+                             f"per image in 1..{MAX_RANDAUGMENT_OPS} (RandAugment's N; the usual 2)")
         if isinstance(self.randaugment_magnitude, bool) or not isinstance(self.randaugment_magnitude, int) \
                 or not 1 <= self.randaugment_magnitude <= 29:
             raise ValueError(f"randaugment_magnitude={self.randaugment_magnitude!r} must be a whole number in 1..29 "
@@ -192,7 +193,8 @@ class AugmentationRun:
         self.augment = self.augment_generator = None
         if method in AUTO_AUGMENT_METHODS:
             self.augment = make_auto_augment(method, channels, config.randaugment_ops, config.randaugment_magnitude)
-            self.augment_generator = torch.Generator().manual_seed(seed * 1_000_003 + AUGMENT_STREAM)
+            stream = np.random.SeedSequence([int(seed) % 2**63, AUGMENT_STREAM]).generate_state(1, np.uint64)[0]
+            self.augment_generator = torch.Generator().manual_seed(int(stream >> np.uint64(1)))
         if method == "gradcam":
             from monai.visualize import GradCAM
 

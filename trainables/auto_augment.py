@@ -30,9 +30,15 @@ Our choices:
   and torch's global random state is left as it was; the training loop draws
   those seeds from its own generator, seeded by the trial seed and saved in its
   checkpoint.
+* RandAugment's list is the paper's (section 3: auto-contrast, equalize,
+  rotate, solarize, colour, posterize, contrast, brightness, sharpness, shear
+  and translate in x and y) as Kornia has it: Kornia's extra ``invert`` and
+  ``solarize_add`` (from AutoAugment's list) are dropped; Kornia has no
+  identity operation, so the paper's ``identity`` is missing.
 * Grey images (one channel): RandAugment's colour (saturation) operation needs
   three channels and is the identity on grey images, so it is dropped from the
-  list for them (TrivialAugment's list has no colour operation).
+  list for them (TrivialAugment's list has no colour operation). That leaves
+  13 operations for colour images and 12 for grey ones.
 
 Edge cases: images must be ``(B, C, H, W)`` with ``C`` 1 or 3 (what every data
 source of the study gives); ``B = 0`` returns the empty batch.
@@ -44,6 +50,10 @@ import torch
 
 #: The two methods, as in the study's ``method`` parameter.
 AUTO_AUGMENT_METHODS: tuple[str, ...] = ("trivialaugment", "randaugment")
+#: Kornia's RandAugment operations that are not in Cubuk et al.'s list.
+NOT_IN_RANDAUGMENT_PAPER: tuple[str, ...] = ("invert", "solarize_add")
+#: The most operations per image RandAugment can draw without repeats on grey images.
+MAX_RANDAUGMENT_OPS = 12
 
 
 def make_auto_augment(method: str, channels: int, ops: int = 2, magnitude: int = 9) -> torch.nn.Module:
@@ -52,7 +62,7 @@ def make_auto_augment(method: str, channels: int, ops: int = 2, magnitude: int =
     Args:
         method: ``"trivialaugment"`` or ``"randaugment"``.
         channels: 1 (grey) or 3 (colour).
-        ops: RandAugment's ``N``, operations per image (1 to the size of its list).
+        ops: RandAugment's ``N``, distinct operations per image, 1..12 (:data:`MAX_RANDAUGMENT_OPS`).
         magnitude: RandAugment's ``M`` in 1..29 (Kornia's open interval (0, 30)).
 
     Raises:
@@ -67,7 +77,8 @@ def make_auto_augment(method: str, channels: int, ops: int = 2, magnitude: int =
     if method == "randaugment":
         from kornia.augmentation.auto.rand_augment.rand_augment import default_policy
 
-        policy = [p for p in default_policy if channels == 3 or p[0][0] != "color"]
+        policy = [p for p in default_policy
+                  if p[0][0] not in NOT_IN_RANDAUGMENT_PAPER and (channels == 3 or p[0][0] != "color")]
         return RandAugment(n=int(ops), m=int(magnitude), policy=policy)
     raise ValueError(f"method={method!r} is not one of {', '.join(AUTO_AUGMENT_METHODS)}")
 
