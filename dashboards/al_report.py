@@ -125,19 +125,19 @@ class ActiveLearningReport:
                  f"({self.curves['run_id'].nunique()} trials): test F1 at each share of the training pool labeled, "
                  "mean +/- std over seeds"]
         for key in ("macro", "micro"):
-            lines += ["", f"{key}-F1:", f"  {'method':8s} " + " ".join(f"{f:>15.0%}" for f in self.fractions)]
+            lines += ["", f"{key}-F1:", f"  {'method':17s} " + " ".join(f"{f:>15.0%}" for f in self.fractions)]
             for _, r in self.table.iterrows():
                 cells = []
                 for f in self.fractions:
                     m, s = r[f"{key}@{f:g}_mean"], r[f"{key}@{f:g}_std"]
                     cells.append(f"{'—':>15s}" if pd.isna(m) else f"{m:8.3f} +/- {s:.3f}")
-                lines.append(f"  {r['method']:8s} " + " ".join(cells))
+                lines.append(f"  {r['method']:17s} " + " ".join(cells))
         lines += ["", f"labels to reach macro-F1 {self.target:.3f} ({self.target_rule}):"]
         for _, r in self.table.sort_values("labels_to_target_mean", na_position="last").iterrows():
             if r["method"] == "all":
                 continue  # labels everything in one request: the reference, not a contender
             v = r["labels_to_target_mean"]
-            lines.append(f"  {r['method']:8s} {'never' if pd.isna(v) else f'{v:7.0f}'} (reached by {r['labels_to_target_reached']} seeds)")
+            lines.append(f"  {r['method']:17s} {'never' if pd.isna(v) else f'{v:7.0f}'} (reached by {r['labels_to_target_reached']} seeds)")
         methods = set(self.table["method"])
         if "drla" in methods:
             lines += ["", "DRLA against each strategy (mean macro-F1 over the fractions below 100%, paired by seed):"]

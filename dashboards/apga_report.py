@@ -1,12 +1,13 @@
 """The APGA study's report (paper 002's table), rebuilt from the MLflow store alone.
 
 For each regime (``full``, ``few_shot``) and method (``none``, ``cutout``,
-``gradcam``, ``apga``): test accuracy at the last epoch, mean and std over
+``gradcam``, ``trivialaugment``, ``randaugment``, ``apga``): test accuracy at the last epoch, mean and std over
 seeds, the share of pixels the method's masks keep, and each method's paired
 difference to ``none`` (same seed, same pre-trained classifier). The verdict
 compares APGA with every baseline on those paired differences and says so
 when it does not win. Mask images come from each trial's ``masks.json``
-artifact; a policy whose masks keep (almost) nothing or (almost) everything
+artifact (for TrivialAugment and RandAugment, which erase nothing, the
+test images as they augment them); a policy whose masks keep (almost) nothing or (almost) everything
 is flagged as collapsed.
 """
 
@@ -32,7 +33,7 @@ TITLE = "APGA study: learned augmentation masks against the baselines"
 
 CURVE_METRICS = ("accuracy", "train_loss", "keep_fraction")
 COLLAPSE = 0.02  # a policy keeping < 2% or > 98% of the pixels has collapsed to all-zero / all-one masks
-BASELINES = ("none", "cutout", "gradcam")
+BASELINES = ("none", "cutout", "gradcam", "trivialaugment", "randaugment")
 REGIMES = ("full", "few_shot")
 
 
@@ -141,10 +142,10 @@ class APGAReport:
                  "test accuracy at the last epoch, mean +/- std over seeds"]
         for regime, g in self.table.groupby("regime", sort=False):
             lines += ["", f"regime {regime}:",
-                      f"  {'method':10s} {'accuracy':>17s} {'n':>3s} {'keeps':>7s} {'vs none':>8s} {'wins':>5s}"]
+                      f"  {'method':14s} {'accuracy':>17s} {'n':>3s} {'keeps':>7s} {'vs none':>8s} {'wins':>5s}"]
             for _, r in g.iterrows():
                 vs = "" if pd.isna(r["vs_none_mean"]) else f"{r['vs_none_mean']:+.3f}"
-                lines.append(f"  {r['method']:10s} {r['accuracy_mean']:8.3f} +/- {r['accuracy_std']:.3f} {int(r['n']):3d} "
+                lines.append(f"  {r['method']:14s} {r['accuracy_mean']:8.3f} +/- {r['accuracy_std']:.3f} {int(r['n']):3d} "
                              f"{r['keep_mean']:7.1%} {vs:>8s} {r['vs_none_wins']:>5s}")
             methods = set(g["method"])
             if "apga" in methods:
@@ -215,7 +216,8 @@ def apga_view(report: APGAReport) -> View:
     ]
     for regime in sorted({r for r, _ in report.masks}):
         decoded = {m: decode_masks(p) for (r, m), p in sorted(report.masks.items()) if r == regime}
-        blocks.append(Image(f"masks-{regime}", f"Masks, regime {regime} (first seed; red = erased)",
+        blocks.append(Image(f"masks-{regime}", f"Masks, regime {regime} (first seed; red = erased; "
+                            "TrivialAugment and RandAugment rows show their augmented images)",
                             png(lambda p, d=decoded, g=regime: plot_masks(d, p, title=f"masks ({g}, first seed)"))))
     warnings = collapsed(report.trials) if len(report.trials) else []
     if warnings:

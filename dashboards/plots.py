@@ -22,7 +22,7 @@ from medtune.searchers.qlearning_agent import ACTIONS, STATES  # noqa: E402  (pu
 
 
 def _colours(methods: list[str]) -> dict[str, Any]:
-    """One colour per method: tab10 for up to 10 methods, tab20 beyond (the LR study compares 15)."""
+    """One colour per method: tab10 for up to 10 methods, tab20 beyond (the full LR study compares 14, active learning 12)."""
     cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 

@@ -18,7 +18,7 @@ class InputError(ValueError):
 def did_you_mean(name: object, valid: "list[str] | tuple[str, ...]") -> str:
     """Return `` (did you mean 'x'?)`` for the valid name nearest to ``name``, else ``""``.
 
-    Case is ignored in the comparison (``SCHEDULEFREE`` suggests ``schedulefree``), though not in the names.
+    Case is ignored in the comparison (``SCHEDULEFREE`` suggests ``schedulefree``, ``BADGE`` ``badge``), though not in the names.
     """
     import difflib
 

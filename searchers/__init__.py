@@ -1,5 +1,6 @@
 """What decides: the Q-learning LR agent (a pure core) and its Ray Tune scheduler, the baseline LR schedules,
-GreedyLR, the effort controller and its episodic memory, PBT, the DDPG sample selector and the query strategies,
+GreedyLR, the effort controller and its episodic memory, PBT, the DDPG sample selector and the query strategies
+(BADGE and TypiClust in their own files),
 the APGA policy update and the PaSeR router.
 
 The cores import neither Ray nor MLflow; ``QLearningLRScheduler``, ``make_pbt`` and the mailbox are the Ray
@@ -33,6 +34,10 @@ _PUBLIC = {
     "reward_eq3": "medtune.searchers.ddpg",
     "select": "medtune.searchers.query_strategies",
     "STRATEGIES": "medtune.searchers.query_strategies",
+    "stratified_random": "medtune.searchers.query_strategies",
+    "badge": "medtune.searchers.badge",
+    "gradient_embedding": "medtune.searchers.badge",
+    "typiclust": "medtune.searchers.typiclust",
     "APGAConfig": "medtune.searchers.apga",
     "policy_loss": "medtune.searchers.apga",
     "RewardBaseline": "medtune.searchers.apga",

@@ -21,6 +21,21 @@ Beyond the paper (commonly used deep active-learning baselines):
   ``H(mean_t p_t) - mean_t H(p_t)`` over ``T`` stochastic forward passes.
 * ``coreset`` (Sener & Savarese 2018): k-center greedy on embeddings; each
   pick is the unlabeled point farthest from its nearest labeled-or-picked point.
+* ``badge`` (Ash et al. 2020): k-means++ seeding on last-layer gradient
+  embeddings (:mod:`medtune.searchers.badge`).
+* ``typiclust`` (Hacohen et al. 2022): the most typical point of each of the
+  largest clusters without labels (:mod:`medtune.searchers.typiclust`).
+* ``stratified_random``: random within the current model's predicted classes,
+  round-robin over them, so every predicted class is sampled (the well-designed
+  random baseline that the nnActive benchmark, arXiv 2511.19183, found hard to beat).
+
+BADGE and TypiClust are written here on numpy and scikit-learn rather than
+taken from scikit-activeml: its query strategies want its own classifier
+wrappers (a ``SkactivemlClassifier`` fitted on the whole pool with
+missing-label markers) and read embeddings through that classifier, while our
+classifier runs in a Ray actor that already returns the probabilities and
+penultimate features these strategies need; each is a few lines on those
+arrays, tested against the papers' definitions.
 
 Conventions shared by every function here:
 
@@ -30,7 +45,8 @@ Conventions shared by every function here:
   ``probs``), in selection order, without repeats. Asking for ``n_s`` larger
   than the pool returns the whole pool; an empty pool returns an empty array.
 * Ties are broken deterministically: equal scores go to the lower position.
-  Only ``random`` and ``fusion`` draw random numbers, and only from the
+  Only ``random``, ``fusion``, ``stratified_random``, ``badge`` and
+  ``typiclust`` draw random numbers, and only from the
   ``numpy.random.Generator`` they are given.
 
 Where the paper is silent, our choices (documented at each function):
@@ -50,11 +66,14 @@ from typing import Callable
 import numpy as np
 
 from medtune.errors import did_you_mean
+from medtune.searchers.badge import badge
+from medtune.searchers.typiclust import typiclust
 
 #: Strategy names as they appear in a study's ``method`` parameter (besides ``drla`` and ``all``).
-STRATEGIES: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "bald", "coreset")
+STRATEGIES: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "bald", "coreset", "badge", "typiclust",
+                               "stratified_random")
 #: The strategies that read only the state ``S`` (plus a random generator).
-PROBABILITY_STRATEGIES: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion")
+PROBABILITY_STRATEGIES: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "stratified_random")
 
 _ROW_SUM_TOL = 1e-3
 
@@ -298,6 +317,49 @@ def coreset_k_center(emb_unlabeled: np.ndarray, emb_labeled: np.ndarray, n_s: in
     return np.asarray(picked, np.int64)
 
 
+def stratified_random(probs: np.ndarray, n_s: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified random: random within the model's predicted classes, round-robin over the classes.
+
+    Each pool sample is put in the stratum of its predicted class ``argmax_j S_ij``
+    (ties to the lower class). Each stratum is shuffled; the non-empty strata are
+    put in a random order; then one sample is taken from each stratum in that
+    order, round after round, until ``n_s`` are taken. So every predicted class
+    gets ``floor`` or ``ceil`` of ``n_s / (number of predicted classes)``, as even
+    as the strata allow.
+
+    Edge cases: a class that no sample is predicted as (an empty stratum) takes
+    no part; a stratum that runs out is skipped in later rounds (the others go
+    on); ``n_s`` below the number of predicted classes samples that many classes,
+    chosen at random by the class order; one predicted class is plain random
+    sampling; ``n_s`` above the pool returns the whole pool; an empty pool
+    returns an empty array.
+
+    Args:
+        probs: ``(n_u, M)`` state.
+        n_s: samples to select.
+        rng: the class order and the draws inside each class.
+
+    Returns:
+        ``int64`` ``(min(n_s, n_u),)`` distinct positions, in the order picked.
+    """
+    n_s = _check_n_s(n_s)
+    p = check_probs(probs)
+    k = min(n_s, len(p))
+    if k == 0:
+        return np.zeros(0, np.int64)
+    predicted = p.argmax(axis=1)
+    classes = np.unique(predicted)                   # the non-empty strata, sorted: the draw depends on rng only
+    strata = [rng.permutation(np.flatnonzero(predicted == c)) for c in rng.permutation(classes)]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < k:
+        for stratum in strata:
+            if depth < len(stratum) and len(picked) < k:
+                picked.append(int(stratum[depth]))
+        depth += 1
+    return np.asarray(picked, np.int64)
+
+
 # --------------------------------------------------------------------------- one entry point
 
 
@@ -316,10 +378,13 @@ def select(
     Args:
         name: one of :data:`STRATEGIES`.
         n_s: samples to select.
-        probs: ``(n_u, M)`` state; needed by ``random``, ``lc``, ``ms``, ``en``, ``fusion``.
-        rng: needed by ``random`` and ``fusion``.
+        probs: ``(n_u, M)`` state; needed by ``random``, ``lc``, ``ms``, ``en``, ``fusion``,
+            ``stratified_random`` and ``badge``.
+        rng: needed by ``random``, ``fusion``, ``stratified_random``, ``badge`` and ``typiclust``.
         mc_probs: ``(T, n_u, M)``; needed by ``bald``.
-        emb_unlabeled, emb_labeled: ``(n_u, d)`` and ``(n_l, d)``; needed by ``coreset``.
+        emb_unlabeled, emb_labeled: ``(n_u, d)`` and ``(n_l, d)`` penultimate features; needed by
+            ``coreset`` and ``typiclust`` (``badge`` needs ``emb_unlabeled``, from the same forward
+            pass as ``probs``).
 
     Raises:
         ValueError: for an unknown name (nearest valid name suggested) or a missing input.
@@ -338,9 +403,19 @@ def select(
         need(emb_unlabeled, "emb_unlabeled (n_u, d)")
         need(emb_labeled, "emb_labeled (n_l, d)")
         return coreset_k_center(emb_unlabeled, emb_labeled, n_s)
-    need(probs, "probs (n_u, M)")
-    if name in ("random", "fusion"):
+    if name == "typiclust":
+        need(emb_unlabeled, "emb_unlabeled (n_u, d)")
+        need(emb_labeled, "emb_labeled (n_l, d)")
         need(rng, "rng (a numpy Generator)")
-        fn: Callable[..., np.ndarray] = random_sampling if name == "random" else fusion
+        return typiclust(emb_unlabeled, emb_labeled, _check_n_s(n_s), rng)
+    need(probs, "probs (n_u, M)")
+    if name == "badge":
+        need(emb_unlabeled, "emb_unlabeled (n_u, d)")
+        need(rng, "rng (a numpy Generator)")
+        return badge(check_probs(probs), emb_unlabeled, _check_n_s(n_s), rng)
+    if name in ("random", "fusion", "stratified_random"):
+        need(rng, "rng (a numpy Generator)")
+        fn: Callable[..., np.ndarray] = {"random": random_sampling, "fusion": fusion,
+                                         "stratified_random": stratified_random}[name]
         return fn(probs, n_s, rng)
     return {"lc": least_confidence, "ms": margin_sampling, "en": entropy_sampling}[name](probs, n_s)

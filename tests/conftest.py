@@ -58,7 +58,7 @@ def _smoke(studies_root: Path, spec: str, *overrides: str) -> dict:
 
 @pytest.fixture(scope="session")
 def apga_smoke(studies_root):
-    """The APGA smoke run: four methods x two regimes, one seed, 10 images per class in the few-shot regime."""
+    """The APGA smoke run: six methods x two regimes, one seed, 10 images per class in the few-shot regime."""
     return _smoke(studies_root, "apga", "few_shot=10")
 
 

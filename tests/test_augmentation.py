@@ -24,13 +24,13 @@ def data():
 CFG = AugmentationConfig(pretrain_epochs=1, epochs=1, batch_size=32, cutout_size=4)
 
 
-@pytest.mark.parametrize("method", ["none", "cutout", "gradcam", "apga"])
+@pytest.mark.parametrize("method", ["none", "cutout", "gradcam", "apga", "trivialaugment", "randaugment"])
 def test_every_method_trains_an_epoch_and_reports(data, method):
     run = AugmentationRun(method, seed=0, data=data, config=CFG)
     out = run.train_epoch()
     assert set(out) == {"epoch", "train_loss", "accuracy", "keep_fraction"}
     assert out["epoch"] == 1 and np.isfinite(out["train_loss"]) and 0.0 <= out["accuracy"] <= 1.0
-    if method == "none":
+    if method in ("none", "trivialaugment", "randaugment"):
         assert out["keep_fraction"] == 1.0  # nothing masked
     else:
         assert 0.0 <= out["keep_fraction"] <= 1.0
@@ -64,6 +64,12 @@ def test_apga_updates_its_policy_and_every_method_starts_from_the_same_pretraine
 def test_unknown_method_and_bad_config_are_rejected(data):
     with pytest.raises(ValueError, match="cutot"):
         AugmentationRun("cutot", seed=0, data=data, config=CFG)
+    with pytest.raises(ValueError, match="did you mean 'trivialaugment'"):
+        AugmentationRun("TrivialAugment", seed=0, data=data, config=CFG)
+    with pytest.raises(ValueError, match="randaugment_magnitude=30"):
+        AugmentationConfig(randaugment_magnitude=30)
+    with pytest.raises(ValueError, match="randaugment_ops=0"):
+        AugmentationConfig(randaugment_ops=0)
     with pytest.raises(ValueError, match="did you mean 'densenet'"):
         AugmentationConfig(classifier="densnet")
 
@@ -91,13 +97,63 @@ def test_a_restart_from_the_checkpoint_continues_exactly(data, method):
     assert again["keep_fraction"] == pytest.approx(last["keep_fraction"])
 
 
-@pytest.mark.parametrize("method", ["none", "gradcam"])
+@pytest.mark.parametrize("method", ["none", "gradcam", "trivialaugment"])
 def test_mask_examples_decode_to_the_test_images_and_their_masks(data, method):
     from medtune.dashboards.apga_report import decode_masks
 
     run = AugmentationRun(method, 0, data, CFG)
     images, masks = decode_masks(run.mask_examples(n=4))
     assert images.shape == masks.shape == (4, *data.test_images.shape[2:])
-    np.testing.assert_array_equal(images, np.round(data.test_images[:4, 0] * 255).astype(np.uint8))
-    expected = np.ones_like(masks) if method == "none" else run.masks(torch.tensor(data.test_images[:4]))[:, 0].numpy()
+    shown = data.test_images[:4]
+    if method == "trivialaugment":                              # the augmented test images, nothing erased
+        shown = run.augmented(torch.tensor(shown), seed=0).numpy()
+    np.testing.assert_array_equal(images, np.round(shown[:, 0] * 255).astype(np.uint8))
+    masked = method not in ("none", "trivialaugment")
+    expected = run.masks(torch.tensor(data.test_images[:4]))[:, 0].numpy() if masked else np.ones_like(masks)
     np.testing.assert_array_equal(masks, expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("method", ["trivialaugment", "randaugment"])
+def test_auto_augment_keeps_dtype_shape_range_and_is_seeded(method):
+    from medtune.trainables.auto_augment import auto_augment, make_auto_augment
+
+    x = torch.rand(6, 1, 16, 16)
+    op = make_auto_augment(method, channels=1)
+    before = torch.get_rng_state()
+    a, b, c = auto_augment(op, x, 5), auto_augment(op, x, 5), auto_augment(op, x, 6)
+    assert torch.equal(torch.get_rng_state(), before)          # torch's global stream is left alone
+    assert a.shape == x.shape and a.dtype == x.dtype and 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    assert torch.equal(a, b)                                    # same seed, same images
+    assert not torch.equal(a, c)                                # another seed, other images
+    assert not torch.equal(a, x)                                # it did augment
+    colour = auto_augment(make_auto_augment(method, channels=3), torch.rand(2, 3, 8, 8), 0)
+    assert colour.shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="4 channels"):
+        make_auto_augment(method, channels=4)
+
+
+def test_auto_augment_run_draws_from_its_own_checkpointed_stream(data):
+    run = AugmentationRun("randaugment", seed=0, data=data, config=CFG)
+    x = torch.tensor(data.train_images[:4])
+    state = run.state_dict()
+    first, second = run.augmented(x), run.augmented(x)
+    assert not torch.equal(first, second)                       # a new draw per batch
+    again = AugmentationRun("randaugment", seed=0, data=data, config=CFG)
+    again.load_state_dict(state)
+    assert torch.equal(again.augmented(x), first)               # a restored run draws the same
+    other = AugmentationRun("randaugment", seed=1, data=data, config=CFG)
+    assert not torch.equal(other.augmented(x), first)           # another trial seed, other images
+
+
+def test_randaugment_draws_from_the_papers_operations():
+    from medtune.trainables.auto_augment import make_auto_augment
+
+    def names(op):
+        return {type(m).__name__ for m in op.modules()}
+
+    grey, colour = make_auto_augment("randaugment", 1), make_auto_augment("randaugment", 3)
+    assert len(list(grey.children())) == 12 and len(list(colour.children())) == 13
+    assert not any("Invert" in n for n in names(colour)) and not any("Saturat" in n for n in names(grey))
+    assert any("Saturat" in n for n in names(colour))
+    run_ops = make_auto_augment("randaugment", 1, ops=12)        # N = the whole grey list still works
+    assert run_ops(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)

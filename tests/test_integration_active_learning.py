@@ -14,7 +14,8 @@ from tests.test_integration_lr import _client
 
 pytestmark = pytest.mark.integration
 
-METHODS = {"random", "lc", "ms", "en", "fusion", "drla", "all", "bald", "coreset"}
+METHODS = {"random", "lc", "ms", "en", "fusion", "drla", "all", "bald", "coreset", "badge", "typiclust",
+           "stratified_random"}
 
 
 @pytest.fixture(scope="module")

@@ -143,3 +143,155 @@ def test_select_dispatches_and_names_missing_inputs():
         select("random", 1, probs=P)
     with pytest.raises(ValueError, match="needs mc_probs"):
         select("bald", 1, probs=P)
+
+
+# =========================================================================== BADGE, TypiClust, stratified random
+
+
+def test_badge_gradient_embedding_is_the_last_layer_cross_entropy_gradient():
+    import torch
+
+    from medtune.searchers.badge import gradient_embedding
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 3)
+    h = torch.randn(5, 4, dtype=torch.float64)
+    head = head.double()
+    logits = head(h)
+    p = torch.softmax(logits, 1)
+    g = gradient_embedding(p.detach().numpy(), h.numpy())
+    assert g.shape == (5, 3 * 4)
+    for i in range(5):                                   # autograd of CE at the predicted label, weights only
+        head.zero_grad()
+        torch.nn.functional.cross_entropy(head(h[i : i + 1]), p[i : i + 1].argmax(1)).backward()
+        np.testing.assert_allclose(g[i], head.weight.grad.numpy().ravel(), atol=1e-12)
+    assert not gradient_embedding(np.array([[0.0, 1.0, 0.0]]), np.array([[5.0, 5.0]])).any()   # confident: g = 0
+
+
+def _badge_case():
+    # Rows: 0 uncertain, big features; 1 a near-duplicate of 0; 2 as uncertain, pointing the other way;
+    # 3 confident (one-hot probabilities): zero gradient whatever its features.
+    probs = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [1.0, 0.0]])
+    feats = np.array([[10.0, 0.0], [10.0 - 1e-3, 0.0], [-10.0, 0.0], [50.0, 50.0]])
+    return probs, feats
+
+
+def test_badge_first_pick_is_the_largest_gradient_never_the_confident_point():
+    from medtune.searchers.badge import badge
+
+    probs, feats = _badge_case()
+    feats = feats.copy()
+    feats[2, 0] = -11.0                                  # a unique largest norm
+    for seed in range(5):
+        assert badge(probs, feats, 1, np.random.default_rng(seed)).tolist() == [2]
+
+
+def test_badge_picks_far_apart_points_not_near_duplicates():
+    from medtune.searchers.badge import badge
+
+    probs, feats = _badge_case()
+    firsts, seconds = set(), []
+    for seed in range(200):
+        got = badge(probs, feats, 2, np.random.default_rng(seed)).tolist()
+        firsts.add(got[0])
+        seconds.append(got[1])
+        assert set(got) != {0, 1}                        # the twin has D^2 ~ 1e-6 against ~400 and ~100
+    assert firsts == {0}                                 # norms 0 and 2 tie: the lower position
+    # D^2 from row 0: row 2 at 20^2 = 400 (x 0.5^2 x 2 gradients), the confident row 3 at 10^2: 4:1 odds
+    assert seconds.count(2) > 2 * seconds.count(3) > 0
+    assert sorted(badge(probs, feats, 9, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3]
+    assert badge(probs[:0], feats[:0], 3, np.random.default_rng(0)).tolist() == []
+
+
+def test_badge_fills_in_pool_order_when_every_gradient_is_zero():
+    from medtune.searchers.badge import badge
+
+    confident = np.tile([[0.0, 1.0]], (4, 1))
+    assert badge(confident, np.ones((4, 3)), 3, np.random.default_rng(0)).tolist() == [0, 1, 2]
+
+
+def _blobs():
+    """Three blobs far apart, sizes 12, 8, 5: a centre, 4 points at radius 1, the rest at radius 3.
+
+    With k = 4 the centre is the densest point of its blob (mean kNN distance 1; a radius-1 point has 1.46).
+    """
+    parts, centres = [], []
+    for x0, size in ((0.0, 12), (100.0, 8), (200.0, 5)):
+        angles = [np.pi / 2 * j for j in range(4)]
+        outer = [2 * np.pi * j / (size - 5) + 0.3 for j in range(size - 5)]
+        pts = [[0.0, 0.0]] + [[np.cos(a), np.sin(a)] for a in angles] + [[3 * np.cos(a), 3 * np.sin(a)] for a in outer]
+        centres.append(sum(len(q) for q in parts))
+        parts.append(np.asarray(pts) + [x0, 0.0])
+    return np.concatenate(parts), centres
+
+
+def test_typiclust_picks_one_typical_point_per_cluster_largest_first():
+    from medtune.searchers.typiclust import typicality, typiclust
+
+    pool, centres = _blobs()
+    got = typiclust(pool, np.zeros((0, 2)), 3, np.random.default_rng(0), k=4)
+    # K = 0 + 3 clusters = the blobs; the largest uncovered first; in each the most typical point
+    blob = np.repeat([0, 1, 2], [12, 8, 5])
+    assert blob[got].tolist() == [0, 1, 2]
+    for i, b in zip(got, range(3)):
+        members = np.flatnonzero(blob == b)
+        assert i == members[np.argmax(typicality(pool[members], 4))]
+    assert got.tolist() == centres                       # each blob's centre: its densest point
+
+
+def test_typiclust_skips_covered_clusters_and_handles_edges():
+    from medtune.searchers.typiclust import typiclust
+
+    pool, _ = _blobs()
+    blob = np.repeat([0, 1, 2], [12, 8, 5])
+    labeled = np.array([[0.5, 0.5]])                     # blob 0 is covered: K = 1 + 2 = 3 clusters
+    got = typiclust(pool, labeled, 2, np.random.default_rng(1), k=4)
+    assert blob[got].tolist() == [1, 2]
+    assert sorted(typiclust(pool, labeled, 99, np.random.default_rng(0)).tolist()) == list(range(len(pool)))
+    assert typiclust(pool, labeled, 0, np.random.default_rng(0)).tolist() == []
+    twins = np.zeros((4, 2))                             # one distinct point: one cluster, still 2 distinct picks
+    assert sorted(typiclust(twins, np.zeros((0, 2)), 2, np.random.default_rng(0)).tolist()) == [0, 1]
+    again = typiclust(pool, labeled, 2, np.random.default_rng(1), k=4)
+    assert again.tolist() == got.tolist()                # the same generator state, the same batch
+
+
+def test_stratified_random_covers_every_predicted_class_evenly():
+    from medtune.searchers.query_strategies import stratified_random
+
+    # predicted classes: 0 x 10, 1 x 3, 2 x 0 (empty), 3 x 7
+    pred = np.r_[np.zeros(10, int), np.ones(3, int), np.full(7, 3)]
+    probs = np.full((20, 4), 0.1)
+    probs[np.arange(20), pred] = 0.7
+    for seed in range(5):
+        got = stratified_random(probs, 6, np.random.default_rng(seed))
+        assert len(set(got.tolist())) == 6
+        assert np.bincount(pred[got], minlength=4).tolist() == [2, 2, 0, 2]
+    got = stratified_random(probs, 12, np.random.default_rng(0))     # class 1 runs out after 3: the others go on
+    assert np.bincount(pred[got], minlength=4).tolist() == [5, 3, 0, 4] or \
+        np.bincount(pred[got], minlength=4).tolist() == [4, 3, 0, 5]
+    few = stratified_random(probs, 2, np.random.default_rng(0))      # fewer picks than classes: 2 distinct classes
+    assert len(set(pred[few].tolist())) == 2
+    assert sorted(stratified_random(probs, 50, np.random.default_rng(0)).tolist()) == list(range(20))
+    one_class = np.tile([[0.9, 0.1]], (6, 1))                        # one class: plain random, seeded
+    a = stratified_random(one_class, 3, np.random.default_rng(3))
+    assert a.tolist() == stratified_random(one_class, 3, np.random.default_rng(3)).tolist() and len(set(a)) == 3
+    assert stratified_random(np.zeros((0, 2)), 3, np.random.default_rng(0)).tolist() == []
+
+
+def test_new_strategies_dispatch_and_wrong_case_suggests_the_name():
+    from medtune.errors import InputError
+    from medtune.trainables.al_config import METHODS
+    from medtune.trainables.active_learning import run_active_learning
+
+    probs, feats = _badge_case()
+    rng = np.random.default_rng(0)
+    assert select("badge", 1, probs=probs, emb_unlabeled=feats, rng=rng).tolist() == [0]
+    assert len(select("stratified_random", 2, probs=probs, rng=rng)) == 2
+    assert len(select("typiclust", 2, emb_unlabeled=feats, emb_labeled=feats[:1], rng=rng)) == 2
+    with pytest.raises(ValueError, match="needs emb_unlabeled"):
+        select("badge", 1, probs=probs, rng=rng)
+    with pytest.raises(ValueError, match="did you mean 'badge'"):
+        select("BADGE", 1, probs=probs)
+    with pytest.raises(InputError, match="did you mean 'typiclust'"):
+        run_active_learning("TypiClust", 0, None, None)
+    assert {"badge", "typiclust", "stratified_random"} <= set(METHODS)

@@ -26,7 +26,7 @@ one (picklable, no Ray or MLflow here):
   same labels without counting them again.
 * :class:`Learner`: a small MONAI ResNet or DenseNet (2D or 3D, from the image
   shape), ``fit`` / ``predict_proba`` (the state) / ``predict_proba_mc`` (BALD)
-  / ``embed`` (core-set) / ``evaluate`` / ``save`` / ``load``.
+  / ``embed`` (core-set, TypiClust, BADGE) / ``evaluate`` / ``save`` / ``load``.
 * :func:`run_active_learning`: the loop. It only calls methods of the
   annotator and learner, so thin proxies that forward to Ray actors work
   unchanged. With ``state_dir`` it checkpoints after every round (learner,
@@ -294,7 +294,7 @@ def run_active_learning(
         n_s = int(min(n_s, annotator.remaining(), len(unl)))
         S = next_state if next_state is not None and len(next_state) == len(unl) else None
         action = None
-        if strategy in ("lc", "ms", "en", "fusion", "random", "drla") and S is None:
+        if strategy in ("lc", "ms", "en", "fusion", "random", "drla", "stratified_random", "badge") and S is None:
             S = learner.predict_proba(unl)
         if strategy == "drla":
             action = agent.act(S, explore=cfg.explore, ids=unl)
@@ -303,6 +303,10 @@ def run_active_learning(
             pos = select("bald", n_s, mc_probs=learner.predict_proba_mc(unl, cfg.mc_samples))
         elif strategy == "coreset":
             pos = select("coreset", n_s, emb_unlabeled=learner.embed(unl), emb_labeled=learner.embed(lab_ids))
+        elif strategy == "typiclust":
+            pos = select("typiclust", n_s, emb_unlabeled=learner.embed(unl), emb_labeled=learner.embed(lab_ids), rng=rng)
+        elif strategy == "badge":      # g = (p - onehot) x h from the state and the features of the same eval pass
+            pos = select("badge", n_s, probs=S, emb_unlabeled=learner.embed(unl), rng=rng)
         else:
             pos = select(strategy, n_s, probs=S, rng=rng)
         chosen = unl[pos]

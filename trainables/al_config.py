@@ -20,7 +20,8 @@ from medtune.util import is_int, is_number
 
 
 #: The methods of the study, as in MLflow's ``method`` parameter.
-METHODS: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "drla", "all", "bald", "coreset")
+METHODS: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "drla", "all", "bald", "coreset", "badge",
+                            "typiclust", "stratified_random")
 CLASSIFIERS: tuple[str, ...] = ("resnet", "densenet")
 FIT_MODES: tuple[str, ...] = ("finetune", "retrain")
 #: Paper 001 Tables 1-2: share of the training set labeled at each column.

@@ -2,7 +2,7 @@
 
 :class:`Learner` (2D or 3D, from the image shape) offers ``fit``, ``predict_proba`` (the DRLA state, the
 class probabilities of the unlabeled pool ``(n_u, M)``), ``predict_proba_mc`` (MC dropout, for BALD),
-``embed`` (for core-set), ``evaluate``, ``save`` and ``load``. Plain Python (picklable, no Ray, no MLflow): a
+``embed`` (for core-set, TypiClust and BADGE), ``evaluate``, ``save`` and ``load``. Plain Python (picklable, no Ray, no MLflow): a
 Ray actor wraps it one to one. Optimiser: Adam (lr 1e-3) on a small network trained from scratch, not the
 paper's SGD 1e-4 on an ImageNet-pretrained ResNet-50 (a CPU-sized study).
 """
@@ -276,7 +276,11 @@ class Learner:
         return torch.stack(out).numpy()
 
     def embed(self, indices: np.ndarray) -> np.ndarray:
-        """Penultimate features ``(n, F)`` float64 (before dropout and head), for the core-set strategy."""
+        """Penultimate features ``(n, F)`` float64 (before dropout and head): the input ``h`` of the linear head.
+
+        Core-set and TypiClust cluster them; BADGE forms its gradient embedding ``(p - onehot) x h`` from them and
+        :meth:`predict_proba` (both eval mode, so dropout is off and ``p = softmax(head(h))`` exactly).
+        """
         import torch
 
         idx = self._indices(indices)

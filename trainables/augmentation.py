@@ -9,6 +9,12 @@ paper's 1:1 ratio of originals to masked images:
   ``GradCAM``) of the classifier as it was after pre-training without
   augmentation (a frozen copy): pixels with a normalised saliency above
   ``gradcam_threshold`` are kept.
+* ``trivialaugment`` (Müller & Hutter 2021) and ``randaugment`` (Cubuk et al.
+  2020): plus the batch with each image augmented by one random operation at a
+  random magnitude, or by ``randaugment_ops`` random operations at magnitude
+  ``randaugment_magnitude`` (:mod:`medtune.trainables.auto_augment`): the
+  augmentations a researcher would pick instead of learning masks. They mask
+  nothing, so their keep share is 1.
 * ``apga``: per batch, a classifier step on the originals (``L``), the policy's
   adversarial masks erase ``p > 0.5`` and the classifier in eval mode gives
   ``L_adv``, reward ``L_adv - L`` against an exponential-average baseline, the
@@ -31,9 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from medtune.searchers.apga import APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, keep_fraction, policy_loss
+from medtune.trainables.auto_augment import (AUTO_AUGMENT_METHODS, MAX_RANDAUGMENT_OPS, auto_augment,
+                                              make_auto_augment)
 from medtune.trainables.classification_data import ClassificationData
 
-METHODS: tuple[str, ...] = ("none", "cutout", "gradcam", "apga")
+METHODS: tuple[str, ...] = ("none", "cutout", "gradcam", "apga", *AUTO_AUGMENT_METHODS)
+#: The stream of the seeds that TrivialAugment / RandAugment draw per batch (apart from batch order and init).
+AUGMENT_STREAM = 104729
 CLASSIFIERS: tuple[str, ...] = ("densenet", "resnet")
 
 
@@ -50,6 +60,8 @@ class AugmentationConfig:
     cutout_holes: int = 1
     cutout_size: int = 8
     gradcam_threshold: float = 0.5
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
     apga: APGAConfig = field(default_factory=APGAConfig)
 
     def __post_init__(self) -> None:
@@ -68,6 +80,14 @@ class AugmentationConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be > 0")
         if not 0 < self.gradcam_threshold < 1:
             raise ValueError(f"gradcam_threshold={self.gradcam_threshold!r} must lie in (0, 1)")
+        if isinstance(self.randaugment_ops, bool) or not isinstance(self.randaugment_ops, int) \
+                or not 1 <= self.randaugment_ops <= MAX_RANDAUGMENT_OPS:
+            raise ValueError(f"randaugment_ops={self.randaugment_ops!r} must be a whole number of operations "
+                             f"per image in 1..{MAX_RANDAUGMENT_OPS} (RandAugment's N; the usual 2)")
+        if isinstance(self.randaugment_magnitude, bool) or not isinstance(self.randaugment_magnitude, int) \
+                or not 1 <= self.randaugment_magnitude <= 29:
+            raise ValueError(f"randaugment_magnitude={self.randaugment_magnitude!r} must be a whole number in 1..29 "
+                             "(RandAugment's M on its 0..30 scale; the usual 9)")
 
 
 def make_classifier(kind: str, in_channels: int, num_classes: int) -> torch.nn.Module:
@@ -139,7 +159,10 @@ class AugmentationRun:
     def __init__(self, method: str, seed: int, data: ClassificationData, config: AugmentationConfig = AugmentationConfig(),
                  pretrained: dict | None = None, device: str = "cpu") -> None:
         if method not in METHODS:
-            raise ValueError(f"method={method!r} is not an augmentation method; use one of {', '.join(METHODS)}")
+            from medtune.errors import did_you_mean
+
+            raise ValueError(f"method={method!r} is not an augmentation method{did_you_mean(method, METHODS)}; "
+                             f"use one of {', '.join(METHODS)}")
         self.method, self.seed, self.data, self.cfg, self.device = method, seed, data, config, device
         random.seed(seed)
         np.random.seed(seed % 2**32)
@@ -167,6 +190,11 @@ class AugmentationRun:
             self.cutout = RandCoarseDropout(holes=config.cutout_holes, spatial_size=config.cutout_size, prob=1.0,
                                             fill_value=0.0)
             self.cutout.set_random_state(seed=seed)
+        self.augment = self.augment_generator = None
+        if method in AUTO_AUGMENT_METHODS:
+            self.augment = make_auto_augment(method, channels, config.randaugment_ops, config.randaugment_magnitude)
+            stream = np.random.SeedSequence([int(seed) % 2**63, AUGMENT_STREAM]).generate_state(1, np.uint64)[0]
+            self.augment_generator = torch.Generator().manual_seed(int(stream >> np.uint64(1)))
         if method == "gradcam":
             from monai.visualize import GradCAM
 
@@ -194,6 +222,14 @@ class AugmentationRun:
                 return aiding_keep(torch.sigmoid(self.policy(x)), self.cfg.apga.threshold)
         raise ValueError(f"method {self.method!r} has no masks")
 
+    def augmented(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        """TrivialAugment / RandAugment of ``x`` (B, C, H, W); the seed comes from the run's stream unless given."""
+        if self.augment is None:
+            raise ValueError(f"method {self.method!r} does not augment images; it masks them")
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.augment_generator))
+        return auto_augment(self.augment, x, seed)
+
     def _apga_policy_step(self, x: torch.Tensor, y: torch.Tensor, loss_original: float) -> None:
         c = self.cfg.apga
         p = torch.sigmoid(self.policy(x))
@@ -209,6 +245,8 @@ class AugmentationRun:
     def _augmented_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         if self.method == "none":
             return self._classifier_step(x, y)
+        if self.augment is not None:
+            return self._classifier_step(torch.cat([x, self.augmented(x)]), torch.cat([y, y]))  # 1:1 as the masks
         if self.method == "apga":
             loss = self._classifier_step(x, y)  # Algorithm 1, line 6
             self._apga_policy_step(x, y, loss)  # lines 7-15
@@ -247,6 +285,9 @@ class AugmentationRun:
     def mask_examples(self, n: int = 8) -> dict:
         """The first ``n`` test images and the keep-masks the method gives them (all ones for ``none``).
 
+        For ``trivialaugment`` and ``randaugment`` the images are the test images as the method augments them (a
+        fixed draw, seed 0, apart from the training stream) and the masks all ones: they erase nothing.
+
         Returns:
             ``{"method", "shape": [n, H, W], "images": base64 uint8, "masks": base64 uint8}``, JSON-ready and
             small (a few kB): the first channel of each image scaled to 0..255, masks 0/1.
@@ -254,7 +295,9 @@ class AugmentationRun:
         import base64
 
         x = torch.tensor(self.data.test_images[:n]).to(self.device)
-        keep = torch.ones_like(x[:, :1]) if self.method == "none" else self.masks(x)
+        if self.augment is not None:
+            x = self.augmented(x, seed=0)
+        keep = torch.ones_like(x[:, :1]) if self.method == "none" or self.augment is not None else self.masks(x)
         images = (x[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         masks = keep[:, 0].to(torch.uint8).cpu().numpy()
         return {
@@ -274,6 +317,7 @@ class AugmentationRun:
             "policy_optimizer": None if self.policy_optimizer is None else self.policy_optimizer.state_dict(),
             "baseline": None if self.baseline is None else self.baseline.value,
             "cutout_rng": self.cutout.R.get_state() if self.method == "cutout" else None,
+            "augment_generator": None if self.augment_generator is None else self.augment_generator.get_state(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": np.random.get_state(),
@@ -290,6 +334,8 @@ class AugmentationRun:
             self.baseline.value = state["baseline"]
         if self.method == "cutout":
             self.cutout.R.set_state(state["cutout_rng"])
+        if self.augment_generator is not None:
+            self.augment_generator.set_state(state["augment_generator"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
