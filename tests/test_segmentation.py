@@ -319,10 +319,13 @@ def test_cuda_trials_cache_on_the_gpu_and_use_the_thread_loader_cpu_trials_do_no
     from medtune.trainables.data import arrays_as_split
     from medtune.trainables.segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
 
-    cuda, cpu = choose_pipeline("cuda", amp=True), choose_pipeline("cpu", amp=True)
+    cuda, cpu = choose_pipeline("cuda", amp=True, deterministic=False), choose_pipeline("cpu", amp=True)
     assert (cuda.loader, cuda.to_device, cuda.cudnn_benchmark, cuda.amp) == ("ThreadDataLoader", True, True, True)
     assert (cpu.loader, cpu.to_device, cpu.cudnn_benchmark, cpu.amp) == ("DataLoader", False, False, False)
     assert choose_pipeline("cuda:1", amp=False).amp is False and choose_pipeline("cuda:1", amp=False).to_device
+    # reproducible by default: deterministic kernels, no cuDNN autotuning (it picks kernels by timing them)
+    fixed = choose_pipeline("cuda", amp=False)
+    assert fixed.deterministic and not fixed.cudnn_benchmark and not cpu.deterministic
     split = arrays_as_split(data)
     crop = RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=(8, 8, 8))
     steps = trial_transforms(split, cuda, "cuda", crop)

@@ -95,6 +95,10 @@ class TrainConfig:
         grad_clip: Clip the gradients' global L2 norm to this value before each step; 0 or None: no clipping.
         loss: ``dice_ce`` (default, MONAI ``DiceCELoss``), ``dice`` (``DiceLoss``) or ``dice_focal``
             (``DiceFocalLoss``), each on softmax outputs against one-hot labels.
+        deterministic: On CUDA, use only deterministic kernels (``torch.use_deterministic_algorithms``,
+            cuDNN's deterministic mode, no ``cudnn.benchmark``) so a rerun gives the same numbers; False trades
+            that for cuDNN's fastest kernels. CPU trials are deterministic either way (one seed, a fixed thread
+            count: ``resources.cpus_per_trial``).
     """
 
     epochs: int = 30
@@ -111,6 +115,7 @@ class TrainConfig:
     nesterov: bool = False
     grad_clip: float | None = None
     loss: str = "dice_ce"
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -156,7 +161,9 @@ class Pipeline:
             processes) on CPU.
         to_device: End the cached, deterministic transforms with ``ToDeviced``: the ``CacheDataset`` then holds
             its volumes on the GPU and the random patch sampling runs there.
-        cudnn_benchmark: Set ``torch.backends.cudnn.benchmark`` (fixed input sizes: let cuDNN pick its kernels).
+        cudnn_benchmark: Set ``torch.backends.cudnn.benchmark`` (fixed input sizes: let cuDNN pick its kernels
+            by timing them, which is not reproducible): only on CUDA with ``train.deterministic`` off.
+        deterministic: On CUDA, restrict torch to deterministic kernels (``train.deterministic``).
         amp: Mixed precision (``torch.autocast`` + ``GradScaler``); ``train.amp`` on CUDA only.
     """
 
@@ -164,13 +171,16 @@ class Pipeline:
     to_device: bool
     cudnn_benchmark: bool
     amp: bool
+    deterministic: bool = False
 
 
-def choose_pipeline(device: str, amp: bool) -> Pipeline:
-    """The :class:`Pipeline` for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``) and ``train.amp``."""
+def choose_pipeline(device: str, amp: bool, deterministic: bool = True) -> Pipeline:
+    """The :class:`Pipeline` for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``), ``train.amp`` and
+    ``train.deterministic``."""
     cuda = torch.device(device).type == "cuda"
-    return Pipeline(loader="ThreadDataLoader" if cuda else "DataLoader", to_device=cuda, cudnn_benchmark=cuda,
-                    amp=bool(amp and cuda))
+    return Pipeline(loader="ThreadDataLoader" if cuda else "DataLoader", to_device=cuda,
+                    cudnn_benchmark=cuda and not deterministic, amp=bool(amp and cuda),
+                    deterministic=cuda and bool(deterministic))
 
 
 def trial_transforms(split: SegmentationSplit, pipeline: Pipeline, device: str, crop: Any = None) -> list:
@@ -285,7 +295,11 @@ class SegmentationRun:
         self.loss_fn = make_loss(self.train_cfg.loss)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
-        self.pipeline = choose_pipeline(self.device, self.train_cfg.amp)
+        self.pipeline = choose_pipeline(self.device, self.train_cfg.amp, self.train_cfg.deterministic)
+        if self.pipeline.deterministic:  # cuBLAS needs its workspace fixed before its first call
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True, warn_only=True)
         self.use_amp = self.pipeline.amp
         if self.pipeline.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
