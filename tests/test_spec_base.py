@@ -1,17 +1,9 @@
-"""A spec that starts from another (``base:``): the built-in lr-schedulers-full, and a user's own variant."""
+"""A spec that starts from another (``base:``): a user's own variant of a built-in spec."""
 
 import pytest
 
 from medtune.cluster.spec import SpecError, read_spec_file
 from medtune.cluster.studies import load_spec
-
-
-def test_the_full_lr_spec_is_the_default_with_every_method():
-    default, full = load_spec("lr-schedulers"), load_spec("lr-schedulers-full")
-    assert full.name == "lr-schedulers-full"
-    assert set(default.methods) < set(full.methods)
-    assert {"step", "exponential", "warmup_cosine", "effort"} <= set(full.methods) - set(default.methods)
-    assert full.train == default.train and full.data == default.data and full.seeds == default.seeds
 
 
 def test_a_variant_overrides_section_by_section_and_resolves_its_base_beside_itself(tmp_path):
