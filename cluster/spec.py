@@ -105,13 +105,14 @@ def read_spec_file(spec: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, An
         return data, source
     if not isinstance(base, str) or not base:
         raise SpecError(f"spec {source}: base={base!r} must name a built-in spec or a YAML path")
-    if source in _seen:
-        raise SpecError(f"spec {source}: its base chain comes back to itself ({' -> '.join([*_seen, source])}); "
+    key = source if source.startswith("built-in") else str(Path(source).resolve())  # d/../d/a.yaml is d/a.yaml
+    if key in _seen:
+        raise SpecError(f"spec {source}: its base chain comes back to itself ({' -> '.join([*_seen, key])}); "
                         "remove one base")
     is_path = "/" in base or base.endswith((".yaml", ".yml"))
     if is_path and not Path(base).expanduser().is_absolute() and not source.startswith("built-in"):
         base = str(Path(source).parent / base)  # relative to the spec that names it
-    parent, _ = read_spec_file(base, (*_seen, source))
+    parent, _ = read_spec_file(base, (*_seen, key))
     return _merged(parent, data), source
 
 

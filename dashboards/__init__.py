@@ -13,6 +13,7 @@ _PUBLIC = {
     "verdict": "medtune.dashboards.comparison",
     "format_table": "medtune.dashboards.comparison",
     "paired_verdict": "medtune.dashboards.stats",
+    "against_strongest": "medtune.dashboards.stats",
     "View": "medtune.dashboards.views",
     "run_status": "medtune.dashboards.views",
     "render": "medtune.dashboards.html_report",

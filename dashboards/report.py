@@ -207,7 +207,7 @@ def lr_view(report: Report) -> View:
     if "qlearning" in report.table.index and len(report.table) > 1:
         paired = strongest_verdicts(trial_metrics(report.curves, report.target_dice),
                                     [m for m in LEARNED if m in report.table.index])
-        blocks.append(Text("verdicts", "Q-learning against the best other method",
+        blocks.append(Text("verdicts", "Each learned method against the strongest other method",
                            "\n".join([*paired, "", *verdict(report.table)])))
     blocks.append(report_text(report))
     return View("lr", TITLE, report.experiment, report.session, blocks=blocks)

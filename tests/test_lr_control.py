@@ -384,3 +384,14 @@ def test_bad_schedule_values_are_one_line_naming_the_value(schedules, needle):
 def test_a_new_method_misspelt_or_in_the_wrong_case_suggests_the_right_one(bad, good):
     with pytest.raises(InputError, match=re.escape(f"did you mean {good!r}")):
         LRControl(sgd(), {"method": bad})
+
+
+def test_schedulefree_runs_without_the_run_s_length_since_it_has_no_schedule():
+    import torch
+
+    from medtune.trainables.lr_control import LRControl, LRControlConfig, make_optimizer
+
+    model = torch.nn.Linear(3, 1)
+    control = LRControl(make_optimizer("schedulefree", model.parameters()), method="schedulefree",
+                        settings=LRControlConfig())
+    assert control.epochs is None and control.lr > 0

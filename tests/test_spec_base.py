@@ -24,3 +24,10 @@ def test_a_base_chain_that_loops_or_names_nothing_is_one_clear_error(tmp_path):
     (tmp_path / "c.yaml").write_text("base: lr-schedulerz\n")
     with pytest.raises(SpecError, match="did you mean 'lr-schedulers'"):
         read_spec_file(str(tmp_path / "c.yaml"))
+
+
+def test_a_loop_through_a_relative_path_is_caught_not_a_traceback(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.yaml").write_text("base: ../d/a.yaml\n")
+    with pytest.raises(SpecError, match="comes back to itself"):
+        read_spec_file(str(tmp_path / "d" / "a.yaml"))

@@ -93,7 +93,8 @@ logger = logging.getLogger(__name__)
 
 SCHEDULER_DRIVEN: tuple[str, ...] = (METHOD, WARM_METHOD)  # the LR is set by the Q-learning scheduler
 METHODS: tuple[str, ...] = SCHEDULES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
-NEEDS_EPOCHS: tuple[str, ...] = ("cosine", "effort") + STRONG_BASELINES  # schedules over the run's length
+NEEDS_EPOCHS: tuple[str, ...] = (  # schedules over the run's length (schedulefree has none: a constant LR)
+    "cosine", "effort", *(m for m in STRONG_BASELINES if m != "schedulefree"))
 CONFIG_KEY = "lr_control"  # the Tune config section holding an LRControlConfig
 CONTROL_KEY = "lr_control"  # result key set to 1 by LRControl.step: the trial's LR is under control
 CHECKPOINT_FILE = "lr_control_state.pt"

@@ -95,9 +95,10 @@ class TrainConfig:
         grad_clip: Clip the gradients' global L2 norm to this value before each step; 0 or None: no clipping.
         loss: ``dice_ce`` (default, MONAI ``DiceCELoss``), ``dice`` (``DiceLoss``) or ``dice_focal``
             (``DiceFocalLoss``), each on softmax outputs against one-hot labels.
-        deterministic: On CUDA, use only deterministic kernels (``torch.use_deterministic_algorithms``,
-            cuDNN's deterministic mode, no ``cudnn.benchmark``) so a rerun gives the same numbers; False trades
-            that for cuDNN's fastest kernels. CPU trials are deterministic either way (one seed, a fixed thread
+        deterministic: On CUDA, prefer deterministic kernels (``torch.use_deterministic_algorithms`` with
+            ``warn_only``: an op with no deterministic kernel still runs and logs a warning; cuDNN's deterministic
+            mode; no ``cudnn.benchmark``) so a rerun gives the same numbers; False trades that for cuDNN's
+            fastest kernels. CPU trials are deterministic either way (one seed, a fixed thread
             count: ``resources.cpus_per_trial``).
     """
 
@@ -296,13 +297,16 @@ class SegmentationRun:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
         self.pipeline = choose_pipeline(self.device, self.train_cfg.amp, self.train_cfg.deterministic)
-        if self.pipeline.deterministic:  # cuBLAS needs its workspace fixed before its first call
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.deterministic = True
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.pipeline.deterministic or self.pipeline.cudnn_benchmark:  # a CUDA trial: each flag set both
+            # ways, since a reused worker process keeps the previous trial's (torch.cuda reads
+            # CUBLAS_WORKSPACE_CONFIG at its first cuBLAS call, which the first training step makes)
+            if self.pipeline.deterministic:
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.deterministic = self.pipeline.deterministic
+            torch.use_deterministic_algorithms(self.pipeline.deterministic, warn_only=True)
         self.use_amp = self.pipeline.amp
-        if self.pipeline.cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True
+        if torch.device(self.device).type == "cuda":
+            torch.backends.cudnn.benchmark = self.pipeline.cudnn_benchmark
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.crop = None
         if self.patch_size:
