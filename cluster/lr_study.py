@@ -369,7 +369,9 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
         InputError: no method of the spec has a search space, bad data or tracking store (before any trial).
     """
     from medtune.cluster.storage import SESSION_FILE
-    from medtune.cluster.tuning import PRIVATE_AGENT_NOTE, final_spec, search_epochs, search_method, searched
+    from medtune.cluster.tracking import METRICS
+    from medtune.cluster.tuning import (PRIVATE_AGENT_NOTE, SEARCH_DIR, final_spec, method_bounds, search_epochs,
+                                        search_method, searched)
     from medtune.dashboards.tuning_report import TunedReport
     from medtune.searchers.search_spaces import NOT_SEARCHED, SPACES
 
@@ -384,7 +386,18 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
         f"then {len(t.final_seeds)} final seeds {list(t.final_seeds)} per method")
     init_ray(address)
     check_resources(spec.resources, remote=is_remote(address))
-    outcomes = [search_method(spec, m, session_dir, info, _trainable(spec, data)) for m in searched(spec)]
+    epochs, outcomes = search_epochs(spec), []
+    base = {
+        "study": "lr", "seed": t.search_seed, "lr": spec.train.base_lr,
+        "data": to_dict(spec.data), "model": to_dict(spec.model), "train": {**to_dict(spec.train), "epochs": epochs},
+        "schedules": to_dict(spec.schedules), "qlearning": to_dict(spec.qlearning), "pbt": to_dict(spec.pbt),
+        "search": True, "mailbox": None, "task": info["task"], "threads": max(1, int(spec.resources.cpus_per_trial)),
+    }
+    for m in searched(spec):
+        outcomes.append(search_method(
+            t, m, method_bounds(spec, m), {**base, "method": m}, _trainable(spec, data), info,
+            session_dir / SEARCH_DIR, metric="dice", mode="max", epochs=epochs,
+            max_concurrent=spec.resources.max_concurrent, max_failures=spec.max_failures, metrics=METRICS))
     final = final_spec(spec, outcomes)
     info["spec"] = to_dict(final)  # resume continues the final runs, with the tuned settings
     info["tuning"] = {"settings": to_dict(spec.tuning), "outcomes": outcomes}
@@ -392,7 +405,7 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
     notes = [f"{m}: not searched ({NOT_SEARCHED[m]})" for m in spec.methods if m in NOT_SEARCHED]
     if "qlearning" in searched(spec):
         notes.append(PRIVATE_AGENT_NOTE)
-    settings = {"trials": t.trials, "epochs": search_epochs(spec), "searcher": t.searcher, "asha": t.asha,
+    settings = {"trials": t.trials, "epochs": search_epochs(spec), "searcher": t.searcher, "asha": t.asha, "metric": "dice",
                 "search_seed": t.search_seed, "final_seeds": list(t.final_seeds)}
     return run_in_session(final, session_dir, info, data,
                           wrap=lambda report: TunedReport(report, outcomes, settings, notes))
