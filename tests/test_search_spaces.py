@@ -130,3 +130,14 @@ def test_lr_spec_checks_tuned_settings_against_the_sections_they_set():
         from_dict(LRStudySpec, {"methods": ["step"], "tuned": {"step": {"schedules.step.gamma": 3.0}}})
     with pytest.raises(InputError, match="not one of the methods"):
         from_dict(LRStudySpec, {"methods": ["step"], "tuned": {"cosine": {"train.base_lr": 1e-3}}})
+
+
+def test_a_spec_with_tuning_round_trips_as_a_submitted_job_gets_it():
+    from medtune.cluster.lr_study import LRStudySpec
+    from medtune.cluster.studies import load_spec
+
+    spec = load_spec("lr-schedulers", overrides=["tuning.trials=3", "tuning.spaces.step.gamma={low: 0.2, high: 0.8}"])
+    assert spec.tuning.trials == 3 and spec.tuning.searcher == "tpe"
+    again = from_dict(LRStudySpec, to_dict(spec))  # what `medtune submit` writes for the job and it reads back
+    assert again.tuning == spec.tuning
+    assert load_spec("lr-schedulers").tuning is None  # no tuning: section, the hand-set study
