@@ -405,8 +405,8 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
     notes = [f"{m}: not searched ({NOT_SEARCHED[m]})" for m in spec.methods if m in NOT_SEARCHED]
     if "qlearning" in searched(spec):
         notes.append(PRIVATE_AGENT_NOTE)
-    settings = {"trials": t.trials, "epochs": search_epochs(spec), "searcher": t.searcher, "asha": t.asha, "metric": "dice",
-                "search_seed": t.search_seed, "final_seeds": list(t.final_seeds)}
+    settings = {"trials": t.trials, "epochs": search_epochs(spec), "searcher": t.searcher, "asha": t.asha,
+                "metric": "dice", "search_seed": t.search_seed, "final_seeds": list(t.final_seeds)}
     return run_in_session(final, session_dir, info, data,
                           wrap=lambda report: TunedReport(report, outcomes, settings, notes))
 

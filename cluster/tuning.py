@@ -12,8 +12,9 @@
    configuration is judged on its own. ``pbt`` (itself a search) and ``qlearning_warm`` are not searched.
 2. **Final runs**: the best configuration of each method (the best validation Dice at the last epoch among the
    trials that ran every epoch) becomes that method's ``tuned`` settings, and the study's own run path
-   (``run_in_session`` of :mod:`medtune.cluster.lr_study`, whose ``tune_lr_study`` drives both steps) trains every method on ``tuning.final_seeds`` (seeds the
-   search never used) in one parallel, tracked session, scored on the test split as ``medtune run`` is.
+   (``run_in_session`` of :mod:`medtune.cluster.lr_study`, whose ``tune_lr_study`` drives both steps) trains
+   every method on ``tuning.final_seeds`` (seeds the search never used) in one parallel, tracked session,
+   scored on the test split as ``medtune run`` is.
 
 MLflow: per method one parent run (``medtune.kind = search-parent``) holding the space, the chosen
 configuration and the budget spent, and one run per search trial nested under it (``mlflow.parentRunId``,

@@ -79,8 +79,8 @@ class TunedReport:
         s = self.settings
         lines = [f"Equal tuning budget: {s['trials']} {s['searcher']} search trials x {s['epochs']} epochs per method "
                  f"(ASHA {'on' if s['asha'] else 'off'}, search seed {s['search_seed']}), judged on the validation "
-                 f"{s.get('metric', 'dice')}; the best configuration retrained on seeds {s['final_seeds']} and scored on the test split "
-                 "(the table above).", ""]
+                 f"{s.get('metric', 'dice')}; the best configuration retrained on seeds {s['final_seeds']} and "
+                 "scored on the test split (the table above).", ""]
         table = self.budget_table()
         if not table.empty:
             lines += ["Chosen configuration and the budget each method got (epochs: trained, ASHA stops some "

@@ -148,8 +148,9 @@ class TuningConfig:
         if self.epochs is not None and (isinstance(self.epochs, bool) or self.epochs < 1):
             raise InputError(f"tuning.epochs={self.epochs!r} must be >= 1, or null for train.epochs")
         if self.searcher not in SEARCHERS:
-            raise InputError(f"tuning.searcher={self.searcher!r} is not a searcher{did_you_mean(self.searcher, SEARCHERS)}"
-                             f"; use one of {', '.join(SEARCHERS)}")
+            hint = did_you_mean(self.searcher, SEARCHERS)
+            raise InputError(f"tuning.searcher={self.searcher!r} is not a searcher{hint}; use one of "
+                             f"{', '.join(SEARCHERS)}")
         seeds = self.final_seeds
         if not seeds or len(set(seeds)) != len(seeds):
             raise InputError(f"tuning.final_seeds={list(seeds)!r} must be a non-empty list of distinct seeds")
