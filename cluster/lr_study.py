@@ -405,6 +405,9 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
     notes = [f"{m}: not searched ({NOT_SEARCHED[m]})" for m in spec.methods if m in NOT_SEARCHED]
     if "qlearning" in searched(spec):
         notes.append(PRIVATE_AGENT_NOTE)
+    if "effort" in searched(spec):
+        notes.append("effort: its search trials recalled no episodic memory and fed none (each judged on its own); "
+                     "the final runs recall the finished curves as in medtune run")
     settings = {"trials": t.trials, "epochs": search_epochs(spec), "searcher": t.searcher, "asha": t.asha,
                 "metric": "dice", "search_seed": t.search_seed, "final_seeds": list(t.final_seeds)}
     return run_in_session(final, session_dir, info, data,
