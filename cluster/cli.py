@@ -1,6 +1,7 @@
 """The ``medtune`` command.
 
     medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY] [--tracking-uri URI]
+    medtune tune SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY] [--tracking-uri URI]
     medtune resume DIR [--address RAY] | resume [SESSION] --storage ROOT [--address RAY]
     medtune report EXPERIMENT [--output DIR | --tracking-uri URI] [--session NAME] [--save FOLDER]
     medtune report EXPERIMENT --html FILE
@@ -67,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --output)")
     run.add_argument("--storage", default=None, metavar="ROOT", help=STORAGE_HELP)
+
+    tune_p = sub.add_parser("tune", help="the equal-budget protocol: search every method's own hyperparameters on "
+                                         "the validation split, then retrain the best with fresh seeds")
+    for action in run._actions:  # the same arguments as `run`
+        if action.dest in ("help", "verbose"):
+            continue
+        tune_p._add_action(action)
 
     resume = sub.add_parser("resume", help="continue an interrupted session with the Q-table it had")
     resume.add_argument("dir", nargs="?", default=None,
@@ -175,6 +183,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
     origin = {"spec": args.spec, "smoke": args.smoke, "overrides": args.overrides}
+    if args.storage is not None:
+        origin["storage"] = args.storage
+    return run(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin,
+               storage=args.storage)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``medtune run`` with the spec's ``tuning:`` section (its defaults when the spec has none)."""
+    from dataclasses import replace
+
+    from medtune.cluster.studies import load_spec, run
+    from medtune.errors import InputError
+    from medtune.searchers.search_spaces import TuningConfig
+
+    spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
+    if not hasattr(spec, "tuning"):
+        raise InputError(f"medtune tune runs the LR study (study: lr); {args.spec!r} is a {spec.study!r} spec. "
+                         "For your own trainable call medtune.compare(..., tune=medtune.TuningConfig(...))")
+    if spec.tuning is None:
+        spec = replace(spec, tuning=TuningConfig())
+    origin = {"spec": args.spec, "smoke": args.smoke, "overrides": args.overrides, "command": "tune"}
     if args.storage is not None:
         origin["storage"] = args.storage
     return run(spec, args.output, tracking_uri=args.tracking_uri, address=args.address, origin=origin,
@@ -452,7 +481,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "resume": cmd_resume, "report": cmd_report, "dashboard": cmd_dashboard, "ui": cmd_ui, "specs": cmd_specs,
+    "run": cmd_run, "tune": cmd_tune, "resume": cmd_resume, "report": cmd_report, "dashboard": cmd_dashboard, "ui": cmd_ui, "specs": cmd_specs,
     "cluster": cmd_cluster, "submit": cmd_submit, "jobs": cmd_jobs,
 }
 

@@ -79,6 +79,7 @@ class CompareSpec:
     max_concurrent: int = 0
     max_failures: int = 0
     study: str = "compare"
+    tuned: dict[str, Any] = field(default_factory=dict)  # {method: {config key: value}} (the tuning protocol)
 
     def agent_config(self) -> QLearningConfig:
         return QLearningConfig(min_lr=self.min_lr, max_lr=self.max_lr, **self.qlearning)
@@ -102,6 +103,8 @@ class Comparison:
         session_dir: the session folder (Tune state, journal, report files).
         tracking_uri, experiment, session: where the MLflow runs are.
         failed: one line per trial that failed for a reason other than a missing key.
+        tuning: with ``tune=``: one outcome per searched method (``chosen``, ``best_val``, ``trials``,
+            ``epochs``, ``wall_s``, ``curve``, ``edges``; see :mod:`medtune.cluster.tuning`).
     """
 
     table: pd.DataFrame
@@ -112,6 +115,7 @@ class Comparison:
     experiment: str
     session: str
     failed: list[str] = field(default_factory=list)
+    tuning: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _qualname(fn: Any) -> str:
@@ -296,6 +300,8 @@ def build_tuner(kind: str, spec: CompareSpec, trainable: Callable, session_dir: 
     }
     if spec.lr is not None:
         common["lr"] = spec.lr
+    if spec.tuned:
+        common["tuned"] = spec.tuned
     if kind == "main":
         scheduler = QLearningLRScheduler(
             spec.agent_config(), state_path=session_dir / JOURNAL_FILE, mailbox=info["mailbox"],
@@ -352,6 +358,7 @@ def compare(
     max_concurrent: int = 0,
     max_failures: int = 0,
     storage: str | None = None,
+    tune: Any = None,
 ) -> Comparison:
     """Compare LR methods on ``trainable`` in one parallel Ray Tune experiment tracked in MLflow.
 
@@ -380,6 +387,11 @@ def compare(
         cpus_per_trial, gpus_per_trial, max_concurrent, max_failures: Tune's resources and retries.
         storage: the folder (or ``file://`` URI) that holds the session folder instead of ``output``; on a
             cluster one every node reaches at the same path (see :mod:`medtune.cluster.storage`).
+        tune: the equal-budget protocol (a :class:`~medtune.searchers.search_spaces.TuningConfig` or a mapping
+            of its fields): every method with a search space is first searched (``trials`` x ``epochs``, on
+            ``metric`` only, the trials' config holding ``search: True`` so the trainable skips its test
+            score, ``qlearning`` with a private agent), then the comparison runs each method at its chosen
+            settings on ``tune.final_seeds`` (which replace ``seeds``). None (default): no search.
 
     Returns:
         :class:`Comparison`: the table (a DataFrame), the verdicts, the report text and where it is stored.
@@ -396,9 +408,18 @@ def compare(
     from medtune.dashboards.summary import log_summary
     from medtune.searchers.qlearning_scheduler import METHODS as DRIVEN, QLearningLRScheduler, open_mailbox
 
+    from medtune.cluster.tuning import check_compare_tuning
+
+    tuning = None
+    if tune is not None:
+        from medtune.searchers.search_spaces import TuningConfig
+
+        tuning = tune if isinstance(tune, TuningConfig) else from_dict(TuningConfig, tune, "tune")
+        seeds = list(tuning.final_seeds)
     spec = make_spec(trainable, methods, seeds, epochs, metric, mode, loss_metric, min_lr, max_lr, lr, name, target,
                      params, schedules, qlearning, warm_start, pbt, cpus_per_trial, gpus_per_trial, max_concurrent,
                      max_failures, qlearning_seed)
+    bounds = check_compare_tuning(spec, tuning) if tuning is not None else {}
     resources = ResourcesConfig(cpus_per_trial, gpus_per_trial, max_concurrent)
 
     def keys(session_dir: Path) -> dict[str, Any]:
@@ -414,6 +435,16 @@ def compare(
         box = open_mailbox(info["mailbox"])  # exists before any trial reads it
         logger.info("comparing %d methods x %d seeds of %s on %s (%s)", len(spec.methods), len(spec.seeds),
                     spec.trainable, spec.metric, spec.mode)
+        outcomes: list = []
+        if tuning is not None:
+            from dataclasses import replace
+
+            from medtune.cluster.tuning import qlearning_values, search_compare
+
+            outcomes = search_compare(spec, tuning, bounds, trainable, session_dir, info)
+            tuned = {o["method"]: o["values"] for o in outcomes}
+            spec = replace(spec, tuned=tuned,
+                           qlearning={**spec.qlearning, **qlearning_values(tuned, f"{CONFIG_KEY}.qlearning.")})
         results: list = []
         kinds = (["main"] if any(m != "pbt" for m in spec.methods) else []) + (["pbt"] if "pbt" in spec.methods else [])
         for kind in kinds:
@@ -436,8 +467,12 @@ def compare(
             ray.shutdown()
     report = build_metric_report(info["tracking_uri"], spec.name, info["session"], spec.metric, spec.mode,
                                  spec.loss_metric, spec.target, qtable)
+    if tuning is not None:
+        from medtune.cluster.tuning import tuned_report
+
+        report = tuned_report(report, spec, tuning, outcomes)
     log_summary(info["tracking_uri"], report, session_dir / "report")
     for line in failed:
         logger.warning("%s", line)
     return Comparison(report.table, report.verdicts, report.text(), session_dir, info["tracking_uri"], spec.name,
-                      info["session"], failed)
+                      info["session"], failed, outcomes)

@@ -38,10 +38,12 @@ from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
 from dataclasses import dataclass, field, fields, make_dataclass
 from medtune.cluster.console import tune_verbosity
+from medtune.cluster.tuning import check_spaces
 from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig
 from medtune.searchers.qlearning_agent import QLearningConfig, load_qtable_file
+from medtune.searchers.search_spaces import TuningConfig
 from medtune.trainables.data import DataConfig
 from medtune.trainables.segmentation import METHODS, ModelConfig, TrainConfig
 
@@ -86,6 +88,8 @@ class LRStudySpec:
     max_failures: int = 2
     storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
+    tuning: TuningConfig | None = None  # set: `medtune run` runs the equal-budget protocol (medtune.cluster.tuning)
+    tuned: dict[str, Any] = field(default_factory=dict)  # {method: {dotted key: value}}: per-method settings
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -104,6 +108,26 @@ class LRStudySpec:
             self.agent_config()
         except ValueError as exc:
             raise ValueError(f"qlearning.{exc}") from None
+        self._check_tuned()
+        if self.tuning is not None:
+            check_spaces(self)
+
+    def _check_tuned(self) -> None:
+        """Every ``tuned`` method is in ``methods`` and its settings build the sections they set."""
+        from medtune.searchers.search_spaces import apply_values
+
+        sections = {"train": TrainConfig, "schedules": ScheduleConfig, "qlearning": QLearningSpec}
+        for method, values in self.tuned.items():
+            if method not in self.methods:
+                raise ValueError(f"tuned.{method}: {method!r} is not one of the methods ({', '.join(self.methods)})")
+            if not isinstance(values, dict):
+                raise ValueError(f"tuned.{method}={values!r} must map dotted keys to values")
+            bad = [k for k in values if k.split(".")[0] not in sections]
+            if bad:
+                raise ValueError(f"tuned.{method}.{bad[0]} must set a train., schedules. or qlearning. key")
+            merged = apply_values({k: to_dict(getattr(self, k)) for k in sections}, values)
+            for name, cls in sections.items():
+                from_dict(cls, merged[name], f"tuned.{method}: {name}")
 
     def agent_config(self) -> QLearningConfig:
         """The Q-learning agent's configuration: the ``qlearning`` section plus the LR bounds of ``train``."""
@@ -220,6 +244,7 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         "schedules": to_dict(spec.schedules),
         "qlearning": to_dict(spec.qlearning),
         "pbt": to_dict(spec.pbt),
+        "tuned": spec.tuned,
         "mailbox": info["mailbox"],
         "task": info["task"],
         "threads": max(1, int(spec.resources.cpus_per_trial)),
@@ -266,7 +291,7 @@ def _unfinished(spec: LRStudySpec, results) -> list:
     ]
 
 
-def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
+def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results, wrap: Any = None) -> int:
     """Write the final Q-table, build the report from MLflow, log the summary run, print the table."""
     from medtune.dashboards.report import build_report
     from medtune.searchers.qlearning_scheduler import METHODS
@@ -279,7 +304,8 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results)
     notes = [f"final Q-table ({qtable['table']['updates']} updates): {session_dir / 'qtable.json'}"] if qtable else []
     return finish_session(
         session_dir, info, results, _unfinished(spec, results),
-        lambda: build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable), notes,
+        lambda: (wrap or (lambda r: r))(build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable)),
+        notes,
     )
 
 
@@ -304,13 +330,25 @@ def run_lr_study(
     Raises:
         InputError: bad data or an unusable tracking store, before any trial starts.
     """
+    if spec.tuning is not None:
+        return tune_lr_study(spec, output, tracking_uri, address, origin)
     data = prepare_data(spec)  # validates the data before anything starts
     session_dir, info = create_session(spec, output, tracking_uri, origin, lambda d: lr_session_keys(spec, d))
+    init_ray(address)
+    check_resources(spec.resources, remote=is_remote(address))
+    return run_in_session(spec, session_dir, info, data)
+
+
+def run_in_session(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any, wrap: Any = None) -> int:
+    """Every trial of ``spec`` in a created session (Ray started), then the report; the exit status.
+
+    Args:
+        wrap: ``report -> report`` applied to the comparison before it is printed and logged (the tuning
+            protocol adds its section this way).
+    """
     n = len(spec.methods) * len(spec.seeds)
     log(f"experiment {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {n} trials, "
         f"{spec.train.epochs} epochs each")
-    init_ray(address)
-    check_resources(spec.resources, remote=is_remote(address))
     results = []
     for kind in tuner_kinds(spec):
         if kind == "pbt":
@@ -319,7 +357,61 @@ def run_lr_study(
         results.extend(build_tuner(kind, spec, session_dir, info, data).fit())
         if _unfinished(spec, results):
             break  # interrupted: the next Tuner starts on `medtune resume`
-    return _finish(spec, session_dir, info, results)
+    return _finish(spec, session_dir, info, results, wrap)
+
+
+def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, address: str | None = None,
+                  origin: dict[str, Any] | None = None) -> int:
+    """The equal-budget protocol (:mod:`medtune.cluster.tuning`): search every method of ``spec`` with the same
+    budget in one session, then run the final comparison on fresh seeds there; the exit status.
+
+    Raises:
+        InputError: no method of the spec has a search space, bad data or tracking store (before any trial).
+    """
+    from medtune.cluster.storage import SESSION_FILE
+    from medtune.cluster.tracking import METRICS
+    from medtune.cluster.tuning import (PRIVATE_AGENT_NOTE, SEARCH_DIR, final_spec, method_bounds, search_epochs,
+                                        search_method, searched)
+    from medtune.dashboards.tuning_report import TunedReport
+    from medtune.searchers.search_spaces import NOT_SEARCHED, SPACES
+
+    if not searched(spec):
+        raise InputError(f"tuning: none of the methods {', '.join(spec.methods)} has a search space; add one of "
+                         f"{', '.join(SPACES)}")
+    data = prepare_data(spec)
+    session_dir, info = create_session(spec, output, tracking_uri, origin, lambda d: lr_session_keys(spec, d))
+    t = spec.tuning
+    log(f"tuning {len(searched(spec))} methods with the same budget: {t.trials} {t.searcher} trials x "
+        f"{search_epochs(spec)} epochs each (ASHA {'on' if t.asha else 'off'}, search seed {t.search_seed}); "
+        f"then {len(t.final_seeds)} final seeds {list(t.final_seeds)} per method")
+    init_ray(address)
+    check_resources(spec.resources, remote=is_remote(address))
+    epochs, outcomes = search_epochs(spec), []
+    base = {
+        "study": "lr", "seed": t.search_seed, "lr": spec.train.base_lr,
+        "data": to_dict(spec.data), "model": to_dict(spec.model), "train": {**to_dict(spec.train), "epochs": epochs},
+        "schedules": to_dict(spec.schedules), "qlearning": to_dict(spec.qlearning), "pbt": to_dict(spec.pbt),
+        "search": True, "mailbox": None, "task": info["task"], "threads": max(1, int(spec.resources.cpus_per_trial)),
+    }
+    for m in searched(spec):
+        outcomes.append(search_method(
+            t, m, method_bounds(spec, m), {**base, "method": m}, _trainable(spec, data), info,
+            session_dir / SEARCH_DIR, metric="dice", mode="max", epochs=epochs,
+            max_concurrent=spec.resources.max_concurrent, max_failures=spec.max_failures, metrics=METRICS))
+    final = final_spec(spec, outcomes)
+    info["spec"] = to_dict(final)  # resume continues the final runs, with the tuned settings
+    info["tuning"] = {"settings": to_dict(spec.tuning), "outcomes": outcomes}
+    (session_dir / SESSION_FILE).write_text(json.dumps(info, indent=1, default=str))
+    notes = [f"{m}: not searched ({NOT_SEARCHED[m]})" for m in spec.methods if m in NOT_SEARCHED]
+    if "qlearning" in searched(spec):
+        notes.append(PRIVATE_AGENT_NOTE)
+    if "effort" in searched(spec):
+        notes.append("effort: its search trials recalled no episodic memory and fed none (each judged on its own); "
+                     "the final runs recall the finished curves as in medtune run")
+    settings = {"trials": t.trials, "epochs": search_epochs(spec), "searcher": t.searcher, "asha": t.asha,
+                "metric": "dice", "search_seed": t.search_seed, "final_seeds": list(t.final_seeds)}
+    return run_in_session(final, session_dir, info, data,
+                          wrap=lambda report: TunedReport(report, outcomes, settings, notes))
 
 
 def log_session_summary(session_dir: str | os.PathLike) -> None:

@@ -39,6 +39,7 @@ from medtune.cluster.spec import ResourcesConfig, check_storage
 from medtune.errors import InputError
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig
+from medtune.searchers.search_spaces import TuningConfig
 
 STUDY = "own"
 
@@ -110,6 +111,7 @@ class OwnTrainingSpec:
     max_failures: int = 0
     storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
+    tuning: TuningConfig | None = None  # set: the equal-budget protocol (medtune.compare(..., tune=...))
 
     def __post_init__(self) -> None:
         from medtune.cluster.compare import make_spec
@@ -120,7 +122,11 @@ class OwnTrainingSpec:
             raise InputError("trainable is missing; name your training function, e.g. trainable: mytrain.loop:train")
         check_storage(self.storage)
         fn, _ = resolve_trainable(self.trainable)
-        make_spec(fn, **self.compare_kwargs())  # every check of medtune.compare, before Ray starts
+        spec = make_spec(fn, **self.compare_kwargs())  # every check of medtune.compare, before Ray starts
+        if self.tuning is not None:
+            from medtune.cluster.tuning import check_compare_tuning
+
+            check_compare_tuning(spec, self.tuning)
 
     def compare_kwargs(self) -> dict[str, Any]:
         r = self.resources
@@ -171,7 +177,7 @@ def run(spec: OwnTrainingSpec, output: str | os.PathLike, tracking_uri: str | No
     started = _init_ray(address, code)
     try:
         result = compare(fn, **spec.compare_kwargs(), output=output, tracking_uri=tracking_uri, address=address,
-                         storage=spec.storage)
+                         storage=spec.storage, tune=spec.tuning)
     finally:
         if started:
             ray.shutdown()

@@ -72,6 +72,8 @@ class MLflowTracker(Callback):
             reported (Tune's own keys, ``config/...`` and the ``lr_control`` marker left out).
         artifacts: result keys whose (string) value is logged as a text artifact of the trial's run,
             ``{result_key: file_name}``; e.g. the APGA study's mask examples at the last epoch.
+        tags: more tags of every run it creates (they may replace ``medtune.kind``: the search trials of
+            ``medtune tune`` are ``medtune.kind = search``, nested by ``mlflow.parentRunId``).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class MLflowTracker(Callback):
         backlog: str | None = None,
         metrics: tuple[str, ...] | None = METRICS,
         artifacts: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -89,6 +92,7 @@ class MLflowTracker(Callback):
         self.backlog = backlog
         self.metrics = metrics
         self.artifacts = dict(artifacts or {})
+        self.tags = dict(tags or {})
         self._reset()
 
     def _reset(self) -> None:
@@ -103,11 +107,13 @@ class MLflowTracker(Callback):
         self._retry_at = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "experiment_id", "session", "backlog", "metrics", "artifacts")}
+        return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "experiment_id", "session", "backlog", "metrics", "artifacts",
+                                                       "tags")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("artifacts", {})
+        self.__dict__.setdefault("tags", {})
         self._reset()
 
     @property
@@ -239,7 +245,7 @@ class MLflowTracker(Callback):
                 run_id = self.client.create_run(
                     self.experiment_id,
                     run_name=op["name"],
-                    tags={TAG_SESSION: self.session, TAG_TRIAL: trial_id, TAG_KIND: "trial"},
+                    tags={TAG_SESSION: self.session, TAG_TRIAL: trial_id, TAG_KIND: "trial", **self.tags},
                 ).info.run_id
                 self._runs[trial_id] = run_id
                 have: dict[str, str] = {}

@@ -1,6 +1,9 @@
 """Your own training, compared by medtune: a tiny CNN on scikit-learn's digits, 5 LR methods x seeds.
 
-    python examples/own_training.py [--epochs 8] [--seeds 0 1 2] [--output medtune-runs]
+    python examples/own_training.py [--epochs 8] [--seeds 0 1 2] [--output medtune-runs] [--tune TRIALS]
+
+--tune N: the equal-budget protocol first (N search trials per method on the validation accuracy, then the
+chosen settings on fresh seeds).
 """
 import argparse
 
@@ -37,7 +40,7 @@ def train(config):
         control.eval()  # score (and checkpoint) Schedule-Free AdamW's averaged weights
         accuracy, loss = evaluate(model, x[val], y[val])
         metrics = {"accuracy": accuracy, "val_loss": loss}
-        if epoch + 1 == control.epochs:  # held out: nothing watches it during training
+        if epoch + 1 == control.epochs and not config.get("search"):  # held out: never read in a search trial
             metrics["test_accuracy"] = evaluate(model, x[test], y[test])[0]
         control.step(metrics, model=model)  # reports, checkpoints, sets the next epoch's LR
 
@@ -56,10 +59,14 @@ if __name__ == "__main__":
     p.add_argument("--methods", nargs="+", default=["fixed", "cosine", "greedy", "qlearning", "pbt"])
     p.add_argument("--epsilon", type=float, default=0.2, help="the Q-learning agent's exploration rate")
     p.add_argument("--output", default="medtune-runs")
+    p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                   help="search every method's own settings first, TRIALS trials each (0: no search)")
     args = p.parse_args()
     result = medtune.compare(
         train, args.methods, args.seeds, args.epochs, metric="accuracy", loss_metric="val_loss", min_lr=1e-4,
         max_lr=0.5, name="digits-own-training", output=args.output, pbt={"perturbation_interval": 3},
         qlearning={"patience": 2, "cooldown": 2, "epsilon": args.epsilon},  # a short run: decide every 2 epochs
+        tune=medtune.TuningConfig(trials=args.tune, final_seeds=tuple(s + 100 for s in args.seeds))
+        if args.tune else None,
     )
     print(result.text)

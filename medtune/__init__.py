@@ -30,6 +30,7 @@ _PUBLIC = {
     "LRControl": "medtune.trainables.lr_control",
     "LRControlConfig": "medtune.trainables.lr_control",
     "make_optimizer": "medtune.trainables.lr_control",
+    "TuningConfig": "medtune.searchers.search_spaces",
     "compare": "medtune.cluster.compare",
     "load_spec": "medtune.cluster.studies",
     "run": "medtune.cluster.studies",

@@ -417,3 +417,19 @@ def test_the_thread_loader_leaves_torch_global_rng_alone(data):
     torch.rand(3)
     run._batches(dataset)
     assert torch.equal(torch.rand(4), expected)  # not reset to the seed's start
+
+
+def test_a_search_trial_never_reads_the_test_split_and_its_qlearning_decides_with_a_private_agent(data):
+    from medtune.searchers.qlearning_agent import QLearningLRAgent
+
+    search = SegmentationRun(method="qlearning", seed=1, data=data, model_cfg=MODEL,
+                             train_cfg=TrainConfig(epochs=1, batch_size=4), score_test=False,
+                             qlearning={"patience": 1, "cooldown": 0, "alpha": 0.3})
+    assert isinstance(search.policy, QLearningLRAgent) and search.policy.config.alpha == 0.3
+    assert search.run_epoch().test_dice is None and search.test_reads == 0  # its last epoch
+    with pytest.raises(RuntimeError, match="may not read the test split"):
+        search.test()
+    final = SegmentationRun(method="qlearning", seed=1, data=data, model_cfg=MODEL,
+                            train_cfg=TrainConfig(epochs=1, batch_size=4))
+    assert final.policy is None  # the shared scheduler sets its LR
+    assert final.run_epoch().test_dice is not None and final.test_reads == 1

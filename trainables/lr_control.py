@@ -61,8 +61,11 @@ Where the starting LR comes from: the ``lr`` argument, else ``config["lr"]`` (a 
 optimizer's own LR (``param_groups[0]["lr"]``). The bounds default to ``[own / 1000, own * 10]`` (``own``: the optimizer's LR); a start
 outside explicit bounds is an error, never a silent clamp. Every param group gets the same LR.
 
-The Tune config keys (all optional, set by :func:`medtune.compare` and the LR study): ``method``, ``lr`` and the
-``lr_control`` section (:class:`LRControlConfig` as a dict). This module imports Ray only inside a Tune trial.
+The Tune config keys (all optional, set by :func:`medtune.compare` and the LR study): ``method``, ``lr``, the
+``lr_control`` section (:class:`LRControlConfig` as a dict), ``tuned`` (``{method: {dotted key: value}}``, set
+into the config before it is read: see :func:`with_tuned`) and ``search`` (True in a search trial of the tuning
+protocol: the loop should skip its test score; ``qlearning`` then decides with a private agent, as there is no
+mailbox). This module imports Ray only inside a Tune trial.
 """
 
 from __future__ import annotations
@@ -186,6 +189,21 @@ class LRControlConfig:
                              f"valid: {', '.join(valid)} (the LR bounds are min_lr / max_lr)")
 
 
+TUNED_KEY = "tuned"  # {method: {dotted config key: value}}: the tuned settings of each method (medtune.compare)
+
+
+def with_tuned(config: Mapping[str, Any], method: str | None = None) -> dict[str, Any]:
+    """``config`` with ``config["tuned"][method]`` set into it (``lr``, ``lr_control.schedules.cosine.eta_min``,
+    ``lr_control.qlearning.alpha``, ...): how the tuning protocol of :func:`medtune.compare` hands each method
+    its chosen (or, in a search trial, sampled) settings. Without tuned settings the config is returned as it is.
+    """
+    from medtune.searchers.search_spaces import apply_values
+
+    config = dict(config)
+    values = (config.get(TUNED_KEY) or {}).get(method if method is not None else config.get("method")) or {}
+    return apply_values(config, values) if values else config
+
+
 def _schedules(config: Any) -> ScheduleConfig:
     """The ``schedules`` of a Tune config (its ``lr_control`` section), an ``LRControlConfig``, a
     ``ScheduleConfig`` or a mapping of its sections; None: the defaults."""
@@ -197,7 +215,7 @@ def _schedules(config: Any) -> ScheduleConfig:
         return config.schedules
     if isinstance(config, Mapping):
         if CONFIG_KEY in config or "method" in config:  # a trial's Tune config
-            return from_dict(LRControlConfig, config.get(CONFIG_KEY), CONFIG_KEY).schedules
+            return from_dict(LRControlConfig, with_tuned(config).get(CONFIG_KEY), CONFIG_KEY).schedules
         return from_dict(ScheduleConfig, dict(config), "schedules")
     raise InputError(f"config={config!r} must be the trial's Tune config, an LRControlConfig or a ScheduleConfig")
 
@@ -286,6 +304,7 @@ class LRControl:
         config = dict(config or {})
         self.optimizer = optimizer
         self.method = check_method(method if method is not None else config.get("method", "fixed"))
+        config = with_tuned(config, self.method)
         self.settings = settings if settings is not None else from_dict(LRControlConfig, config.get(CONFIG_KEY),
                                                                         CONFIG_KEY)
         if steps_per_epoch is not None:

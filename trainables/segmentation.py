@@ -277,6 +277,8 @@ class SegmentationRun:
     task: str | None = None  # ``effort``: recall only curves of this task key
     patch_size: tuple[int, int, int] | None = None
     patches_per_volume: int = 2
+    score_test: bool = True  # False (a search trial): the test split is never read, test() refuses
+    qlearning: dict[str, Any] | None = None  # given: qlearning decides with a private agent of these settings
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -320,6 +322,7 @@ class SegmentationRun:
                                       split.cache_rate)
         self.val_set = make_dataset(split.val, trial_transforms(split, self.pipeline, self.device), split.cache_rate)
         self._test_set = None  # cached on first use: only the last epoch scores it
+        self.test_reads = 0  # how often the test split was scored (a search trial: never)
         self.loader = make_loader(self.pipeline, self.train_set, self.train_cfg.batch_size, shuffle=True,
                                   generator=self.generator, num_workers=self.train_cfg.num_workers)
         if self.crop is not None:  # after the loaders, which may draw fresh random states for the transforms
@@ -327,10 +330,13 @@ class SegmentationRun:
         t = self.train_cfg
         # The one LR-policy protocol (medtune.LRControl); this loop reports to Tune itself, and the
         # scheduler-driven methods get their LR through set_lr (train_segmentation reads the mailbox).
+        private = self.qlearning is not None and self.method in SCHEDULER_DRIVEN
         self.control = LRControl(
-            self.optimizer, method=self.method, lr=lr, report=False, driven=True, memory_source=self.memory_source,
+            self.optimizer, method=self.method, lr=lr, report=False, driven=not private,
+            memory_source=self.memory_source,
             settings=LRControlConfig(epochs=t.epochs, steps_per_epoch=len(self.loader), min_lr=t.min_lr,
-                                     max_lr=t.max_lr, schedules=self.schedule_cfg, task=self.task),
+                                     max_lr=t.max_lr, schedules=self.schedule_cfg, task=self.task,
+                                     qlearning=dict(self.qlearning or {}) if private else {}),
         )
 
     @property
@@ -376,9 +382,16 @@ class SegmentationRun:
         return self._score(self._batches(self.val_set))
 
     def test(self) -> tuple[float, float] | None:
-        """Mean foreground Dice and loss on the held-out test volumes; None without a test split."""
+        """Mean foreground Dice and loss on the held-out test volumes; None without a test split.
+
+        Raises:
+            RuntimeError: a search trial (``score_test=False``) asked for it: the search never sees the test split.
+        """
+        if not self.score_test:
+            raise RuntimeError("a search trial may not read the test split (score_test=False)")
         if not self.split.test:
             return None
+        self.test_reads += 1
         if self._test_set is None:
             self._test_set = make_dataset(self.split.test, trial_transforms(self.split, self.pipeline, self.device),
                                           self.split.cache_rate)
@@ -439,7 +452,7 @@ class SegmentationRun:
         if not (math.isfinite(val_loss) and math.isfinite(dice)):
             return EpochResult(self.epoch, lr, train_loss, val_loss, dice, diverged=True)
         self.policy_step(dice, val_loss)
-        test = self.test() if self.epoch >= self.train_cfg.epochs else None
+        test = self.test() if self.score_test and self.epoch >= self.train_cfg.epochs else None
         return EpochResult(self.epoch, lr, train_loss, val_loss, dice, test_dice=test[0] if test else None)
 
     def policy_step(self, dice: float, val_loss: float) -> None:
@@ -508,13 +521,32 @@ def seed_everything(seed: int) -> None:
 CHECKPOINT_FILE = "state.pt"
 
 
+def apply_tuned(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's config with its method's tuned settings in place: ``config["tuned"][method]`` is
+    ``{dotted key: value}`` (``train.base_lr``, ``schedules.step.gamma``, ``qlearning.alpha``, ...), set into
+    the config's sections; a tuned ``train.base_lr`` is also the trial's starting ``lr``. Without tuned
+    settings for the method the config is returned as it is."""
+    from medtune.searchers.search_spaces import apply_values
+
+    values = (config.get("tuned") or {}).get(config.get("method")) or {}
+    if not values:
+        return config
+    out = apply_values(config, values)
+    if "train.base_lr" in values:
+        out["lr"] = float(values["train.base_lr"])
+    return out
+
+
 def train_segmentation(config: dict[str, Any], data: SegmentationSplit | SegmentationData | None = None) -> None:
     """Ray Tune function trainable for one (method, seed) of the LR study.
 
     Args:
         config: ``method``, ``seed``, ``lr`` (initial LR), ``data``/``model``/``train``/``schedules``
             sections as plain dicts, ``mailbox`` (the LR mailbox name, read by ``qlearning`` trials),
-            ``threads`` (torch intra-op threads).
+            ``threads`` (torch intra-op threads), ``tuned`` (``{method: {dotted key: value}}``, the tuned
+            settings, see :func:`apply_tuned`), ``search`` (True: a search trial of ``medtune tune``: the test
+            split is never read and ``qlearning`` decides with a private agent of the config's ``qlearning``
+            settings, not the shared scheduler).
         data: the split as data lists (:class:`~medtune.trainables.data.SegmentationSplit`: file paths for a
             Decathlon task, nothing preprocessed), shared through the object store (``tune.with_parameters``);
             built from ``config["data"]`` when omitted. The trial caches it itself (``CacheDataset``).
@@ -530,6 +562,8 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint successfully created" per epoch
 
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    config = apply_tuned(config)
+    search = bool(config.get("search"))
     data_cfg = from_dict(DataConfig, config.get("data"), "data")
     if data is None:
         data = split_datalists(data_cfg)
@@ -553,6 +587,9 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
         task=config.get("task"),
         patch_size=data_cfg.patch_size,
         patches_per_volume=data_cfg.patches_per_volume,
+        score_test=not search,
+        qlearning=({k: v for k, v in (config.get("qlearning") or {}).items() if k not in ("seed", "warm_start")}
+                   if search else None),
     )
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -563,7 +600,7 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
             run.set_lr(min(t.max_lr, max(t.min_lr, float(config["lr"]))))
     trial_id = tune.get_context().get_trial_id()
     node_id = ray_node_id()
-    mailbox = config.get("mailbox")
+    mailbox = None if search else config.get("mailbox")
     while run.epoch < run.train_cfg.epochs:
         if run.method in SCHEDULER_DRIVEN and mailbox:
             lr = read_mailbox(mailbox, trial_id)
