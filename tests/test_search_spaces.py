@@ -55,9 +55,10 @@ def test_each_space_samples_inside_its_bounds_and_every_sample_builds_the_policy
 def test_lr_parameters_follow_the_study_bounds_and_epoch_fractions_the_run():
     (base,) = resolve("fixed", 1e-5, 1e-1, 10)
     assert (base.low, base.high, base.log) == (1e-5, 1e-1, True)
-    step_size = resolve("step", MIN_LR, MAX_LR, 50)[0]
+    start, step_size = resolve("step", MIN_LR, MAX_LR, 50)[:2]  # every LR-scheduled method searches its start
+    assert (start.key, start.low, start.high) == ("train.base_lr", MIN_LR, MAX_LR)
     assert (step_size.low, step_size.high) == (5, 30)
-    tiny = resolve("effort", MIN_LR, MAX_LR, 2)[0]  # a 2-epoch smoke run: the warm-up collapses to 1 epoch
+    tiny = resolve("effort", MIN_LR, MAX_LR, 2)[1]  # a 2-epoch smoke run: the warm-up collapses to 1 epoch
     assert tiny.fixed and tiny.low == 1 and sample((tiny,), random.Random(0))[tiny.key] == 1
 
 
