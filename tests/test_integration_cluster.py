@@ -380,7 +380,7 @@ def test_submit_of_a_bad_spec_exits_2_and_submits_nothing(cluster):
     assert proc.returncode == 2 and proc.stderr.strip() == "medtune: error: train.epochs=0 must be >= 1"
 
 
-EPOCHS_KILL = 16
+EPOCHS_KILL = 12
 
 
 def _journal_updates(session: Path) -> int:

@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 PORT = _free_port()
 URI = f"http://127.0.0.1:{PORT}"
-EPOCHS = 80
+EPOCHS = 40
 
 
 def start_server(root: Path) -> subprocess.Popen:

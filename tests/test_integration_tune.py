@@ -1,6 +1,6 @@
-"""``medtune tune`` end to end: a smoke search for three methods on the phantom, then the final runs.
+"""``medtune tune`` end to end: a smoke search for two methods on the phantom, then the final runs.
 
-2 search trials x 2 epochs per method (fixed, cosine, qlearning), one final seed, the LR spec's smoke data.
+2 search trials x 2 epochs per method (fixed, qlearning), one final seed, the LR spec's smoke data.
 Checks the MLflow layout (search trials nested under a parent run per method, final runs as the session's
 trial runs), that the final seed is absent from the search, and that only the final runs read the test split.
 """
@@ -15,7 +15,7 @@ from tests.test_integration_lr import medtune
 
 pytestmark = pytest.mark.integration
 
-METHODS = ("fixed", "cosine", "qlearning")
+METHODS = ("fixed", "qlearning")  # one in-trial schedule, one with its private agent
 FINAL_SEED = 7
 
 
