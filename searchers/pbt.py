@@ -46,9 +46,8 @@ def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dic
     (:class:`medtune.searchers.pbt_scheduler.OwnLRPBT`) instead of a random draw.
     """
     from ray import tune
-    from ray.tune.schedulers import PopulationBasedTraining
 
-    from medtune.searchers.pbt_scheduler import OwnLRPBT
+    from medtune.searchers.pbt_scheduler import MemberPBT, OwnLRPBT
 
     import random
 
@@ -63,7 +62,7 @@ def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dic
         config["lr"] = min(max_lr, max(min_lr, float(config["lr"])))
         return config
 
-    return (OwnLRPBT if own_lr else PopulationBasedTraining)(
+    return (OwnLRPBT if own_lr else MemberPBT)(
         time_attr="training_iteration",
         metric=metric,
         mode=mode,

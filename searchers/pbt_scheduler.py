@@ -21,7 +21,23 @@ from ray.tune.schedulers import PopulationBasedTraining
 LR_KEY = "lr"
 
 
-class OwnLRPBT(PopulationBasedTraining):
+IDENTITY_KEYS: tuple[str, ...] = ("seed",)  # what makes a member itself: never copied from the member it clones
+
+
+class MemberPBT(PopulationBasedTraining):
+    """PBT whose exploit copies the donor's hyperparameters (and, through its checkpoint, its weights), but keeps
+    each member's own ``seed``. Tune's exploit copies the donor's whole config, so a member would otherwise report,
+    and be logged and paired by seed, as the member it cloned."""
+
+    def _get_new_config(self, trial: Trial, trial_to_clone: Trial) -> tuple[dict, dict]:
+        new_config, operations = super()._get_new_config(trial, trial_to_clone)
+        for key in IDENTITY_KEYS:
+            if key in trial.config:
+                new_config[key] = trial.config[key]
+        return new_config, operations
+
+
+class OwnLRPBT(MemberPBT):
     """PBT over ``config["lr"]`` where an unset ``lr`` means "the member's own"; see the module docstring."""
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
