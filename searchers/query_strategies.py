@@ -67,7 +67,7 @@ import numpy as np
 
 from medtune.errors import did_you_mean
 from medtune.searchers.badge import badge
-from medtune.searchers.typiclust import typiclust
+from medtune.searchers.typiclust import check_embeddings, typiclust
 
 #: Strategy names as they appear in a study's ``method`` parameter (besides ``drla`` and ``all``).
 STRATEGIES: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "bald", "coreset", "badge", "typiclust",
@@ -287,16 +287,7 @@ def coreset_k_center(emb_unlabeled: np.ndarray, emb_labeled: np.ndarray, n_s: in
         ``int64`` positions into ``emb_unlabeled``, in the order picked.
     """
     n_s = _check_n_s(n_s)
-    u = np.asarray(emb_unlabeled, dtype=np.float64)
-    lab = np.asarray(emb_labeled, dtype=np.float64)
-    if u.ndim != 2:
-        raise ValueError(f"emb_unlabeled has shape {u.shape}; give embeddings of shape (n_u, d)")
-    if lab.size == 0:
-        lab = np.zeros((0, u.shape[1]))
-    if lab.ndim != 2 or lab.shape[1] != u.shape[1]:
-        raise ValueError(f"emb_labeled has shape {lab.shape}; give (n_l, {u.shape[1]}) like emb_unlabeled")
-    if not (np.isfinite(u).all() and np.isfinite(lab).all()):
-        raise ValueError("embeddings hold NaN or infinite values")
+    u, lab = check_embeddings(emb_unlabeled, emb_labeled)
     k = min(n_s, len(u))
     if k == 0:
         return np.zeros(0, np.int64)

@@ -65,6 +65,22 @@ def typicality(points: np.ndarray, k: int = K_NEIGHBOURS) -> np.ndarray:
         return np.where(mean > 0, 1.0 / np.where(mean > 0, mean, 1.0), np.inf)
 
 
+def check_embeddings(emb_unlabeled, emb_labeled) -> tuple[np.ndarray, np.ndarray]:
+    """``(u, lab)``: the unlabeled ``(n_u, d)`` and labeled ``(n_l, d)`` embeddings as float64 (an empty labeled
+    set becomes ``(0, d)``); a wrong shape, a width mismatch or a NaN/inf value is a ``ValueError``."""
+    u = np.asarray(emb_unlabeled, dtype=np.float64)
+    lab = np.asarray(emb_labeled, dtype=np.float64)
+    if u.ndim != 2:
+        raise ValueError(f"emb_unlabeled has shape {u.shape}; give embeddings of shape (n_u, d)")
+    if lab.size == 0:
+        lab = np.zeros((0, u.shape[1]))
+    if lab.ndim != 2 or lab.shape[1] != u.shape[1]:
+        raise ValueError(f"emb_labeled has shape {lab.shape}; give (n_l, {u.shape[1]}) like emb_unlabeled")
+    if not (np.isfinite(u).all() and np.isfinite(lab).all()):
+        raise ValueError("embeddings hold NaN or infinite values")
+    return u, lab
+
+
 def typiclust(emb_unlabeled: np.ndarray, emb_labeled: np.ndarray, n_s: int, rng: np.random.Generator,
               k: int = K_NEIGHBOURS) -> np.ndarray:
     """TypiClust (Hacohen et al. 2022): the most typical point of each of the largest uncovered clusters.
@@ -81,16 +97,7 @@ def typiclust(emb_unlabeled: np.ndarray, emb_labeled: np.ndarray, n_s: int, rng:
     """
     from sklearn.cluster import KMeans
 
-    u = np.asarray(emb_unlabeled, dtype=np.float64)
-    lab = np.asarray(emb_labeled, dtype=np.float64)
-    if u.ndim != 2:
-        raise ValueError(f"emb_unlabeled has shape {u.shape}; give embeddings of shape (n_u, d)")
-    if lab.size == 0:
-        lab = np.zeros((0, u.shape[1]))
-    if lab.ndim != 2 or lab.shape[1] != u.shape[1]:
-        raise ValueError(f"emb_labeled has shape {lab.shape}; give (n_l, {u.shape[1]}) like emb_unlabeled")
-    if not (np.isfinite(u).all() and np.isfinite(lab).all()):
-        raise ValueError("embeddings hold NaN or infinite values")
+    u, lab = check_embeddings(emb_unlabeled, emb_labeled)
     if isinstance(n_s, bool) or not isinstance(n_s, (int, np.integer)) or n_s < 0:
         raise ValueError(f"n_s={n_s!r} must be a whole number of samples >= 0")
     budget = min(int(n_s), len(u))
