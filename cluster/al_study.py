@@ -106,7 +106,7 @@ def _trainable(spec: ActiveLearningStudySpec, data: Any):
 def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
     from ray import tune
 
-    from medtune.cluster.progress import ProgressLog
+    from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.tracking import MLflowTracker
 
     param_space = {
@@ -129,7 +129,7 @@ def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                                      backlog=backlog_path(session_dir), metrics=METRICS),
-                       ProgressLog(spec.name, None, "macro_f1", label_keys=("method", "seed"))],
+                       ProgressLog(spec.name, None, "macro_f1", label_keys=("method", "seed")), *trial_files()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=tune_verbosity(),
         ),

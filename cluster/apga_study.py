@@ -171,7 +171,7 @@ def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
 def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], data: dict, pretrained: dict):
     from ray import tune
 
-    from medtune.cluster.progress import ProgressLog
+    from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.tracking import MLflowTracker
 
     param_space = {
@@ -194,7 +194,8 @@ def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], da
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                                      backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS),
-                       ProgressLog(spec.name, len(spec.methods) * len(spec.regimes) * len(spec.seeds) * spec.train.epochs, "accuracy", label_keys=("method", "regime", "seed"))],
+                       ProgressLog(spec.name, len(spec.methods) * len(spec.regimes) * len(spec.seeds) * spec.train.epochs, "accuracy", label_keys=("method", "regime", "seed")),
+                       *trial_files()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=tune_verbosity(),

@@ -1,11 +1,12 @@
 """``medtune.compare``: a researcher's own training function, compared across LR methods like the LR study.
 
 The experiment is the one ``medtune run lr-schedulers`` runs, with the user's trainable in place of the
-built-in one: every method x seed is a trial; all methods but ``pbt`` run in one ``Tuner`` scheduled by
-:class:`~medtune.searchers.qlearning_scheduler.QLearningLRScheduler` (which drives the ``qlearning`` /
-``qlearning_warm`` trials through the study's mailbox), ``pbt`` runs as a second Tuner right after (PBT
-restarts trials, so it cannot share the first one's scheduler). Both log to one MLflow experiment (``name``)
-and session through :class:`~medtune.cluster.tracking.MLflowTracker`: one run per trial with params
+built-in one: every method x seed is a trial, and every trial runs in one ``Tuner`` under
+:class:`~medtune.searchers.study_scheduler.StudyScheduler`:
+:class:`~medtune.searchers.qlearning_scheduler.QLearningLRScheduler` drives the ``qlearning`` /
+``qlearning_warm`` trials through the study's mailbox and PBT its population (one ``pbt`` member per seed),
+beside the other methods, so a slot a waiting member frees goes to another trial. The trials log to one MLflow
+experiment (``name``) and session through :class:`~medtune.cluster.tracking.MLflowTracker`: one run per trial with params
 (``method``, ``seed``, the ``params`` given and the ``lr_control`` settings) and every number the trial reports
 per epoch; at the end one summary run with the comparison (:mod:`medtune.dashboards.metric_report`).
 
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 JOURNAL_FILE = "qlearning-journal.jsonl"
 MEMORY_FILE = "episodic-memory.jsonl"
-PBT_DIR = "pbt"
 KEEP_CHECKPOINTS = 6
 QLEARNING_KEYS = tuple(f.name for f in QLearningConfig.__dataclass_fields__.values()
                        if f.name not in ("base_lr", "min_lr", "max_lr"))
@@ -263,7 +263,7 @@ def _run_config(spec: CompareSpec, name: str, storage: Path, info: dict[str, Any
     from ray import tune
 
     from medtune.cluster.console import tune_verbosity
-    from medtune.cluster.progress import ProgressLog
+    from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.session import BACKLOG_FILE
     from medtune.cluster.tracking import MLflowTracker
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder
@@ -277,6 +277,7 @@ def _run_config(spec: CompareSpec, name: str, storage: Path, info: dict[str, Any
                           backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE)),
             EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session, metric=spec.metric),
             ProgressLog(progress[0], progress[1], spec.metric),
+            *trial_files(),
         ],
         stop=stopper,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -285,12 +286,13 @@ def _run_config(spec: CompareSpec, name: str, storage: Path, info: dict[str, Any
     )
 
 
-def build_tuner(kind: str, spec: CompareSpec, trainable: Callable, session_dir: Path, info: dict[str, Any]):
-    """``main`` (every method but pbt, with the Q-learning scheduler) or ``pbt`` (one member per seed)."""
+def build_tuner(spec: CompareSpec, trainable: Callable, session_dir: Path, info: dict[str, Any]):
+    """The comparison's one Tuner: every method x seed, PBT's members first (the longest trials)."""
     from ray import tune
 
     from medtune.searchers.pbt import make_pbt
     from medtune.searchers.qlearning_scheduler import QLearningLRScheduler
+    from medtune.searchers.study_scheduler import StudyScheduler
 
     common: dict[str, Any] = {
         **spec.params,
@@ -302,31 +304,28 @@ def build_tuner(kind: str, spec: CompareSpec, trainable: Callable, session_dir: 
         common["lr"] = spec.lr
     if spec.tuned:
         common["tuned"] = spec.tuned
-    if kind == "main":
-        scheduler = QLearningLRScheduler(
-            spec.agent_config(), state_path=session_dir / JOURNAL_FILE, mailbox=info["mailbox"],
-            seed=spec.qlearning_seed, metric=spec.metric, loss_metric=spec.loss_metric, mode=spec.mode,
-            warm_start=spec.warm_start, warm_method=WARM_METHOD if WARM_METHOD in spec.methods else METHOD,
-            require_control=True,
-        )
-        methods = [m for m in spec.methods if m != "pbt"]
-        name, storage, keep = session_dir.name, session_dir.parent, KEEP_CHECKPOINTS
-    else:
-        scheduler = make_pbt(spec.pbt, spec.min_lr, spec.max_lr, metric=spec.metric, seed=spec.qlearning_seed,
-                             mode=spec.mode, own_lr=spec.lr is None)
-        methods = ["pbt"]
-        name, storage, keep = PBT_DIR, session_dir, 2 * spec.pbt.perturbation_interval + KEEP_CHECKPOINTS
+    scheduler = QLearningLRScheduler(
+        spec.agent_config(), state_path=session_dir / JOURNAL_FILE, mailbox=info["mailbox"],
+        seed=spec.qlearning_seed, metric=spec.metric, loss_metric=spec.loss_metric, mode=spec.mode,
+        warm_start=spec.warm_start, warm_method=WARM_METHOD if WARM_METHOD in spec.methods else METHOD,
+        require_control=True,
+    )
+    methods = sorted(spec.methods, key=lambda m: m != "pbt")
+    if "pbt" in methods:  # MemberPBT restarts a copier before its donor trains on: KEEP_CHECKPOINTS suffice
+        scheduler = StudyScheduler(scheduler, make_pbt(spec.pbt, spec.min_lr, spec.max_lr, metric=spec.metric,
+                                                       seed=spec.qlearning_seed, mode=spec.mode,
+                                                       own_lr=spec.lr is None))
     resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         param_space={"method": tune.grid_search(methods), **common},
-        # Tune's default for function trainables: a slot's process runs its next trial too (imports paid once);
-        # PBT's members restart from checkpoints in fresh processes.
+        # A slot's process runs its next trial too (imports paid once; a PBT member restarts in whichever
+        # process is free): every trial seeds itself, so its numbers do not depend on the process.
         tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=spec.max_concurrent or None,
-                                    reuse_actors=kind == "main"),
-        run_config=_run_config(spec, name, storage, info, FirstResultCheck(spec.metric, spec.loss_metric), keep,
-                               (spec.name + (" (pbt)" if kind == "pbt" else ""),
-                                len(methods) * len(spec.seeds) * spec.epochs)),
+                                    reuse_actors=True),
+        run_config=_run_config(spec, session_dir.name, session_dir.parent, info,
+                               FirstResultCheck(spec.metric, spec.loss_metric), KEEP_CHECKPOINTS,
+                               (spec.name, len(methods) * len(spec.seeds) * spec.epochs)),
     )
 
 
@@ -445,16 +444,13 @@ def compare(
             tuned = {o["method"]: o["values"] for o in outcomes}
             spec = replace(spec, tuned=tuned,
                            qlearning={**spec.qlearning, **qlearning_values(tuned, f"{CONFIG_KEY}.qlearning.")})
-        results: list = []
-        kinds = (["main"] if any(m != "pbt" for m in spec.methods) else []) + (["pbt"] if "pbt" in spec.methods else [])
-        for kind in kinds:
-            results.extend(build_tuner(kind, spec, trainable, session_dir, info).fit())
-            key_problems, failed = problems(results, spec.metric, spec.loss_metric)
-            if key_problems:
-                for line in key_problems:
-                    logger.error("%s", line)
-                more = f" (and {len(key_problems) - 1} more trials)" if len(key_problems) > 1 else ""
-                raise InputError(key_problems[0] + more)
+        results = list(build_tuner(spec, trainable, session_dir, info).fit())
+        key_problems, failed = problems(results, spec.metric, spec.loss_metric)
+        if key_problems:
+            for line in key_problems:
+                logger.error("%s", line)
+            more = f" (and {len(key_problems) - 1} more trials)" if len(key_problems) > 1 else ""
+            raise InputError(key_problems[0] + more)
         del box
         qtable = None
         if set(spec.methods) & set(DRIVEN):

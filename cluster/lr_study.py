@@ -1,12 +1,12 @@
 """Assemble and run the learning-rate study as Ray Tune experiments in one session.
 
-Every method x seed of the spec is a trial. All methods but ``pbt`` run in one
-``Tuner`` (a grid over ``method`` and ``seed``) scheduled by
-:class:`QLearningLRScheduler`, which drives only the ``qlearning`` /
-``qlearning_warm`` trials; ``pbt`` runs in a second Tuner right after (PBT
-restarts trials, so it cannot share the first one's scheduler). Both log to the
-same MLflow experiment and session through :class:`~medtune.cluster.tracking.MLflowTracker`,
-and the comparison is built from MLflow at the end.
+Every method x seed of the spec is a trial, and every trial runs in one ``Tuner`` (a grid over ``method`` and
+``seed``) under :class:`~medtune.searchers.study_scheduler.StudyScheduler`: the Q-learning scheduler drives the
+``qlearning`` / ``qlearning_warm`` trials, PBT its population (one ``pbt`` member per seed), and a slot a waiting
+PBT member frees goes to another trial at once, so no slot idles while trials are pending. The trials log to one
+MLflow experiment and session through :class:`~medtune.cluster.tracking.MLflowTracker`, and the comparison is
+built from MLflow at the end. (Sessions written before this plan ran ``pbt`` as a second Tuner in
+``<session>/pbt``; ``medtune resume`` still continues them that way.)
 
 The session folder ``ROOT/<name>-<timestamp>/`` (``ROOT``: the storage root, else
 ``--output``; see :mod:`medtune.cluster.storage`) holds Tune's experiment state,
@@ -191,7 +191,7 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
                 progress: tuple[str, int] = ("", 0)):
     from ray import tune
 
-    from medtune.cluster.progress import ProgressLog
+    from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.tracking import MLflowTracker
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder
 
@@ -204,6 +204,7 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
                           backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE)),
             EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session),
             ProgressLog(progress[0] or spec.name, progress[1] or None, "dice"),
+            *trial_files(),
         ],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # PBT clones a member's checkpoint at a perturbation; a copier may start up to one interval later
@@ -227,12 +228,18 @@ def qlearning_scheduler(spec: LRStudySpec, session_dir: Path, mailbox: str):
     )
 
 
+# The Tuners a session runs, in order: "study" (every method, PBT beside the others), or, in a session written
+# before that plan (its medtune.json names no "tuners"), "main" (every method but pbt) and then "pbt".
+STUDY_TUNERS, LEGACY_TUNERS = ("study",), ("main", "pbt")
+
+
 def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
-    """The study's Tuner of ``kind``: ``main`` (every method but pbt, with the Q-learning scheduler)
-    or ``pbt`` (the PBT population, one member per seed). Both log to the same session and experiment."""
+    """The study's Tuner of ``kind`` (see ``STUDY_TUNERS``): ``study``, every method in one Tuner under
+    :class:`~medtune.searchers.study_scheduler.StudyScheduler`; ``main`` / ``pbt``, a legacy session's two."""
     from ray import tune
 
     from medtune.searchers.pbt import make_pbt
+    from medtune.searchers.study_scheduler import StudyScheduler
 
     common = {
         "study": "lr",
@@ -249,19 +256,26 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         "task": info["task"],
         "threads": max(1, int(spec.resources.cpus_per_trial)),
     }
-    if kind == "main":
+    name, storage, keep = session_dir.name, session_dir.parent, KEEP_CHECKPOINTS
+    if kind == "study":
+        # PBT's members first: they are the study's longest trials (they wait at every perturbation).
+        methods = sorted(spec.methods, key=lambda m: m != "pbt")
+        scheduler = qlearning_scheduler(spec, session_dir, info["mailbox"])
+        if "pbt" in methods:  # MemberPBT restarts a copier before its donor trains on: KEEP_CHECKPOINTS suffice
+            scheduler = StudyScheduler(scheduler, make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr,
+                                                           seed=spec.qlearning.seed))
+    elif kind == "main":
         scheduler = qlearning_scheduler(spec, session_dir, info["mailbox"])
         methods = [m for m in spec.methods if m != "pbt"]
-        name, storage, keep = session_dir.name, session_dir.parent, KEEP_CHECKPOINTS
     else:
         scheduler = make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr, seed=spec.qlearning.seed)
         methods = ["pbt"]
         name, storage, keep = PBT_DIR, session_dir, 2 * spec.pbt.perturbation_interval + KEEP_CHECKPOINTS
-    # The main Tuner's trials reuse their worker processes (torch and MONAI are imported once per slot, not once
-    # per trial); every trial seeds itself, so its numbers do not depend on the process it lands in. PBT's
-    # members are restarted from checkpoints and keep fresh processes.
+    # Trials reuse their worker processes (torch and MONAI are imported once per slot, not once per trial; a
+    # PBT member restarts in whichever process is free); every trial seeds itself, so its numbers do not depend
+    # on the process it lands in.
     tune_config = tune.TuneConfig(
-        scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=kind == "main"
+        scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=kind != "pbt"
     )
     return tune.Tuner(
         _trainable(spec, data),
@@ -273,13 +287,16 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
     )
 
 
-def tuner_kinds(spec: LRStudySpec) -> list[str]:
-    kinds = ["main"] if any(m != "pbt" for m in spec.methods) else []
-    return kinds + (["pbt"] if "pbt" in spec.methods else [])
+def tuner_kinds(spec: LRStudySpec, info: dict[str, Any]) -> list[str]:
+    """The Tuners the session of ``info`` runs, in order (a legacy session's two without an empty one)."""
+    kinds = list(info.get("tuners") or LEGACY_TUNERS)
+    if kinds == list(LEGACY_TUNERS):
+        kinds = (["main"] if any(m != "pbt" for m in spec.methods) else []) + (["pbt"] if "pbt" in spec.methods else [])
+    return kinds
 
 
 def tuner_path(kind: str, session_dir: Path) -> Path:
-    return session_dir if kind == "main" else session_dir / PBT_DIR
+    return session_dir / PBT_DIR if kind == "pbt" else session_dir
 
 
 def _unfinished(spec: LRStudySpec, results) -> list:
@@ -315,6 +332,7 @@ def lr_session_keys(spec: LRStudySpec, session_dir: Path) -> dict[str, Any]:
         "mailbox": f"medtune-lr-{session_dir.name}",
         "memory_path": str(session_dir.parent / MEMORY_FILE),
         "task": task_key(spec),
+        "tuners": list(STUDY_TUNERS),
     }
 
 
@@ -349,11 +367,10 @@ def run_in_session(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], d
     n = len(spec.methods) * len(spec.seeds)
     log(f"experiment {spec.name!r}: {len(spec.methods)} methods x {len(spec.seeds)} seeds = {n} trials, "
         f"{spec.train.epochs} epochs each")
+    if "pbt" in spec.methods:
+        log(f"PBT population of {len(spec.seeds)} (one member per seed) beside the other methods, in the same Tuner")
     results = []
-    for kind in tuner_kinds(spec):
-        if kind == "pbt":
-            log(f"PBT population of {len(spec.seeds)} (a second Tuner: PBT restarts trials, so it cannot share "
-                "the Q-learning scheduler's Tuner)")
+    for kind in tuner_kinds(spec, info):
         results.extend(build_tuner(kind, spec, session_dir, info, data).fit())
         if _unfinished(spec, results):
             break  # interrupted: the next Tuner starts on `medtune resume`
@@ -434,7 +451,7 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     info = read_session(session_dir, LR_SESSION_KEYS)
     spec = from_dict(LRStudySpec, info["spec"])
     prepare_tracking(info["tracking_uri"])
-    if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec)):
+    if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec, info)):
         raise InputError(f"{str(session_dir)!r} holds no Tune experiment state to resume; start it again with medtune run")
     data = prepare_data(spec)
     journal = session_dir / JOURNAL_FILE
@@ -443,7 +460,7 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     init_ray(address)
     check_resources(spec.resources, remote=is_remote(address))
     results = []
-    for kind in tuner_kinds(spec):
+    for kind in tuner_kinds(spec, info):
         tuner = restore_or_build(tuner_path(kind, session_dir), _trainable(spec, data),
                                  lambda: build_tuner(kind, spec, session_dir, info, data))
         results.extend(tuner.fit())

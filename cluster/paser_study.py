@@ -179,7 +179,7 @@ def arms(spec: PaSeRStudySpec) -> list[dict[str, Any]]:
 def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], data: Any, states: dict, tables: Any):
     from ray import tune
 
-    from medtune.cluster.progress import ProgressLog
+    from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.tracking import MLflowTracker
 
     arm = tune.grid_search(arms(spec))
@@ -204,7 +204,8 @@ def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], d
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                                      backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS),
-                       ProgressLog(spec.name, len(arms(spec)) * len(spec.seeds), "iou", label_keys=("method", "lam", "seed"))],
+                       ProgressLog(spec.name, len(arms(spec)) * len(spec.seeds), "iou", label_keys=("method", "lam", "seed")),
+                       *trial_files()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=tune_verbosity(),
         ),

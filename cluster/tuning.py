@@ -162,7 +162,7 @@ def search_method(tuning: Any, method: str, bounds: tuple[Bound, ...], base_spac
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from medtune.cluster.console import tune_verbosity
-    from medtune.cluster.progress import ProgressLog
+    from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.session import BACKLOG_FILE
     from medtune.cluster.tracking import MLflowTracker
 
@@ -183,7 +183,7 @@ def search_method(tuning: Any, method: str, bounds: tuple[Bound, ...], base_spac
                                     max_concurrent_trials=tuning.max_concurrent or max_concurrent or None),
         run_config=tune.RunConfig(
             name=method, storage_path=str(storage_dir),
-            callbacks=[tracker, ProgressLog(f"search {method}", tuning.trials * epochs, metric)],
+            callbacks=[tracker, ProgressLog(f"search {method}", tuning.trials * epochs, metric), *trial_files()],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=tune_verbosity(),
         ),

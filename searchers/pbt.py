@@ -11,9 +11,10 @@ log-uniform[min_lr, max_lr] with ``resample_probability``), clamped to
 members exploit at the same epoch, so a copied checkpoint is never ahead of or
 behind the copier and no epoch is skipped or trained twice.
 
-PBT pauses and restarts trials to change their config, so it cannot share a
-Tuner with the Q-learning scheduler; the LR study runs it as a second Tuner in
-the same session and MLflow experiment (``cluster/lr_study.py``).
+PBT pauses and restarts trials to change their config; the LR study runs its
+members in the same Tuner as every other method, under
+:class:`medtune.searchers.study_scheduler.StudyScheduler`, which shows PBT only
+its own population.
 """
 
 from __future__ import annotations

@@ -27,7 +27,17 @@ IDENTITY_KEYS: tuple[str, ...] = ("seed",)  # what makes a member itself: never 
 class MemberPBT(PopulationBasedTraining):
     """PBT whose exploit copies the donor's hyperparameters (and, through its checkpoint, its weights), but keeps
     each member's own ``seed``. Tune's exploit copies the donor's whole config, so a member would otherwise report,
-    and be logged and paired by seed, as the member it cloned."""
+    and be logged and paired by seed, as the member it cloned.
+
+    Copiers restart first: of the members ready to run, one that has just cloned a donor is chosen before any
+    other (Tune's PBT picks the least trained, a tie at a synchronous perturbation). So no donor trains on, and
+    rotates away the checkpoint it was cloned from, while its copier still waits for a slot; a Tuner keeping a
+    few checkpoints per trial is then safe however few slots the population shares.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._copiers: set[str] = set()  # trial ids that cloned a donor and have not reported since
 
     def _get_new_config(self, trial: Trial, trial_to_clone: Trial) -> tuple[dict, dict]:
         new_config, operations = super()._get_new_config(trial, trial_to_clone)
@@ -35,6 +45,22 @@ class MemberPBT(PopulationBasedTraining):
             if key in trial.config:
                 new_config[key] = trial.config[key]
         return new_config, operations
+
+    def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        self._copiers.add(trial.trial_id)
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        self._copiers.discard(trial.trial_id)  # it restarted from the clone
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        chosen = super().choose_trial_to_run(tune_controller)
+        if chosen is None or chosen.trial_id in self._copiers:
+            return chosen
+        ready = [t for t in tune_controller.get_trials() if t.trial_id in self._copiers
+                 and t.status in (Trial.PENDING, Trial.PAUSED)]
+        return ready[0] if ready else chosen
 
 
 class OwnLRPBT(MemberPBT):

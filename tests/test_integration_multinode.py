@@ -111,8 +111,8 @@ def test_session_on_shared_storage_keeps_nothing_on_private_disks_and_resumes_fr
         tmp_path, three_nodes):
     cluster, _, temps = three_nodes
     driver, storage, epochs = tmp_path / "driver", tmp_path / "shared", 6
-    # fixed and qlearning share the first Tuner; the PBT population of two (the bottom half exploits every 2
-    # epochs) is the second Tuner, which only the resumed session reaches.
+    # fixed, qlearning and the PBT population of two (the bottom half exploits every 2 epochs) share one Tuner
+    # on the three slots; the interrupt comes once two trials have a checkpoint.
     proc = subprocess.Popen(
         [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(driver), "--storage", str(storage),
          "--address", cluster.address, "--set", "methods=[fixed,qlearning,pbt]", "--set", "seeds=[0,1]",
@@ -169,7 +169,7 @@ def test_session_on_shared_storage_keeps_nothing_on_private_disks_and_resumes_fr
     client = MlflowClient(f"sqlite:///{driver / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lr-schedulers")
     trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
-    # one run per trial (the PBT population started only on resume), 2 seeds each
+    # one run per trial (a PBT member that exploited stays one run), 2 seeds each
     assert sorted(r.data.params["method"] for r in trials) == sorted(["fixed", "qlearning", "pbt"] * 2)
     for run in trials:  # continued from the checkpoints: every epoch exactly once across the interruption
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "dice")]

@@ -356,6 +356,58 @@ def test_cache_rate_bounds_what_is_cached_and_changes_no_number():
     assert half.train_loss == pytest.approx(full.train_loss, rel=1e-6) and half.dice == pytest.approx(full.dice)
 
 
+def test_trials_of_one_process_share_the_split_s_preprocessed_cache_and_train_exactly_as_with_their_own():
+    """A reused worker process keeps the split's caches: the next trial (and a PBT restart) preprocesses nothing,
+    and every number is the one a trial building its own caches gets, patches included."""
+    from medtune.trainables import segmentation
+    from medtune.trainables.data import split_datalists
+
+    cfg = DataConfig(num_volumes=6, val_fraction=0.34, seed=3, spatial_size=(16, 16, 16), test_fraction=0.2)
+    split = split_datalists(cfg)
+    assert split.key == split_datalists(cfg).key and split.key != split_datalists(
+        DataConfig(num_volumes=6, val_fraction=0.34, seed=4, spatial_size=(16, 16, 16), test_fraction=0.2)).key
+
+    def run(data):
+        return SegmentationRun(method="fixed", seed=2, data=data, model_cfg=MODEL, patch_size=(8, 8, 8),
+                               patches_per_volume=2, train_cfg=TrainConfig(epochs=2, batch_size=2, base_lr=1e-2))
+
+    def curve(r):
+        out = [r.run_epoch() for _ in range(2)]
+        return [(e.train_loss, e.val_loss, e.dice, e.test_dice) for e in out]
+
+    segmentation._PROCESS_CACHES.clear()
+    first = run(split)
+    cached = {k: id(v) for k, v in segmentation._PROCESS_CACHES.items()}
+    assert {k[1] for k in cached} == {"train", "val"}
+    expected = curve(first)  # scores the test split at its last epoch: its cache joins
+    second = run(split)  # the next trial in the same process
+    assert {k: id(v) for k, v in segmentation._PROCESS_CACHES.items() if k[1] != "test"} == cached
+    assert second.train_set.data is first.train_set.data  # the same cached volumes under its own crop
+    assert curve(second) == expected
+    # A split handed in as arrays (no key) caches per trial, with the same numbers for the same volumes.
+    from dataclasses import replace
+
+    own = run(replace(split, key=None))
+    assert own.train_set.data is not first.train_set.data and curve(own) == expected
+    # Item by item, a shared cache under a crop gives what a CacheDataset ending in that crop gives.
+    from monai.transforms import RandCropByPosNegLabeld
+
+    crops = [RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=(8, 8, 8),
+                                    num_samples=2) for _ in range(2)]
+    pipeline = first.pipeline
+    alone = segmentation.make_dataset(split.train, segmentation.trial_transforms(split, pipeline, "cpu", crops[0]), 1.0)
+    shared = segmentation.shared_dataset(split, "train", pipeline, "cpu", crops[1])
+    for c in crops:  # as a trial seeds its crop, once its datasets and loaders exist
+        c.set_random_state(seed=7)
+    for i in range(len(split.train)):
+        for a, b in zip(alone[i], shared[i]):
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    # Another split replaces the process's caches instead of piling up beside them.
+    other = split_datalists(DataConfig(num_volumes=6, val_fraction=0.34, seed=5, spatial_size=(16, 16, 16)))
+    run(other)
+    assert {k[0] for k in segmentation._PROCESS_CACHES} == {other.key}
+
+
 def test_large_offcentre_task_trains_on_patches_and_scores_the_whole_volume(tmp_path):
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot

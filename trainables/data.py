@@ -736,6 +736,8 @@ class SegmentationSplit:
         spatial_size: ``(D, H, W)`` of every preprocessed volume.
         cache_rate: ``cfg.cache_rate``: the share of each split a trial's ``CacheDataset`` holds.
         modalities: ``dataset.json`` modality names, or None.
+        key: What identifies this split's content (a digest of ``cfg``), so a worker process that trains one
+            trial after another can keep its preprocessed cache; None: never shared (arrays handed in).
     """
 
     cfg: DataConfig | None
@@ -748,6 +750,7 @@ class SegmentationSplit:
     spatial_size: tuple[int, int, int]
     cache_rate: float = 1.0
     modalities: tuple[str, ...] | None = None
+    key: str | None = None
 
     def check_files(self, where: str = "this node") -> None:
         """Raise ``FileNotFoundError`` naming the first item file that ``where`` cannot see (a trial on another
@@ -846,8 +849,18 @@ def split_datalists(cfg: DataConfig) -> SegmentationSplit:
         cfg=cfg, train=[items[i] for i in rest[train_pos]], val=[items[i] for i in rest[val_pos]],
         test=[items[i] for i in test_idx], num_classes=len(class_names), class_names=tuple(class_names),
         in_channels=int(channels), spatial_size=tuple(cfg.spatial_size), cache_rate=float(cfg.cache_rate),
-        modalities=modalities,
+        modalities=modalities, key=split_key(cfg),
     )
+
+
+def split_key(cfg: DataConfig) -> str:
+    """A digest of the (resolved) data section: the same one always yields the same split and preprocessing."""
+    import hashlib
+    import json
+
+    from medtune.config import to_dict
+
+    return hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @single_threaded

@@ -205,6 +205,39 @@ def make_dataset(items: list[dict], transforms: list, cache_rate: float):
     return CacheDataset(items, transform=Compose(transforms), cache_rate=cache_rate, progress=False, copy_cache=False)
 
 
+# A worker process that Tune reuses (``reuse_actors``) trains one trial after another, nearly always on the same
+# split: it keeps the preprocessed caches of the last split it saw, so the deterministic preprocessing (reading,
+# resampling, cropping every volume) runs once per process instead of once per trial and once per PBT restart.
+# Only the newest split is kept; nothing writes into a cache (``copy_cache=False`` and a patch crop copies).
+_PROCESS_CACHES: dict[tuple, Any] = {}
+
+
+def shared_dataset(split: SegmentationSplit, part: str, pipeline: Pipeline, device: str, crop: Any = None):
+    """The dataset of ``split``'s ``part`` (``"train"``, ``"val"`` or ``"test"``) for one trial: the process's
+    cached ``CacheDataset`` of the deterministic preprocessing (built on first use, see ``_PROCESS_CACHES``;
+    per trial when ``split.key`` is None), wrapped with the trial's own random ``crop`` when it has one.
+
+    The items a trial reads are those of ``make_dataset(items, trial_transforms(..., crop), cache_rate)``: the
+    crop runs on every access after the cached part in both, drawing from the crop's own random state."""
+    def build():
+        return make_dataset(getattr(split, part), trial_transforms(split, pipeline, device), split.cache_rate)
+
+    if split.key is None:
+        cached = build()
+    else:
+        key = (split.key, part, device, pipeline.to_device)
+        if any(k[0] != split.key for k in _PROCESS_CACHES):
+            _PROCESS_CACHES.clear()  # another split: the old caches go
+        if key not in _PROCESS_CACHES:
+            _PROCESS_CACHES[key] = build()
+        cached = _PROCESS_CACHES[key]
+    if crop is None:
+        return cached
+    from monai.data import Dataset
+
+    return Dataset(cached, transform=crop)
+
+
 def make_loader(pipeline: Pipeline, dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
                 num_workers: int):
     """The loader class :attr:`Pipeline.loader` names, collating with :func:`patch_collate`. MONAI's
@@ -318,9 +351,8 @@ class SegmentationRun:
                 keys=("image", "label"), label_key="label", spatial_size=tuple(self.patch_size), pos=1, neg=1,
                 num_samples=self.patches_per_volume,
             )
-        self.train_set = make_dataset(split.train, trial_transforms(split, self.pipeline, self.device, self.crop),
-                                      split.cache_rate)
-        self.val_set = make_dataset(split.val, trial_transforms(split, self.pipeline, self.device), split.cache_rate)
+        self.train_set = shared_dataset(split, "train", self.pipeline, self.device, self.crop)
+        self.val_set = shared_dataset(split, "val", self.pipeline, self.device)
         self._test_set = None  # cached on first use: only the last epoch scores it
         self.test_reads = 0  # how often the test split was scored (a search trial: never)
         self.loader = make_loader(self.pipeline, self.train_set, self.train_cfg.batch_size, shuffle=True,
@@ -393,8 +425,7 @@ class SegmentationRun:
             return None
         self.test_reads += 1
         if self._test_set is None:
-            self._test_set = make_dataset(self.split.test, trial_transforms(self.split, self.pipeline, self.device),
-                                          self.split.cache_rate)
+            self._test_set = shared_dataset(self.split, "test", self.pipeline, self.device)
         return self._score(self._batches(self._test_set))
 
     def _batches(self, dataset):

@@ -97,7 +97,7 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     try:
         bare = bare_epochs(spec, data)
 
-        tuner = build_tuner("main", spec, session_dir, info, data)
+        tuner = build_tuner("study", spec, session_dir, info, data)
         clock = ResultClock()
         tuner._local_tuner.get_run_config().callbacks.append(clock.callback)
         results = tuner.fit()
