@@ -21,7 +21,7 @@ local Ray, SQLite store under its ``--output``), the clock from the process's
 start to the first line of its ``result.json``. Median of 3, run before the
 cluster is started (no cluster processes on the machine).
 
-Target: median submit-to-first-result (MLflow) <= 15 s. The cluster is always
+Target: median submit-to-first-result (MLflow) <= 8 s (was 15 s). The cluster is always
 stopped with ``medtune cluster down`` in a ``finally``.
 """
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tests.bench._common import median, report
 
-TARGET = 15.0
+TARGET = 8.0  # issue "the default study in half the time" (it was 15 s)
 REPEATS = 3
 PORTS = {"port": 26579, "dashboard": 28465, "mlflow": 25455}
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
@@ -137,8 +137,10 @@ def submit_once(state_dir: Path, state: dict, client, experiment_id: str) -> dic
     return {"returned": returned, "mlflow": first_mlflow, "json": first_json, "done": done, "job": match.group(1)}
 
 
-def test_bench_submit_to_first_result_latency(tmp_path):
+def test_bench_submit_to_first_result_latency(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
+    from medtune.cluster.mlflow_auth import read_credentials
 
     # Reference first, with no cluster process on the machine.
     local = [local_run(tmp_path / f"local-{i}") for i in range(REPEATS)]
@@ -157,6 +159,8 @@ def test_bench_submit_to_first_result_latency(tmp_path):
         warm = medtune("submit", *STUDY, "--state-dir", str(state_dir), "--wait")
         t_warm = time.perf_counter() - t_warm
         assert warm.returncode == 0, warm.stdout[-3000:] + warm.stderr[-3000:]
+        for key, value in read_credentials(state["mlflow_credentials"]).items():  # the server asks for a login
+            monkeypatch.setenv(key, value)
         client = MlflowClient(state["mlflow"])
         experiment_id = client.get_experiment_by_name("lr-schedulers").experiment_id
         submitted = [submit_once(state_dir, state, client, experiment_id) for _ in range(REPEATS)]
