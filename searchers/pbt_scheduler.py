@@ -33,6 +33,12 @@ class MemberPBT(PopulationBasedTraining):
     other (Tune's PBT picks the least trained, a tie at a synchronous perturbation). So no donor trains on, and
     rotates away the checkpoint it was cloned from, while its copier still waits for a slot; a Tuner keeping a
     few checkpoints per trial is then safe however few slots the population shares.
+
+    No member waits for ever: synchronous PBT pauses a member at a perturbation until the members behind it
+    arrive. Members resumed from checkpoints of different epochs (a resumed session) can leave the one furthest
+    ahead paused at a barrier the others pass below the perturbation interval, and finish; Tune's PBT then
+    chooses no member and the Tuner waits for ever. When PBT chooses none while no member is running, the
+    least-trained paused member runs (at its last epoch it simply ends).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -56,7 +62,13 @@ class MemberPBT(PopulationBasedTraining):
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
         chosen = super().choose_trial_to_run(tune_controller)
-        if chosen is None or chosen.trial_id in self._copiers:
+        if chosen is None:
+            members = tune_controller.get_trials()
+            waiting = [t for t in members if t.status in (Trial.PENDING, Trial.PAUSED) and t in self._trial_state]
+            if waiting and not any(t.status == Trial.RUNNING for t in members):  # nobody left to reach the barrier
+                return min(waiting, key=lambda t: self._trial_state[t].last_train_time)
+            return None
+        if chosen.trial_id in self._copiers:
             return chosen
         ready = [t for t in tune_controller.get_trials() if t.trial_id in self._copiers
                  and t.status in (Trial.PENDING, Trial.PAUSED)]

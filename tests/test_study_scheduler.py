@@ -149,3 +149,17 @@ def test_a_new_session_runs_one_tuner_and_a_session_from_before_resumes_its_two(
     assert tuner_kinds(spec, legacy) == ["main", "pbt"] and tuner_path("pbt", session) == session / "pbt"
     assert tuner_kinds(LRStudySpec(methods=("fixed",)), legacy) == ["main"]
     assert tuner_kinds(LRStudySpec(methods=("pbt",)), legacy) == ["pbt"]
+
+
+def test_a_member_paused_at_a_barrier_nobody_else_will_reach_is_released():
+    """After a resume, members restart from different epochs: the one ahead waits at a perturbation the other
+    passes below the interval and finishes. It must still run (and end), not wait for ever."""
+    ahead, behind = _Trial("p0", "pbt", status=Trial.PAUSED), _Trial("p1", "pbt", status=Trial.RUNNING, seed=1)
+    controller, pbt = _Controller([ahead, behind]), _pbt()
+    for t in (ahead, behind):
+        pbt.on_trial_add(controller, t)
+    pbt._trial_state[ahead].last_train_time, pbt._trial_state[behind].last_train_time = 6, 5
+    pbt._next_perturbation_sync = 6  # p0 stands at the barrier of epoch 6, p1 trains towards it
+    assert pbt.choose_trial_to_run(controller) is None  # p1 is running: p0 waits for it, as Tune's PBT does
+    behind.status = Trial.TERMINATED  # p1 reached its last epoch without stopping at the barrier
+    assert pbt.choose_trial_to_run(controller) is ahead
