@@ -214,6 +214,19 @@ def test_status_shows_the_node_and_the_mlflow_server(cluster):
     assert "alive  CPUs 2" in proc.stdout
 
 
+def _command_lines(processes: list) -> list[str]:
+    """The command lines of the processes still alive (a job's worker may exit while they are read)."""
+    import psutil
+
+    lines = []
+    for p in processes:
+        try:
+            lines.append(" ".join(p.cmdline()))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return lines
+
+
 def _cluster_processes(state: dict) -> list:
     """Every live process medtune started for this cluster: the recorded ones and all their descendants."""
     import psutil
@@ -288,7 +301,7 @@ def test_submit_smoke_wait_runs_the_study_as_a_job_logging_to_the_cluster_mlflow
         listeners, exposed = listener_audit(state)
         print("\nlisteners of the cluster while a job runs:", *listeners, sep="\n  ")  # shown with -s
         assert exposed == [], f"listening neither on loopback nor behind authentication: {exposed}"
-        commands = [" ".join(p.cmdline()) for p in _cluster_processes(state)]
+        commands = _command_lines(_cluster_processes(state))
         assert any("medtune.cluster.cli run" in c for c in commands), "the job's driver is not among our processes"
         assert _leaks(_secrets(state), " ".join(commands)) == []  # no secret on a command line of the running job
         assert any(f":{PORTS['mlflow']} " in f"{w} " for w in listeners) and len(listeners) >= 8, listeners
