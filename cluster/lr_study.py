@@ -207,8 +207,8 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
             *trial_files(),
         ],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        # PBT clones a member's checkpoint at a perturbation; a copier may start up to one interval later
-        # (synchronous PBT, fewer CPUs than members), so keep that many more.
+        # KEEP_CHECKPOINTS, or for a legacy session's PBT Tuner (no copier-first restarts there) one perturbation
+        # interval more: a copier there may start up to an interval after the donor's clone was taken.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
         verbose=tune_verbosity(),
     )
