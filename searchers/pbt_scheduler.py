@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import PopulationBasedTraining
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 LR_KEY = "lr"
 
@@ -33,6 +33,13 @@ class MemberPBT(PopulationBasedTraining):
     other (Tune's PBT picks the least trained, a tie at a synchronous perturbation). So no donor trains on, and
     rotates away the checkpoint it was cloned from, while its copier still waits for a slot; a Tuner keeping a
     few checkpoints per trial is then safe however few slots the population shares.
+
+    Members resumed mid-run exploit only at the same epoch. Tune's PBT starts a resumed population from scratch
+    (every member at time 0), though the members restart from checkpoints of different epochs; its barrier
+    then lets a member behind perturb the population, and a member that clones one ahead skips the epochs in
+    between (seen as missing epochs in MLflow). Here a restored member keeps the epoch it restarts from, the
+    barrier is the next perturbation epoch after the furthest member, and a member short of the barrier only
+    trains on towards it.
 
     No member waits for ever: synchronous PBT pauses a member at a perturbation until the members behind it
     arrive. Members resumed from checkpoints of different epochs (a resumed session) can leave the one furthest
@@ -56,8 +63,20 @@ class MemberPBT(PopulationBasedTraining):
         super()._exploit(tune_controller, trial, trial_to_clone)
         self._copiers.add(trial.trial_id)
 
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        done = int((getattr(trial, "last_result", None) or {}).get(self._time_attr) or 0)
+        if done and self._synch:  # a member restored mid-run: it restarts from its checkpoint of epoch `done`
+            state = self._trial_state[trial]
+            state.last_train_time = done
+            state.last_perturbation_time = done - done % self._perturbation_interval
+            self._next_perturbation_sync = max(self._next_perturbation_sync,
+                                               state.last_perturbation_time + self._perturbation_interval)
+
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         self._copiers.discard(trial.trial_id)  # it restarted from the clone
+        if self._synch and result.get(self._time_attr, self._next_perturbation_sync) < self._next_perturbation_sync:
+            return TrialScheduler.CONTINUE  # short of the barrier: it trains on towards it, it perturbs nobody
         return super().on_trial_result(tune_controller, trial, result)
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:

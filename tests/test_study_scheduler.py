@@ -163,3 +163,26 @@ def test_a_member_paused_at_a_barrier_nobody_else_will_reach_is_released():
     assert pbt.choose_trial_to_run(controller) is None  # p1 is running: p0 waits for it, as Tune's PBT does
     behind.status = Trial.TERMINATED  # p1 reached its last epoch without stopping at the barrier
     assert pbt.choose_trial_to_run(controller) is ahead
+
+
+def test_members_resumed_from_different_epochs_meet_at_the_next_perturbation_before_any_exploit():
+    """A resumed population: p0 restarts after epoch 5, p1 after epoch 3 (interval 2). Tune's PBT would let p1
+    perturb at epoch 4 and clone p0's later checkpoint, skipping epochs; here p1 trains on to epoch 6 first."""
+    ahead, behind = _Trial("p0", "pbt", status=Trial.PAUSED), _Trial("p1", "pbt", status=Trial.PAUSED, seed=1)
+    ahead.last_result, behind.last_result = {"training_iteration": 5}, {"training_iteration": 3}
+    controller, pbt = _Controller([ahead, behind]), _pbt()
+    for t in (ahead, behind):
+        pbt.on_trial_add(controller, t)
+    assert pbt._next_perturbation_sync == 6
+    assert (pbt._trial_state[ahead].last_train_time, pbt._trial_state[behind].last_train_time) == (5, 3)
+    behind.status = Trial.RUNNING
+    for epoch in (4, 5):  # short of the barrier: no perturbation, no state saved, nobody cloned
+        assert pbt.on_trial_result(controller, behind, {"training_iteration": epoch, "dice": 0.1}) == \
+            TrialScheduler.CONTINUE
+        assert pbt._trial_state[behind].last_train_time == 3 and pbt._num_perturbations == 0
+    ahead.status = Trial.RUNNING
+    # p0 reaches the barrier first and waits there for p1
+    assert pbt.on_trial_result(controller, ahead, {"training_iteration": 6, "dice": 0.9}) == TrialScheduler.PAUSE
+    fresh = _Trial("p2", "pbt")  # a member with no result yet leaves the barrier where it is
+    pbt.on_trial_add(controller, fresh)
+    assert pbt._next_perturbation_sync == 6 and pbt._trial_state[fresh].last_train_time == 0
