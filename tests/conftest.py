@@ -5,7 +5,7 @@ All four write into one output folder, as a user's runs do (one MLflow store hol
 what the dashboard tests serve. The study modules read only their own experiment and session folder.
 
 They run one after another in a background thread that starts with the session's first test, while the unit
-tests (mostly one core busy) run; the tests that use them come next (``pytest_collection_modifyitems``), and each
+tests (mostly one core busy) run; the tests that use them run last (``pytest_collection_modifyitems``), and each
 of their fixtures waits for all four, so no test writes to the shared store while a smoke run does.
 """
 
@@ -34,14 +34,8 @@ def _uses_smoke(item) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The unit tests first (the smoke runs overlap them: they keep about one core busy), then the tests that read
-    the smoke runs, then the other integration tests (which use both cores themselves); each group in its order."""
-    def group(item) -> int:
-        if _uses_smoke(item):
-            return 1
-        return 2 if item.get_closest_marker("integration") else 0
-
-    items.sort(key=group)  # stable
+    """The tests that read the smoke runs go last (in their own order), after the tests the runs overlap."""
+    items.sort(key=_uses_smoke)  # stable: False (the rest) first
 
 
 def _lr(root: Path) -> dict:
