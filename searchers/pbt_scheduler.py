@@ -75,7 +75,8 @@ class MemberPBT(PopulationBasedTraining):
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
         self._copiers.discard(trial.trial_id)  # it restarted from the clone
-        if self._synch and result.get(self._time_attr, self._next_perturbation_sync) < self._next_perturbation_sync:
+        if (self._synch and self._metric in result
+                and result.get(self._time_attr, self._next_perturbation_sync) < self._next_perturbation_sync):
             return TrialScheduler.CONTINUE  # short of the barrier: it trains on towards it, it perturbs nobody
         return super().on_trial_result(tune_controller, trial, result)
 
