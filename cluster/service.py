@@ -499,9 +499,9 @@ def cluster_down(state_dir: Path) -> int:
     state = read_state(state_dir)
     if state is None:
         raise InputError(f"no medtune cluster recorded in {str(state_dir)!r}; nothing to stop")
-    stopped = stop_processes(state.get("processes", []))
-    for extra in state.get("joined", []):
-        stopped += stop_processes(extra.get("processes", []))
+    # Every node at once (one grace period for all, not one per node).
+    joined = [record for node in state.get("joined", []) for record in node.get("processes", [])]
+    stopped = stop_processes(state.get("processes", []) + joined)
     state_path(state_dir).unlink()
     for temp_dir in [state.get("temp_dir")] + [j.get("temp_dir") for j in state.get("joined", [])]:
         if temp_dir:

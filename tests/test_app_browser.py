@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -28,6 +27,7 @@ import pytest
 
 from medtune.dashboards import al_report, apga_report, paser_report, report
 from tests.test_integration_lr import MEDTUNE, _client, medtune
+from tests.helpers_net import listen_port
 
 # The first test here may wait for the four shared smoke runs (tests/conftest.py): more than the default 900 s on
 # a busy machine.
@@ -63,15 +63,9 @@ def browser():
         b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(output: Path, refresh: float = 2.0):
     """Start ``medtune dashboard`` on a free port; return (process, base URL) once it answers."""
-    port = _free_port()
+    port = listen_port()
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     proc = subprocess.Popen([MEDTUNE, "dashboard", "--output", str(output), "--port", str(port), "--refresh",
                              str(refresh)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -371,7 +365,7 @@ def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(bro
 
     monkeypatch.setattr(app, "experiments", slow)
     assert [e.name for e in real(uri)][0] == "newer"
-    server = make_server("127.0.0.1", _free_port(), app.create_app(uri, load_view, refresh_s=0.5).server, threaded=True)
+    server = make_server("127.0.0.1", listen_port(), app.create_app(uri, load_view, refresh_s=0.5).server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     context = browser.new_context()
     try:

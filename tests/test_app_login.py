@@ -15,6 +15,7 @@ import requests
 
 from medtune.cluster.studies import load_view
 from medtune.dashboards.app import create_app, login
+from tests.helpers_net import listen_port
 
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
 
@@ -28,12 +29,6 @@ def _outside_address() -> str | None:
             if a.family == socket.AF_INET and not a.address.startswith("127."):
                 return a.address
     return None
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _store(tmp_path: Path) -> Path:
@@ -77,7 +72,7 @@ def test_dashboard_with_allow_remote_asks_for_the_generated_login(tmp_path):
     host = _outside_address()
     if host is None:
         pytest.skip("this machine has no address beyond loopback")
-    port = _free_port(host)
+    port = listen_port(host)
     pw_file = tmp_path / "dashboard-password"
     env = {k: v for k, v in os.environ.items() if k != "MEDTUNE_DASHBOARD_PASSWORD"}
     env["MEDTUNE_DASHBOARD_PASSWORD_FILE"] = str(pw_file)

@@ -24,6 +24,7 @@ import requests
 
 from medtune.cluster.service import is_loopback
 from medtune.searchers.qlearning_agent import ACTIONS, STATES
+from tests.helpers_net import listen_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +32,7 @@ MEDTUNE = str(Path(sys.executable).with_name("medtune"))
 SEEN_PIDS: list[dict] = []  # every process of the cluster the listener audit saw; the teardown checks them too
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:  # an ephemeral port: outside Ray's worker range 10002-19999
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-PORTS = {"port": _free_port(), "dashboard": _free_port(), "mlflow": _free_port()}
+PORTS = {"port": listen_port(), "dashboard": listen_port(), "mlflow": listen_port()}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -87,10 +80,16 @@ def cluster(tmp_path_factory):
         "--dashboard-port", str(PORTS["dashboard"]), "--mlflow-port", str(PORTS["mlflow"]), "--num-cpus", "2",
     )
     state = json.loads((state_dir / "state.json").read_text()) if (state_dir / "state.json").exists() else None
+    refused: list[subprocess.Popen] = []
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        yield {"dir": state_dir, "state": state, "up": up}
+        refused = _refused_clients(state, state_dir.parent)
+        yield {"dir": state_dir, "state": state, "up": up, "refused": refused}
     finally:
+        for proc in refused:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         if (state_dir / "state.json").exists():  # `join` adds its processes to the record
             state = json.loads((state_dir / "state.json").read_text())
         down = medtune("cluster", "down", "--state-dir", str(state_dir))
@@ -153,30 +152,26 @@ def test_mlflow_rest_api_needs_the_login(cluster):
     assert create.status_code == 403
 
 
-def test_ray_client_without_the_token_cannot_connect_to_the_gcs(cluster):
+def _refused_clients(state: dict, folder: Path) -> list[subprocess.Popen]:
+    """Two Ray clients of the cluster, one sending no token and one a wrong one, started at once.
+
+    Each spends about 20 s in Ray's connection retries, waiting: the cluster fixture starts them as soon as the
+    cluster is up, so they wait while the next tests run, and the test below collects them.
+    """
     script = (
         "import ray\n"
         "try:\n"
-        f"    ray.init(address={cluster['state']['address']!r}, logging_level='ERROR')\n"
+        f"    ray.init(address={state['address']!r}, logging_level='ERROR')\n"
         "    print('CONNECTED', len(ray.nodes()))\n"
         "except Exception as exc:\n"
         "    print('REFUSED', type(exc).__name__)\n"
     )
-    wrong = cluster["dir"].parent / "wrong-token"
+    wrong = folder / "wrong-token"
     wrong.write_text("0" * 64)
-    # Both clients at once (each spends about 20 s in Ray's connection retries): one sends no token, one a wrong one.
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env(RAY_AUTH_MODE=mode, RAY_AUTH_TOKEN_PATH=str(wrong),
-                                       RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
-             for mode in ("disabled", "token")]
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        assert "CONNECTED" not in stdout and "REFUSED" in stdout, stdout + stderr[-2000:]
-        assert "Unauthenticated" in stderr or "AuthenticationError" in stdout, stderr[-2000:]
+    return [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_env(RAY_AUTH_MODE=mode, RAY_AUTH_TOKEN_PATH=str(wrong),
+                                      RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
+            for mode in ("disabled", "token")]
 
 
 def test_trials_get_the_mlflow_login_from_the_environment_of_the_head(cluster):
@@ -362,7 +357,7 @@ def test_ui_report_and_dashboard_use_the_login_of_the_recorded_cluster(cluster):
     assert report.returncode == 0, report.stderr[-2000:]
     assert "qlearning" in report.stdout
 
-    port = _free_port()
+    port = listen_port()
     dash = subprocess.Popen([MEDTUNE, "dashboard", "--tracking-uri", state["mlflow"], "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(**here))
     try:
@@ -386,6 +381,17 @@ def test_ui_report_and_dashboard_use_the_login_of_the_recorded_cluster(cluster):
     finally:
         dash.terminate()
         dash.wait(timeout=30)
+
+
+def test_ray_client_without_the_token_cannot_connect_to_the_gcs(cluster):
+    for proc in cluster["refused"]:
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "CONNECTED" not in stdout and "REFUSED" in stdout, stdout + stderr[-2000:]
+        assert "Unauthenticated" in stderr or "AuthenticationError" in stdout, stderr[-2000:]
 
 
 def test_submit_of_a_bad_spec_exits_2_and_submits_nothing(cluster):

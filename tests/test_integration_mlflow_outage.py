@@ -18,18 +18,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers_net import listen_port
+
 pytestmark = pytest.mark.integration
 
 MEDTUNE = str(Path(sys.executable).with_name("medtune"))
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-PORT = _free_port()
+PORT = listen_port()
 URI = f"http://127.0.0.1:{PORT}"
 EPOCHS = 40
 
