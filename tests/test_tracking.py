@@ -169,3 +169,115 @@ def test_a_refused_record_is_set_aside_and_does_not_block_the_rest(tmp_path, cap
     assert dead[0]["step"] == 2 and "error" in dead[0]
     assert any("MLflow refused a metrics record" in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)
+
+
+class GatedClient(FakeClient):
+    """A FakeClient whose every call waits until ``gate`` is set: a slow or hanging tracking server."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.gate = threading.Event()
+
+    def _check(self, name):
+        assert self.gate.wait(timeout=60), "the test never opened the gate"
+        super()._check(name)
+
+
+def test_while_a_tuner_runs_results_do_not_wait_for_mlflow_and_every_record_is_written_ahead(tmp_path):
+    client = GatedClient()
+    tracker, _ = make(tmp_path, client)
+    tracker.setup()
+    try:
+        t = trial()
+        tracker.on_trial_start(0, [], t)
+        for e in (1, 2, 3):  # with the server stuck in its first request, a synchronous send would block here
+            tracker.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1 * e})
+        assert client.calls == []  # nothing reached the server yet
+        on_disk = [json.loads(l) for l in (tmp_path / "mlflow-backlog.jsonl").read_text().splitlines()]
+        assert [op["op"] for op in on_disk] == ["start", "metrics", "metrics", "metrics"]
+        assert [op["step"] for op in on_disk[1:]] == [1, 2, 3]  # a driver killed now loses nothing
+
+        # ... which a new driver delivers, in order, from the backlog alone
+        other = FakeClient()
+        second, _ = make(tmp_path, other)
+        assert second.flush(force=True) == 0
+        assert epochs(other) == [1, 2, 3] and other.calls[0] == "search_runs"
+    finally:
+        client.gate.set()
+    tracker.on_trial_complete(0, [], t)
+    tracker.on_experiment_end([])
+    assert epochs(client) == [1, 2, 3] and client.runs["run0"]["status"] == "FINISHED"
+    assert tracker.pending == 0 and tracker._sender is None
+    assert not (tmp_path / "mlflow-backlog.jsonl").exists()
+
+
+def test_the_sender_thread_delivers_as_results_come_and_outlasts_an_outage(tmp_path):
+    import time
+
+    tracker, client = make(tmp_path)
+    tracker.setup()
+    t = trial()
+    tracker.on_trial_start(0, [], t)
+    tracker.on_trial_result(0, [], t, {"epoch": 1, "dice": 0.1})
+    deadline = time.time() + 60
+    while tracker.pending and time.time() < deadline:  # the thread sends without any further hook call
+        time.sleep(0.01)
+    assert tracker.pending == 0 and epochs(client) == [1]
+    client.down = True
+    for e in (2, 3):
+        tracker.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1})
+    while not tracker._outage and time.time() < deadline:
+        time.sleep(0.01)
+    assert tracker._outage and tracker.pending == 2
+    client.down = False
+    tracker.on_trial_complete(0, [], t)
+    tracker.on_experiment_end([])  # stops the thread, then sends what is left at once
+    assert epochs(client) == [1, 2, 3] and client.runs["run0"]["status"] == "FINISHED"
+    assert tracker.pending == 0 and not (tmp_path / "mlflow-backlog.jsonl").exists()
+
+
+def test_the_tracker_still_pickles_after_its_thread_started(tmp_path):
+    import pickle
+
+    tracker, _ = make(tmp_path)
+    tracker.setup()
+    copy = pickle.loads(pickle.dumps(tracker))
+    tracker.on_experiment_end([])
+    assert copy._sender is None and copy.backlog == tracker.backlog
+
+
+def test_queued_epochs_of_a_trial_go_as_one_request_and_each_run_keeps_its_order(tmp_path):
+    tracker, client = make(tmp_path)
+    a, b = trial("t1"), trial("t2", "cosine")
+    tracker.on_trial_start(0, [], a)
+    tracker.on_trial_start(0, [], b)
+    client.down = True  # the records queue up, interleaved, as results of two trials arrive
+    for e in (1, 2, 3):
+        tracker.on_trial_result(0, [], a, {"epoch": e, "dice": 0.1})
+        tracker.on_trial_result(0, [], b, {"epoch": e, "dice": 0.2})
+    tracker.on_trial_complete(0, [], a)
+    tracker.on_trial_result(0, [], a, {"epoch": 4, "dice": 0.1})  # a restarted trial: after its end record
+    client.down = False
+    client.calls.clear()
+    assert tracker.flush(force=True) == 0
+    assert client.calls.count("log_batch") == 3  # t1 epochs 1-3, t2 epochs 1-3, then t1's epoch 4 after its end
+    assert epochs(client, "run0") == [1, 2, 3, 4] and epochs(client, "run1") == [1, 2, 3]
+    assert client.runs["run0"]["status"] == "FINISHED"
+
+
+def test_a_refused_record_inside_a_batch_is_the_only_one_set_aside(tmp_path):
+    tracker, client = make(tmp_path)
+    t = trial()
+    tracker.on_trial_start(0, [], t)
+    client.down = True
+    tracker.on_trial_result(0, [], t, {"epoch": 1, "dice": 0.1})
+    tracker._push({"op": "metrics", "trial": "t1", "step": 2, "ts": 0, "values": {"dice": "not a number"}})
+    tracker.on_trial_result(0, [], t, {"epoch": 3, "dice": 0.3})
+    client.down = False
+    assert tracker.flush(force=True) == 0
+    assert epochs(client) == [1, 3]
+    dead = [json.loads(l) for l in (tmp_path / "mlflow-deadletter.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in dead] == [2]
+    assert not (tmp_path / "mlflow-backlog.jsonl").exists()
