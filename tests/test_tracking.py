@@ -20,9 +20,13 @@ class FakeClient:
         self.fail_params_once = False
         self.runs: dict[str, dict] = {}
         self.calls: list[str] = []
+        self.threads: set[str] = set()  # the names of the threads that sent requests
 
     def _check(self, name):
+        import threading
+
         self.calls.append(name)
+        self.threads.add(threading.current_thread().name)
         if self.down:
             raise ConnectionError("connection refused")
 
@@ -181,6 +185,11 @@ class GatedClient(FakeClient):
         self.gate = threading.Event()
 
     def _check(self, name):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # a hook that sends itself would wait here
+            self.threads.add("MainThread")
+            raise ConnectionError("a hook sent a request itself")
         assert self.gate.wait(timeout=60), "the test never opened the gate"
         super()._check(name)
 
@@ -206,7 +215,13 @@ def test_while_a_tuner_runs_results_do_not_wait_for_mlflow_and_every_record_is_w
         assert epochs(other) == [1, 2, 3] and other.calls[0] == "search_runs"
     finally:
         client.gate.set()
+    import time
+
     tracker.on_trial_complete(0, [], t)
+    deadline = time.time() + 60
+    while tracker.pending and time.time() < deadline:
+        time.sleep(0.01)
+    assert client.threads == {"medtune-mlflow"}  # every request came from the sender, none from a hook
     tracker.on_experiment_end([])
     assert epochs(client) == [1, 2, 3] and client.runs["run0"]["status"] == "FINISHED"
     assert tracker.pending == 0 and tracker._sender is None
@@ -225,6 +240,7 @@ def test_the_sender_thread_delivers_as_results_come_and_outlasts_an_outage(tmp_p
     while tracker.pending and time.time() < deadline:  # the thread sends without any further hook call
         time.sleep(0.01)
     assert tracker.pending == 0 and epochs(client) == [1]
+    assert client.threads == {"medtune-mlflow"}
     client.down = True
     for e in (2, 3):
         tracker.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1})
