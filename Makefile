@@ -1,7 +1,7 @@
 # Two entry points that do all the set-up on a fresh machine (see README.md):
 #   make run    installs medtune into .venv and runs the default learning-rate study
 #   make test   installs medtune with its test extra into .venv, Chromium for the browser tests (as root, from
-#               Debian's packages, when it is missing) and runs the test suite
+#               Debian's packages, when it is missing) and runs the test suite (in two lanes, see below)
 # TORCH_SPEC picks the PyTorch build: the CPU wheel by default; on a GPU machine use e.g. TORCH_SPEC=torch.
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,8 +32,19 @@ browser:
 	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } ; } || \
 	  echo "note: no chromium found or installed; the browser tests will be skipped"
 
+# Two lanes at once: the tests that bring up a cluster of their own (`medtune cluster up`, a three-node Ray) run
+# beside the rest, which spends much of its time waiting on processes that start; the cluster lane's report is
+# printed after the main one, and either lane failing fails the target.
+CLUSTER_LANE := tests/test_integration_cluster.py tests/test_integration_multinode.py
+
 test: $(VENV)/.installed browser
-	$(BIN)/python -m pytest
+	@lane_log=$$(mktemp -t medtune-cluster-lane.XXXXXX); \
+	$(BIN)/python -m pytest -p no:cacheprovider $(CLUSTER_LANE) >"$$lane_log" 2>&1 & lane=$$!; \
+	trap 'kill $$lane 2>/dev/null' INT TERM; \
+	$(BIN)/python -m pytest $(addprefix --ignore=,$(CLUSTER_LANE)); main=$$?; \
+	wait $$lane; cluster=$$?; \
+	echo "=== the cluster lane ($(CLUSTER_LANE)) ==="; cat "$$lane_log"; rm -f "$$lane_log"; \
+	[ $$main -eq 0 ] && [ $$cluster -eq 0 ]
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/bench -s -p no:cacheprovider

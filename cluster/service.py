@@ -58,6 +58,7 @@ STATE_FILE = "state.json"
 TOKEN_FILE = "token"
 # Ray's switch that makes a node (and a client) use 127.0.0.1 as its own address instead of the machine's IP.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+DASHBOARD_WAIT_S = 120  # a busy head node starts its dashboard in well under a minute; give it two
 
 
 _log = logging.getLogger(__name__)
@@ -433,8 +434,9 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
                 f"cannot set up the MLflow trials user on {state['mlflow']} as {mlflow_auth.ADMIN_USER} ({first}); "
                 f"see {state_dir / 'mlflow.log'} and run `medtune cluster down`"
             ) from None
-    if not _wait_http(f"{state['dashboard']}/api/version", timeout=60, ok=(200, 401)):
-        raise InputError(f"the Ray dashboard did not answer on {state['dashboard']} within 60 s; see {temp_dir}")
+    if not _wait_http(f"{state['dashboard']}/api/version", timeout=DASHBOARD_WAIT_S, ok=(200, 401)):
+        raise InputError(f"the Ray dashboard did not answer on {state['dashboard']} within {DASHBOARD_WAIT_S} s; "
+                         f"see {temp_dir}")
     return state
 
 
