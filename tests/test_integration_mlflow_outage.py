@@ -1,6 +1,6 @@
 """The MLflow server stops mid-run: training goes on and no metric is lost.
 
-A real ``mlflow server`` (SQLite backend) is killed after the first epochs are logged and started
+A real ``mlflow server`` (SQLite backend) is killed after the first epochs are trained and started
 again on the same store while the study keeps training; whatever the tracker buffered meanwhile
 reaches the server, at the latest through ``medtune report --sync``.
 """
@@ -53,14 +53,6 @@ def stop_server(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def _epochs_logged(client) -> int:
-    exp = client.get_experiment_by_name("mlflow-outage")
-    if exp is None:
-        return 0
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
-    return max((len(client.get_metric_history(r.info.run_id, "dice")) for r in runs), default=0)
-
-
 def _epoch_trained(out: Path) -> int:
     rows = []
     for path in out.glob("mlflow-outage-*/train_segmentation_*/result.json"):
@@ -87,8 +79,10 @@ def test_server_stopped_mid_run_loses_no_metric(tmp_path):
     client = MlflowClient(URI)
     try:
         deadline = time.time() + 300
-        while _epochs_logged(client) < 3 and time.time() < deadline and run.poll() is None:
-            time.sleep(0.3)
+        # Mid-run by the training's own progress: MLflow trails it (the driver sends from a thread, in batches),
+        # so on a busy machine its epoch count can jump from 0 to most of the run at once.
+        while _epoch_trained(out) < 3 and time.time() < deadline and run.poll() is None:
+            time.sleep(0.2)
         stop_server(server)  # the tracking server goes away mid-run
         at_stop = _epoch_trained(out)
         while _epoch_trained(out) < at_stop + 8 and time.time() < deadline and run.poll() is None:
