@@ -35,7 +35,7 @@ def start_server(root: Path) -> subprocess.Popen:
          "--workers", "1"],
         stdout=open(root / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    deadline = time.time() + 90
+    deadline = time.time() + 300  # on a loaded machine a restart took more than 90 s to answer
     while time.time() < deadline:
         try:
             if requests.get(f"{URI}/health", timeout=2).status_code == 200:
