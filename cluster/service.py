@@ -58,7 +58,7 @@ STATE_FILE = "state.json"
 TOKEN_FILE = "token"
 # Ray's switch that makes a node (and a client) use 127.0.0.1 as its own address instead of the machine's IP.
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-DASHBOARD_WAIT_S = 120  # a busy head node starts its dashboard in well under a minute; give it two
+DASHBOARD_WAIT_S = 120  # seconds `cluster up` waits for the Ray dashboard: a few when idle, far more on a busy head
 
 
 _log = logging.getLogger(__name__)
