@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 METRICS = ("epoch", "dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
 PRIVATE_KEYS = ("mailbox", "threads", "task")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on the metrics of one log_batch request
-GATHER_S = 0.5  # how long the sender thread lets records gather before it sends (fewer, larger requests)
+GATHER_S = 0.5  # while results keep coming, the sender sends at most this often (fewer, larger requests)
 
 
 def own_keys(result: dict[str, Any]) -> list[str]:
@@ -71,9 +71,10 @@ class MLflowTracker(Callback):
     driver has handled its result, and a SQLite store's commit took about 13 ms of the 18 ms that
     round trip cost per epoch. Each operation is appended to ``backlog`` before the hook returns
     (written ahead), so a driver killed with records in flight loses none; the thread rewrites the
-    file as they are delivered and removes it when nothing is pending. It lets records gather for
-    ``GATHER_S`` (0.5 s) before it sends, and sends the queued epochs of one trial as one
-    ``log_batch`` (one request, one commit), so MLflow lags training by about half a second.
+    file as they are delivered and removes it when nothing is pending. After a quiet spell it sends a
+    record at once; while results keep coming it sends at most once per ``GATHER_S`` (0.5 s), the
+    queued epochs of one trial as one ``log_batch`` (one request, one commit), so MLflow lags
+    training by at most about half a second.
     ``on_experiment_end`` stops the thread and sends what is left. Used outside a Tuner (hooks called
     directly, ``log_run``, ``flush``), every operation is sent before the call returns; a backlog
     delivered by ``medtune report --sync`` is batched the same way.
@@ -263,14 +264,18 @@ class MLflowTracker(Callback):
             self._sender.start()
 
     def _send_forever(self) -> None:
+        sent_at = float("-inf")  # time.monotonic() of the last send
         while True:
             with self._lock:
                 while not self._closing and not (self._queue and time.time() >= self._retry_at):
                     self._wake.wait(timeout=max(0.05, self._retry_at - time.time()) if self._queue else None)
                 if self._closing:
                     return
-            if self._stopping.wait(timeout=GATHER_S):  # let the next epochs gather; a close sends them itself
-                return
+            # After a quiet spell the records go at once (a trial's first epoch shows without delay); while results
+            # keep coming, at most one send per GATHER_S, so the epochs that arrive meanwhile go as one batch.
+            if self._stopping.wait(timeout=max(0.0, sent_at + GATHER_S - time.monotonic())):
+                return  # a close sends what is left itself
+            sent_at = time.monotonic()
             try:
                 self.flush()
             except Exception:  # e.g. the backlog's disk is full: the records stay queued, the next try is later

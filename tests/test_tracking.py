@@ -254,6 +254,32 @@ def test_the_sender_thread_delivers_as_results_come_and_outlasts_an_outage(tmp_p
     assert tracker.pending == 0 and not (tmp_path / "mlflow-backlog.jsonl").exists()
 
 
+def test_after_a_quiet_spell_a_result_goes_at_once_and_a_burst_waits_for_the_gather_interval(tmp_path, monkeypatch):
+    import time
+
+    import medtune.cluster.tracking as tracking
+
+    monkeypatch.setattr(tracking, "GATHER_S", 60.0)  # so long that only a send without waiting can be seen
+    tracker, client = make(tmp_path)
+    t = trial()
+    tracker.on_trial_start(0, [], t)  # before the Tuner: sent before the hook returns
+    tracker.setup()
+    try:
+        tracker.on_trial_result(0, [], t, {"epoch": 1, "dice": 0.1})
+        deadline = time.time() + 20
+        while tracker.pending and time.time() < deadline:
+            time.sleep(0.01)
+        assert tracker.pending == 0 and epochs(client) == [1]  # the thread had sent nothing yet: no wait
+        for e in (2, 3):
+            tracker.on_trial_result(0, [], t, {"epoch": e, "dice": 0.1 * e})
+        time.sleep(1.0)
+        assert tracker.pending == 2 and epochs(client) == [1]  # sent 1 s ago: these gather
+        client.calls.clear()
+    finally:
+        tracker.on_experiment_end([])  # stops the thread, then sends what is left at once
+    assert epochs(client) == [1, 2, 3] and client.calls.count("log_batch") == 1  # epochs 2 and 3, one request
+
+
 def test_the_tracker_still_pickles_after_its_thread_started(tmp_path):
     import pickle
 

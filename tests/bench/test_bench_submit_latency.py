@@ -13,6 +13,11 @@ result is visible:
 * in Tune's ``result.json`` of the job's session (under the cluster's
   ``runs`` folder), for the like-for-like comparison with the reference.
 
+It also prints when the job's driver created its session folder (``medtune.json``:
+imports done, data checked, network built once), which splits the time into the
+driver's part and the trial's part (Tune's start, the trial process's start and
+imports, its first epoch).
+
 Each job is left to finish (``medtune jobs list``) before the next is submitted.
 Median of 3.
 
@@ -67,13 +72,27 @@ def first_result_json(root: Path, after: float) -> bool:
     return False
 
 
+def session_created(root: Path, after: float) -> bool:
+    """Whether the driver created a session folder under ``root`` (its ``medtune.json``) after ``after``: the
+    driver has imported what it needs, checked the data and built the network once; the trials come next."""
+    for path in root.glob("*/medtune.json"):
+        try:
+            if path.stat().st_mtime >= after:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def local_run(out: Path) -> dict:
     t0_wall = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen([MEDTUNE, "run", *STUDY, "--output", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=_env())
-    first = None
+    first = session = None
     while proc.poll() is None:
+        if session is None and out.is_dir() and session_created(out, t0_wall - 1):
+            session = time.perf_counter() - t0
         if first is None and out.is_dir() and first_result_json(out, t0_wall - 1):
             first = time.perf_counter() - t0
         time.sleep(POLL_S)
@@ -83,7 +102,7 @@ def local_run(out: Path) -> dict:
     if first is None and first_result_json(out, t0_wall - 1):  # the whole run ended between two polls
         first = total
     assert first is not None, log[-3000:]
-    return {"first": first, "total": total}
+    return {"first": first, "total": total, "session": first if session is None else session}
 
 
 def wait_job(state_dir: Path, job_id: str, timeout: float = 300) -> str:
@@ -106,7 +125,7 @@ def submit_once(state_dir: Path, state: dict, client, experiment_id: str) -> dic
     proc = subprocess.Popen([MEDTUNE, "submit", *STUDY, "--state-dir", str(state_dir)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=_env())
     t0_ms = int(t0_wall * 1000) - 1000  # MLflow's clock is this machine's; 1 s of slack
-    returned = first_mlflow = first_json = None
+    returned = first_mlflow = first_json = session = None
     out = err = ""
     deadline = t0 + 300
     while (first_mlflow is None or first_json is None) and time.perf_counter() < deadline:
@@ -122,6 +141,8 @@ def submit_once(state_dir: Path, state: dict, client, experiment_id: str) -> dic
             )
             if any("dice" in r.data.metrics for r in runs):
                 first_mlflow = time.perf_counter() - t0
+        if session is None and runs_dir.is_dir() and session_created(runs_dir, t0_wall - 1):
+            session = time.perf_counter() - t0
         if first_json is None and runs_dir.is_dir() and first_result_json(runs_dir, t0_wall - 1):
             first_json = time.perf_counter() - t0
         time.sleep(POLL_S)
@@ -134,7 +155,8 @@ def submit_once(state_dir: Path, state: dict, client, experiment_id: str) -> dic
     status = wait_job(state_dir, match.group(1))
     done = time.perf_counter() - t0
     assert status == "SUCCEEDED", (match.group(1), status)
-    return {"returned": returned, "mlflow": first_mlflow, "json": first_json, "done": done, "job": match.group(1)}
+    return {"returned": returned, "mlflow": first_mlflow, "json": first_json, "done": done, "job": match.group(1),
+            "session": first_json if session is None else session}
 
 
 def test_bench_submit_to_first_result_latency(tmp_path, monkeypatch):
@@ -184,8 +206,10 @@ def test_bench_submit_to_first_result_latency(tmp_path, monkeypatch):
                         f"warm-up job with --wait {t_warm:.1f} s"),
             ("submit: CLI returned s", row(s["returned"] for s in submitted)),
             ("submit: first dice in MLflow s", row(s["mlflow"] for s in submitted)),
+            ("submit: driver's session folder seen s", row(s["session"] for s in submitted)),
             ("submit: first result.json line s", row(s["json"] for s in submitted)),
             ("submit: job SUCCEEDED seen s", row(s["done"] for s in submitted)),
+            ("local run: session folder seen s", row(r["session"] for r in local)),
             ("local run: first result.json line s", row(r["first"] for r in local)),
             ("local run: process total s", row(r["total"] for r in local)),
             ("MEDIAN submit -> first dice (MLflow)", f"{m_mlflow:.2f} s"),
