@@ -32,20 +32,19 @@ browser:
 	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } ; } || \
 	  echo "note: no chromium found or installed; the browser tests will be skipped"
 
-# Two lanes at once: the tests that bring up a cluster or a tracking server of their own (`medtune cluster up`, a
-# three-node Ray, an MLflow server stopped mid-run) run beside the rest; both spend much of their time waiting on
-# processes that start. The second lane's report is printed after the main one; either lane failing fails the target.
-SECOND_LANE := tests/test_integration_cluster.py tests/test_integration_multinode.py \
-  tests/test_integration_mlflow_outage.py
+# Two lanes at once: the tests that bring up a cluster of their own (`medtune cluster up`, a three-node Ray) run
+# beside the rest, which spends much of its time waiting on processes that start; the cluster lane's report is
+# printed after the main one, and either lane failing fails the target.
+CLUSTER_LANE := tests/test_integration_cluster.py tests/test_integration_multinode.py
 
 test: $(VENV)/.installed browser
-	@lane_log=$$(mktemp -t medtune-second-lane.XXXXXX); \
-	$(BIN)/python -m pytest -p no:cacheprovider $(SECOND_LANE) >"$$lane_log" 2>&1 & lane=$$!; \
+	@lane_log=$$(mktemp -t medtune-cluster-lane.XXXXXX); \
+	$(BIN)/python -m pytest -p no:cacheprovider $(CLUSTER_LANE) >"$$lane_log" 2>&1 & lane=$$!; \
 	trap 'kill $$lane 2>/dev/null' INT TERM; \
-	$(BIN)/python -m pytest $(addprefix --ignore=,$(SECOND_LANE)); main=$$?; \
-	wait $$lane; second=$$?; \
-	echo "=== the second lane ($(SECOND_LANE)) ==="; cat "$$lane_log"; rm -f "$$lane_log"; \
-	[ $$main -eq 0 ] && [ $$second -eq 0 ]
+	$(BIN)/python -m pytest $(addprefix --ignore=,$(CLUSTER_LANE)); main=$$?; \
+	wait $$lane; cluster=$$?; \
+	echo "=== the cluster lane ($(CLUSTER_LANE)) ==="; cat "$$lane_log"; rm -f "$$lane_log"; \
+	[ $$main -eq 0 ] && [ $$cluster -eq 0 ]
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/bench -s -p no:cacheprovider
