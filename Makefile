@@ -8,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: run test bench install browser
+.PHONY: run test bench gpu-check install browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,9 @@ test: $(VENV)/.installed browser
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/bench -s -p no:cacheprovider
+
+# The CUDA path run for real (the smoke LR study with AMP at 1, 2 and 4 trials per GPU, the optimizers that bring their
+# own, nvidia-smi's utilisation and memory, the plan for a BrainTumour-sized task); one line and exit 0 without a GPU.
+# On a GPU machine: make gpu-check TORCH_SPEC=torch
+gpu-check: $(VENV)/.installed
+	$(BIN)/python tests/bench/gpu_check.py

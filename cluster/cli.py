@@ -2,6 +2,7 @@
 
     medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY] [--tracking-uri URI]
     medtune tune SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY] [--tracking-uri URI]
+    medtune suite [SPEC] [--smoke] [--set key=value ...] [--resume [DIR]] [--output DIR] [--address RAY] [--tracking-uri URI]
     medtune resume DIR [--address RAY] | resume [SESSION] --storage ROOT [--address RAY]
     medtune report EXPERIMENT [--output DIR | --tracking-uri URI] [--session NAME] [--save FOLDER]
     medtune report EXPERIMENT --html FILE
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +77,20 @@ def _parser() -> argparse.ArgumentParser:
         if action.dest in ("help", "verbose"):
             continue
         tune_p._add_action(action)
+
+    suite = sub.add_parser("suite", help="one LR comparison over several tasks, judged with performance profiles "
+                                         "(a suite spec: a YAML path or a built-in name such as lr-suite)")
+    suite.add_argument("spec", nargs="?", default=None,
+                       help="suite YAML path or built-in name (with --resume DIR: default, the spec the suite ran)")
+    suite.add_argument("--smoke", action="store_true", help="apply the suite's smoke: section (tiny budgets)")
+    suite.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a suite value, e.g. --set epochs=10 --set tasks.phantom-24.set.data.seed=3")
+    suite.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                       help="continue a suite folder (default: the latest of this suite under --output): finished "
+                            "tasks are kept, the others run")
+    suite.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for sessions and the default MLflow store ({DEFAULT_OUTPUT})")
+    suite.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    suite.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --output)")
 
     resume = sub.add_parser("resume", help="continue an interrupted session with the Q-table it had")
     resume.add_argument("dir", nargs="?", default=None,
@@ -210,6 +226,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
                storage=args.storage)
 
 
+def cmd_suite(args: argparse.Namespace) -> int:
+    from medtune.cluster.suite import read_suite_dir, suite
+    from medtune.errors import InputError
+
+    spec = args.spec
+    if spec is None:  # --resume DIR alone: the spec, smoke and overrides the suite ran with
+        if not isinstance(args.resume, str):
+            raise InputError("give the suite SPEC (a YAML path or a built-in name such as lr-suite), or --resume DIR")
+        origin = read_suite_dir(args.resume).get("origin") or {}
+        if not origin.get("spec"):
+            raise InputError(f"--resume {args.resume!r} does not record its spec; give SPEC too")
+        spec, args.smoke = origin["spec"], bool(origin.get("smoke")) or args.smoke
+        args.overrides = [*origin.get("overrides", []), *args.overrides]
+    result = suite(spec, smoke=args.smoke, overrides=args.overrides, output=args.output,
+                   tracking_uri=args.tracking_uri, address=args.address, resume=args.resume)
+    return result.status
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     from medtune.cluster.studies import resume
 
@@ -232,6 +266,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 1
         if (session_dir / "report").is_dir():  # the session finished: give it its summary run now
             session_study(info).log_session_summary(session_dir)
+            print(f"[medtune] logged the summary run of session {info['session']} to {info['tracking_uri']}",
+                  flush=True)
         args.tracking_uri, args.session = info["tracking_uri"], info["session"]
         args.experiment = args.experiment or info["spec"]["name"]
     if not args.experiment:
@@ -242,9 +278,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR or --tracking-uri of the run")
+    from medtune.cluster.suite import build_suite_report, is_suite
+
     try:
-        _, session, runs = session_runs(mlflow_client(uri), uri, args.experiment, args.session)
-        report = get_study(study_of(runs)).build_report(uri, args.experiment, session)
+        if is_suite(uri, args.experiment):  # a suite's parent run: the per-task tables and the cross-task verdict
+            report, runs = build_suite_report(uri, args.experiment, args.session), None
+        else:
+            _, session, runs = session_runs(mlflow_client(uri), uri, args.experiment, args.session)
+            report = get_study(study_of(runs)).build_report(uri, args.experiment, session)
     except InputError:
         raise
     except Exception as exc:  # an unreachable server, a file that is no MLflow store, ...
@@ -262,7 +303,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise InputError(f"--html {args.html} is a folder; give a file name, e.g. --html {target / 'report.html'}")
         try:
             view = report.view()
-            view.status = run_status(runs)
+            if runs is not None:  # a suite's view says nothing of trial runs
+                view.status = run_status(runs)
             path = html_report.write(view, target)
         except OSError as exc:
             raise InputError(f"cannot write the HTML report to {args.html} ({exc.strerror}); "
@@ -314,7 +356,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise InputError(f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    from medtune.cluster.studies import load_view
+    from medtune.cluster.suite import load_view  # a suite's page, else the study's
 
     credentials = None
     if remote:
@@ -382,22 +424,51 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env = dict(os.environ) if verbose() else {**os.environ, "PYTHONWARNINGS": "ignore"}
     out = None if verbose() else subprocess.DEVNULL
     print(f"[medtune] starting the MLflow UI for {uri} ...", flush=True)
-    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+    # A process group of its own: MLflow's command starts the web server (uvicorn) as a child, which a signal
+    # to the command alone would leave running; _stop_tree stops the group.
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
     try:
         if not _wait_until_answers(url, proc, UI_TIMEOUT_S):
-            proc.terminate()
-            code = proc.wait(timeout=30)
-            reason = (f"exited with status {code}" if code else
+            code = proc.poll()  # the finally below stops what is left
+            reason = (f"exited with status {code}" if code is not None else
                       f"did not answer on {url} within {UI_TIMEOUT_S:g} s")
             print(f"medtune: error: the MLflow UI {reason}; run `medtune ui --verbose` to see its output",
                   file=sys.stderr)
             return 1
         print(f"[medtune] MLflow UI for {uri} on {url}/ (Ctrl-C stops it)", flush=True)
         return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=30)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see main)
         return 0
+    finally:
+        _stop_tree(proc)
+
+
+def _stop_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
+    """Stop ``proc`` (started with ``start_new_session``) and everything it started: its process group and any
+    descendant that left it, SIGTERM first, SIGKILL to what is left after ``grace_s``; returns its exit status."""
+    import psutil
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):  # the group is gone already
+            pass
+        for child in tree:
+            try:
+                child.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if not psutil.wait_procs(tree, timeout=grace_s)[1]:
+            break
+    return proc.poll()
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
@@ -481,18 +552,34 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "tune": cmd_tune, "resume": cmd_resume, "report": cmd_report, "dashboard": cmd_dashboard, "ui": cmd_ui, "specs": cmd_specs,
+    "run": cmd_run, "tune": cmd_tune, "suite": cmd_suite, "resume": cmd_resume, "report": cmd_report, "dashboard": cmd_dashboard, "ui": cmd_ui, "specs": cmd_specs,
     "cluster": cmd_cluster, "submit": cmd_submit, "jobs": cmd_jobs,
 }
+
+
+def _terminate_as_interrupt(signum: int, frame) -> None:
+    """SIGTERM stops medtune as Ctrl-C does: whatever handles SIGINT now runs (Tune's graceful stop, which
+    leaves a resumable session, or Python's KeyboardInterrupt, on which each command stops what it started)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from medtune.cluster import console
-    from medtune.errors import InputError
+    from medtune.errors import InputError, TrialsFailedError
 
     console.setup(verbose_output=args.verbose)
+    from medtune.cluster.session import keep_sigterm_handler
 
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        keep_sigterm_handler(_terminate_as_interrupt)  # also once Ray runs, which installs a handler of its own
+    except ValueError:  # not the main thread (main called from a thread): signals are not ours to handle
+        previous = None
     try:
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # `medtune specs | head`: the reader left, which is no error
@@ -501,6 +588,16 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"medtune: error: {exc}", file=sys.stderr)
         return 2
+    except TrialsFailedError as exc:  # every trial failed, or a fail-fast stop: one line, no table
+        print(f"medtune: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("[medtune] interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            keep_sigterm_handler(None)
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

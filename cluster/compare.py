@@ -36,12 +36,16 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from ray.tune import Stopper
 
+from medtune.cluster.console import quiet_api
+from medtune.cluster.fail_fast import FailFast, all_failed_error
 from medtune.config import from_dict, to_dict
-from medtune.errors import InputError, did_you_mean
+from medtune.errors import InputError, TrialsFailedError, did_you_mean, error_line
 from medtune.searchers.lr_schedules import ScheduleConfig
-from medtune.searchers.pbt import PBTConfig
+from medtune.searchers.pbt import PBTConfig, default_interval
 from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig
-from medtune.trainables.lr_control import CONFIG_KEY, METHODS, LRControlConfig, check_method, check_metric
+from medtune.trainables.lr_control import (
+    CHECKPOINT_EVERY, CONFIG_KEY, METHODS, LRControlConfig, check_method, check_metric,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +82,10 @@ class CompareSpec:
     gpus_per_trial: float = 0.0
     max_concurrent: int = 0
     max_failures: int = 0
-    study: str = "compare"
+    checkpoint_every: int = CHECKPOINT_EVERY  # epochs between a trial's checkpoints (LRControlConfig)
+    study: str = "own"  # the registered study of its sessions (resume, report --sync dispatch on it)
     tuned: dict[str, Any] = field(default_factory=dict)  # {method: {config key: value}} (the tuning protocol)
+    adapted: dict[str, Any] = field(default_factory=dict)  # {setting: value} scaled to ``epochs`` (not set by the user)
 
     def agent_config(self) -> QLearningConfig:
         return QLearningConfig(min_lr=self.min_lr, max_lr=self.max_lr, **self.qlearning)
@@ -87,7 +93,8 @@ class CompareSpec:
     def control_config(self, mailbox: str, task: str) -> dict[str, Any]:
         return to_dict(LRControlConfig(epochs=self.epochs, min_lr=self.min_lr, max_lr=self.max_lr, metric=self.metric,
                                        mode=self.mode, loss_metric=self.loss_metric, schedules=self.schedules,
-                                       mailbox=mailbox, task=task))
+                                       mailbox=mailbox, task=task, checkpoint_every=self.checkpoint_every,
+                                       perturbation_interval=self.pbt.perturbation_interval))
 
 
 @dataclass
@@ -127,7 +134,7 @@ def make_spec(trainable: Any, methods: Sequence[str], seeds: Sequence[int], epoc
               loss_metric: Any, min_lr: float, max_lr: float, lr: float | None, name: str, target: float | None,
               params: dict[str, Any] | None, schedules: Any, qlearning: dict[str, Any] | None, warm_start: str | None,
               pbt: Any, cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int, max_failures: int,
-              qlearning_seed: int = 0) -> CompareSpec:
+              qlearning_seed: int = 0, checkpoint_every: int = CHECKPOINT_EVERY) -> CompareSpec:
     """Check every argument of :func:`compare` (one :class:`InputError` line each) and build its spec."""
     if not callable(trainable):
         raise InputError(f"trainable={trainable!r} must be a function f(config) that calls medtune.LRControl")
@@ -148,6 +155,8 @@ def make_spec(trainable: Any, methods: Sequence[str], seeds: Sequence[int], epoc
                          f"{did_you_mean(mode, ('max', 'min'))}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InputError(f"epochs={epochs!r} must be a whole number of epochs >= 1")
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise InputError(f"checkpoint_every={checkpoint_every!r} must be a whole number of epochs >= 1")
     for key, value in (("min_lr", min_lr), ("max_lr", max_lr)) + ((("lr", lr),) if lr is not None else ()):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
             raise InputError(f"{key}={value!r} must be a positive finite number")
@@ -182,13 +191,56 @@ def make_spec(trainable: Any, methods: Sequence[str], seeds: Sequence[int], epoc
         warm_start=None if not warm_start else str(Path(warm_start).expanduser().resolve()),
         pbt=pbt if isinstance(pbt, PBTConfig) else from_dict(PBTConfig, pbt, "pbt"),
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
-        max_failures=max_failures,
+        max_failures=max_failures, checkpoint_every=checkpoint_every,
     )
     try:
         spec.agent_config()
     except (TypeError, ValueError) as exc:
         raise InputError(f"qlearning.{exc}") from None
-    return spec
+    return adapt_to_budget(spec)
+
+
+def adapt_to_budget(spec: CompareSpec) -> CompareSpec:
+    """Scale the decision intervals the user did not set to the run's length, so a short run's learned methods act.
+
+    PBT's ``perturbation_interval`` (unset: None) becomes ``max(1, epochs // 4)``: four chances to exploit. The
+    Q-learning agent's ``patience`` and ``cooldown``, when not in ``qlearning``, become
+    ``min(default, max(1, epochs // 6))`` (3 and 5 from 30 epochs on, 1 and 1 below 12). Explicit settings win.
+    The values that differ from the fixed defaults are kept in ``spec.adapted`` and said in the report.
+    """
+    from dataclasses import replace
+
+    adapted: dict[str, Any] = {}
+    pbt = spec.pbt
+    if pbt.perturbation_interval is None:
+        pbt = replace(pbt, perturbation_interval=default_interval(spec.epochs))
+        if "pbt" in spec.methods:
+            adapted["pbt.perturbation_interval"] = pbt.perturbation_interval
+    qlearning = dict(spec.qlearning)
+    defaults = QLearningConfig.__dataclass_fields__
+    for key in ("patience", "cooldown"):
+        value = min(defaults[key].default, max(1, spec.epochs // 6))
+        if key not in qlearning and value != defaults[key].default:
+            qlearning[key] = value
+            if {METHOD, WARM_METHOD} & set(spec.methods):
+                adapted[f"qlearning.{key}"] = value
+    return replace(spec, pbt=pbt, qlearning=qlearning, adapted=adapted)
+
+
+def adapted_note(spec: CompareSpec) -> list[str]:
+    """The report's line naming the settings :func:`adapt_to_budget` scaled to the run (none if none)."""
+    if not spec.adapted:
+        return []
+    values = ", ".join(f"{k} {v}" for k, v in spec.adapted.items())
+    return [f"Adapted to the {spec.epochs}-epoch budget (not set, so scaled: PBT's interval epochs // 4, the "
+            f"Q-learning agent's patience and cooldown at most epochs // 6, at least 1): {values}. Set them "
+            "(pbt=, qlearning=) to override."]
+
+
+def decision_intervals(spec: CompareSpec) -> dict[str, int]:
+    """Epochs before each learned method's first decision (what a warning about an inactive method names)."""
+    patience = spec.agent_config().patience
+    return {"pbt": int(spec.pbt.perturbation_interval or 0), "qlearning": patience, "qlearning_warm": patience}
 
 
 class FirstResultCheck(Stopper):
@@ -220,11 +272,7 @@ class FirstResultCheck(Stopper):
 
 def _error_line(error: Any) -> str:
     """The line of a trial's error that names the problem: the InputError's, else the last line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "InputError:" in line:
-            return line.split("InputError:", 1)[1].strip()
-    return lines[-1] if lines else type(error).__name__
+    return error_line(error)
 
 
 def problems(results: list, metric: str, loss_metric: str) -> tuple[list[str], list[str]]:
@@ -259,7 +307,7 @@ def task_key(spec: CompareSpec) -> str:
 
 
 def _run_config(spec: CompareSpec, name: str, storage: Path, info: dict[str, Any], stopper: Any, keep: int,
-                progress: tuple[str, int]):
+                progress: tuple[str, int], fail_fast: FailFast | None = None):
     from ray import tune
 
     from medtune.cluster.console import tune_verbosity
@@ -269,25 +317,30 @@ def _run_config(spec: CompareSpec, name: str, storage: Path, info: dict[str, Any
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder
 
     session = info["session"]
+    fail_fast = fail_fast or FailFast()  # an error every trial would repeat stops them all at once
     return tune.RunConfig(
         name=name,
         storage_path=str(storage),
         callbacks=[
             MLflowTracker(info["tracking_uri"], info["experiment_id"], session, metrics=None,
-                          backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE)),
+                          backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE),
+                          stop_note=fail_fast.stop_note),
             EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session, metric=spec.metric),
             ProgressLog(progress[0], progress[1], spec.metric),
+            fail_fast,  # after ProgressLog: the trial's error is said before the stop
             *trial_files(),
         ],
-        stop=stopper,
+        stop=fail_fast.stopper(stopper),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
         verbose=tune_verbosity(),
     )
 
 
-def build_tuner(spec: CompareSpec, trainable: Callable, session_dir: Path, info: dict[str, Any]):
-    """The comparison's one Tuner: every method x seed, PBT's members first (the longest trials)."""
+def build_tuner(spec: CompareSpec, trainable: Callable, session_dir: Path, info: dict[str, Any],
+                fail_fast: FailFast | None = None):
+    """The comparison's one Tuner: every method x seed, PBT's members first (the longest trials); ``fail_fast``
+    tells after ``fit`` whether an error every trial would repeat stopped the run."""
     from ray import tune
 
     from medtune.searchers.pbt import make_pbt
@@ -325,10 +378,11 @@ def build_tuner(spec: CompareSpec, trainable: Callable, session_dir: Path, info:
                                     reuse_actors=True),
         run_config=_run_config(spec, session_dir.name, session_dir.parent, info,
                                FirstResultCheck(spec.metric, spec.loss_metric), KEEP_CHECKPOINTS,
-                               (spec.name, len(methods) * len(spec.seeds) * spec.epochs)),
+                               (spec.name, len(methods) * len(spec.seeds) * spec.epochs), fail_fast),
     )
 
 
+@quiet_api
 def compare(
     trainable: Callable[[dict[str, Any]], Any],
     methods: Sequence[str] = ("fixed", "cosine", "greedy", "qlearning", "pbt"),
@@ -356,8 +410,10 @@ def compare(
     gpus_per_trial: float = 0.0,
     max_concurrent: int = 0,
     max_failures: int = 0,
+    checkpoint_every: int = CHECKPOINT_EVERY,
     storage: str | None = None,
     tune: Any = None,
+    verbose: bool = False,
 ) -> Comparison:
     """Compare LR methods on ``trainable`` in one parallel Ray Tune experiment tracked in MLflow.
 
@@ -384,6 +440,9 @@ def compare(
             ``QLearningConfig`` field but the LR bounds) and PBT; qlearning_seed: the shared table's seed;
         warm_start: a ``qtable.json`` (needed by ``qlearning_warm``).
         cpus_per_trial, gpus_per_trial, max_concurrent, max_failures: Tune's resources and retries.
+        checkpoint_every: a trial's ``LRControl.step(..., model=)`` checkpoints every this many epochs (and at
+            its last epoch, after 5 minutes without one, and for ``pbt`` at every perturbation epoch), so a
+            restarted trial trains again at most that many epochs.
         storage: the folder (or ``file://`` URI) that holds the session folder instead of ``output``; on a
             cluster one every node reaches at the same path (see :mod:`medtune.cluster.storage`).
         tune: the equal-budget protocol (a :class:`~medtune.searchers.search_spaces.TuningConfig` or a mapping
@@ -391,13 +450,22 @@ def compare(
             ``metric`` only, the trials' config holding ``search: True`` so the trainable skips its test
             score, ``qlearning`` with a private agent), then the comparison runs each method at its chosen
             settings on ``tune.final_seeds`` (which replace ``seeds``). None (default): no search.
+        verbose: also show Ray's, Tune's and MLflow's own output (status tables, tracebacks, the trials' own
+            prints); False (default): medtune's progress lines alone, as ``medtune run`` prints them, and a
+            failed trial in one line (its full traceback in the trial folder's ``error.txt``).
 
     Returns:
         :class:`Comparison`: the table (a DataFrame), the verdicts, the report text and where it is stored.
 
     Raises:
         InputError: a bad argument (before Ray starts), or a trial whose results lack ``metric`` /
-            ``loss_metric`` or that never calls ``LRControl.step`` (after that trial's first epoch).
+            ``loss_metric`` or that never calls ``LRControl.step`` (after that trial's first epoch; every
+            other trial is stopped then).
+        TrialsFailedError: every trial failed (one line: the first trial's error, its type and message, and
+            the trial); no table is built, the trial runs in MLflow say FAILED with their error.
+        RunStoppedError: a trial raised, at its first epoch, an error every trial would repeat (an import,
+            name, attribute, type or key error, a shape mismatch): every trial was stopped at once
+            (:mod:`medtune.cluster.fail_fast`).
     """
     import ray
 
@@ -417,7 +485,7 @@ def compare(
         seeds = list(tuning.final_seeds)
     spec = make_spec(trainable, methods, seeds, epochs, metric, mode, loss_metric, min_lr, max_lr, lr, name, target,
                      params, schedules, qlearning, warm_start, pbt, cpus_per_trial, gpus_per_trial, max_concurrent,
-                     max_failures, qlearning_seed)
+                     max_failures, qlearning_seed, checkpoint_every)
     bounds = check_compare_tuning(spec, tuning) if tuning is not None else {}
     resources = ResourcesConfig(cpus_per_trial, gpus_per_trial, max_concurrent)
 
@@ -444,13 +512,19 @@ def compare(
             tuned = {o["method"]: o["values"] for o in outcomes}
             spec = replace(spec, tuned=tuned,
                            qlearning={**spec.qlearning, **qlearning_values(tuned, f"{CONFIG_KEY}.qlearning.")})
-        results = list(build_tuner(spec, trainable, session_dir, info).fit())
+        fail_fast = FailFast()
+        results = list(build_tuner(spec, trainable, session_dir, info, fail_fast).fit())
+        if fail_fast.error() is not None:
+            raise fail_fast.error()
         key_problems, failed = problems(results, spec.metric, spec.loss_metric)
         if key_problems:
             for line in key_problems:
                 logger.error("%s", line)
             more = f" (and {len(key_problems) - 1} more trials)" if len(key_problems) > 1 else ""
             raise InputError(key_problems[0] + more)
+        all_failed = all_failed_error(results)
+        if all_failed is not None:
+            raise all_failed  # no result to show: never a table of zeros
         del box
         qtable = None
         if set(spec.methods) & set(DRIVEN):
@@ -462,7 +536,8 @@ def compare(
         if started:
             ray.shutdown()
     report = build_metric_report(info["tracking_uri"], spec.name, info["session"], spec.metric, spec.mode,
-                                 spec.loss_metric, spec.target, qtable)
+                                 spec.loss_metric, spec.target, qtable, intervals=decision_intervals(spec),
+                                 notes=adapted_note(spec))
     if tuning is not None:
         from medtune.cluster.tuning import tuned_report
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medtune.cluster.session import (
     BACKLOG_FILE,
@@ -30,22 +30,29 @@ from medtune.cluster.session import (
     init_ray,
     is_remote,
     log,
+    log_session_summary as session_summary,
     prepare_tracking,
     read_session,
     restore_or_build,
 )
 from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from medtune.cluster.console import tune_verbosity
 from medtune.cluster.tuning import check_spaces
 from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.searchers.lr_schedules import ScheduleConfig
-from medtune.searchers.pbt import PBTConfig
+from medtune.searchers.pbt import PBTConfig, default_interval
 from medtune.searchers.qlearning_agent import QLearningConfig, load_qtable_file
 from medtune.searchers.search_spaces import TuningConfig
-from medtune.trainables.data import DataConfig
-from medtune.trainables.segmentation import METHODS, ModelConfig, TrainConfig
+from medtune.trainables.data import DataConfig, split_datalists
+from medtune.trainables.networks import DEFAULT_CHANNELS, DEFAULT_STRIDES, check_network
+from medtune.trainables.plan import (PLAN_FILE, apply_plan, fingerprint_decathlon, memory_budget, plan_for,
+                                     planning_indices, read_fingerprint, write_plan)
+from medtune.trainables.segmentation import DEFAULT_BATCH_SIZE, METHODS, ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from medtune.cluster.fail_fast import FailFast
 
 
 def _check_warm_start(self) -> None:
@@ -97,6 +104,8 @@ class LRStudySpec:
         if self.study != "lr":
             raise ValueError(f"study={self.study!r}: this is the LR study's spec; set study: lr")
         check_seeds_and_methods(self.seeds, self.methods, METHODS, "an LR method")
+        if self.pbt.perturbation_interval is None:  # not set: scaled to the run's length (searchers.pbt)
+            object.__setattr__(self, "pbt", replace(self.pbt, perturbation_interval=default_interval(self.train.epochs)))
         if "qlearning_warm" in self.methods and not self.qlearning.warm_start:
             raise ValueError(
                 "methods: 'qlearning_warm' needs qlearning.warm_start; give the qtable.json of an earlier "
@@ -145,24 +154,102 @@ PBT_DIR = "pbt"
 
 
 def prepare_data(spec: LRStudySpec):
-    """Check the study's data in the driver, before Ray starts, and build the network once on it
-    (``in_channels`` from the data's modalities, ``out_channels`` from its classes).
+    """The split of :func:`prepare_study` (its data lists) alone."""
+    return prepare_study(spec)[1]
 
-    Returns the split as MONAI data lists (:func:`~medtune.trainables.data.split_datalists`): a Decathlon task
-    travels to the trials as file paths, and each trial caches its volumes itself (``CacheDataset``)."""
-    from medtune.trainables.data import split_datalists
-    from medtune.trainables.networks import check_network
 
-    data = split_datalists(spec.data)
-    log(
-        f"data: {spec.data.source} - {len(data.train)} training, {len(data.val)} validation and "
-        f"{len(data.test)} test volumes of {tuple(data.spatial_size)} with {data.in_channels} channel(s), "
-        f"{spec.data.cache_rate:.0%} cached per trial"
-    )
-    n_params = check_network(spec.model, data.in_channels, data.num_classes,
-                             tuple(spec.data.patch_size or spec.data.spatial_size))  # what the network sees in training
+def trial_memory(spec: LRStudySpec) -> tuple[int, str]:
+    """``(bytes, device)`` one trial may use: its share of a GPU (``resources.gpus_per_trial``), or half this
+    machine's memory split between the trials that run at once on it."""
+    r = spec.resources
+    if r.gpus_per_trial > 0:
+        return memory_budget("cuda", share=r.gpus_per_trial), "cuda"
+    slots = max(1, int((os.cpu_count() or 1) // max(1, r.cpus_per_trial)))
+    concurrent = min(len(spec.methods) * len(spec.seeds), slots, r.max_concurrent or slots)
+    return memory_budget("cpu", concurrent=concurrent), "cpu"
+
+
+def plan_study(spec: LRStudySpec, session_dir: Path | None = None) -> tuple[LRStudySpec, Any]:
+    """Fill what the spec leaves to the plan: for a Decathlon task with ``data.plan: auto``, fingerprint it (or
+    reuse ``session_dir``'s ``fingerprint.json``) and set spacing, patch size, batch size and the network from
+    :func:`~medtune.trainables.plan.plan_for`, printing the plan's table; otherwise (the phantom, ``plan: off``)
+    the fixed defaults (``train.batch_size`` 4, ``model.channels`` (8, 16, 32), ``model.strides`` (2, 2)).
+
+    Returns:
+        The spec with every planned value set, and ``(headers, fingerprint, plan)`` (None without a plan).
+    """
+    planned = None
+    if spec.data.source == "decathlon" and spec.data.plan == "auto":
+        headers, fp = fingerprint_decathlon(spec.data.path, read_fingerprint(session_dir))
+        memory, device = trial_memory(spec)
+        plan = plan_for(fp, memory, device, model=spec.model, cfg=spec.data, batch_size=spec.train.batch_size,
+                        indices=planning_indices(len(fp.cases), spec.data))
+        data, model = apply_plan(plan, spec.data, spec.model)
+        spec = replace(spec, data=data, model=model, train=replace(spec.train, batch_size=plan.batch_size))
+        for line in plan.table():
+            log(line)
+        planned = (headers, fp, plan)
+    model = spec.model
+    if model.channels is None:
+        model = replace(model, channels=DEFAULT_CHANNELS, strides=DEFAULT_STRIDES)
+    train = spec.train if spec.train.batch_size is not None else replace(spec.train, batch_size=DEFAULT_BATCH_SIZE)
+    return replace(spec, model=model, train=train), planned
+
+
+def prepare_study(spec: LRStudySpec, session_dir: Path | None = None) -> tuple[LRStudySpec, Any, Any]:
+    """Check the study's data in the driver, before Ray starts, plan it (:func:`plan_study`) and build the network
+    once on it (``in_channels`` from the data's modalities, ``out_channels`` from its classes, on the training
+    patch or volume).
+
+    Returns:
+        ``(spec, data, planned)``: the spec with its planned values, the split as MONAI data lists
+        (:func:`~medtune.trainables.data.split_datalists`: a Decathlon task travels to the trials as file paths,
+        and each trial caches its volumes itself) and what :func:`plan_study` returns beside the spec."""
+
+    spec, planned = plan_study(spec, session_dir)
+    data = split_datalists(spec.data, headers=planned[0] if planned else None)
+    cache = {"memory": f"{spec.data.cache_rate:.0%} cached in memory per trial", "disk": "cached on disk",
+             "none": "not cached"}[spec.data.cache]
+    if data.native:
+        sizes = "their own sizes (nothing cropped; data.spatial_size is the phantom's)"
+    else:
+        sizes = str(tuple(data.spatial_size))
+    log(f"data: {spec.data.source} - {len(data.train)} training, {len(data.val)} validation and "
+        f"{len(data.test)} test volumes of {sizes} with {data.in_channels} channel(s), {cache}")
+    patch = spec.data.patch_size
+    n_params = check_network(spec.model, data.in_channels, data.num_classes, tuple(patch or spec.data.spatial_size),
+                             what="data.patch_size" if patch else "data.spatial_size")  # what it sees in training
     log(f"model: {spec.model.name} with {n_params:,} parameters")
-    return data
+    return spec, data, planned
+
+
+def record_plan(session_dir: Path, data: Any, planned: Any) -> None:
+    """Write the plan into the session folder (``fingerprint.json``, kept for a resume, and ``plan.json``; an
+    existing ``plan.json``, a resumed session's, is kept) and point a disk cache at ``session_dir/cache``."""
+
+    if data.cache == "disk":
+        data.cache_dir = str(session_dir / "cache" / str(data.key))
+    if planned is not None and not (session_dir / PLAN_FILE).is_file():
+        write_plan(session_dir, planned[1], planned[2])
+
+
+class _WithPlan:
+    """A report whose files include the session's ``plan.json`` (so the summary run logs it)."""
+
+    def __init__(self, report: Any, plan: Path):
+        self._report, self._plan = report, plan
+
+    def write(self, folder: Any) -> list:
+        return [*self._report.write(folder), self._plan]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._report, name)
+
+
+def with_plan(report: Any, session_dir: Path) -> Any:
+    """``report``, with the session's ``plan.json`` among its files when the session has one (a planned task)."""
+    plan = session_dir / PLAN_FILE
+    return _WithPlan(report, plan) if plan.is_file() else report
 
 
 def _trainable(spec: LRStudySpec, data: Any):
@@ -176,8 +263,8 @@ def _trainable(spec: LRStudySpec, data: Any):
 
 def task_key(spec: LRStudySpec) -> str:
     """Curves are comparable (for the episodic memory) when data, model and batch size are the same
-    (``data.cache_rate`` changes memory and speed, not the curves, so it is left out)."""
-    data = {k: v for k, v in to_dict(spec.data).items() if k != "cache_rate"}
+    (``data.cache_rate`` and ``data.cache`` change memory and speed, not the curves, so they are left out)."""
+    data = {k: v for k, v in to_dict(spec.data).items() if k not in ("cache_rate", "cache")}
     key = json.dumps([data, to_dict(spec.model), spec.train.batch_size], sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
@@ -188,24 +275,29 @@ KEEP_CHECKPOINTS = 6
 
 
 def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = KEEP_CHECKPOINTS,
-                progress: tuple[str, int] = ("", 0)):
+                progress: tuple[str, int] = ("", 0), fail_fast: FailFast | None = None):
     from ray import tune
 
+    from medtune.cluster.fail_fast import FailFast
     from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.tracking import MLflowTracker
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder
 
     session = info["session"]
+    fail_fast = fail_fast or FailFast()  # an error every trial would repeat stops them all at once
     return tune.RunConfig(
         name=name,
         storage_path=str(storage),
         callbacks=[
             MLflowTracker(info["tracking_uri"], info["experiment_id"], session,
-                          backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE)),
+                          backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE),
+                          stop_note=fail_fast.stop_note),
             EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session),
             ProgressLog(progress[0] or spec.name, progress[1] or None, "dice"),
+            fail_fast,  # after ProgressLog: the trial's error is said before the stop
             *trial_files(),
         ],
+        stop=fail_fast.stopper(),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         # KEEP_CHECKPOINTS, or for a legacy session's PBT Tuner (no copier-first restarts there) one perturbation
         # interval more: a copier there may start up to an interval after the donor's clone was taken.
@@ -233,9 +325,11 @@ def qlearning_scheduler(spec: LRStudySpec, session_dir: Path, mailbox: str):
 STUDY_TUNERS, LEGACY_TUNERS = ("study",), ("main", "pbt")
 
 
-def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
+def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any,
+                fail_fast: FailFast | None = None):
     """The study's Tuner of ``kind`` (see ``STUDY_TUNERS``): ``study``, every method in one Tuner under
-    :class:`~medtune.searchers.study_scheduler.StudyScheduler`; ``main`` / ``pbt``, a legacy session's two."""
+    :class:`~medtune.searchers.study_scheduler.StudyScheduler`; ``main`` / ``pbt``, a legacy session's two.
+    ``fail_fast`` tells after ``fit`` whether an error every trial would repeat stopped the Tuner."""
     from ray import tune
 
     from medtune.searchers.pbt import make_pbt
@@ -283,7 +377,7 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         tune_config=tune_config,
         run_config=_run_config(spec, name, storage, info, keep,
                                progress=(spec.name + (" (pbt)" if kind == "pbt" else ""),
-                                         len(methods) * len(spec.seeds) * spec.train.epochs)),
+                                         len(methods) * len(spec.seeds) * spec.train.epochs), fail_fast=fail_fast),
     )
 
 
@@ -321,7 +415,8 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results,
     notes = [f"final Q-table ({qtable['table']['updates']} updates): {session_dir / 'qtable.json'}"] if qtable else []
     return finish_session(
         session_dir, info, results, _unfinished(spec, results),
-        lambda: (wrap or (lambda r: r))(build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable)),
+        lambda: with_plan((wrap or (lambda r: r))(
+            build_report(info["tracking_uri"], spec.name, info["session"], qtable=qtable)), session_dir),
         notes,
     )
 
@@ -347,11 +442,14 @@ def run_lr_study(
 
     Raises:
         InputError: bad data or an unusable tracking store, before any trial starts.
+        InputError: also a trial's, at its first epoch (:mod:`medtune.cluster.fail_fast`): every trial is
+            stopped then; another error every trial would repeat stops them too, logs its line and returns 1.
     """
     if spec.tuning is not None:
         return tune_lr_study(spec, output, tracking_uri, address, origin)
-    data = prepare_data(spec)  # validates the data before anything starts
+    spec, data, planned = prepare_study(spec)  # validates and plans the data before anything starts
     session_dir, info = create_session(spec, output, tracking_uri, origin, lambda d: lr_session_keys(spec, d))
+    record_plan(session_dir, data, planned)
     init_ray(address)
     check_resources(spec.resources, remote=is_remote(address))
     return run_in_session(spec, session_dir, info, data)
@@ -369,9 +467,18 @@ def run_in_session(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], d
         f"{spec.train.epochs} epochs each")
     if "pbt" in spec.methods:
         log(f"PBT population of {len(spec.seeds)} (one member per seed) beside the other methods, in the same Tuner")
+    from medtune.cluster.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
+
     results = []
     for kind in tuner_kinds(spec, info):
-        results.extend(build_tuner(kind, spec, session_dir, info, data).fit())
+        fail_fast = FailFast()
+        results.extend(build_tuner(kind, spec, session_dir, info, data, fail_fast).fit())
+        stopped = fail_fast.error()  # every trial would have failed the same way: that line, no report
+        if isinstance(stopped, InputError):
+            raise stopped
+        if stopped is not None:
+            log(str(stopped))
+            return 1
         if _unfinished(spec, results):
             break  # interrupted: the next Tuner starts on `medtune resume`
     return _finish(spec, session_dir, info, results, wrap)
@@ -395,8 +502,9 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
     if not searched(spec):
         raise InputError(f"tuning: none of the methods {', '.join(spec.methods)} has a search space; add one of "
                          f"{', '.join(SPACES)}")
-    data = prepare_data(spec)
+    spec, data, planned = prepare_study(spec)
     session_dir, info = create_session(spec, output, tracking_uri, origin, lambda d: lr_session_keys(spec, d))
+    record_plan(session_dir, data, planned)
     t = spec.tuning
     log(f"tuning {len(searched(spec))} methods with the same budget: {t.trials} {t.searcher} trials x "
         f"{search_epochs(spec)} epochs each (ASHA {'on' if t.asha else 'off'}, search seed {t.search_seed}); "
@@ -432,15 +540,16 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
 
 
 def log_session_summary(session_dir: str | os.PathLike) -> None:
-    """(Re)build a finished session's report from MLflow and log its summary run (after ``report --sync``)."""
-    from medtune.dashboards.report import build_report, log_summary
+    """(Re)build a finished session's report from MLflow, with its final Q-table, and log its summary run
+    (``medtune report --sync``)."""
+    from medtune.dashboards.report import build_report as build  # matplotlib: only when a report is made
 
     session_dir = Path(session_dir).expanduser().resolve()
-    info = read_session(session_dir, LR_SESSION_KEYS)
+    read_session(session_dir, LR_SESSION_KEYS)
     qpath = session_dir / "qtable.json"
     qtable = json.loads(qpath.read_text()) if qpath.is_file() else None
-    report = build_report(info["tracking_uri"], info["spec"]["name"], info["session"], qtable=qtable)
-    log_summary(info["tracking_uri"], report, session_dir / "report")
+    session_summary(session_dir, lambda uri, experiment, session: with_plan(
+        build(uri, experiment, session, qtable=qtable), session_dir))
 
 
 def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) -> int:
@@ -453,7 +562,8 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     prepare_tracking(info["tracking_uri"])
     if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec, info)):
         raise InputError(f"{str(session_dir)!r} holds no Tune experiment state to resume; start it again with medtune run")
-    data = prepare_data(spec)
+    _, data, planned = prepare_study(spec, session_dir)  # the spec holds the session's planned values already
+    record_plan(session_dir, data, planned)
     journal = session_dir / JOURNAL_FILE
     if journal.exists():
         log(f"resuming with the Q-learning journal {journal}")

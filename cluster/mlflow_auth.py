@@ -45,6 +45,7 @@ AUTH_DB = "mlflow-auth.db"
 CREDENTIALS = "mlflow-credentials"
 USER_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+GRANT = "EDIT"  # the trials user's permission on every experiment
 
 _CONFIG = """\
 # MLflow basic-auth config written by `medtune cluster up` (keep it mode 0600: it holds the admin password).
@@ -135,7 +136,11 @@ def _login(credentials: dict[str, str]) -> Iterator[None]:
 
 def setup_trials_user(url: str, config: Path, credentials: Path) -> None:
     """As MLflow's admin: create the trials user (or set its password to the one in ``credentials``, which is how a
-    deleted credentials file becomes a new password) and grant it EDIT on every experiment."""
+    deleted credentials file becomes a new password) and grant it EDIT on every experiment.
+
+    Idempotent: every ``cluster up`` on a state folder whose user store already holds the user and its grant
+    (an earlier ``up``) leaves them as they are; a grant changed by hand is set back to EDIT.
+    """
     import warnings
 
     from mlflow.exceptions import RestException
@@ -155,4 +160,11 @@ def setup_trials_user(url: str, config: Path, credentials: Path) -> None:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             client.update_user_password(user, password)
-        client.grant_user_permission(user, "experiment", "*", "EDIT")
+        try:
+            client.grant_user_permission(user, "experiment", "*", GRANT)
+        except RestException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            if client.get_user_permission(user, "experiment", "*").permission != GRANT:
+                client.revoke_user_permission(user, "experiment", "*")
+                client.grant_user_permission(user, "experiment", "*", GRANT)

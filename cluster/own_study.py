@@ -11,6 +11,7 @@ my-spec.yaml`` run the same comparison as the Python call::
     methods: [fixed, cosine, greedy, qlearning, pbt]
     seeds: [0, 1, 2]
     epochs: 30
+    checkpoint_every: 5                      # a trial's checkpoint every 5 epochs (and its last)
     params: {width: 16}                      # extra config keys the function reads
     smoke: {epochs: 3, seeds: [0]}
 
@@ -34,12 +35,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from medtune.cluster.console import ray_logging_level, verbose
-from medtune.cluster.session import log, show
+from medtune.cluster.session import log, read_session, show
+from medtune.cluster.session import log_session_summary as session_summary
 from medtune.cluster.spec import ResourcesConfig, check_storage
-from medtune.errors import InputError
+from medtune.errors import InputError, TrialsFailedError
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig
 from medtune.searchers.search_spaces import TuningConfig
+from medtune.trainables.lr_control import CHECKPOINT_EVERY
 
 STUDY = "own"
 
@@ -109,6 +112,7 @@ class OwnTrainingSpec:
     pbt: PBTConfig = field(default_factory=PBTConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 0
+    checkpoint_every: int = CHECKPOINT_EVERY  # epochs between a trial's checkpoints (compare's checkpoint_every)
     storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
     smoke: dict[str, Any] = field(default_factory=dict)
     tuning: TuningConfig | None = None  # set: the equal-budget protocol (medtune.compare(..., tune=...))
@@ -136,7 +140,7 @@ class OwnTrainingSpec:
                     qlearning=self.qlearning, warm_start=self.warm_start, pbt=self.pbt,
                     cpus_per_trial=r.cpus_per_trial, gpus_per_trial=r.gpus_per_trial,
                     max_concurrent=r.max_concurrent, max_failures=self.max_failures,
-                    qlearning_seed=self.qlearning_seed)
+                    qlearning_seed=self.qlearning_seed, checkpoint_every=self.checkpoint_every)
 
 
 def _init_ray(address: str | None, code: str) -> bool:
@@ -178,6 +182,9 @@ def run(spec: OwnTrainingSpec, output: str | os.PathLike, tracking_uri: str | No
     try:
         result = compare(fn, **spec.compare_kwargs(), output=output, tracking_uri=tracking_uri, address=address,
                          storage=spec.storage, tune=spec.tuning)
+    except TrialsFailedError as exc:  # every trial failed (or was stopped): that line, no table
+        log(str(exc))
+        return 1
     finally:
         if started:
             ray.shutdown()
@@ -204,12 +211,17 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
 
 
 def log_session_summary(session_dir: str | os.PathLike) -> None:
-    from medtune.dashboards.summary import log_summary
+    """(Re)build a finished session's comparison as :func:`medtune.compare` built it (the spec's metric, mode,
+    loss metric and target, the final Q-table) and log its summary run (``medtune report --sync``)."""
+    from medtune.dashboards.metric_report import build_metric_report  # pandas and plotly: only when a report is made
 
     session_dir = Path(session_dir).expanduser().resolve()
-    info = json.loads((session_dir / "medtune.json").read_text())
-    report = build_report(info["tracking_uri"], info["spec"]["name"], info["session"])
-    log_summary(info["tracking_uri"], report, session_dir / "report")
+    spec = read_session(session_dir)["spec"]
+    qpath = session_dir / "qtable.json"
+    qtable = json.loads(qpath.read_text()) if qpath.is_file() else None
+    session_summary(session_dir, lambda uri, experiment, session: build_metric_report(
+        uri, experiment, session, spec.get("metric", "dice"), spec.get("mode", "max"), spec.get("loss_metric"),
+        spec.get("target"), qtable))
 
 
 SPEC = OwnTrainingSpec

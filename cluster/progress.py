@@ -3,8 +3,10 @@
 :class:`ProgressLog` is a Tune callback. At the start it says how many trial-epochs the Tuner will run; then,
 at most every ``every_s`` seconds, one line with the epochs done, the trials running, finished and failed, an
 estimate of the time left, and each running trial's method, seed, epoch, metric and LR; and one line when a
-trial finishes or fails. The estimate is the elapsed time per epoch done so far times the epochs left, so it
-is rough while few epochs are done and while trials of unequal cost run side by side.
+trial finishes or fails. The estimate of the time left is the epochs left at the rate measured since the first
+result (each trial's first epoch, which pays for starting workers and imports, is not counted), so it is
+rough while trials of unequal cost run side by side; until :data:`ESTIMATE_AFTER` trial-epochs are measured
+that way the line says "estimating" rather than a guess from the start-up alone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback, TBXLoggerCallback
 
+from medtune.cluster.fail_fast import error_path, error_text, one_line
+
 log = logging.getLogger(__name__)
+
+ESTIMATE_AFTER = 3  # trial-epochs measured (past each trial's first) before the time left is estimated
 
 
 def _duration(seconds: float) -> str:
@@ -62,7 +68,8 @@ class ProgressLog(Callback):
         self.done: dict[str, int] = {}  # trial id -> epochs it has finished
         self.finished: set[str] = set()
         self.failed: set[str] = set()
-        self.started = self.last_line = None
+        self.first: dict[str, int] = {}  # trial id -> the epoch of its first result in this run
+        self.started = self.last_line = self.first_result_at = None
 
     def setup(self, **info: Any) -> None:
         self.started = time.monotonic()
@@ -78,9 +85,12 @@ class ProgressLog(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         epoch = result.get(self.epoch_key, result.get("training_iteration", 0))
         self.done[trial.trial_id] = max(self.done.get(trial.trial_id, 0), int(epoch or 0))
+        self.first.setdefault(trial.trial_id, int(epoch or 0))
         self.latest[trial.trial_id] = {"epoch": epoch, "metric": result.get(self.metric), "lr": result.get("lr"),
                                        "label": self.label(trial)}
         now = time.monotonic()
+        if self.first_result_at is None:
+            self.first_result_at = now
         if self.last_line is None or now - self.last_line >= self.every_s:
             self.last_line = now
             log.info("%s", self.line(trials, now))
@@ -91,9 +101,10 @@ class ProgressLog(Callback):
         running = [t for t in trials if getattr(t, "status", "") == "RUNNING"]
         if self.total:
             done = min(done, self.total)
-            left = elapsed / done * (self.total - done) if done else float("inf")
+            left = self.left(done, now)
             head = f"{self.name}: {done}/{self.total} trial-epochs ({done / self.total:.0%}), "
-            tail = f"{_duration(elapsed)} in, about {_duration(left)} left"
+            tail = f"{_duration(elapsed)} in, " + ("estimating the time left" if left is None else
+                                                   f"about {_duration(left)} left")
         else:
             head, tail = f"{self.name}: {done} trial-epochs, ", f"{_duration(elapsed)} in"
         head += (f"{len(running)} running, {len(self.finished)} finished, {len(self.failed)} failed; " + tail)
@@ -105,6 +116,14 @@ class ProgressLog(Callback):
                 shown.append(text + (f" lr {_number(r['lr'])}" if r["lr"] is not None else ""))
         return head + ("" if not shown else " | " + " | ".join(shown))
 
+    def left(self, done: int, now: float) -> float | None:
+        """Seconds left at the rate since the first result, or None while fewer than ``ESTIMATE_AFTER``
+        trial-epochs (past each trial's first) have been measured."""
+        measured = sum(self.done[t] - self.first.get(t, 0) for t in self.done)
+        if self.total is None or self.first_result_at is None or measured < ESTIMATE_AFTER:
+            return None
+        return (now - self.first_result_at) / measured * max(0, self.total - done)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished.add(trial.trial_id)
         r = self.latest.get(trial.trial_id, {})
@@ -114,8 +133,12 @@ class ProgressLog(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed.add(trial.trial_id)
-        log.warning("%s: trial %s failed (its error is in the session folder, %s)", self.name, self.label(trial),
-                    getattr(trial, "path", None) or "under the Tuner's folder")
+        log.warning("%s: trial %s failed: %s; the full traceback is in %s", self.name, self.label(trial),
+                    one_line(error_text(trial)), error_path(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.warning("%s: trial %s failed and restarts from its last checkpoint: %s; the full traceback is in %s",
+                    self.name, self.label(trial), one_line(error_text(trial)), error_path(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         now = time.monotonic()

@@ -402,7 +402,6 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     write_state(state_dir, state)  # recorded before anything else can fail, so `down` can clean up
 
     log(f"starting the MLflow server on {cfg.host}:{cfg.mlflow_port} ...")
-    mlflow_log = open(state_dir / "mlflow.log", "ab")
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
@@ -411,11 +410,12 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     ]
     if auth_config:
         command += ["--app-name", "basic-auth"]
-    server = subprocess.Popen(
-        command, stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True,
-        env=mlflow_auth.server_env(auth_config) if auth_config else os.environ.copy(),
-        preexec_fn=lambda: os.umask(0o077),  # its stores (the user store with password hashes) private too
-    )
+    with open(state_dir / "mlflow.log", "ab") as mlflow_log:  # the server writes to its own copy of the file
+        server = subprocess.Popen(
+            command, stdout=mlflow_log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=mlflow_auth.server_env(auth_config) if auth_config else os.environ.copy(),
+            preexec_fn=lambda: os.umask(0o077),  # its stores (the user store with password hashes) private too
+        )
     import psutil
 
     state["processes"].append({"pid": server.pid, "create_time": psutil.Process(server.pid).create_time()})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,38 @@ def show(text: str) -> None:
     _log.info("\n%s\n", text, extra={"plain": True})
 
 
+_sigterm_handler: Any = None  # see keep_sigterm_handler
+
+
+def keep_sigterm_handler(handler: Any) -> None:
+    """Have :func:`init_ray` put ``handler`` back as this process's SIGTERM handler once Ray runs (``ray.init``
+    installs one of Ray's own, which aborts the driver with a stack dump); None: leave Ray's. The ``medtune``
+    command keeps its own, which stops a run as Ctrl-C does."""
+    global _sigterm_handler
+    _sigterm_handler = handler
+
+
+def _restore_sigterm_handler() -> None:
+    if _sigterm_handler is not None:  # always: Ray's C++ handler is invisible to signal.getsignal
+        try:
+            signal.signal(signal.SIGTERM, _sigterm_handler)
+        except ValueError:  # not the main thread
+            pass
+
+
 def init_ray(address: str | None) -> None:
     """Connect to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; bad addresses are one line (exit 2)."""
-    import ray
-
     # Tune warns when a trial checkpoints every epoch with num_to_keep set; locally the snapshot costs ~10 ms.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    try:
+        _init_ray(address)
+    finally:
+        _restore_sigterm_handler()
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -287,10 +314,18 @@ def finish_session(
     Returns:
         The exit status: 0, 1 (failed trials, or MLflow down at the end: the records wait in the backlog),
         130 (interrupted: the table is partial and ``medtune resume`` continues).
+
+    Raises:
+        TrialsFailedError: every trial failed (no table; the CLI prints the line and exits 1).
     """
     from medtune.dashboards.summary import log_summary
 
+    from medtune.cluster.fail_fast import all_failed_error  # imports Ray Tune: only once a study has run
+
     errors = [r for r in results if r.error is not None]
+    all_failed = all_failed_error(results)
+    if all_failed is not None:  # nothing was measured: one line naming the first error, never a table of failures
+        raise all_failed
     try:
         report = build()
     except Exception as exc:  # the tracking server is down at the very end: the runs are safe in the backlog

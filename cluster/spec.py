@@ -42,6 +42,17 @@ def check_seeds_and_methods(seeds: tuple[int, ...], methods: tuple[str, ...], kn
         raise ValueError(f"methods={list(methods)!r} has duplicates; list each method once")
 
 
+def check_trainable_study(data: dict[str, Any]) -> None:
+    """A spec naming ``trainable:`` is its own study (``own``): one line when it also names another ``study:``."""
+    study = data.get("study")
+    if "trainable" in data and study is not None and study != "own":
+        raise SpecError(
+            f"trainable={data['trainable']!r} names your own training function, which is a study of its own: a spec "
+            f"with trainable: needs no study: (it is study: own), so remove study: {study!r}; or remove trainable: "
+            f"to run the built-in {study!r} study"
+        )
+
+
 def check_storage(storage: str | None) -> None:
     """A spec's ``storage:`` must name a folder path or a ``file://`` URI (written to only when the run starts)."""
     if storage is not None:

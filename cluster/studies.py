@@ -21,9 +21,10 @@ from types import ModuleType
 from typing import Any, Callable
 
 from medtune.cluster import al_study, apga_study, lr_study, own_study, paser_study
+from medtune.cluster.console import quiet_api
 from medtune.cluster.session import log, read_session
 from medtune.cluster.storage import check_writable, find_session, resolve_storage, storage_path
-from medtune.cluster.spec import SpecError, apply_override, parse_set, read_spec_file
+from medtune.cluster.spec import SpecError, apply_override, check_trainable_study, parse_set, read_spec_file
 from medtune.config import from_dict
 from medtune.dashboards.runs import mlflow_client, session_runs, study_of
 from medtune.dashboards.views import View, run_status
@@ -66,9 +67,16 @@ def get_study(name: object) -> Study:
     return STUDIES[name]  # type: ignore[index]
 
 
+# Names that sessions written by earlier versions carry for a registered study: ``medtune.compare`` stored
+# ``study: compare`` before its sessions were named for the own-training study that owns them.
+FORMER_NAMES: dict[str, str] = {"compare": "own"}
+
+
 def session_study(info: dict[str, Any]) -> Study:
-    """The study a session's ``medtune.json`` belongs to."""
-    return get_study(info["spec"].get("study", "lr"))
+    """The study a session's ``medtune.json`` belongs to (an earlier version's name, :data:`FORMER_NAMES`,
+    included)."""
+    name = info["spec"].get("study", "lr")
+    return get_study(FORMER_NAMES.get(name, name))
 
 
 def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> Any:
@@ -87,6 +95,8 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
     """
     data, _source = read_spec_file(spec)
     data = copy.deepcopy(data)
+    if "tasks" in data:
+        raise SpecError(f"spec {_source} is a suite (it lists tasks); run it with: medtune suite {spec}")
     if smoke:
         smoke_overrides = data.get("smoke") or {}
         if not isinstance(smoke_overrides, dict):
@@ -102,18 +112,22 @@ def load_spec(spec: str, smoke: bool = False, overrides: list[str] | tuple[str, 
             data[section][key] = str(Path(value).expanduser().resolve())
     if isinstance(data.get("storage"), str) and data["storage"] and "://" not in data["storage"]:
         data["storage"] = str(Path(data["storage"]).expanduser().resolve())
+    check_trainable_study(data)
     try:
-        # A spec naming its own `trainable:` is the own-training study unless it says otherwise.
+        # A spec naming its own `trainable:` is the own-training study.
         return from_dict(get_study(data.get("study", "own" if "trainable" in data else "lr")).spec, data)
     except InputError as exc:
         raise SpecError(str(exc)) from None
 
 
+@quiet_api
 def run(spec: Any, output: str | os.PathLike = "medtune-runs", tracking_uri: str | None = None,
-        address: str | None = None, origin: dict[str, Any] | None = None, storage: str | None = None) -> int:
+        address: str | None = None, origin: dict[str, Any] | None = None, storage: str | None = None,
+        verbose: bool = False) -> int:
     """Run a loaded spec (see :func:`load_spec`) as one tracked session; returns the exit status (0 success,
     1 failed trials, 130 interrupted). The session folder lives under ``storage`` (overriding the spec's
-    ``storage:``), else under ``output``, which always holds the default MLflow store.
+    ``storage:``), else under ``output``, which always holds the default MLflow store. It prints what
+    ``medtune run`` prints; ``verbose``: also Ray's, Tune's and MLflow's own output.
 
     Raises:
         InputError: the storage cannot be written (checked before anything starts), or any bad input.
@@ -148,10 +162,11 @@ def locate_session(session: str | os.PathLike | None = None, storage: str | None
     return find_session(root, name, storage)
 
 
+@quiet_api
 def resume(session_dir: str | os.PathLike | None = None, address: str | None = None,
-           storage: str | None = None) -> int:
+           storage: str | None = None, verbose: bool = False) -> int:
     """Finish an interrupted session from its folder (the one ``run`` printed), or from the storage alone
-    (see :func:`locate_session`); returns the exit status."""
+    (see :func:`locate_session`); returns the exit status. ``verbose`` as in :func:`run`."""
     session_dir = locate_session(session_dir, storage)
     info = read_session(session_dir)
     if storage is not None:

@@ -21,16 +21,17 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune import Callback
 
-from medtune.tags import TAG_KIND, TAG_SESSION, TAG_TRIAL
+from medtune.errors import error_line
+from medtune.tags import EXPLOITS_KEY, TAG_ERROR, TAG_KIND, TAG_SESSION, TAG_TRIAL
 
 log = logging.getLogger(__name__)
 
 METRICS = ("epoch", "dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
-PRIVATE_KEYS = ("mailbox", "threads", "task")
+PRIVATE_KEYS = ("mailbox", "threads", "task", EXPLOITS_KEY)  # the exploits are a metric, not a param
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit on the metrics of one log_batch request
 GATHER_S = 0.5  # while results keep coming, the sender sends at most this often (fewer, larger requests)
 
@@ -40,6 +41,24 @@ def own_keys(result: dict[str, Any]) -> list[str]:
     from medtune.searchers.qlearning_scheduler import reported_keys
 
     return [k for k in reported_keys(result) if k != "node_id" and not isinstance(result[k], bool)]
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, str]:
+    """A trial's MLflow params: its flattened config, with only its own method's ``tuned.*`` settings (a tuned
+    session's config holds every method's)."""
+    own = f"tuned.{config.get('method')}."
+    return {k: str(v) for k, v in flatten(config).items() if not k.startswith("tuned.") or k.startswith(own)}
+
+
+def trial_error(trial: Any) -> str:
+    """The one line of a failed Tune trial's latest error (read from its ``error.txt``), or ``""``."""
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text() if path else ""
+    except OSError:
+        return ""
+    last = text.rsplit("Failure # ", 1)[-1]  # the file appends one section per failure
+    return error_line(last.split("\n", 1)[1] if "\n" in last else last)[:500] if last.strip() else ""
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -88,6 +107,8 @@ class MLflowTracker(Callback):
             reported (Tune's own keys, ``config/...`` and the ``lr_control`` marker left out).
         artifacts: result keys whose (string) value is logged as a text artifact of the trial's run,
             ``{result_key: file_name}``; e.g. the APGA study's mask examples at the last epoch.
+        stop_note: ``() -> str | None``: once it says something (the run was stopped, :mod:`medtune.cluster.fail_fast`),
+            every trial that ends after is logged ``KILLED`` with that text as its ``medtune.error``, never as finished.
         tags: more tags of every run it creates (they may replace ``medtune.kind``: the search trials of
             ``medtune tune`` are ``medtune.kind = search``, nested by ``mlflow.parentRunId``).
     """
@@ -101,7 +122,9 @@ class MLflowTracker(Callback):
         metrics: tuple[str, ...] | None = METRICS,
         artifacts: dict[str, str] | None = None,
         tags: dict[str, str] | None = None,
+        stop_note: Callable[[], str | None] | None = None,
     ):
+        self.stop_note = stop_note
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.session = session
@@ -115,6 +138,7 @@ class MLflowTracker(Callback):
         self._client = None
         self._runs: dict[str, str] = {}
         self._last_epoch: dict[str, int] = {}
+        self._open: set[str] = set()  # trials started in this process whose run has not been ended
         self._queue: list[dict[str, Any]] = []
         self._stored: dict[str, int] = {}
         self._outage = False
@@ -130,13 +154,15 @@ class MLflowTracker(Callback):
         self._stopping = threading.Event()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k in ("tracking_uri", "experiment_id", "session", "backlog", "metrics", "artifacts",
-                                                       "tags")}
+        return {k: v for k, v in self.__dict__.items()
+                if k in ("tracking_uri", "experiment_id", "session", "backlog", "metrics", "artifacts", "tags",
+                         "stop_note")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("artifacts", {})
         self.__dict__.setdefault("tags", {})
+        self.__dict__.setdefault("stop_note", None)  # a session saved before the run could be stopped
         self._reset()
 
     @property
@@ -414,10 +440,11 @@ class MLflowTracker(Callback):
         with self._lock:
             self._load_backlog()
         config = trial.config
+        self._open.add(trial.trial_id)
         self._push({
             "op": "start", "trial": trial.trial_id,
             "name": f"{config.get('method', 'trial')}-seed{config.get('seed', '?')}",
-            "params": {k: str(v) for k, v in flatten(config).items()},
+            "params": trial_params(config),
         })
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -426,6 +453,8 @@ class MLflowTracker(Callback):
             return  # already stored or queued (a restarted trial re-reporting)
         keys = self.metrics if self.metrics is not None else own_keys(result)
         values = {k: result[k] for k in keys if isinstance(result.get(k), (int, float))}
+        if EXPLOITS_KEY in (trial.config or {}):  # a PBT member that has exploited (MemberPBT counts them)
+            values[EXPLOITS_KEY] = float(trial.config[EXPLOITS_KEY])
         self._last_epoch[trial.trial_id] = epoch
         self._push({"op": "metrics", "trial": trial.trial_id, "step": epoch, "ts": int(time.time() * 1000),
                     "values": values})
@@ -435,13 +464,35 @@ class MLflowTracker(Callback):
         if result.get("diverged"):
             self._push({"op": "tag", "trial": trial.trial_id, "key": "medtune.diverged", "value": "true"})
 
+    def _stopped(self) -> str | None:
+        return self.stop_note() if self.stop_note is not None else None
+
+    def _kill(self, trial_id: str, note: str) -> None:
+        """End a trial the stopped run left unfinished: ``KILLED``, with why, so it is never shown as measured."""
+        self._open.discard(trial_id)
+        self._push({"op": "tag", "trial": trial_id, "key": TAG_ERROR, "value": note})
+        self._push({"op": "end", "trial": trial_id, "status": "KILLED"})
+
     def on_trial_complete(self, iteration, trials, trial, **info):
+        note = self._stopped()
+        if note:  # the whole run was stopped (fail-fast): this trial did not finish
+            self._kill(trial.trial_id, note)
+            return
+        self._open.discard(trial.trial_id)
         self._push({"op": "end", "trial": trial.trial_id, "status": "FINISHED"})
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._open.discard(trial.trial_id)
+        error = trial_error(trial)
+        if error:  # what `medtune report` says of the failure, from MLflow alone
+            self._push({"op": "tag", "trial": trial.trial_id, "key": TAG_ERROR, "value": error})
         self._push({"op": "end", "trial": trial.trial_id, "status": "FAILED"})
 
     def on_experiment_end(self, trials, **info):
+        note = self._stopped()
+        if note:  # trials the stop ended without a callback of their own (Tune's stop-all)
+            for trial_id in sorted(self._open):
+                self._kill(trial_id, note)
         self._stop_sender()
         if self.flush(force=True):
             log.warning(f"{self.pending} MLflow records could not be delivered; they are kept in "

@@ -280,7 +280,8 @@ def search_compare(spec: Any, tuning: Any, bounds: dict[str, tuple[Bound, ...]],
     epochs = tuning.epochs or spec.epochs
     control = to_dict(LRControlConfig(epochs=epochs, min_lr=spec.min_lr, max_lr=spec.max_lr, metric=spec.metric,
                                       mode=spec.mode, loss_metric=spec.loss_metric, schedules=spec.schedules,
-                                      qlearning=spec.qlearning, mailbox=None, task=info["task"]))
+                                      qlearning=spec.qlearning, mailbox=None, task=info["task"],
+                                      checkpoint_every=spec.checkpoint_every))
     base = {**spec.params, "study": "own", "seed": tuning.search_seed, "search": True, CONFIG_KEY: control}
     if spec.lr is not None:
         base["lr"] = spec.lr

@@ -28,11 +28,11 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from medtune.dashboards.catalog import experiments, fingerprint
 from medtune.dashboards.html_report import STYLE
-from medtune.dashboards.views import Image, Plot, Table, Text, View
+from medtune.dashboards.views import Image, Links, Plot, Table, Text, View
 from medtune.errors import InputError
 
 PAGE_STYLE = STYLE + """
@@ -120,6 +120,9 @@ def components(view: View) -> list[Any]:
             body = [html.Img(id=f"image-{b.id}", src=src, alt=b.title)]
         elif isinstance(b, Text):
             body = [html.Pre(b.text, className="warning" if b.warning else "")]
+        elif isinstance(b, Links):  # another experiment of the same store: this page with ?experiment=NAME
+            body = [html.Ul([html.Li(html.A(label, href="?" + urlencode({"experiment": name})))
+                             for label, name in b.items], id=f"links-{b.id}")]
         else:
             raise TypeError(f"cannot render a {type(b).__name__}")
         out.append(html.Section([html.H2(b.title), *body], id=b.id))

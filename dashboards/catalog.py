@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from medtune.tags import TAG_KIND
+from medtune.tags import KIND_SUITE_TASK, TAG_KIND
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Entry:
     def label(self) -> str:
         if not self.trials:
             return f"{self.name} (no medtune trials)"
-        return f"{self.name} ({self.study}, {self.trials} trials)"
+        return f"{self.name} ({self.study}, {self.trials} {'tasks' if self.study == 'suite' else 'trials'})"
 
 
 def _client(tracking_uri: str):
@@ -40,6 +40,10 @@ def experiments(tracking_uri: str) -> list[Entry]:
     for exp in client.search_experiments():
         runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'trial'", max_results=5000)
         study = runs[0].data.params.get("study", "lr") if runs else ""
+        if not runs:  # a suite's experiment: its task runs stand for its trials
+            runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = '{KIND_SUITE_TASK}'",
+                                      max_results=5000)
+            study = "suite" if runs else ""
         last = max((r.info.end_time or r.info.start_time or 0 for r in runs), default=0)
         out.append(Entry(exp.name, study, len(runs), int(last)))
     return sorted(out, key=lambda e: (e.trials == 0, -e.last_activity, e.name))

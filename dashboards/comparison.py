@@ -7,8 +7,17 @@ against the best baseline on each criterion. Pure pandas/numpy: no Ray, no MLflo
 Input ``curves`` is a long DataFrame with one row per (trial, epoch) and columns ``run_id``, ``method``, ``seed``,
 ``epoch`` (1-based), ``dice`` (validation mean foreground Dice, NaN on the epoch a trial diverged), ``val_loss``,
 ``train_loss``, ``lr``, ``diverged`` (0/1) and optionally ``test_dice`` (held-out test Dice of the final model,
-present on the last epoch only). Only ``run_id``, ``method``, ``seed``, ``epoch``, ``dice``, ``diverged`` and
-``test_dice`` are read here.
+present on the last epoch only). Only ``run_id``, ``method``, ``seed``, ``epoch``, ``dice``, ``diverged``,
+``test_dice``, ``lr`` and ``pbt_exploits`` (a PBT member's exploits so far; absent: none) are read here.
+
+What each method did: a trial's *LR changes* are the epochs whose ``lr`` differs from the previous epoch's by more
+than :data:`LR_TOL` relatively (a per-batch schedule such as ``onecycle`` counts the epochs whose LR differs), and a
+``pbt`` member's *exploits* the times it copied another member. A method that is meant to move the LR (every
+learned one, :data:`LEARNED`, and every classic schedule but those of :data:`CONSTANT_LR`) and changed no trial's LR
+(``pbt``: that never exploited either) is *inactive*, for it trained exactly as ``fixed`` did (``step`` whose
+``step_size`` exceeds the epochs, say): the table marks it, :func:`activity_warnings` says what to set, and it gets
+no verdict and is never the strongest baseline. A method every trial of which failed has no numbers: the table marks it
+*failed* (``failures=`` of :func:`compare`), never a row of zeros.
 
 Any other metric works the same way (``metric=`` and ``mode=`` on every function; a researcher's own training
 compared by ``medtune.compare``): the curve column is named ``metric``, the held-out one ``test_<metric>``, and
@@ -27,6 +36,9 @@ import pandas as pd
 
 REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
 MODES = ("max", "min")
+LR_TOL = 1e-9  # relative: an epoch whose LR differs from the previous one's by more than this changed the LR
+FAILED, INACTIVE = "failed", "inactive"  # a method's ``status`` in the table ("" when it was measured and acted)
+EXPLOITS = "pbt_exploits"  # the per-epoch metric of a PBT member's exploits (medtune.tags.EXPLOITS_KEY)
 
 
 #: The schedules of paper 000's comparison, reduce-on-plateau, and the schedules and LR-free optimizers a
@@ -35,6 +47,9 @@ CLASSIC: tuple[str, ...] = ("fixed", "step", "exponential", "cosine", "plateau",
                             "schedulefree", "prodigy")
 #: The adaptive controllers each study judges against the strongest other method.
 LEARNED: tuple[str, ...] = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
+#: Methods whose LR is constant by design (a fixed LR; Schedule-Free AdamW, which needs no schedule): they act
+#: without changing the LR, so they are never *inactive*.
+CONSTANT_LR: tuple[str, ...] = ("fixed", "schedulefree")
 #: Methods whose trials share state, so their numbers depend on the order in which trials report, which the
 #: machine's timing decides: a rerun of the same spec and seeds can move them. Every other method is a function
 #: of its own seed and gives the same curve on a rerun, alone or beside other trials, at any concurrency.
@@ -58,7 +73,7 @@ def order_note(methods: list[str]) -> list[str]:
 def trial_columns(metric: str = "dice") -> list[str]:
     """Columns of :func:`trial_metrics` for ``metric``."""
     return ["run_id", "method", "seed", f"test_{metric}", f"final_{metric}", f"best_{metric}", "epochs_to_target",
-            "auc", "oscillation", "epochs", "diverged"]
+            "auc", "oscillation", "epochs", "diverged", "lr_changes", "exploits"]
 
 
 def table_columns(metric: str = "dice") -> list[str]:
@@ -66,7 +81,7 @@ def table_columns(metric: str = "dice") -> list[str]:
     m = metric
     return ["seeds", f"test_{m}_mean", f"test_{m}_std", f"final_{m}_mean", f"final_{m}_std", f"best_{m}_mean",
             f"best_{m}_std", "epochs_to_target_mean", "epochs_to_target_std", "reached_target", "auc_mean", "auc_std",
-            "oscillation_mean", "oscillation_std", "diverged"]
+            "oscillation_mean", "oscillation_std", "diverged", "lr_changes_mean", "exploits_mean", "failed", "status"]
 
 
 TRIAL_COLUMNS = trial_columns()
@@ -91,6 +106,16 @@ def _check_columns(curves: pd.DataFrame, metric: str = "dice") -> None:
             f"curves is missing column(s) {missing}; it has {list(curves.columns)}. "
             "Build it with one row per (run_id, epoch) and columns " + ", ".join(required) + "."
         )
+
+
+def lr_changes(lr: np.ndarray, tol: float = LR_TOL) -> float:
+    """Epochs whose LR differs from the previous epoch's by more than ``tol`` relatively; NaN without an LR."""
+    lr = np.asarray(lr, dtype=float)
+    if not np.isfinite(lr).any():
+        return math.nan
+    a, b = lr[:-1], lr[1:]
+    both = np.isfinite(a) & np.isfinite(b)
+    return float(np.sum(both & (np.abs(b - a) > tol * np.maximum(np.abs(a), np.abs(b)))))
 
 
 def _one_trial(trial: pd.DataFrame, target_dice: float, budget: int | None = None, metric: str = "dice",
@@ -131,10 +156,16 @@ def _one_trial(trial: pd.DataFrame, target_dice: float, budget: int | None = Non
 
     values = dice[finite]
     oscillation = float(np.std(np.diff(values), ddof=0)) if values.size >= 3 else 0.0
+    changes = lr_changes(trial["lr"].to_numpy(dtype=float)) if "lr" in trial else math.nan
+    exploits = math.nan
+    if trial["method"].iloc[0] == "pbt":  # a member that never exploited logs no count
+        counts = trial[EXPLOITS].to_numpy(dtype=float) if EXPLOITS in trial else np.array([])
+        exploits = float(np.nanmax(counts)) if np.isfinite(counts).any() else 0.0
     return {
         "run_id": trial["run_id"].iloc[0], "method": trial["method"].iloc[0], "seed": trial["seed"].iloc[0],
         test_key: test_dice, f"final_{metric}": final, f"best_{metric}": best, "epochs_to_target": to_target,
         "auc": auc, "oscillation": oscillation, "epochs": len(trial), "diverged": diverged,
+        "lr_changes": changes, "exploits": exploits,
     }
 
 
@@ -157,7 +188,8 @@ def trial_metrics(curves: pd.DataFrame, target_dice: float, metric: str = "dice"
         none), ``epochs_to_target`` (first epoch number with Dice >= target, NaN if never), ``auc`` (trapezoid of
         the Dice curve over epochs divided by the epoch span, so in [0, 1]; NaN Dice counts as 0; a single epoch
         gives its Dice), ``oscillation`` (std, ddof=0, of epoch-to-epoch changes of the finite Dice values; 0.0
-        with fewer than 3 finite values), ``epochs`` (rows) and ``diverged`` (0/1).
+        with fewer than 3 finite values), ``epochs`` (rows), ``diverged`` (0/1), ``lr_changes`` (see
+        :func:`lr_changes`; NaN without an ``lr`` column) and ``exploits`` (a ``pbt`` member's; NaN for others).
 
     Raises:
         ValueError: If a required column is missing.
@@ -182,7 +214,11 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def compare(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max") -> pd.DataFrame:
+FAILURE_COLUMNS = ("run_id", "method", "seed", "error")
+
+
+def compare(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max",
+            failures: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per-method comparison table aggregated over seeds.
 
     Args:
@@ -190,38 +226,181 @@ def compare(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode
         target_dice: Dice threshold for ``epochs_to_target`` and ``reached_target``.
         metric, mode: the curve column and its direction (see :func:`trial_metrics`); ``dice`` in the column
             names below is ``metric``.
+        failures: the failed trials (columns ``run_id, method, seed, error``): their epochs are left out of
+            every number, and a method all of whose trials failed gets a row with no numbers and status
+            ``failed``.
 
     Returns:
-        DataFrame indexed by ``method`` (order of first appearance) with columns ``seeds`` (trials of the method),
-        ``{test_dice,final_dice,best_dice,auc,oscillation}_{mean,std}``, ``epochs_to_target_{mean,std}`` over the seeds
-        that reached the target (NaN when none did), ``reached_target`` (count) and ``diverged`` (count).
-        std is the sample std (ddof=1) and 0.0 for a single seed.
+        DataFrame indexed by ``method`` (order of first appearance) with columns ``seeds`` (trials of the method
+        that did not fail), ``{test_dice,final_dice,best_dice,auc,oscillation}_{mean,std}``,
+        ``epochs_to_target_{mean,std}`` over the seeds that reached the target (NaN when none did),
+        ``reached_target`` (count), ``diverged`` (count), ``lr_changes_mean`` (LR changes per trial),
+        ``exploits_mean`` (``pbt``'s exploits per member; NaN for other methods), ``failed`` (count) and
+        ``status``: ``failed`` (every trial failed), ``inactive`` (a learned method that changed no trial's LR;
+        ``pbt``: that never exploited either) or ``""``. std is the sample std (ddof=1) and 0.0 for a single seed.
     """
+    failures = failures if failures is not None and len(failures) else pd.DataFrame(columns=list(FAILURE_COLUMNS))
+    if len(failures) and len(curves):
+        curves = curves[~curves["run_id"].isin(set(failures["run_id"]))]
     trials = trial_metrics(curves, target_dice, metric, mode)
-    rows: dict[str, dict[str, float | int]] = {}
+    failed = failures.groupby(failures["method"].astype(str), sort=False).size().to_dict() if len(failures) else {}
+    rows: dict[str, dict[str, float | int | str]] = {}
     for method, g in trials.groupby("method", sort=False):
-        row: dict[str, float | int] = {"seeds": len(g)}
+        row: dict[str, float | int | str] = {"seeds": len(g)}
         for col in (f"test_{metric}", f"final_{metric}", f"best_{metric}", "epochs_to_target"):
             row[f"{col}_mean"], row[f"{col}_std"] = _mean_std(g[col])
         row["reached_target"] = int(g["epochs_to_target"].notna().sum())
         for col in ("auc", "oscillation"):
             row[f"{col}_mean"], row[f"{col}_std"] = _mean_std(g[col])
         row["diverged"] = int(g["diverged"].sum())
+        row["lr_changes_mean"] = _mean_std(g["lr_changes"])[0]
+        row["exploits_mean"] = _mean_std(g["exploits"])[0]
+        changes, exploits = g["lr_changes"].astype(float), g["exploits"].astype(float)
+        idle = changes.notna().all() and (changes == 0).all() and not (exploits > 0).any()
+        row["failed"] = int(failed.get(str(method), 0))
+        row["status"] = INACTIVE if moves_lr(str(method)) and idle else ""
         rows[str(method)] = row
+    for method, n in failed.items():
+        if method not in rows:
+            rows[method] = {"seeds": 0, "reached_target": 0, "diverged": 0, "failed": int(n), "status": FAILED}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=table_columns(metric))
     table.index.name = "method"
-    for col in ("seeds", "reached_target", "diverged"):
-        table[col] = table[col].astype(int)
+    for col in ("seeds", "reached_target", "diverged", "failed"):
+        table[col] = table[col].fillna(0).astype(int)
+    table["status"] = table["status"].fillna("").astype(str)
     return table
+
+
+def moves_lr(method: str) -> bool:
+    """Whether ``method`` is meant to change the LR within a run (so a run where it never did is *inactive*): every
+    method of :data:`LEARNED` and :data:`CLASSIC` but those of :data:`CONSTANT_LR`; False for a name medtune does
+    not know (a user's own method, judged on its numbers alone)."""
+    return method in (*LEARNED, *CLASSIC) and method not in CONSTANT_LR
+
+
+def judged(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows a verdict may read: the methods that were measured and acted (no ``failed`` or ``inactive``)."""
+    if "status" not in table:
+        return table
+    return table[table["status"].fillna("").astype(str) == ""]
+
+
+def failures_of(runs: list) -> pd.DataFrame:
+    """The failed trials among MLflow trial runs (status ``FAILED``, or ``KILLED``: stopped unfinished when the run
+    was stopped for another trial's error): ``run_id, method, seed, error`` (the
+    ``medtune.error`` tag the tracker set, or a note that none was recorded)."""
+    from medtune.tags import TAG_ERROR
+
+    rows = [{"run_id": r.info.run_id, "method": r.data.params.get("method", "?"),
+             "seed": int(r.data.params.get("seed", 0)),
+             "error": r.data.tags.get(TAG_ERROR) or "no error recorded (see the trial's error.txt)"}
+            for r in runs if getattr(r.info, "status", "") in ("FAILED", "KILLED")]
+    return pd.DataFrame(rows, columns=list(FAILURE_COLUMNS))
+
+
+def failure_lines(table: pd.DataFrame, failures: pd.DataFrame) -> list[str]:
+    """How many trials failed per method and why (the first error's line); none when nothing failed."""
+    if failures is None or not len(failures):
+        return []
+    lines = [f"Failed trials ({len(failures)} of {int(table['seeds'].sum()) + len(failures)}); a failed trial is "
+             "left out of every number:"]
+    for method, g in failures.groupby(failures["method"].astype(str), sort=False):
+        total = int(table.loc[method, "seeds"]) + len(g) if method in table.index else len(g)
+        first = g.sort_values("seed", kind="stable").iloc[0]
+        lines.append(f"  {method}: {len(g)} of {total} trials failed; first error (seed {first['seed']}): "
+                     f"{first['error']}")
+    return lines
+
+
+def skipped_lines(table: pd.DataFrame, failures: pd.DataFrame | None = None) -> list[str]:
+    """One line per method a verdict skips: failed (with the first error's line) or inactive."""
+    lines = []
+    for method, r in table.iterrows():
+        if r.get("status") == FAILED:
+            g = failures[failures["method"].astype(str) == str(method)] if failures is not None and len(failures) else None
+            why = f": {g.sort_values('seed', kind='stable').iloc[0]['error']}" if g is not None and len(g) else ""
+            lines.append(f"No verdict for {method}: every trial failed{why}.")
+        elif r.get("status") == INACTIVE:
+            lines.append(f"No verdict for {method}: it never {'exploited' if method == 'pbt' else 'changed the LR'} "
+                         "(see the warning).")
+    return lines
+
+
+#: What to set when a learned method never acted: the settings that decide when it first acts.
+_WHAT_TO_SET: dict[str, str] = {
+    "pbt": "set pbt.perturbation_interval below the epochs (e.g. epochs // 4)",
+    "qlearning": "set qlearning.patience and qlearning.cooldown below the epochs (e.g. 1 for a short run)",
+    "qlearning_warm": "set qlearning.patience and qlearning.cooldown below the epochs (e.g. 1 for a short run)",
+    "greedy": "lower schedules.greedy.patience and schedules.greedy.warmup",
+    "effort": "lower schedules.effort.warmup",
+    "step": "set schedules.step.step_size below the epochs",
+    "plateau": "lower schedules.plateau.patience",
+    "warmup_cosine": "check schedules.warmup_cosine (warmup_epochs, end_lr)",
+}
+
+
+def activity_warnings(table: pd.DataFrame, epochs: int | None = None,
+                      intervals: dict[str, int] | None = None) -> list[str]:
+    """A ``Warning:`` line for every inactive method of ``table`` (:func:`moves_lr`): it never changed the LR (``pbt``:
+    never exploited), why when its budget is shorter than its decision interval, and what to set.
+
+    Args:
+        epochs: the trials' budget, when known; intervals: ``{method: epochs before its first decision}``
+            where known (``pbt``: its perturbation interval; ``qlearning``: its patience).
+    """
+    lines = []
+    for method, r in table.iterrows():
+        if r.get("status") != INACTIVE:
+            continue
+        m = str(method)
+        what = "never exploited (no member copied another in any trial)" if m == "pbt" else \
+            "never changed the LR in any trial"
+        k = (intervals or {}).get(m)
+        todo = f"{_WHAT_TO_SET.get(m, 'make it decide earlier')} or train longer"
+        if k is not None and epochs is not None and k >= epochs:
+            why = f"; its first decision is due after {k} epochs, and the trials ran {epochs}"
+        elif m == "pbt" and int(r.get("seeds", 0)) + int(r.get("failed", 0) or 0) < 2:
+            why, todo = "; a population of one member has no one to copy", "run at least 2 seeds (one member each)"
+        elif m.startswith("qlearning") and k is not None and epochs is not None:
+            why = f"; it decided (its first decision after {k} epochs) but kept the LR every time"
+            todo = "raise qlearning.epsilon to explore more, or train longer"
+        else:
+            why = ""
+        lines.append(f"Warning: {m} {what}{why}, so it acted like fixed and is not judged; {todo}.")
+    return lines
+
+
+def activity_cell(row: pd.Series, method: str) -> str:
+    """The table's ``LR changes`` cell: per trial, with ``pbt``'s exploits."""
+    changes = row.get("lr_changes_mean")
+    text = "—" if changes is None or not np.isfinite(changes) else f"{changes:.3g}"
+    exploits = row.get("exploits_mean")
+    if method == "pbt" and exploits is not None and np.isfinite(exploits):
+        text += f" ({exploits:.3g} exploits)"
+    return text
+
+
+def status_cell(row: pd.Series) -> str:
+    """The table's ``status`` cell: ``failed (3/3)``, ``inactive``, ``1 failed`` or empty."""
+    failed, status = int(row.get("failed", 0) or 0), row.get("status", "")
+    if status == FAILED:
+        return f"failed ({failed}/{failed})"
+    parts = [status] if status else []
+    if failed:
+        parts.append(f"{failed} failed")
+    return ", ".join(parts)
 
 
 def _fmt(value: float, decimals: int) -> str:
     return "—" if value is None or not np.isfinite(value) else f"{value:.{decimals}f}"
 
 
-def _cell(mean: float, std: float, decimals: int) -> str:
-    if not np.isfinite(mean):
+def _cell(mean: float, std: float, decimals: int, n: int = 2) -> str:
+    """``mean ± std``; the value alone for one seed (``n``), where a spread means nothing."""
+    if mean is None or not np.isfinite(mean):
         return "—"
+    if n <= 1:
+        return f"{mean:.{decimals}f}"
     return f"{mean:.{decimals}f} ± {_fmt(std if np.isfinite(std) else 0.0, decimals)}"
 
 
@@ -236,23 +415,28 @@ def format_table(table: pd.DataFrame, target_dice: float, metric: str = "dice", 
 
     Returns:
         Multi-line string: a title naming the target and the splits, a header, a rule and one line per method with
-        "mean ± std" cells (3 decimals for Dice/AUC/oscillation, 1 for epochs); epochs to target reads
-        ``12.3 ± 1.5 (3/3)`` or ``— (0/3)``.
+        "mean ± std" cells (3 decimals for Dice/AUC/oscillation, 1 for epochs; the value alone for one seed);
+        epochs to target reads ``12.3 ± 1.5 (3/3)`` or ``— (0/3)``; ``LR changes`` per trial (``pbt``: and its
+        exploits); ``status`` ``failed (n/n)`` (no numbers), ``inactive`` or how many trials failed.
     """
     _check_mode(mode)
     name, m, sign = label_of(metric), metric, "≥" if mode == "max" else "≤"
     header = ["method", "seeds", f"test {name}", f"final {name}", f"best {name}", f"epochs to {name}{sign}{target_dice:g}",
-              "AUC", "oscillation", "diverged"]
+              "AUC", "oscillation", "diverged", "LR changes", "status"]
     lines = [header]
     for method, r in table.iterrows():
-        reach = f"({int(r['reached_target'])}/{int(r['seeds'])})"
-        ett = _cell(r["epochs_to_target_mean"], r["epochs_to_target_std"], 1)
+        if r.get("status") == FAILED:  # no numbers: never a row of zeros
+            lines.append([str(method), "0", *(["—"] * 7), "—", status_cell(r)])
+            continue
+        n = int(r["seeds"])
+        reach = f"({int(r['reached_target'])}/{n})"
+        ett = _cell(r["epochs_to_target_mean"], r["epochs_to_target_std"], 1, int(r["reached_target"]))
         lines.append([
-            str(method), str(int(r["seeds"])), _cell(r[f"test_{m}_mean"], r[f"test_{m}_std"], 3),
-            _cell(r[f"final_{m}_mean"], r[f"final_{m}_std"], 3),
-            _cell(r[f"best_{m}_mean"], r[f"best_{m}_std"], 3), f"{ett} {reach}",
-            _cell(r["auc_mean"], r["auc_std"], 3), _cell(r["oscillation_mean"], r["oscillation_std"], 3),
-            f"{int(r['diverged'])}/{int(r['seeds'])}",
+            str(method), str(n), _cell(r[f"test_{m}_mean"], r[f"test_{m}_std"], 3, n),
+            _cell(r[f"final_{m}_mean"], r[f"final_{m}_std"], 3, n),
+            _cell(r[f"best_{m}_mean"], r[f"best_{m}_std"], 3, n), f"{ett} {reach}",
+            _cell(r["auc_mean"], r["auc_std"], 3, n), _cell(r["oscillation_mean"], r["oscillation_std"], 3, n),
+            f"{int(r['diverged'])}/{n}", activity_cell(r, str(method)), status_cell(r),
         ])
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
 

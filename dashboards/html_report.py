@@ -12,7 +12,7 @@ import base64
 import html
 from pathlib import Path
 
-from medtune.dashboards.views import Image, Plot, Table, Text, View
+from medtune.dashboards.views import Image, Links, Plot, Table, Text, View
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1200px;
@@ -49,6 +49,10 @@ def _block(block) -> str:
         body = f'<img id="image-{html.escape(block.id)}" alt="{html.escape(block.title)}" src="data:image/png;base64,{data}">'
     elif isinstance(block, Text):
         body = f'<pre class="{"warning" if block.warning else ""}">{html.escape(block.text)}</pre>'
+    elif isinstance(block, Links):  # offline: name each experiment and the command that shows it
+        body = f'<ul id="links-{html.escape(block.id)}">' + "".join(
+            f"<li>{html.escape(label)} — <code>medtune report {html.escape(name)}</code></li>"
+            for label, name in block.items) + "</ul>"
     else:
         raise TypeError(f"cannot render a {type(block).__name__}")
     return head + body + "</section>"

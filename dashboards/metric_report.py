@@ -24,9 +24,10 @@ from typing import Any
 import pandas as pd
 
 from medtune.dashboards import figures
-from medtune.dashboards.comparison import (CLASSIC, LEARNED, compare, format_table, label_of, order_note,
-                                           strongest_verdicts, trial_metrics, verdict)
-from medtune.dashboards.views import Plot, Table, View, cell, report_text
+from medtune.dashboards.comparison import (CLASSIC, EXPLOITS, LEARNED, activity_cell, activity_warnings, compare,
+                                           failure_lines, failures_of, format_table, judged, label_of, order_note,
+                                           skipped_lines, status_cell, strongest_verdicts, trial_metrics, verdict)
+from medtune.dashboards.views import Plot, Table, Text, View, cell, report_text
 from medtune.dashboards.runs import mlflow_client, session_runs
 
 TITLE = "Your own training: the LR controllers compared"
@@ -48,6 +49,15 @@ class MetricReport:
     table: pd.DataFrame
     verdicts: dict[str, list[str]] = field(default_factory=dict)
     qtable: dict[str, Any] | None = None
+    failures: pd.DataFrame | None = None  # the failed trials (comparison.failures_of)
+    epochs: int | None = None  # the trials' budget
+    intervals: dict[str, int] = field(default_factory=dict)  # epochs before a learned method's first decision
+    notes: list[str] = field(default_factory=list)  # e.g. the settings adapted to the run's length
+
+    def warnings(self) -> list[str]:
+        """What failed and which learned methods never acted (``Warning:`` lines)."""
+        return [*failure_lines(self.table, self.failures),
+                *activity_warnings(self.table, self.epochs, self.intervals)]
 
     @property
     def has_test(self) -> bool:
@@ -56,9 +66,11 @@ class MetricReport:
 
     def text(self) -> str:
         name = label_of(self.metric)
+        n_trials = (self.curves["run_id"].nunique() if len(self.curves) else 0) + \
+            (0 if self.failures is None else len(self.failures))
         lines = [
             f"Comparison of experiment {self.experiment!r}, session {self.session} "
-            f"({self.curves['run_id'].nunique() if len(self.curves) else 0} trials; {name}: "
+            f"({n_trials} trials; {name}: "
             f"{'higher' if self.mode == 'max' else 'lower'} is better; {self.target_note}):",
             format_table(self.table, self.target, self.metric, self.mode),
         ]
@@ -66,6 +78,13 @@ class MetricReport:
             lines += ["", f"No held-out score: no trial reported test_{self.metric} after its last epoch, so the "
                           f"table ranks by the final validation {name}. Report test_{self.metric} in the last "
                           "epoch's metrics to compare on data nothing watched during training."]
+        if self.warnings():
+            lines += ["", *self.warnings()]
+        if self.notes:
+            lines += ["", *self.notes]
+        skipped = skipped_lines(self.table, self.failures)
+        if skipped:
+            lines += ["", *skipped]
         for candidate, verdict_lines in self.verdicts.items():
             lines += ["", *verdict_lines]
         note = order_note([str(m) for m in self.table.index])
@@ -81,16 +100,22 @@ class MetricReport:
         m, name = self.metric, label_of(self.metric)
         rows = []
         for method, r in self.table.iterrows():
-            row = {"method": str(method), "seeds": str(int(r["seeds"]))}
+            n = int(r["seeds"])
+            row = {"method": str(method), "seeds": str(n)}
             if self.has_test:
-                row[f"test {name}"] = cell(r[f"test_{m}_mean"], r[f"test_{m}_std"])
-            row[f"final {name}"] = cell(r[f"final_{m}_mean"], r[f"final_{m}_std"])
-            row[f"best {name}"] = cell(r[f"best_{m}_mean"], r[f"best_{m}_std"])
-            row["AUC"] = cell(r["auc_mean"], r["auc_std"])
+                row[f"test {name}"] = cell(r[f"test_{m}_mean"], r[f"test_{m}_std"], n=n)
+            row[f"final {name}"] = cell(r[f"final_{m}_mean"], r[f"final_{m}_std"], n=n)
+            row[f"best {name}"] = cell(r[f"best_{m}_mean"], r[f"best_{m}_std"], n=n)
+            row["AUC"] = cell(r["auc_mean"], r["auc_std"], n=n)
+            row["LR changes"] = activity_cell(r, str(method))
+            row["status"] = status_cell(r)
             rows.append(row)
         caption = (f"mean ± sample std over seeds; {'higher' if self.mode == 'max' else 'lower'} is better; best first"
                    + ("" if self.has_test else f"; no held-out test_{m} reported"))
+        warnings = self.warnings()
         blocks = [Table("comparison", "Comparison table", pd.DataFrame(rows), caption),
+                  *([Text("warnings", "Failed and inactive methods", "\n".join(warnings), warning=True)]
+                    if warnings else []),
                   Plot("metric-curves", f"Validation {name} per epoch", figures.dice_curves(self.curves, m, name)),
                   Plot("lr-traces", "Learning-rate traces", figures.lr_traces(self.curves)),
                   report_text(self)]
@@ -128,7 +153,11 @@ def verdicts_of(table: pd.DataFrame, metric: str, mode: str,
                 trials: pd.DataFrame | None = None) -> dict[str, list[str]]:
     """Every learned controller's verdict: paired against the strongest other method on the held-out score (when
     ``trials``, the :func:`~medtune.dashboards.comparison.trial_metrics`, are given), then against the best other
-    method on each criterion, then against the best classic schedule."""
+    method on each criterion, then against the best classic schedule. A failed or inactive method (its
+    ``status``) is neither judged nor a baseline."""
+    table = judged(table)
+    if trials is not None:
+        trials = trials[trials["method"].astype(str).isin([str(m) for m in table.index])]
     methods = [str(m) for m in table.index]
     classic = [m for m in CLASSIC if m in methods]
     out: dict[str, list[str]] = {}
@@ -174,28 +203,39 @@ def build_metric_report(
     loss_metric: str | None = None,
     target: float | None = None,
     qtable: dict[str, Any] | None = None,
+    intervals: dict[str, int] | None = None,
+    notes: list[str] | None = None,
 ) -> MetricReport:
     """The comparison of ``session`` in ``experiment`` for ``metric``.
 
     Args:
         target: the level for "epochs to target"; None: the median over trials of each trial's best value
             (about half the trials reach it), stated in the text.
+        intervals: epochs before each learned method's first decision (``{"pbt": 3, "qlearning": 2}``), named
+            in the warning of a method that never acted; notes: lines the text adds (the adapted settings).
 
     Raises:
         InputError: unknown experiment, or no trial runs in the session.
     """
     client = mlflow_client(tracking_uri)
     exp, session, runs = session_runs(client, tracking_uri, experiment, session)
-    keys = tuple(dict.fromkeys((metric, f"test_{metric}", loss_metric or metric, "lr", "diverged")))
+    keys = tuple(dict.fromkeys((metric, f"test_{metric}", loss_metric or metric, "lr", "diverged", EXPLOITS)))
     curves = load_curves(client, runs, keys)
+    failures = failures_of(runs)
+    measured = curves[~curves["run_id"].isin(set(failures["run_id"]))] if len(curves) else curves
     note = f"target {label_of(metric)} {target:g}" if target is not None else ""
     if target is None:
-        best = trial_metrics(curves, 0.0, metric, mode)[f"best_{metric}"].astype(float).dropna()
+        best = trial_metrics(measured, 0.0, metric, mode)[f"best_{metric}"].astype(float).dropna()
         target = float(f"{best.median():.3g}") if len(best) else 0.0  # 3 significant digits: a readable level
         note = f"target {label_of(metric)} {target:g}: the median of the trials' best values; set target= to fix it"
-    table = compare(curves, target, metric, mode)
+    table = compare(curves, target, metric, mode, failures)
     test_col = f"test_{metric}_mean"
     key = test_col if table[test_col].notna().any() else f"final_{metric}_mean"
     table = table.sort_values(key, ascending=mode == "min", kind="stable", na_position="last")
+    try:
+        epochs = int(float(runs[0].data.params.get("lr_control.epochs")))
+    except (TypeError, ValueError):
+        epochs = None
     return MetricReport(experiment, exp.experiment_id, session, metric, mode, target, note, curves, table,
-                        verdicts_of(table, metric, mode, trial_metrics(curves, target, metric, mode)), qtable)
+                        verdicts_of(table, metric, mode, trial_metrics(measured, target, metric, mode)), qtable,
+                        failures, epochs, dict(intervals or {}), list(notes or []))

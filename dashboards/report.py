@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from medtune.dashboards.comparison import (CLASSIC, LEARNED, compare, format_table, order_note, strongest_verdicts,
-                                           trial_metrics, verdict)
+from medtune.dashboards.comparison import (CLASSIC, LEARNED, activity_cell, activity_warnings, compare,
+                                           failure_lines, failures_of, format_table, judged, order_note, skipped_lines,
+                                           status_cell, strongest_verdicts, trial_metrics, verdict)
 from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
 from medtune.tags import TAG_KIND, TAG_SESSION
 from medtune.dashboards.runs import mlflow_client, session_runs
@@ -27,7 +28,7 @@ from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Plot, Table, Text, View, cell, report_text
 
 TITLE = "Learning-rate study: the Q-learning agent against classic schedules"
-CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice")
+CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice", "pbt_exploits")
 
 
 @dataclass
@@ -39,31 +40,52 @@ class Report:
     curves: pd.DataFrame
     table: pd.DataFrame
     qtable: dict[str, Any] | None = None
+    failures: pd.DataFrame | None = None  # the failed trials (comparison.failures_of)
+    epochs: int | None = None  # the trials' budget
+    intervals: dict[str, int] = field(default_factory=dict)  # epochs before a learned method's first decision
+
+    def warnings(self) -> list[str]:
+        """The ``Warning:`` lines of the learned methods that never acted (see ``activity_warnings``)."""
+        return activity_warnings(self.table, self.epochs, self.intervals)
+
+    def trials(self) -> pd.DataFrame:
+        """The per-trial metrics of the trials that did not fail (what the paired verdicts read)."""
+        failed = set() if self.failures is None else set(self.failures["run_id"])
+        return trial_metrics(self.curves[~self.curves["run_id"].isin(failed)], self.target_dice)
 
     def view(self) -> View:
         """This report as the dashboard and the HTML report draw it."""
         return lr_view(self)
 
     def text(self) -> str:
+        n_trials = self.curves["run_id"].nunique() + (0 if self.failures is None else len(self.failures))
         lines = [
-            f"Comparison of experiment {self.experiment!r}, session {self.session} "
-            f"({self.curves['run_id'].nunique()} trials):",
+            f"Comparison of experiment {self.experiment!r}, session {self.session} ({n_trials} trials):",
             format_table(self.table, self.target_dice),
-            "",
-            "Q-learning against the best other method on each criterion:",
-            *verdict(self.table),
         ]
-        methods = list(self.table.index)
+        failed = failure_lines(self.table, self.failures)
+        if failed:
+            lines += ["", *failed]
+        if self.warnings():
+            lines += ["", *self.warnings()]
+        table = judged(self.table)  # a failed or inactive method is never judged as if measured
+        skipped = skipped_lines(self.table, self.failures)
+        if skipped:
+            lines += ["", *skipped]
+        if "qlearning" in table.index or "qlearning" not in self.table.index:
+            lines += ["", "Q-learning against the best other method on each criterion:", *verdict(table)]
+        methods = list(table.index)
         classic = [m for m in CLASSIC if m in methods]
         learned = [m for m in LEARNED if m in methods]
         if learned and len(methods) > 1:
+            trials = self.trials()
             lines += ["", "Each learned method against the strongest other method on the held-out test Dice, paired "
                           "by seed (95% Student-t interval of the mean difference):"]
-            lines += ["  " + line for line in strongest_verdicts(trial_metrics(self.curves, self.target_dice), learned)]
+            lines += ["  " + line for line in strongest_verdicts(trials[trials["method"].isin(methods)], learned)]
         if classic and learned:
             lines += ["", f"Each learned controller against the best classic schedule ({', '.join(classic)}):"]
-            lines += ["  " + verdict(self.table.loc[classic + [m]], m)[0] for m in learned]
-        note = order_note([str(m) for m in methods])
+            lines += ["  " + verdict(table.loc[classic + [m]], m)[0] for m in learned]
+        note = order_note([str(m) for m in self.table.index])
         if note:
             lines += ["", *note]
         if "pbt" in methods:
@@ -71,7 +93,7 @@ class Report:
                           "independent runs."]
         if "qlearning" in methods and "qlearning_warm" in methods:
             lines += ["", "Warm-started against cold Q-learning:"]
-            lines += verdict(self.table.loc[["qlearning", "qlearning_warm"]], "qlearning_warm")[:2]
+            lines += verdict(table.loc[["qlearning", "qlearning_warm"]], "qlearning_warm")[:2]
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> list[Path]:
@@ -135,14 +157,37 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None,
     client = mlflow_client(tracking_uri)
     exp, session, runs = session_runs(client, tracking_uri, experiment, session)
     curves = load_curves(client, runs)
-    target = float(runs[0].data.params.get("train.target_dice", 0.8))
+    params = runs[0].data.params
+    target = float(params.get("train.target_dice", 0.8))
     if qtable is None:
         qtable = _download_qtable(client, exp.experiment_id, session)
-    table = compare(curves, target)
+    failures = failures_of(runs)
+    table = compare(curves, target, failures=failures)
     # Best first: by the held-out test Dice where there is one, else by the final validation Dice.
     key = "test_dice_mean" if table["test_dice_mean"].notna().any() else "final_dice_mean"
     table = table.sort_values(key, ascending=False, kind="stable", na_position="last")
-    return Report(experiment, exp.experiment_id, session, target, curves, table, qtable)
+    return Report(experiment, exp.experiment_id, session, target, curves, table, qtable, failures,
+                  _int(params.get("train.epochs")), decision_intervals(params))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def decision_intervals(params: dict[str, str], prefix: str = "") -> dict[str, int]:
+    """Epochs before each learned method's first decision, from a trial run's params where they are logged
+    (``pbt.perturbation_interval``, ``qlearning.patience``; ``prefix`` e.g. ``lr_control.``)."""
+    out = {}
+    pbt = _int(params.get(f"{prefix}pbt.perturbation_interval"))
+    patience = _int(params.get(f"{prefix}qlearning.patience"))
+    if pbt is not None:
+        out["pbt"] = pbt
+    if patience is not None:
+        out["qlearning"] = out["qlearning_warm"] = patience
+    return out
 
 
 def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
@@ -180,14 +225,17 @@ def lr_view(report: Report) -> View:
 
     rows = []
     for method, r in report.table.iterrows():
+        n, reached = int(r["seeds"]), int(r["reached_target"])
         rows.append({
-            "method": str(method), "seeds": str(int(r["seeds"])), "test Dice": cell(r["test_dice_mean"], r["test_dice_std"]),
-            "final Dice": cell(r["final_dice_mean"], r["final_dice_std"]),
-            "best Dice": cell(r["best_dice_mean"], r["best_dice_std"]),
-            f"epochs to Dice ≥ {report.target_dice:g}": f"{cell(r['epochs_to_target_mean'], r['epochs_to_target_std'], '.1f')} "
-                                                        f"({int(r['reached_target'])}/{int(r['seeds'])})",
-            "AUC": cell(r["auc_mean"], r["auc_std"]), "oscillation": cell(r["oscillation_mean"], r["oscillation_std"]),
+            "method": str(method), "seeds": str(n), "test Dice": cell(r["test_dice_mean"], r["test_dice_std"], n=n),
+            "final Dice": cell(r["final_dice_mean"], r["final_dice_std"], n=n),
+            "best Dice": cell(r["best_dice_mean"], r["best_dice_std"], n=n),
+            f"epochs to Dice ≥ {report.target_dice:g}": f"{cell(r['epochs_to_target_mean'], r['epochs_to_target_std'], '.1f', reached)} "
+                                                        f"({reached}/{n})",
+            "AUC": cell(r["auc_mean"], r["auc_std"], n=n),
+            "oscillation": cell(r["oscillation_mean"], r["oscillation_std"], n=n),
             "diverged": f"{int(r['diverged'])}/{int(r['seeds'])}",
+            "LR changes": activity_cell(r, str(method)), "status": status_cell(r),
         })
     blocks: list[Block] = [
         Table("comparison", "Comparison table", pd.DataFrame(rows),
@@ -204,10 +252,15 @@ def lr_view(report: Report) -> View:
     elif any(m.startswith("qlearning") for m in report.table.index):
         blocks.append(Text("qtable-pending", "Q-table", "The Q-table is logged with the session's summary run, "
                            "when the session finishes."))
-    if "qlearning" in report.table.index and len(report.table) > 1:
-        paired = strongest_verdicts(trial_metrics(report.curves, report.target_dice),
-                                    [m for m in LEARNED if m in report.table.index])
+    warnings = [*failure_lines(report.table, report.failures), *report.warnings()]
+    if warnings:
+        blocks.insert(1, Text("warnings", "Failed and inactive methods", "\n".join(warnings), warning=True))
+    table = judged(report.table)
+    if "qlearning" in table.index and len(table) > 1:
+        trials = report.trials()
+        paired = strongest_verdicts(trials[trials["method"].isin(list(table.index))],
+                                    [m for m in LEARNED if m in table.index])
         blocks.append(Text("verdicts", "Each learned method against the strongest other method",
-                           "\n".join([*paired, "", *verdict(report.table)])))
+                           "\n".join([*paired, "", *verdict(table)])))
     blocks.append(report_text(report))
     return View("lr", TITLE, report.experiment, report.session, blocks=blocks)

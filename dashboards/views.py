@@ -63,7 +63,14 @@ class Text(_Block):
     warning: bool = False
 
 
-Block = Plot | Table | Image | Text
+@dataclass
+class Links(_Block):
+    """Links to other experiments' views: ``(label, experiment)`` pairs (a suite links each task's view)."""
+
+    items: list[tuple[str, str]]
+
+
+Block = Plot | Table | Image | Text | Links
 
 
 @dataclass
@@ -79,10 +86,13 @@ class View:
     blocks: list[Block] = field(default_factory=list)
 
 
-def cell(mean: float, std: float, fmt: str = ".3f") -> str:
+def cell(mean: float, std: float, fmt: str = ".3f", n: int | None = None) -> str:
+    """``mean ± std``; the value alone for a single seed (``n`` <= 1, or no std), where a spread means nothing."""
     if mean is None or pd.isna(mean):
         return "—"
-    return f"{mean:{fmt}} ± {0.0 if pd.isna(std) else std:{fmt.lstrip('+')}}"
+    if (n is not None and n <= 1) or std is None or pd.isna(std):
+        return f"{mean:{fmt}}"
+    return f"{mean:{fmt}} ± {std:{fmt.lstrip('+')}}"
 
 
 def png(draw: Callable[[Path], Path]) -> bytes:

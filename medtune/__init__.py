@@ -32,6 +32,7 @@ _PUBLIC = {
     "make_optimizer": "medtune.trainables.lr_control",
     "TuningConfig": "medtune.searchers.search_spaces",
     "compare": "medtune.cluster.compare",
+    "suite": "medtune.cluster.suite",
     "load_spec": "medtune.cluster.studies",
     "run": "medtune.cluster.studies",
     "resume": "medtune.cluster.studies",

@@ -24,19 +24,28 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PBTConfig:
-    """PBT's parameters (the ``pbt:`` section of a spec)."""
+    """PBT's parameters (the ``pbt:`` section of a spec).
 
-    perturbation_interval: int = 10
+    ``perturbation_interval`` None (the default): scaled to the run, ``max(1, epochs // 4)`` epochs
+    (:func:`default_interval`), so a short run still exploits; a number is used as it is.
+    """
+
+    perturbation_interval: int | None = None
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.perturbation_interval < 1:
+        if self.perturbation_interval is not None and self.perturbation_interval < 1:
             raise ValueError(f"perturbation_interval={self.perturbation_interval!r} must be >= 1 epoch")
         if not 0 < self.quantile_fraction <= 0.5:
             raise ValueError(f"quantile_fraction={self.quantile_fraction!r} must lie in (0, 0.5]")
         if not 0 <= self.resample_probability <= 1:
             raise ValueError(f"resample_probability={self.resample_probability!r} must lie in [0, 1]")
+
+
+def default_interval(epochs: int) -> int:
+    """The perturbation interval of a run of ``epochs`` when none is set: four chances to exploit."""
+    return max(1, int(epochs) // 4)
 
 
 def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dice", seed: int = 0,
@@ -58,6 +67,9 @@ def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dic
     # for the resample): seed them so a study's PBT is reproducible.
     random.seed(seed)
     np.random.seed(seed)
+
+    if config.perturbation_interval is None:
+        raise ValueError("perturbation_interval is None; resolve it to the run with default_interval(epochs) first")
 
     def clamp(config: dict) -> dict:
         config["lr"] = min(max_lr, max(min_lr, float(config["lr"])))

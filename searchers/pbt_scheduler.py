@@ -18,6 +18,8 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
+from medtune.tags import EXPLOITS_KEY
+
 LR_KEY = "lr"
 
 
@@ -28,6 +30,10 @@ class MemberPBT(PopulationBasedTraining):
     """PBT whose exploit copies the donor's hyperparameters (and, through its checkpoint, its weights), but keeps
     each member's own ``seed``. Tune's exploit copies the donor's whole config, so a member would otherwise report,
     and be logged and paired by seed, as the member it cloned.
+
+    Each exploit is counted in the member's config (``pbt_exploits``, :data:`medtune.tags.EXPLOITS_KEY`), its
+    own count carried over every clone: the MLflow tracker logs it per epoch, so a report can say how often
+    each member exploited (a member absent the key never did).
 
     Copiers restart first: of the members ready to run, one that has just cloned a donor is chosen before any
     other (Tune's PBT picks the least trained, a tie at a synchronous perturbation). So no donor trains on, and
@@ -57,6 +63,8 @@ class MemberPBT(PopulationBasedTraining):
         for key in IDENTITY_KEYS:
             if key in trial.config:
                 new_config[key] = trial.config[key]
+        # The member's own count, not the donor's: the tracker logs it as a metric, the reports count exploits.
+        new_config[EXPLOITS_KEY] = int(trial.config.get(EXPLOITS_KEY, 0)) + 1
         return new_config, operations
 
     def _exploit(self, tune_controller: Any, trial: Trial, trial_to_clone: Trial) -> None:

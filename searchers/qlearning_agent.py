@@ -54,7 +54,7 @@ import json
 import math
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +153,35 @@ class QLearningConfig:
 # ---------------------------------------------------------------------------
 
 
-def _moves(values: list[float], tol: float, improve_sign: int) -> list[int]:
-    """Signs of epoch-to-epoch changes, +1 = better, 0 = within ``tol``."""
-    out = []
-    for prev, cur in zip(values, values[1:]):
+def _count_moves(values: list[float], tol: float, improve_sign: int) -> tuple[int, int, bool]:
+    """Epoch-to-epoch moves beyond ``tol``: (better, worse, whether consecutive moves always flip sign).
+
+    A change ``delta = (cur - prev) * improve_sign`` is a move when ``abs(delta) > tol``, better when
+    ``delta > 0``. One pass, no lists: this runs on every decision of every trial of a study.
+    """
+    up = down = 0
+    flips, last = True, 0
+    prev = values[0]
+    for cur in values[1:]:
         delta = (cur - prev) * improve_sign
-        out.append(0 if abs(delta) <= tol else (1 if delta > 0 else -1))
-    return out
+        prev = cur
+        if abs(delta) <= tol:
+            continue
+        move = 1 if delta > 0 else -1
+        if move > 0:
+            up += 1
+        else:
+            down += 1
+        if move == last:
+            flips = False
+        last = move
+    return up, down, flips
+
+
+def _consistent(agree: int, total: int, net: float, sign: int, consistency: float) -> bool:
+    """At least ``consistency`` of the ``total`` moves (``agree`` of them) go the way ``sign`` says, and so does
+    the net change. No move at all is not consistent."""
+    return total > 0 and agree / total >= consistency and net * sign > 0
 
 
 def analyze_trend(
@@ -182,30 +204,24 @@ def analyze_trend(
         return "insufficient_data"
     d = [float(x) for x in dice[-config.window :]]
     l = [float(x) for x in val_loss[-config.window :]]
-    if not all(math.isfinite(x) for x in d + l):
+    if not (all(map(math.isfinite, d)) and all(map(math.isfinite, l))):
         return "mixed"
-    loss_scale = max(1e-12, sum(abs(x) for x in l) / len(l))
-    dm = _moves(d, config.dice_tol, +1)
-    lm = _moves(l, config.loss_tol * loss_scale, -1)
-    if not any(dm) and not any(lm):
+    loss_scale = max(1e-12, sum(map(abs, l)) / len(l))
+    d_up, d_down, d_flips = _count_moves(d, config.dice_tol, +1)
+    l_up, l_down, _ = _count_moves(l, config.loss_tol * loss_scale, -1)  # "up" = the loss went down (better)
+    d_moves, l_moves = d_up + d_down, l_up + l_down
+    if not d_moves and not l_moves:
         return "plateau"
-
-    def consistent(moves: list[int], net: float, sign: int) -> bool:
-        nonzero = [m for m in moves if m != 0]
-        if not nonzero:
-            return False
-        agree = sum(1 for m in nonzero if m == sign) / len(nonzero)
-        return agree >= config.consistency and net * sign > 0
-
     dice_net = d[-1] - d[0]
     loss_net = l[0] - l[-1]  # > 0 means the loss went down (better)
+    c = config.consistency
     # A metric with no move at all counts as "not against" the trend.
-    if consistent(dm, dice_net, +1) and (consistent(lm, loss_net, +1) or not any(lm)):
+    if _consistent(d_up, d_moves, dice_net, +1, c) and (_consistent(l_up, l_moves, loss_net, +1, c) or not l_moves):
         return "improving"
-    if consistent(dm, dice_net, -1) and (consistent(lm, loss_net, -1) or not any(lm)):
+    if _consistent(d_down, d_moves, dice_net, -1, c) and (_consistent(l_down, l_moves, loss_net, -1, c)
+                                                          or not l_moves):
         return "worsening"
-    nz = [m for m in dm if m != 0]
-    if len(nz) >= 3 and all(a == -b for a, b in zip(nz, nz[1:])):
+    if d_moves >= 3 and d_flips:
         return "oscillating"
     return "mixed"
 
@@ -453,9 +469,10 @@ class QLearningLRAgent:
         self.observe(dice, val_loss)
         r = self.run
         finite = math.isfinite(dice) and math.isfinite(val_loss)
-        state = self.state()
-        if finite and state != "insufficient_data" and r.since_decision >= r.wait:
-            self._decide(state, dice, val_loss)
+        if finite and r.since_decision >= r.wait:  # the trend is read only when a decision can fall
+            state = self.state()
+            if state != "insufficient_data":
+                self._decide(state, dice, val_loss)
         if finite:
             r.best_dice = dice if r.best_dice is None else max(r.best_dice, dice)
         return r.lr
@@ -509,18 +526,10 @@ class QLearningLRAgent:
             r.lr = max(c.min_lr, r.lr * c.decrease_factor)
         elif action == "increase":
             r.lr = min(c.max_lr, r.lr * c.increase_factor)
-        r.decisions.append(
-            asdict(
-                Decision(
-                    epoch=r.epochs,
-                    state=state,
-                    action=action,
-                    lr_before=lr_before,
-                    lr_after=r.lr,
-                    reward=reward,
-                )
-            )
-        )
+        # A Decision's fields as a plain dict (what state_dict and the journal carry); built directly, as
+        # dataclasses.asdict would cost more than the rest of the decision.
+        r.decisions.append({"epoch": r.epochs, "state": state, "action": action, "lr_before": lr_before,
+                            "lr_after": r.lr, "reward": reward})
         r.last_state, r.last_action = state, action
         r.last_dice, r.last_loss = dice, val_loss
         r.since_decision = 0

@@ -18,10 +18,22 @@ to Tune (behaviour verified on Ray 2.60):
   experiment state that ``Tuner.restore`` reads holds the current LR.
 * Tune never calls ``TrialScheduler.save/restore`` and unpickles a restored
   scheduler in its initial state, so the scheduler keeps its own journal
-  (``state_path``, JSON lines, flushed at once): every decision appends the
-  method's table and the trial's whole agent state; every other epoch appends
-  a small observation (Dice and loss). A restarted driver replays the journal
-  on first use and rebuilds exactly the tables and agents it had.
+  (``state_path``, JSON lines, each written to the file at once, so a killed
+  driver loses nothing). A record is the epoch's input to the agent,
+  ``[trial number, epoch, dice, loss]`` (about 40 bytes); a trial's first record
+  is preceded by one naming it and its starting LR, a method's first by its
+  table's initial state. The agents are deterministic given their inputs and
+  their table's RNG, so a restarted driver replays the records through them and
+  rebuilds exactly the tables (Q-values, counters, RNG state) and agents of the
+  driver that never stopped. Once at least ``journal_snapshot_every`` records
+  follow the last snapshot and weigh ``SNAPSHOT_RATIO`` (4) times as much as
+  it, the journal is replaced atomically (temporary file + ``os.replace``) by
+  one line holding the whole state: the file stays below five snapshots plus
+  that many records whatever the number of results, snapshots add at most a
+  quarter to what the records write, and a resume reads the snapshot and the
+  tail.
+  A journal written before this format (a full state on every decision) is
+  still replayed as it was, then rewritten as a snapshot on the next write.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +51,9 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from medtune.searchers.episodic_memory import EpisodicMemory
-from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent, QTable, load_qtable_file
+from medtune.searchers.qlearning_agent import (
+    METHOD, WARM_METHOD, Decision, QLearningConfig, QLearningLRAgent, QTable, load_qtable_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,12 @@ TUNE_KEYS = frozenset({
 })
 
 logger = logging.getLogger(__name__)
+
+JOURNAL_SNAPSHOT_EVERY = 1000  # records at least between two snapshots (see QLearningLRScheduler)
+# ... and the records since the last snapshot weigh this many times as much as it: snapshots then add at most a
+# quarter to the bytes the records write, and the file stays below (1 + SNAPSHOT_RATIO) snapshots + those records.
+SNAPSHOT_RATIO = 4
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))  # a decision in a snapshot: its values in this order
 
 
 def reported_keys(result: dict) -> list[str]:
@@ -207,6 +228,8 @@ class QLearningLRScheduler(FIFOScheduler):
         deliver: ``deliver(trial_id, lr)`` replaces the mailbox (tests, benchmarks, other transports).
         require_control: a driven trial must report through :class:`medtune.LRControl` (its results carry
             ``lr_control``); one that does not is stopped (see below).
+        journal_snapshot_every: the journal is rewritten as one snapshot line once at least this many records
+            follow the last snapshot and they weigh ``SNAPSHOT_RATIO`` times as much as it (module docstring).
 
     The starting LR of a trial's agent is ``config["lr"]``, else the ``lr`` of its first result (the
     optimizer's own LR), clamped to ``[min_lr, max_lr]``.
@@ -232,10 +255,14 @@ class QLearningLRScheduler(FIFOScheduler):
         warm_method: str = METHOD,
         mode: str = "max",
         require_control: bool = False,
+        journal_snapshot_every: int = JOURNAL_SNAPSHOT_EVERY,
     ) -> None:
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode={mode!r} must be 'max' or 'min'")
+        if not (isinstance(journal_snapshot_every, int) and journal_snapshot_every >= 1):
+            raise ValueError(f"journal_snapshot_every={journal_snapshot_every!r} must be an integer >= 1 (records)")
+        self.journal_snapshot_every = journal_snapshot_every
         self.mode = mode
         self.require_control = require_control
         self.deliver = deliver
@@ -262,12 +289,28 @@ class QLearningLRScheduler(FIFOScheduler):
         self._journal_checked = False
         self.problems: dict[str, str] = {}  # trial id -> why it was stopped
         self._checked: set[str] = set()
+        # The journal: trial id -> its number in the records, number -> trial id, each journaled trial's method;
+        # the methods whose table is in the journal; the open file (and its path); records and bytes since the
+        # last snapshot, the snapshot's size; a journal of the old format to rewrite at the next write.
+        self._index: dict[str, int] = {}
+        self._ids: dict[int, str] = {}
+        self._methods: dict[str, str] = {}
+        self._journaled_tables: set[str] = set()
+        self._fh: Any = None
+        self._fh_path: str | None = None
+        self._tail_records = 0
+        self._tail_bytes = 0
+        self._snapshot_bytes = 0
+        self._convert = False
+
+    _RUNTIME = ("tables", "_loaded", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates",
+                "_journal_checked", "problems", "_checked", "_index", "_ids", "_methods", "_journaled_tables", "_fh",
+                "_fh_path", "_tail_records", "_tail_bytes", "_snapshot_bytes", "_convert")
 
     # Tune pickles the scheduler into tuner.pkl; keep only the configuration.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("tables", "_loaded", "agents", "last_epoch", "_box", "warm_started_from", "restored_updates",
-                    "_journal_checked", "problems", "_checked"):
+        for key in self._RUNTIME:
             state.pop(key, None)
         return state
 
@@ -289,27 +332,88 @@ class QLearningLRScheduler(FIFOScheduler):
         path = Path(self.state_path)
         if not (path.exists() and path.stat().st_size > 0):
             return
-        for record in _read_journal(path):
-            trial_id, table = record["trial"], self._table(record.get("method", METHOD), fresh=True)
-            if "agent" in record:  # a decision: the whole state
-                table.load_state_dict(record["table"], keep_rng=True)
-                agent = QLearningLRAgent(self.config, table=table)
-                agent.load_state_dict(record["agent"])
-                self.agents[trial_id] = agent
-            else:  # an epoch without a decision
-                agent = self.agents.get(trial_id)
-                if agent is None:
-                    agent = self.agents[trial_id] = QLearningLRAgent(self.config, table=table)
-                    if record.get("lr") is not None:  # the LR the trial started from (its first result's)
-                        agent.run.lr = float(record["lr"])
-                agent.record(record["dice"], record["loss"])
-            self.last_epoch[trial_id] = record.get("epoch", 0)
-        for table in self.tables.values():
-            # Re-seed exploration deterministically from how far learning got.
-            table.rng.seed(self.seed * 1_000_003 + table.updates)
+        legacy = False
+        for record, size in _journal_lines(path):
+            # What the file holds since its last snapshot counts towards the next one, as if written by this process
+            if isinstance(record, dict) and "snapshot" in record:
+                self._tail_records, self._tail_bytes, self._snapshot_bytes = 0, 0, size
+            else:
+                self._tail_records += 1
+                self._tail_bytes += size
+            if isinstance(record, dict) and "epoch" in record and "trial" in record:  # the old format
+                self._apply_legacy(record)
+                legacy = self._convert = True  # the next write rewrites the journal as a snapshot
+                continue
+            if legacy:
+                self._reseed()
+                legacy = False
+            self._apply(record)
+        if legacy:
+            self._reseed()
         self.restored_updates = sum(t.updates for t in self.tables.values())
-        log.info(f"Q-learning: replayed {path.name}: {len(self.agents)} trials, "
-              f"{self.restored_updates} Q-updates carried over")
+        # Said only by a driving scheduler that restarted (a resume); the final-table rebuild (no mailbox) is quiet.
+        (log.info if (self.mailbox_name or self.deliver) and self.agents else log.debug)(
+            f"Q-learning: replayed {path.name}: {len(self.agents)} trials, "
+            f"{self.restored_updates} Q-updates carried over")
+
+    def _apply(self, record: Any) -> None:
+        """Replay one record of the journal (see the module docstring for the kinds)."""
+        if isinstance(record, list):  # an epoch: [trial number, epoch, dice, loss]
+            n, epoch, dice, loss = record
+            trial_id = self._ids[n]
+            _observe(self.agents[trial_id], float(dice), float(loss))
+            self.last_epoch[trial_id] = int(epoch)
+        elif "snapshot" in record:
+            self._load_snapshot(record["snapshot"])
+        elif "new_table" in record:
+            self.tables[record["new_table"]] = _table_from(record["config"], record["state"])
+            self._journaled_tables.add(record["new_table"])
+        else:  # a trial's first record: its number, method and starting LR
+            method = record["method"]
+            table = self.tables.get(method) or self._table(method, fresh=True)
+            agent = self.agents[record["trial"]] = QLearningLRAgent(table.config, table=table)
+            agent.run.lr = float(record["lr"])
+            self._name(record["trial"], method, int(record["n"]))
+
+    def _apply_legacy(self, record: dict[str, Any]) -> None:
+        """Replay one record of the old format (a decision's whole state, or an epoch's observation)."""
+        trial_id, table = record["trial"], self._table(record.get("method", METHOD), fresh=True)
+        if "agent" in record:  # a decision: the whole state
+            table.load_state_dict(record["table"], keep_rng=True)
+            agent = QLearningLRAgent(self.config, table=table)
+            agent.load_state_dict(record["agent"])
+            self.agents[trial_id] = agent
+        else:  # an epoch without a decision
+            agent = self.agents.get(trial_id)
+            if agent is None:
+                agent = self.agents[trial_id] = QLearningLRAgent(self.config, table=table)
+                if record.get("lr") is not None:  # the LR the trial started from (its first result's)
+                    agent.run.lr = float(record["lr"])
+            agent.record(record["dice"], record["loss"])
+        self.last_epoch[trial_id] = record.get("epoch", 0)
+        self._methods[trial_id] = record.get("method", METHOD)
+
+    def _reseed(self) -> None:
+        # The old format kept no RNG state: exploration is re-seeded deterministically from how far learning got.
+        for table in self.tables.values():
+            table.rng.seed(self.seed * 1_000_003 + table.updates)
+
+    def _name(self, trial_id: str, method: str, n: int) -> None:
+        self._index[trial_id], self._ids[n], self._methods[trial_id] = n, trial_id, method
+
+    def _load_snapshot(self, snap: dict[str, Any]) -> None:
+        self.tables, self.agents, self.last_epoch, self._convert = {}, {}, {}, False
+        self._index, self._ids, self._methods = {}, {}, {}
+        for method, t in snap["tables"].items():
+            self.tables[method] = _table_from(t["config"], t["state"])
+        self._journaled_tables = set(self.tables)
+        for trial_id, n, method, epoch, state in snap["trials"]:
+            table = self.tables[method]
+            agent = self.agents[trial_id] = QLearningLRAgent(table.config, table=table)
+            state = dict(state, decisions=[dict(zip(_DECISION_FIELDS, d)) for d in state["decisions"]])
+            agent.load_state_dict(state)
+            self.last_epoch[trial_id] = epoch
+            self._name(trial_id, method, n)
 
     def _table(self, method: str, fresh: bool = False) -> QTable:
         """The shared table of ``method``; a new one starts from ``warm_start`` if it is the warm method."""
@@ -323,18 +427,73 @@ class QLearningLRScheduler(FIFOScheduler):
                 self.tables[method] = QTable(self.config, seed=self.seed)
         return self.tables[method]
 
-    def _journal(self, record: dict[str, Any]) -> None:
-        # Opened per record (a few per epoch), so no handle outlives the scheduler, which Tune never closes.
-        path = Path(self.state_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+b") as f:
+    def _write(self, line: str) -> None:
+        """Append one line to the journal; the file stays open (unbuffered: each line reaches it at once)."""
+        if self._fh is None or self._fh_path != self.state_path:
+            self._close()
+            path = Path(self.state_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh, self._fh_path = open(path, "a+b", buffering=0), self.state_path
             if not self._journal_checked:
                 # A driver killed mid-write leaves a torn last line: start a fresh line after it.
-                size = f.seek(0, os.SEEK_END)
-                if size > 0 and f.seek(size - 1) >= 0 and f.read(1) != b"\n":
-                    f.write(b"\n")
+                size = self._fh.seek(0, os.SEEK_END)
+                if size > 0 and self._fh.seek(size - 1) >= 0 and self._fh.read(1) != b"\n":
+                    self._fh.write(b"\n")
                 self._journal_checked = True
-            f.write((json.dumps(record) + "\n").encode())
+        data = line.encode()
+        self._fh.write(data)
+        self._tail_records += 1
+        self._tail_bytes += len(data)
+
+    def _close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = self._fh_path = None
+
+    def __del__(self) -> None:
+        fh = self.__dict__.get("_fh")
+        if fh is not None:
+            fh.close()
+
+    def _journal_trial(self, trial_id: str, method: str, lr: float) -> int:
+        """Journal a trial's first record (and its method's table when that is new): its number in the records."""
+        if method not in self._journaled_tables:
+            table = self.tables[method]
+            self._write(json.dumps({"new_table": method, "config": asdict(table.config),
+                                    "state": table.state_dict()}) + "\n")
+            self._journaled_tables.add(method)
+        n = len(self._ids)
+        while n in self._ids:
+            n += 1
+        self._name(trial_id, method, n)
+        self._write(json.dumps({"n": n, "trial": trial_id, "method": method, "lr": lr}) + "\n")
+        return n
+
+    def _write_snapshot(self) -> None:
+        """Replace the journal by one line holding every table and every journaled agent (atomic)."""
+        for trial_id in self.last_epoch:  # trials of an old-format journal get their numbers now
+            if trial_id not in self._index:
+                n = max(self._ids, default=-1) + 1
+                self._name(trial_id, self._methods.get(trial_id, METHOD), n)
+        trials = []
+        for trial_id, epoch in self.last_epoch.items():
+            state = self.agents[trial_id].state_dict()
+            state["decisions"] = [[d[k] for k in _DECISION_FIELDS] for d in state["decisions"]]
+            trials.append([trial_id, self._index[trial_id], self._methods[trial_id], epoch, state])
+        tables = {m: {"config": asdict(t.config), "state": t.state_dict()} for m, t in self.tables.items()}
+        data = (json.dumps({"snapshot": {"tables": tables, "trials": trials}}, separators=(",", ":")) + "\n").encode()
+        path = Path(self.state_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:  # (no fsync: like every record, it outlives a killed driver, not a power cut)
+            f.write(data)
+        self._close()
+        os.replace(tmp, path)
+        self._journaled_tables = set(self.tables)
+        self._journal_checked = True  # the new file ends with a newline
+        self._tail_records = self._tail_bytes = 0
+        self._snapshot_bytes = len(data)
+        self._convert = False
 
     def snapshot(self) -> dict[str, Any]:
         """Every method's table and every trial's agent, JSON-serialisable (for reports).
@@ -403,28 +562,37 @@ class QLearningLRScheduler(FIFOScheduler):
         dice, loss = result.get(self.dice_metric), result.get(self.loss_metric)
         if dice is None or loss is None:
             return TrialScheduler.CONTINUE
+        dice, loss = float(dice), float(loss)
         if self.mode == "min":
-            dice = -float(dice)  # the agent's rewards assume higher is better
-        self._ensure_loaded()  # replays the journal first, so a re-reported epoch is recognised
-        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
-        if epoch <= self.last_epoch.get(trial.trial_id, 0):
+            dice = -dice  # the agent's rewards assume higher is better
+        if not self._loaded:
+            self._ensure_loaded()  # replays the journal first, so a re-reported epoch is recognised
+        epoch = result.get("epoch")
+        epoch = int(result.get("training_iteration", 0) if epoch is None else epoch)
+        trial_id = trial.trial_id
+        if epoch <= self.last_epoch.get(trial_id, 0):
             return TrialScheduler.CONTINUE  # a restarted trial re-reporting an epoch we already used
-        self.last_epoch[trial.trial_id] = epoch
-        fresh = trial.trial_id not in self.agents
-        agent = self._agent(trial, result)
-        if fresh and result.get("lr") is not None and agent.lr != float(result["lr"]):
-            self._deliver(trial, agent.lr)  # the trial's own LR lay outside the bounds: it gets the clamped one
-        before, updates = agent.lr, agent.table.updates
-        decided = len(agent.run.decisions)
-        after = agent.step(dice=float(dice), val_loss=float(loss))
+        if self._convert:
+            self._write_snapshot()  # an old-format journal: rewritten in the new format before it grows
+        self.last_epoch[trial_id] = epoch
+        agent = self.agents.get(trial_id)
+        if agent is None:
+            agent = self._agent(trial, result)
+            if result.get("lr") is not None and agent.lr != float(result["lr"]):
+                self._deliver(trial, agent.lr)  # the trial's own LR lay outside the bounds: it gets the clamped one
+        before = agent.run.lr
+        n = self._index.get(trial_id)
+        if n is None:
+            n = self._journal_trial(trial_id, method, before)
+        after = _observe(agent, dice, loss)
         if after != before:
             self._deliver(trial, after)
-        record: dict[str, Any] = {"trial": trial.trial_id, "method": method, "epoch": epoch}
-        if len(agent.run.decisions) != decided or agent.table.updates != updates:
-            record.update(table=agent.table.state_dict(include_rng=False), agent=agent.state_dict())
+        if dice - dice == 0 and loss - loss == 0:  # both finite (the usual case): repr reads back exactly
+            self._write(f"[{n},{epoch},{dice!r},{loss!r}]\n")
         else:
-            record.update(dice=float(dice), loss=float(loss), lr=agent.lr)
-        self._journal(record)
+            self._write(f"[{n},{epoch},{_num(dice)},{_num(loss)}]\n")
+        if self._tail_records >= self.journal_snapshot_every and self._tail_bytes >= SNAPSHOT_RATIO * self._snapshot_bytes:
+            self._write_snapshot()
         return TrialScheduler.CONTINUE
 
     def debug_string(self) -> str:
@@ -434,13 +602,60 @@ class QLearningLRScheduler(FIFOScheduler):
         return f"QLearningLRScheduler: {len(self.agents)} trials; " + "; ".join(parts)
 
 
-def _read_journal(path: Path) -> list[dict[str, Any]]:
-    """Records of a journal; a torn last line (driver killed mid-write) is dropped."""
+def _read_journal(path: Path) -> list[Any]:
+    """Records of a journal; a torn line (driver killed mid-write) is dropped."""
+    return [record for record, _ in _journal_lines(path)]
+
+
+def _journal_lines(path: Path) -> list[tuple[Any, int]]:
+    """``(record, bytes of its line)`` for every whole line of a journal; a torn line is dropped."""
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            records.append((json.loads(line), len(line) + 1))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             continue
     return records
+
+
+def replay_journal(path: str | os.PathLike, seed: int = 0) -> dict[str, Any]:
+    """The tables and agents a journal holds (:meth:`QLearningLRScheduler.snapshot`), read without writing to it.
+
+    A journal of this format carries its agents' configuration; ``seed`` only matters for one of the old format.
+    """
+    return QLearningLRScheduler(QLearningConfig(), state_path=path, mailbox="", seed=seed).snapshot()
+
+
+def _observe(agent: QLearningLRAgent, dice: float, loss: float) -> float:
+    """``agent.step``, for less when no decision can fall on this epoch; returns the LR for the next epoch.
+
+    Within the patience (or cooldown) no decision is possible, and ``step`` would only record the epoch (the
+    history, the counters and the best Dice); :meth:`QLearningLRAgent.record` does exactly that without
+    reading the trend.
+    """
+    run = agent.run
+    if run.since_decision + 1 < run.wait:
+        agent.record(dice, loss)
+        return run.lr
+    return agent.step(dice=dice, val_loss=loss)
+
+
+def _num(x: float) -> str:
+    """A float as JSON reads it back exactly (``repr``; NaN and infinities as Python's json writes them)."""
+    if x - x == 0:
+        return repr(x)
+    return "NaN" if x != x else ("Infinity" if x > 0 else "-Infinity")
+
+
+_CONFIGS: dict[str, QLearningConfig] = {}
+
+
+def _table_from(config: dict[str, Any], state: dict[str, Any]) -> QTable:
+    """A table (its RNG included) from a journal's ``config`` and ``state``."""
+    key = json.dumps(config, sort_keys=True)
+    if key not in _CONFIGS:
+        _CONFIGS[key] = QLearningConfig(**config)
+    table = QTable(_CONFIGS[key])
+    table.load_state_dict(state)
+    return table
 

@@ -77,3 +77,47 @@ def write_offcentre_decathlon(root: str | Path, num_cases: int = 4, shape: tuple
             "training": training, "test": []}
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root
+
+
+def write_task(root: str | Path, shapes: list[tuple[int, int, int]], spacing: tuple[float, float, float] = (1, 1, 1),
+               background: str = "noise", modalities: int = 1, corner: bool = False, seed: int = 0) -> Path:
+    """A tiny task of one case per entry of ``shapes`` (voxel counts along the file axes), voxel size ``spacing``
+    (mm, a diagonal affine). ``background``: ``"noise"`` (MR-like noise, nonzero everywhere), ``"air"`` (CT-like:
+    -1000 HU, ``dataset.json`` modality CT) or ``"zero"`` (skull-stripped). The labelled box (labels 1 and 2, each
+    2 x 3 x 2 voxels or more) sits in the middle, or near the last corner with ``corner``. 4D images with
+    ``modalities > 1``."""
+    root = Path(root)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    training = []
+    for i, shape in enumerate(shapes):
+        label = np.zeros(shape, np.uint8)
+        if corner:
+            x, y, z = (s - max(4, s // 6) - 1 for s in shape)
+        else:
+            x, y, z = (s // 2 - 1 for s in shape)
+        label[x:x + 2, y:y + 3, z:z + 2] = 1
+        label[x:x + 2, y + 3:y + 6, z:z + 2] = 2
+        if background == "air":
+            image = np.full(shape, -1000.0, np.float32)
+            body = tuple(slice(s // 4, s - 1) for s in shape)
+            image[body] = rng.normal(40, 10, image[body].shape)
+            image[label > 0] = 120
+        elif background == "zero":
+            image = np.zeros(shape, np.float32)
+            image[label > 0] = 200
+        else:
+            image = (rng.normal(100, 10, shape) + 80 * (label > 0)).astype(np.float32)
+        if modalities > 1:
+            image = np.stack([image * (k + 1) for k in range(modalities)], axis=-1)
+        name = f"case_{i:03d}.nii.gz"
+        affine = np.diag([*map(float, spacing), 1.0])
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / name)
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
+        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    modality = {"0": "CT"} if background == "air" else {str(k): f"MR{k}" for k in range(modalities)}
+    meta = {"name": "Tiny", "modality": modality, "labels": LABELS, "numTraining": len(shapes),
+            "training": training, "test": []}
+    (root / "dataset.json").write_text(json.dumps(meta, indent=2))
+    return root

@@ -7,8 +7,10 @@ and ``ray`` is never initialised in this process).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -425,3 +427,75 @@ def test_report_of_runs_another_logger_wrote_says_so(capsys, tmp_path):
     assert main(["report", "tune-logged", "--output", str(tmp_path)]) == 2
     ours = [line for line in capsys.readouterr().err.splitlines() if line.startswith("medtune")]
     assert len(ours) == 1 and "has runs, but none that medtune logged" in ours[0] and "medtune.compare" in ours[0]
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", ["ui", "dashboard"])
+def test_sigterm_stops_the_server_and_every_process_it_started(tmp_path, capsys, command):
+    """``medtune ui`` (an MLflow server with its web server as a child) and ``medtune dashboard`` stopped with
+    SIGTERM, as a service manager or ``kill`` stops them: exit 0, the port closed, no process of theirs left."""
+    import psutil
+
+    from tests.helpers_net import listen_port
+
+    port = listen_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("medtune")), command, "--output",
+                             str(_store(tmp_path, capsys)), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None and not _answers(url):
+            time.sleep(0.3)
+        assert proc.poll() is None and _answers(url), f"medtune {command} never answered on {url}"
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        if command == "ui":
+            assert len(tree) >= 2, "the MLflow server is not a child of medtune ui"
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, output[-2000:]
+        _, alive = psutil.wait_procs(tree, timeout=60)
+        assert alive == [], f"left running: {[' '.join(p.cmdline())[:120] for p in alive]}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _answers(url):
+            time.sleep(0.3)
+        assert not _answers(url), f"{url} still answers after medtune {command} stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_a_decathlon_run_prints_its_plan_and_writes_plan_json(tmp_path):
+    """`medtune run` on a tiny 4D Decathlon task with nothing else set: the plan is printed before any trial,
+    written to the session folder and logged to the summary run (a process of its own, as a user runs it)."""
+    import json
+
+    from tests.test_integration_lr import medtune
+
+    root = write_decathlon(tmp_path / "Task01_BrainTumour", num_cases=5, shape=(16, 18, 14), modalities=2)
+    proc = medtune("run", "lr-schedulers", "--smoke", "--output", str(tmp_path / "out"),
+                   "--set", "data.source=decathlon", "--set", f"data.path={root}", "--set", "methods=[fixed]",
+                   "--set", "train.epochs=1")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert "plan (data.plan=auto" in text and text.index("patch size") < text.index("trial-epochs to run")
+    (session,) = [p for p in (tmp_path / "out").iterdir() if p.name.startswith("lr-schedulers-")]
+    plan = json.loads((session / "plan.json").read_text())
+    assert {"spacing", "patch_size", "batch_size", "network", "cases"} <= set(plan)
+    assert [c["shape"] for c in plan["cases"]] == [[16, 18, 14]] * 5 and plan["batch_size"] >= 2
+    assert list((tmp_path / "out").rglob("mlartifacts/*/artifacts/plan.json"))

@@ -12,6 +12,7 @@ import pytest
 
 import medtune
 from medtune.cluster.compare import FirstResultCheck, compare, make_spec, problems
+from medtune.cluster.fail_fast import RunStoppedError
 from medtune.errors import InputError
 
 
@@ -60,6 +61,24 @@ def test_bad_arguments_are_one_input_error_line(kw, message):
     with pytest.raises(InputError, match=re.escape(message)) as info:
         spec(**kw)
     assert "\n" not in str(info.value)
+
+
+def test_checkpoint_every_and_pbts_interval_reach_the_trials_lr_control_section():
+    """What LRControl.step(model=) checkpoints by: compare's checkpoint_every (default 5, TrainConfig's), and
+    PBT's perturbation interval (scaled to the budget when unset) for its pbt members; an own-training spec's
+    checkpoint_every goes the same way."""
+    from medtune.cluster.own_study import OwnTrainingSpec
+    from medtune.trainables.lr_control import LRControlConfig
+
+    section = spec(methods=["fixed", "pbt"], epochs=8, checkpoint_every=3).control_config("box", "task")
+    assert section["checkpoint_every"] == 3 and section["perturbation_interval"] == 2  # 8 // 4
+    assert LRControlConfig(**{k: v for k, v in section.items() if k != "schedules"}).checkpoint_every == 3
+    assert spec().control_config("box", "task")["checkpoint_every"] == 5
+    own = OwnTrainingSpec(trainable="tests.test_compare:ok_trainable", metric="accuracy", methods=("fixed",),
+                          seeds=(0,), checkpoint_every=2)
+    assert make_spec(ok_trainable, **own.compare_kwargs()).control_config("", "")["checkpoint_every"] == 2
+    with pytest.raises(InputError, match=re.escape("checkpoint_every=0 must be a whole number of epochs >= 1")):
+        spec(checkpoint_every=0)
 
 
 def test_a_bad_method_fails_before_ray_starts_or_any_folder_is_made(tmp_path):
@@ -136,8 +155,7 @@ def local_ray():
 @pytest.mark.integration
 @pytest.mark.parametrize("trainable, message", [
     (never_calls_lrcontrol, "trial qlearning-seed0 was stopped: it never called medtune.LRControl.step"),
-    (reports_loss_not_val_loss, "trial qlearning-seed0 failed: LRControl.step: the epoch's metrics lack 'val_loss' "
-                                "(loss_metric); they hold 'accuracy', 'loss'"),
+    # reports_loss_not_val_loss: in test_an_error_every_trial_would_repeat_stops_the_run_at_the_first_trial...
 ])
 def test_a_broken_trainable_ends_the_run_with_one_line(local_ray, tmp_path, trainable, message):
     with pytest.raises(InputError) as info:
@@ -161,7 +179,10 @@ def crashes_once_at_epoch_3(config):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     control = medtune.LRControl(opt, config)
     marker = Path(config["marker_dir"]) / f"{config['method']}-crashed"
-    for epoch in range(control.resume(model), control.epochs):
+    start = control.resume(model)
+    if start:  # a restarted trial: the epoch of the checkpoint it continues from
+        (Path(config["marker_dir"]) / f"{config['method']}-resumed-after").write_text(str(start))
+    for epoch in range(start, control.epochs):
         opt.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x), y)
         loss.backward()
@@ -191,12 +212,15 @@ def _lr_and_loss(result) -> dict[str, tuple[list[int], list[float], list[float]]
 def test_a_trial_killed_mid_run_restarts_from_the_users_checkpoint_with_the_lr_it_had(local_ray, tmp_path):
     """Cosine and step: the restarted trials log every epoch once, with the LRs and losses of the same loop run
     uninterrupted outside Tune (the LR and the weights both came back from the checkpoint ``LRControl.step``
-    saved)."""
+    saved: with ``checkpoint_every=2``, the one of epoch 2, the trial having died in its fourth)."""
     common = dict(methods=["cosine", "step"], seeds=[0], epochs=6, metric="accuracy", mode="max",
-                  loss_metric="val_loss", min_lr=1e-3, max_lr=0.5, schedules={"step": {"step_size": 2, "gamma": 0.5}})
+                  loss_metric="val_loss", min_lr=1e-3, max_lr=0.5, schedules={"step": {"step_size": 2, "gamma": 0.5}},
+                  checkpoint_every=2)
     crashed = compare(crashes_once_at_epoch_3, **common, name="crashed", output=tmp_path / "a", max_failures=1,
                       params={"marker_dir": str(tmp_path), "crash": True})
     assert (tmp_path / "cosine-crashed").exists() and (tmp_path / "step-crashed").exists()  # both did crash
+    for method in ("cosine", "step"):
+        assert (tmp_path / f"{method}-resumed-after").read_text() == "2"  # epoch 2's checkpoint, not epoch 3's
     assert not crashed.failed
     got = _lr_and_loss(crashed)
     spec = make_spec(crashes_once_at_epoch_3, **{**ARGS, **common, "params": None})
@@ -208,3 +232,89 @@ def test_a_trial_killed_mid_run_restarts_from_the_users_checkpoint_with_the_lr_i
         assert steps == [1, 2, 3, 4, 5, 6], f"{method} logged epochs {steps}"
         assert lrs == pytest.approx([lr for lr, _ in record], rel=1e-9) and len(set(lrs)) > 1
         assert losses == pytest.approx([loss for _, loss in record], rel=1e-6)
+
+
+def imports_a_missing_module(config):
+    import torch
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    control = medtune.LRControl(opt, config)
+    for _ in range(control.epochs):
+        import medtune_no_such_module  # noqa: F401  (every trial fails here, at its first epoch)
+
+        control.step({"accuracy": 0.5, "val_loss": 1.0})
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("trainable, error, kind, message", [
+    (imports_a_missing_module, RunStoppedError, "ModuleNotFoundError",
+     "trial fixed-seed0 raised ModuleNotFoundError: No module named 'medtune_no_such_module' (test_compare.py:"),
+    (reports_loss_not_val_loss, InputError, "InputError", "trial fixed-seed0 failed: LRControl.step: the epoch's "
+                                                          "metrics lack 'val_loss' (loss_metric); they hold 'accuracy'"),
+])
+def test_an_error_every_trial_would_repeat_stops_the_run_at_the_first_trial_in_one_quiet_line(
+        local_ray, tmp_path, capfd, trainable, error, kind, message):
+    """4 trials of 50 epochs, one at a time: the first trial's error at its first epoch ends the run, the other
+    three never start (without the stop, each would run and fail the same way), and what the caller sees is
+    medtune's lines, the trial's error in one line, and none of Tune's own output."""
+    with pytest.raises(error) as info:
+        compare(trainable, ["fixed", "cosine"], [0, 1], 50, metric="accuracy", output=tmp_path, name="stopped",
+                max_concurrent=1)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+    session = next(tmp_path.glob("stopped-*"))
+    errors = sorted(session.glob("*/error.txt"))
+    epochs = [line for f in session.glob("*/result.json") for line in f.read_text().splitlines() if line.strip()]
+    assert len(errors) == 1 and "method=fixed,seed=0" in errors[0].parent.name and epochs == []
+    from mlflow.tracking import MlflowClient  # no trial run is left looking finished (measured)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("stopped")
+    statuses = [r.info.status for r in client.search_runs([experiment.experiment_id])
+                if r.data.tags.get("medtune.kind") == "trial"]
+    assert statuses and "FINISHED" not in statuses and "FAILED" in statuses, statuses
+    out, err = capfd.readouterr()
+    assert "[medtune] stopped: 200 trial-epochs to run" in out
+    assert f"[medtune] WARNING: stopped: trial fixed seed 0 failed: {kind}: " in err
+    assert f"the full traceback is in {errors[0]}" in err
+    assert f"[medtune] WARNING: stopping the run: trial fixed-seed0 raised {kind} at its first epoch" in err
+    for noise in ("Trial status", "│", "╭", "TensorBoard", "tensorboard", "Traceback", "Unhandled error",
+                  "Trials did not complete", "Failed to fetch metrics"):
+        assert noise not in out + err, noise
+
+
+def waits_for_the_other_then_fails(config):
+    """``fixed`` trains (marking its first epoch in a file); ``cosine`` waits until it has, then fails at its first
+    epoch with an error every trial would repeat: the run is stopped while ``fixed`` is mid-run."""
+    import pathlib
+    import time
+
+    import torch
+
+    marker = pathlib.Path(config["marker"])
+    model = torch.nn.Linear(2, 1)
+    control = medtune.LRControl(torch.optim.SGD(model.parameters(), lr=1e-3), config)
+    if config["method"] == "cosine":
+        deadline = time.monotonic() + 300
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        import a_module_that_is_not_there  # noqa: F401
+    for epoch in range(1, 1001):
+        control.step({"accuracy": epoch / 1000, "val_loss": 1.0})
+        marker.touch()
+        time.sleep(0.05)
+
+
+def test_trials_a_stop_leaves_unfinished_are_killed_with_why_and_never_look_measured(local_ray, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    with pytest.raises(RunStoppedError):
+        compare(waits_for_the_other_then_fails, ["fixed", "cosine"], [0], 1000, metric="accuracy", output=tmp_path,
+                name="stopped-mid-run", max_concurrent=2, params={"marker": str(tmp_path / "fixed-trains")})
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("stopped-mid-run")
+    runs = {r.data.params["method"]: r for r in client.search_runs([experiment.experiment_id])
+            if "method" in r.data.params}
+    assert runs["cosine"].info.status == "FAILED"
+    assert runs["fixed"].info.status == "KILLED"
+    assert runs["fixed"].data.tags["medtune.error"].startswith(
+        "stopped unfinished: trial cosine-seed0 raised ModuleNotFoundError")

@@ -170,9 +170,10 @@ def test_decathlon_loads_cases(tmp_path):
 
 def test_decathlon_load_split_uses_declared_class_names(tmp_path):
     root = write_decathlon(tmp_path / "task", num_cases=4)
-    data = load_split(DataConfig(source="decathlon", path=str(root), test_fraction=0.0, spatial_size=(16, 16, 12)))
+    data = load_split(DataConfig(source="decathlon", path=str(root), test_fraction=0.0))
     assert data.class_names == ("background", "Anterior", "Posterior") and data.num_classes == 3
-    assert data.train_images.shape == (3, 1, 16, 16, 12) and data.val_images.shape == (1, 1, 16, 16, 12)
+    # Decathlon volumes keep their own size (spatial_size is the phantom's)
+    assert data.train_images.shape == (3, 1, 12, 14, 10) and data.val_images.shape == (1, 1, 12, 14, 10)
 
 
 def test_decathlon_squeezes_trailing_singleton_channel(tmp_path):
@@ -392,9 +393,9 @@ def test_decathlon_4d_multimodal_images_become_input_channels(tmp_path):
     cases = load_decathlon(root)
     assert all(c.image.shape == (2, 12, 14, 10) and c.label.shape == (12, 14, 10) for c in cases)
     np.testing.assert_allclose(cases[0].image[1], 2 * cases[0].image[0], rtol=1e-6)
-    data = load_split(DataConfig(source="decathlon", path=str(root), test_fraction=0.0, spatial_size=(16, 16, 12)))
+    data = load_split(DataConfig(source="decathlon", path=str(root), test_fraction=0.0))
     assert data.in_channels == 2
-    assert data.train_images.shape == (3, 2, 16, 16, 12) and data.train_labels.shape == (3, 1, 16, 16, 12)
+    assert data.train_images.shape == (3, 2, 12, 14, 10) and data.train_labels.shape == (3, 1, 12, 14, 10)
     # z-scored per channel: channel 1 (twice channel 0) gives the same normalised values
     np.testing.assert_allclose(data.train_images[:, 0], data.train_images[:, 1], atol=1e-5)
 
@@ -499,10 +500,9 @@ def test_decathlon_load_split_resamples_to_the_median_spacing(tmp_path):
     for folder in ("imagesTr", "labelsTr"):  # one case at 2 mm along x: the median stays 1 mm
         p = root / folder / path.name
         nib.save(nib.Nifti1Image(np.asanyarray(nib.load(p).dataobj), np.diag([2.0, 1.0, 1.0, 1.0])), p)
-    cfg = DataConfig(source="decathlon", path=str(root), test_fraction=0.0, crop_foreground=False,
-                     spatial_size=(32, 16, 12))
-    data = load_split(cfg)
-    volumes = np.concatenate([data.train_labels, data.val_labels])
+    cfg = DataConfig(source="decathlon", path=str(root), test_fraction=0.0, crop_foreground=False)
+    data = load_split(cfg)  # each side zero-padded to its largest volume so it stacks
+    volumes = [*data.train_labels, *data.val_labels]
     extents = sorted(int(np.any(v[0] > 0, axis=(1, 2)).sum()) for v in volumes)
     assert extents[:3] == [4, 4, 4] and extents[3] in (7, 8, 9)  # the 2 mm case's structure doubles along x
 

@@ -86,3 +86,22 @@ def test_a_summary_run_holds_the_comparison(run):
     files = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
     assert {"comparison.csv", "trials.csv", "curves.csv", "report.txt", "qtable.json"} <= files
     assert "final_accuracy_mean.qlearning" in summary[0].data.metrics
+
+
+def test_report_sync_of_the_compare_session_delivers_its_backlog_and_logs_the_same_summary(run, tmp_path, capsys):
+    """``medtune report --sync`` on a ``medtune.compare`` session (a copy: the store above keeps its summary),
+    written as an earlier version wrote it (``study: compare`` in its ``medtune.json``; a spec with ``trainable:``
+    is synced in tests/test_own_study.py)."""
+    import json
+
+    from tests.test_session import check_sync, copy_session, summaries
+
+    original = next(p for p in run["out"].iterdir() if p.is_dir() and p.name.startswith("digits-own-training-"))
+    session = copy_session(original, tmp_path / "copy")
+    info = json.loads((session / "medtune.json").read_text())
+    info["spec"]["study"] = "compare"
+    (session / "medtune.json").write_text(json.dumps(info))
+    before = summaries(session)[0].data.metrics
+    check_sync(session, capsys)
+    (summary,) = summaries(session)
+    assert summary.data.metrics == before  # rebuilt in the user's metric, with the same numbers

@@ -402,18 +402,17 @@ def test_submit_of_a_bad_spec_exits_2_and_submits_nothing(cluster):
 EPOCHS_KILL = 12
 
 
-def _journal_updates(session: Path) -> int:
+def _journal_table(session: Path) -> dict | None:
+    """The qlearning table the journal holds (replayed, read-only), or None before the journal exists."""
+    from medtune.searchers.qlearning_scheduler import replay_journal
+
     path = session / "qlearning-journal.jsonl"
-    if not path.exists():
-        return 0
-    best = 0
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        best = max(best, record.get("table", {}).get("updates", 0))
-    return best
+    return replay_journal(path)["table"] if path.exists() else None
+
+
+def _journal_updates(session: Path) -> int:
+    table = _journal_table(session)
+    return table["updates"] if table else 0
 
 
 def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, tmp_path, monkeypatch):
@@ -441,11 +440,7 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
     finally:
         if driver.poll() is None:
             driver.kill()
-    saved = max(
-        (json.loads(l)["table"] for l in (session / "qlearning-journal.jsonl").read_text().splitlines()
-         if l.strip().endswith("}") and '"table"' in l),
-        key=lambda t: t["updates"],
-    )
+    saved = _journal_table(session)
     resumed = subprocess.run([MEDTUNE, "resume", str(session), "--address", address],
                              capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
@@ -511,7 +506,7 @@ def test_submit_ships_a_users_own_trainable_to_a_cluster_that_never_saw_it(clust
 
 
 def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):
-    # runs last: the cluster has a second node from here on
+    # the cluster has a second node from here on (only the up/down cycles below run after it)
     proc = medtune("cluster", "join", cluster["state"]["address"], "--state-dir", str(cluster["dir"]), "--num-cpus", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     status = medtune("cluster", "status", "--state-dir", str(cluster["dir"]))
@@ -522,3 +517,55 @@ def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):
     _, exposed = listener_audit(state)
     assert exposed == [], f"listening neither on loopback nor behind authentication: {exposed}"
 
+
+def _still_running(records: list[dict]) -> list[int]:
+    """The pids of ``records`` still running (the same process, not a recycled pid)."""
+    import psutil
+
+    alive = []
+    for record in records:
+        try:
+            p = psutil.Process(record["pid"])
+            if abs(p.create_time() - record["create_time"]) < 1e-3 and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(record["pid"])
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_down_and_up_again_on_the_same_state_folder_work_every_time(cluster):
+    """Runs last. `down`, `up`, `down`, `up` on the fixture's state folder (three `up`s in all, the teardown's
+    `down` ends the third): the token, the credentials and MLflow's user store are kept, each `up` succeeds
+    without a warning, the trials login of the first `up` still works and what it stored is still there."""
+    import psutil
+
+    state_dir = cluster["dir"]
+    assert "Warning" not in cluster["up"].stderr, cluster["up"].stderr
+    kept = {name: (state_dir / name).read_text() for name in ("token", "mlflow-auth.ini", "mlflow-credentials")}
+    login = _login(cluster["state"])
+    made = requests.post(f"{cluster['state']['mlflow']}/api/2.0/mlflow/experiments/create", auth=login, timeout=60,
+                         json={"name": "kept-across-up"})
+    assert made.status_code == 200, made.text[:300]
+    for _ in range(2):
+        state = json.loads((state_dir / "state.json").read_text())
+        records = state["processes"] + [r for j in state.get("joined", []) for r in j["processes"]]
+        down = medtune("cluster", "down", "--state-dir", str(state_dir))
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert _still_running(records) == [], "processes of ours left behind by down"
+        ports = set(PORTS.values())
+        assert [c.laddr for c in psutil.net_connections("inet")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port in ports] == []
+        up = medtune("cluster", "up", "--state-dir", str(state_dir), "--port", str(PORTS["port"]),
+                     "--dashboard-port", str(PORTS["dashboard"]), "--mlflow-port", str(PORTS["mlflow"]),
+                     "--num-cpus", "2")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "Warning" not in up.stderr, up.stderr
+        assert {name: (state_dir / name).read_text() for name in kept} == kept
+        state = json.loads((state_dir / "state.json").read_text())
+        found = requests.get(f"{state['mlflow']}/api/2.0/mlflow/experiments/get-by-name", auth=login, timeout=60,
+                             params={"experiment_name": "kept-across-up"})
+        assert found.status_code == 200, found.text[:300]  # the trials user, its grant and the store all kept
+        token = Path(state["token_path"]).read_text()
+        assert requests.get(f"{state['dashboard']}/api/jobs/", timeout=30).status_code == 401
+        assert requests.get(f"{state['dashboard']}/api/jobs/", timeout=30,
+                            headers={"Authorization": f"Bearer {token}"}).status_code == 200  # the same token

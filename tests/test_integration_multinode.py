@@ -77,17 +77,11 @@ def _needed(folder: Path) -> dict[str, Path]:
 
 
 def _journal_tail(session: Path) -> dict | None:
-    """The journal's last decision record (observation records carry no table), or None."""
+    """What the journal holds (replayed, read-only: ``{"table": ...}``), or None before it has a record."""
+    from medtune.searchers.qlearning_scheduler import replay_journal
+
     path = session / "qlearning-journal.jsonl"
-    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line being written
-        if "table" in record:
-            return record
-    return None
+    return replay_journal(path) if path.exists() and path.stat().st_size else None
 
 
 def _interrupt_once_checkpointed(proc: subprocess.Popen, storage: Path, trials: int, updates: int,

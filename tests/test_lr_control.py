@@ -16,7 +16,10 @@ import medtune
 from medtune.errors import InputError
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.qlearning_agent import QLearningConfig, QLearningLRAgent
-from medtune.trainables.lr_control import METHODS, LRControl, LRControlConfig, make_optimizer
+from medtune.trainables.lr_control import (
+    CHECKPOINT_FILE, METHODS, LRControl, LRControlConfig, checkpoint_due, make_optimizer,
+)
+from medtune.trainables.segmentation import TrainConfig
 
 
 def sgd(lr: float = 0.05) -> torch.optim.SGD:
@@ -395,3 +398,131 @@ def test_schedulefree_runs_without_the_run_s_length_since_it_has_no_schedule():
     control = LRControl(make_optimizer("schedulefree", model.parameters()), method="schedulefree",
                         settings=LRControlConfig())
     assert control.epochs is None and control.lr > 0
+
+
+# --------------------------------------------------------------------------- which epochs carry a checkpoint
+
+def test_checkpoint_due_every_n_epochs_at_the_last_at_pbts_epochs_and_after_the_time_bound():
+    def due(**kw):
+        return [e for e in range(1, 13) if checkpoint_due(e, **kw)]
+
+    assert due(every=5) == [5, 10]
+    assert due(every=5, last=12) == [5, 10, 12]
+    assert due(every=5, last=12, pbt_interval=4) == [4, 5, 8, 10, 12]
+    assert due(every=1) == list(range(1, 13))
+    assert checkpoint_due(3, 5, waited_s=300.0, every_s=300.0) and not checkpoint_due(3, 5, waited_s=299.9,
+                                                                                       every_s=300.0)
+    assert due(every=5, last=12, driven=True) == list(range(1, 13))  # a mailbox-driven trial: every epoch
+
+
+class Clock:
+    """Stands for ``time.monotonic`` in lr_control: ``now`` moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def reports(monkeypatch):
+    """What ``LRControl.step`` hands to ``tune.report``: one ``(epoch, checkpointed epoch or None)`` per call (the
+    checkpoint's own ``lr_control`` state, read back from the folder while it exists); and the clock."""
+    from ray import tune
+
+    import medtune.trainables.lr_control as lr_control
+
+    got: list[tuple[int, int | None]] = []
+
+    def report(result, checkpoint=None):
+        saved = None
+        if checkpoint is not None:
+            state = torch.load(f"{checkpoint.path}/{CHECKPOINT_FILE}", weights_only=False)
+            assert set(state) == {"model", "optimizer", "lr_control"}
+            saved = state["lr_control"]["epoch"]
+        got.append((result["epoch"], saved))
+
+    clock = Clock()
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(lr_control, "monotonic", clock)
+    return got, clock
+
+
+def run_epochs(method: str, n: int, clock: Clock | None = None, seconds: float = 0.0, **settings) -> LRControl:
+    model = torch.nn.Linear(2, 1)
+    c = LRControl(torch.optim.SGD(model.parameters(), lr=0.05), method=method, report=True,
+                  settings=LRControlConfig(metric="accuracy", loss_metric="loss", **settings))
+    for _ in range(n):
+        if clock is not None:
+            clock.now += seconds
+        c.step({"accuracy": 0.5, "loss": 1.0}, model=model)
+    return c
+
+
+def checkpointed(got) -> list[int]:
+    assert all(saved in (None, epoch) for epoch, saved in got)  # a checkpoint holds the epoch it came with
+    return [epoch for epoch, saved in got if saved is not None]
+
+
+def test_step_with_a_model_checkpoints_every_checkpoint_every_epochs_and_at_the_last(reports):
+    got, _ = reports
+    run_epochs("fixed", 12, epochs=12)
+    assert [e for e, _ in got] == list(range(1, 13))  # every epoch is reported
+    assert checkpointed(got) == [5, 10, 12]  # the default 5 (TrainConfig's), and the last epoch
+    assert LRControlConfig().checkpoint_every == TrainConfig().checkpoint_every == 5
+    assert LRControlConfig().checkpoint_every_s == TrainConfig().checkpoint_every_s
+
+
+def test_without_the_run_length_there_is_no_last_epoch_checkpoint(reports):
+    got, _ = reports
+    run_epochs("fixed", 7, checkpoint_every=3)
+    assert checkpointed(got) == [3, 6]
+
+
+def test_a_checkpoint_is_written_after_checkpoint_every_s_without_one(reports):
+    got, clock = reports
+    run_epochs("fixed", 7, clock, seconds=200.0, checkpoint_every=100, checkpoint_every_s=300.0)
+    assert checkpointed(got) == [2, 4, 6]  # 400 s since the start / the last one at each, 200 s in between
+
+
+def test_pbt_checkpoints_at_its_perturbation_epochs_too(reports):
+    got, _ = reports
+    run_epochs("pbt", 12, epochs=12, perturbation_interval=4)
+    assert checkpointed(got) == [4, 5, 8, 10, 12]
+
+
+def test_pbt_without_its_interval_checkpoints_every_epoch_and_other_methods_ignore_the_interval(reports):
+    got, _ = reports
+    run_epochs("pbt", 4)
+    assert checkpointed(got) == [1, 2, 3, 4]  # PBT may clone any epoch: each must carry its state
+    got.clear()
+    run_epochs("cosine", 8, epochs=8, perturbation_interval=2, checkpoint_every=3)
+    assert checkpointed(got) == [3, 6, 8]
+
+
+def test_a_diverged_epoch_writes_no_checkpoint_even_when_one_is_due(reports):
+    got, _ = reports
+    model = torch.nn.Linear(2, 1)
+    c = LRControl(torch.optim.SGD(model.parameters(), lr=0.05), method="plateau", report=True,  # watches the loss
+                  settings=LRControlConfig(metric="accuracy", loss_metric="loss", checkpoint_every=2))
+    c.step({"accuracy": 0.5, "loss": 1.0}, model=model)
+    c.step({"accuracy": 0.5, "loss": float("nan")}, model=model)  # epoch 2, due, but diverged
+    assert c.diverged
+    c.step({"accuracy": 0.5, "loss": 1.0}, model=model)
+    c.step({"accuracy": 0.5, "loss": 1.0}, model=model)
+    assert not c.diverged and checkpointed(got) == [4]
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"checkpoint_every": 0}, "lr_control.checkpoint_every=0 must be a whole number of epochs >= 1"),
+    ({"checkpoint_every": 2.5}, "lr_control.checkpoint_every=2.5 must be an integer"),
+    ({"checkpoint_every": True}, "lr_control.checkpoint_every=True must be"),
+    ({"checkpoint_every_s": 0}, "lr_control.checkpoint_every_s=0.0 must be a number of seconds > 0"),
+    ({"checkpoint_every_s": "5m"}, "lr_control.checkpoint_every_s='5m' must be a number"),
+    ({"perturbation_interval": 0}, "lr_control.perturbation_interval=0 must be a whole number of epochs >= 1"),
+])
+def test_bad_checkpoint_settings_are_one_input_error_line_naming_the_field(kw, message):
+    with pytest.raises(InputError, match=re.escape(message)) as info:
+        LRControl(sgd(), {"method": "fixed", "lr_control": kw})
+    assert "\n" not in str(info.value)

@@ -26,7 +26,8 @@ def store(tmp_path):
         rid = run.info.run_id
         client.log_batch(rid, params=[Param("method", method), Param("seed", str(seed))])
         client.log_batch(rid, metrics=[Metric(k, v, 0, e + 1) for e, x in enumerate(values)
-                                       for k, v in (("error", x), ("lr", 0.1), ("diverged", 0), ("epoch", e + 1))])
+                                       for k, v in (("error", x), ("lr", 0.1 if method == "fixed" else 0.1 / (e + 1)),
+                                                    ("diverged", 0), ("epoch", e + 1))])  # qlearning acts
         client.set_terminated(rid)
     return uri, client, exp
 

@@ -78,3 +78,63 @@ def test_auth_env_of_a_loopback_cluster_carries_the_loopback_switch(tmp_path):
     assert service.auth_env(state) == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token"),
                                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     assert service.auth_env({**state, "auth": False, "loopback": False}) == {"RAY_AUTH_MODE": "disabled"}
+
+
+class _AuthServer:
+    """MLflow's user store as its REST API answers (users, one grant per user and resource; a second create of
+    either is RESOURCE_ALREADY_EXISTS), behind AuthServiceClient's methods."""
+
+    def __init__(self):
+        self.users: dict[str, str] = {}
+        self.grants: dict[tuple[str, str, str], str] = {}
+
+    def client(self, url):
+        from mlflow.exceptions import RestException
+
+        server = self
+
+        def exists(what):
+            return RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": f"{what} already exists."})
+
+        class Client:
+            def create_user(self, user, password):
+                if user in server.users:
+                    raise exists(f"User {user}")
+                server.users[user] = password
+
+            def update_user_password(self, user, password):
+                server.users[user] = password
+
+            def grant_user_permission(self, user, kind, resource, permission):
+                if (user, kind, resource) in server.grants:
+                    raise exists(f"Permission for user={user} on resource_type={kind}, resource_id={resource}")
+                server.grants[user, kind, resource] = permission
+
+            def get_user_permission(self, user, kind, resource):
+                from mlflow.server.auth.entities import GetUserPermissionResult
+
+                return GetUserPermissionResult(True, server.grants[user, kind, resource])
+
+            def revoke_user_permission(self, user, kind, resource):
+                del server.grants[user, kind, resource]
+
+        return Client()
+
+
+def test_setting_up_the_trials_user_again_keeps_its_grant(tmp_path, monkeypatch):
+    """A second `cluster up` on the same user store (the user and its grant exist) succeeds; a grant changed by
+    hand is set back to EDIT. (A real MLflow server cycles through it in tests/test_integration_cluster.py.)"""
+    import mlflow.server.auth.client
+
+    server = _AuthServer()
+    monkeypatch.setattr(mlflow.server.auth.client, "AuthServiceClient", server.client)
+    config = mlflow_auth.ensure_files(tmp_path)
+    credentials = tmp_path / mlflow_auth.CREDENTIALS
+    password = mlflow_auth.read_credentials(credentials)["MLFLOW_TRACKING_PASSWORD"]
+    for _ in range(3):
+        mlflow_auth.setup_trials_user("http://127.0.0.1:5000", config, credentials)
+        assert server.users == {"medtune-trials": password}
+        assert server.grants == {("medtune-trials", "experiment", "*"): "EDIT"}
+    server.grants["medtune-trials", "experiment", "*"] = "READ"
+    mlflow_auth.setup_trials_user("http://127.0.0.1:5000", config, credentials)
+    assert server.grants == {("medtune-trials", "experiment", "*"): "EDIT"}

@@ -81,3 +81,11 @@ def test_medtune_run_compares_the_trainable_a_spec_names(folder):
     report = medtune(folder, "report", "digits-spec", "--output", "out")
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
     assert "final accuracy" in report.stdout
+    # The recovery path after an MLflow outage: the summary run logged again, in the spec's own metric.
+    session = next((folder / "out").glob("digits-spec-*"))
+    (first,) = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
+    synced = medtune(folder, "report", "--sync", str(session))
+    assert synced.returncode == 0, synced.stdout[-2000:] + synced.stderr[-2000:]
+    assert f"logged the summary run of session {session.name}" in synced.stdout
+    (summary,) = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'summary'")
+    assert summary.info.run_id != first.info.run_id and summary.data.metrics == first.data.metrics

@@ -23,19 +23,22 @@ def lines(caplog, monkeypatch):
 
 
 def test_a_line_at_most_every_interval_with_epochs_done_estimate_and_each_running_trial(lines, monkeypatch):
-    clock = iter([0.0, 1.0, 2.0, 12.0, 13.0])
+    clock = iter([0.0, 50.0, 51.0, 52.0, 62.0, 63.0])
     monkeypatch.setattr("medtune.cluster.progress.time.monotonic", lambda: next(clock))
-    log = ProgressLog("study", trial_epochs=8, metric="dice", every_s=10)
+    log = ProgressLog("study", trial_epochs=20, metric="dice", every_s=10)
     trials = [Trial("a", "fixed", 0), Trial("b", "cosine", 1)]
     log.setup()                                                                    # t = 0
-    assert lines() == ["study: 8 trial-epochs to run"]
-    log.on_trial_result(0, trials, trials[0], {"epoch": 1, "dice": 0.25, "lr": 1e-3})   # t = 1: no line yet
-    log.on_trial_result(0, trials, trials[1], {"epoch": 1, "dice": 0.5, "lr": 2e-4})    # t = 2
-    assert len(lines()) == 1
-    log.on_trial_result(0, trials, trials[0], {"epoch": 2, "dice": 0.3, "lr": 1e-3})    # t = 12: a line
-    (line,) = lines()[1:]
-    assert line.startswith("study: 3/8 trial-epochs (38%), 2 running, 0 finished, 0 failed; 12 s in, about 20 s left")
-    assert "fixed seed 0 epoch 2 dice 0.300 lr 1.0e-03" in line and "cosine seed 1 epoch 1 dice 0.500 lr 2.0e-04" in line
+    assert lines() == ["study: 20 trial-epochs to run"]
+    log.on_trial_result(0, trials, trials[0], {"epoch": 1, "dice": 0.25, "lr": 1e-3})   # t = 50: a line (start-up)
+    assert "50 s in, estimating the time left" in lines()[1]  # one epoch after 50 s of start-up: no guess yet
+    log.on_trial_result(0, trials, trials[1], {"epoch": 1, "dice": 0.5, "lr": 2e-4})    # t = 51
+    log.on_trial_result(0, trials, trials[0], {"epoch": 2, "dice": 0.3, "lr": 1e-3})    # t = 52
+    assert len(lines()) == 2
+    log.on_trial_result(0, trials, trials[1], {"epoch": 3, "dice": 0.6, "lr": 2e-4})    # t = 62: a line
+    (line,) = lines()[2:]
+    # 3 epochs past each trial's first in the 12 s since the first result: 4 s each, 15 left -> 60 s
+    assert line.startswith("study: 5/20 trial-epochs (25%), 2 running, 0 finished, 0 failed; 62 s in, about 60 s left")
+    assert "fixed seed 0 epoch 2 dice 0.300 lr 1.0e-03" in line and "cosine seed 1 epoch 3 dice 0.600 lr 2.0e-04" in line
 
 
 def test_finished_and_failed_trials_are_said_at_once(lines):

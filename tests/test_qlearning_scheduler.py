@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 
 import pytest
 from ray.tune.schedulers import TrialScheduler
@@ -187,25 +188,23 @@ def test_custom_flattened_metric_names(tmp_path):
 # --------------------------------------------------------------------------- journal
 
 
-def test_every_epoch_appends_one_json_line_and_decisions_carry_the_state(tmp_path):
+def test_every_epoch_appends_one_compact_record_of_the_agents_input(tmp_path):
     sched, _ = make(tmp_path)
     a, b = ql_trial("a"), ql_trial("b")
-    feed(sched, a, CURVE[:2])
+    feed(sched, a, CURVE[:5])
     lines = journal_lines(tmp_path)
-    # epochs 1-2: insufficient data, no decision -> small observation records
-    assert [(x["trial"], x["epoch"], "agent" in x) for x in lines] == [("a", 1, False), ("a", 2, False)]
-    assert (lines[0]["dice"], lines[0]["loss"]) == CURVE[0]
-    feed(sched, a, CURVE[2:5], first_epoch=3)
+    # the method's table (its initial state, RNG included), trial a's number and starting LR, then one
+    # [number, epoch, dice, loss] per epoch, decisions (patience 0: epochs 3-5) included
+    assert lines[0]["new_table"] == "qlearning" and lines[0]["state"]["rng"] and lines[0]["state"]["updates"] == 0
+    assert lines[1] == {"n": 0, "trial": "a", "method": "qlearning", "lr": 1e-3}
+    assert lines[2:] == [[0, e + 1, d, l] for e, (d, l) in enumerate(CURVE[:5])]
+    assert len(sched.agents["a"].run.decisions) == 3
+    feed(sched, b, WAVE[:2])
     lines = journal_lines(tmp_path)
-    # patience 0: decisions at epochs 3, 4, 5 -> full records
-    assert [(x["epoch"], "agent" in x) for x in lines[2:]] == [(3, True), (4, True), (5, True)]
-    feed(sched, b, WAVE[:3])
-    lines = journal_lines(tmp_path)
-    assert [(x["trial"], x["epoch"]) for x in lines][-1] == ("b", 3) and len(lines) == 8
-    last = lines[-1]
-    assert last["table"]["updates"] == sched.table.updates
-    assert last["table"]["q"] == sched.table.q
-    assert last["agent"] == sched.agents["b"].state_dict()
+    assert lines[7:] == [{"n": 1, "trial": "b", "method": "qlearning", "lr": 1e-3}, [1, 1, *WAVE[0]], [1, 2, *WAVE[1]]]
+    # an epoch costs one short line, decided or not (the old journal wrote ~700 bytes per record)
+    epochs = [x for x in (tmp_path / "journal.jsonl").read_text().splitlines() if x.startswith("[")]
+    assert len(epochs) == 7 and max(len(x) for x in epochs) < 40
 
 
 def test_replay_between_decisions_rebuilds_the_agent_exactly(tmp_path):
@@ -461,3 +460,129 @@ def test_a_min_mode_metric_reaches_the_agent_negated(tmp_path):
         r["error"] = 0.5 - 0.1 * e
         sched.on_trial_result(None, trial, r)
     assert sched.agents["t1"].run.decisions[0]["state"] == "improving"
+
+
+# --------------------------------------------------------------------------- journal snapshots
+
+
+def noisy_results(n_trials: int, epochs: int, seed: int = 0) -> list[tuple[FakeTrial, dict]]:
+    """Round-robin results of ``n_trials`` qlearning trials with noisy curves (so the agents decide and explore)."""
+    import random
+
+    rng = random.Random(seed)
+    trials = [ql_trial(f"t{i}", lr=1e-3) for i in range(n_trials)]
+    out = []
+    for e in range(1, epochs + 1):
+        for t in trials:
+            dice = min(1.0, 0.8 * (1 - 0.9 ** e) + rng.gauss(0, 0.02))
+            out.append((t, result(e, dice, 1.2 * (1 - dice) + 0.1 + rng.gauss(0, 0.02))))
+    return out
+
+
+def same_state(s1, s2) -> None:
+    """Tables (Q-values, visits, epsilon, updates and the RNG state) and agents equal, and one RNG draw agrees."""
+    assert s2.table.state_dict() == s1.table.state_dict()
+    assert set(s2.agents) == set(s1.agents)
+    for tid, agent in s1.agents.items():
+        assert s2.agents[tid].state_dict() == agent.state_dict(), tid
+        assert s2.agents[tid].table is s2.table
+    assert s2.last_epoch == s1.last_epoch
+
+
+def test_the_journal_stays_bounded_by_the_snapshot_over_many_results(tmp_path):
+    sched, _ = make(tmp_path, QLearningConfig(), journal_snapshot_every=50)
+    path = tmp_path / "journal.jsonl"
+    sizes, snapshots = [], 0
+    for i, (trial, res) in enumerate(noisy_results(4, 500)):
+        sched.on_trial_result(None, trial, res)
+        first = path.read_bytes()[:12]
+        snapshots += first.startswith(b'{"snapshot"') and sched._tail_records == 0
+        sizes.append(path.stat().st_size)
+    assert snapshots >= 2 and sched.table.updates > 50  # it learned, and was snapshotted more than once
+    bound = 5 * sched._snapshot_bytes + 50 * 40
+    assert max(sizes[len(sizes) // 2:]) <= bound  # 2,000 results: never more than five snapshots and K records
+    assert path.read_bytes().startswith(b'{"snapshot"')
+
+
+def test_a_resume_from_snapshot_and_tail_equals_the_scheduler_that_never_stopped(tmp_path):
+    calls = noisy_results(3, 60)
+    s1, _ = make(tmp_path, journal_snapshot_every=20)
+    for trial, res in calls[:150]:
+        s1.on_trial_result(None, trial, res)
+    text = (tmp_path / "journal.jsonl").read_text().splitlines()
+    assert text[0].startswith('{"snapshot"') and len(text) > 1  # a snapshot and a tail
+    (tmp_path / "resumed").mkdir()
+    shutil.copy(tmp_path / "journal.jsonl", tmp_path / "resumed" / "journal.jsonl")
+    s2, _ = make(tmp_path / "resumed", journal_snapshot_every=20)
+    s2.snapshot()
+    same_state(s1, s2)
+    assert s2.restored_updates == s1.table.updates > 0
+    # the tail already in the file counts towards the next snapshot, as it did for the scheduler that wrote it
+    counters = ("_tail_records", "_tail_bytes", "_snapshot_bytes")
+    assert [getattr(s2, c) for c in counters] == [getattr(s1, c) for c in counters] and s1._tail_records > 0
+    # both go on identically: the same explorations (RNG draws), decisions and Q-values
+    for trial, res in calls[150:]:
+        s1.on_trial_result(None, trial, res)
+        s2.on_trial_result(None, trial, res)
+    same_state(s1, s2)
+    s3, _ = make(tmp_path / "resumed")  # and the journal the resumed one wrote rebuilds it once more
+    s3.snapshot()
+    same_state(s2, s3)
+    assert s1.table.rng.random() == s2.table.rng.random() == s3.table.rng.random()
+
+
+def test_a_torn_line_after_a_snapshot_is_dropped_and_the_next_record_survives(tmp_path):
+    calls = noisy_results(2, 40)
+    s1, _ = make(tmp_path, journal_snapshot_every=10)
+    for trial, res in calls[:61]:
+        s1.on_trial_result(None, trial, res)
+    (tmp_path / "killed").mkdir()
+    journal = tmp_path / "killed" / "journal.jsonl"
+    shutil.copy(tmp_path / "journal.jsonl", journal)
+    with open(journal, "a") as f:
+        f.write("[0,31,0.7")  # driver killed mid-write
+    assert journal.read_text().startswith('{"snapshot"')
+    s2, _ = make(tmp_path / "killed", journal_snapshot_every=10_000)
+    s2.snapshot()
+    same_state(s1, s2)
+    for trial, res in calls[61:64]:
+        s1.on_trial_result(None, trial, res)
+        s2.on_trial_result(None, trial, res)  # its first record goes on a fresh line after the torn one
+    s3, _ = make(tmp_path / "killed")
+    s3.snapshot()
+    same_state(s2, s3)
+    same_state(s1, s3)
+
+
+def test_an_old_format_journal_is_replayed_then_rewritten_as_a_snapshot(tmp_path):
+    # The old format: an observation per quiet epoch, the method's table (no RNG) and the agent on a decision.
+    s1, _ = make(tmp_path / "new")
+    old = []
+    trial = ql_trial("t")
+    for i, (d, l) in enumerate(WAVE):
+        decided, updates = len(s1.agents["t"].run.decisions) if "t" in s1.agents else 0, s1.table and s1.table.updates
+        s1.on_trial_result(None, trial, result(i + 1, d, l))
+        agent = s1.agents["t"]
+        record = {"trial": "t", "method": "qlearning", "epoch": i + 1}
+        if len(agent.run.decisions) != decided or s1.table.updates != updates:
+            record.update(table=s1.table.state_dict(include_rng=False), agent=agent.state_dict())
+        else:
+            record.update(dice=d, loss=l, lr=agent.lr)
+        old.append(json.dumps(record))
+    assert any('"agent"' in r for r in old) and any('"dice"' in r for r in old)
+    (tmp_path / "journal.jsonl").write_text("\n".join(old) + "\n")
+    s2, _ = make(tmp_path)
+    s2.snapshot()
+    assert s2.agents["t"].state_dict() == s1.agents["t"].state_dict()
+    assert s2.table.q == s1.table.q and s2.table.updates == s1.table.updates
+    assert (tmp_path / "journal.jsonl").read_text().count("\n") == len(WAVE)  # reading writes nothing
+    s2.on_trial_result(None, trial, result(9, 0.7, 0.8))
+    assert (tmp_path / "journal.jsonl").read_text().startswith('{"snapshot"')
+    s3, _ = make(tmp_path)
+    s3.snapshot()
+    same_state(s2, s3)
+
+
+def test_bad_journal_snapshot_every_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="journal_snapshot_every=0"):
+        make(tmp_path, journal_snapshot_every=0)

@@ -417,7 +417,7 @@ def test_large_offcentre_task_trains_on_patches_and_scores_the_whole_volume(tmp_
 
     root = write_offcentre_decathlon(tmp_path / "big", num_cases=4, shape=(48, 48, 48))
     cfg = DataConfig(source="decathlon", path=str(root), test_fraction=0.0, val_fraction=0.25,
-                     spatial_size=(48, 48, 48), patch_size=(12, 12, 12), patches_per_volume=2)
+                     patch_size=(12, 12, 12), patches_per_volume=2, foreground_ratio=0.5)
     split = split_datalists(cfg)
     run = SegmentationRun(method="fixed", seed=0, data=split, model_cfg=MODEL, patch_size=cfg.patch_size,
                           patches_per_volume=2, train_cfg=TrainConfig(epochs=1, batch_size=3, base_lr=1e-2))

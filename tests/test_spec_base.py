@@ -11,7 +11,7 @@ def test_a_variant_overrides_section_by_section_and_resolves_its_base_beside_its
     (tmp_path / "child.yaml").write_text("base: mine.yaml\nname: child\nsmoke: {train.epochs: 2}\n")
     data, _ = read_spec_file(str(tmp_path / "child.yaml"))
     assert data["name"] == "child" and "base" not in data
-    assert data["train"]["epochs"] == 7 and data["train"]["batch_size"] == 4   # merged, not replaced
+    assert data["train"]["epochs"] == 7 and data["train"]["loss"] == "dice_ce"   # merged, not replaced
     assert data["smoke"]["train.epochs"] == 2 and data["smoke"]["seeds"] == [0]
     assert load_spec(str(tmp_path / "child.yaml"), smoke=True).train.epochs == 2
 

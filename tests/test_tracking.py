@@ -290,6 +290,46 @@ def test_the_tracker_still_pickles_after_its_thread_started(tmp_path):
     assert copy._sender is None and copy.backlog == tracker.backlog
 
 
+class Stop:
+    """Stands for the fail-fast callback: ``note`` is what a stopped trial carries once the run was stopped."""
+
+    def __init__(self):
+        self.note = None
+
+    def stop_note(self):
+        return self.note
+
+
+def test_trials_ending_after_a_stop_are_killed_with_the_reason_and_a_restored_tracker_keeps_the_hook(tmp_path):
+    import pickle
+
+    stop = Stop()
+    tracker, client = make(tmp_path)
+    tracker.stop_note = stop.stop_note
+    a, b = trial("t1"), trial("t2", "cosine")
+    for t in (a, b):
+        tracker.on_trial_start(0, [], t)
+        tracker.on_trial_result(0, [], t, {"epoch": 1, "dice": 0.1})
+    c = trial("t3", "step")
+    tracker.on_trial_start(0, [], c)
+    tracker.on_trial_complete(0, [], a)  # before any stop: it finished
+    stop.note = "stopped unfinished: trial fixed-seed0 raised ImportError: x at its first epoch"
+    tracker.on_trial_complete(0, [], b)  # after: stopped with the run, never shown as finished
+    tracker.on_experiment_end([a, b, c])  # c got no callback of its own: ended with the run
+    assert [client.runs[r]["status"] for r in ("run0", "run1", "run2")] == ["FINISHED", "KILLED", "KILLED"]
+    assert client.runs["run1"]["tags"]["medtune.error"] == client.runs["run2"]["tags"]["medtune.error"] == stop.note
+    restored = pickle.loads(pickle.dumps(tracker))  # as Tune restores it on `medtune resume`
+    assert restored.stop_note() == stop.note
+    state = tracker.__getstate__()
+    del state["stop_note"]  # a session saved by a version without the hook
+    old = MLflowTracker.__new__(MLflowTracker)
+    old.__setstate__(state)
+    old._client = FakeClient()
+    old.on_trial_start(0, [], a)
+    old.on_trial_complete(0, [], a)
+    assert old._client.runs["run0"]["status"] == "FINISHED"
+
+
 def test_queued_epochs_of_a_trial_go_as_one_request_and_each_run_keeps_its_order(tmp_path):
     tracker, client = make(tmp_path)
     a, b = trial("t1"), trial("t2", "cosine")

@@ -38,6 +38,14 @@ from medtune.util import is_int, is_number, single_threaded
 logger = logging.getLogger(__name__)
 
 SOURCES = ("phantom", "decathlon")
+PLANS = ("auto", "off")
+CACHES = ("memory", "disk", "none")
+SW_MODES = ("gaussian", "constant")
+# What a None of these DataConfig fields means, per source: the phantom keeps its settings since the start.
+SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "phantom": {"foreground_ratio": 0.5, "sw_overlap": 0.25, "sw_mode": "constant", "augment": False},
+    "decathlon": {"foreground_ratio": 1 / 3, "sw_overlap": 0.5, "sw_mode": "gaussian", "augment": True},
+}
 PHANTOM_CLASS_NAMES = ("background", "anterior", "posterior")
 
 
@@ -55,24 +63,50 @@ class DataConfig:
             evaluation, in [0, 1); 0 means no test split. Nothing is tuned on it.
         seed: Data seed for the phantom generation and the train/val split;
             the same for every trial so trials see identical data.
-        spatial_size: ``(D, H, W)`` every volume is padded/cropped to; each
-            entry a positive multiple of 4 (two stride-2 levels of the UNet).
+        spatial_size: Phantom only: ``(D, H, W)`` every phantom volume is padded/cropped to; each entry a
+            positive multiple of 4 (two stride-2 levels of the UNet). Decathlon volumes keep their own size
+            (nothing cuts them to a fixed size, so no labelled voxel is ever cropped away); the field is
+            ignored there, and the driver says so.
         spacing: Decathlon only: voxel size in mm, RAS order, to resample every case to (MONAI ``Spacingd``,
-            bilinear for images, nearest-neighbour for labels). ``"median"`` (default): the task's median
-            spacing; ``None``: keep each case's native grid.
+            bilinear for images, nearest-neighbour for labels). ``"median"`` (default): planned from the task
+            (``plan: auto``: the median, an anisotropic task's coarse axis at its 10th percentile; ``plan: off``:
+            the plain median); ``None``: keep each case's native grid.
         intensity_range: Decathlon CT tasks only (every ``modality`` is ``"CT"``): HU window ``[low, high]``
             clipped and scaled to [0, 1]. MR and other modalities are z-scored over their nonzero voxels,
             per channel.
-        crop_foreground: Decathlon only: crop each case to the bounding box of its nonzero voxels (MONAI
-            ``CropForegroundd``) before the pad/crop to ``spatial_size``.
-        patch_size: ``(D, H, W)`` patches to train on, each entry a positive multiple of 4 and at most
-            ``spatial_size``'s: ``patches_per_volume`` per volume and epoch, drawn by MONAI's
-            ``RandCropByPosNegLabeld`` (half centred on foreground, half on background), and validation and test
-            volumes are scored by ``sliding_window_inference`` with this window. None (default): whole volumes.
+        crop_foreground: Decathlon only: crop each case to the bounding box of the union of its nonzero image
+            voxels (any channel) and its labelled voxels, after ``Orientationd`` and before ``Spacingd``. The
+            box holds every labelled voxel by construction; with a noise (MR) or air (CT, -1000) background it
+            is the whole volume.
+        patch_size: ``(D, H, W)`` patches to train on: ``patches_per_volume`` per volume and epoch, drawn by
+            MONAI's ``RandCropByPosNegLabeld`` (``foreground_ratio`` of them centred on foreground), and
+            validation and test volumes are scored whole by ``sliding_window_inference`` with this window.
+            Phantom: each entry a positive multiple of 4 and at most ``spatial_size``'s; None (default): whole
+            volumes. Decathlon: None (default) is planned from the task (``plan: auto``); a Decathlon training
+            volume smaller than the patch is zero-padded to it before the crop (scoring needs no padding).
         patches_per_volume: Patches drawn per training volume and epoch (>= 1), with ``patch_size`` only.
-        cache_rate: Share of each split's volumes a trial keeps preprocessed in memory (MONAI ``CacheDataset``),
-            in [0, 1]: 1.0 (default) runs the deterministic transforms once per volume and trial; below 1 the
-            rest is read and preprocessed again every epoch, bounding memory by the cache, not the task's size.
+        cache_rate: With ``cache: memory``: the share of each split's volumes a trial keeps preprocessed in memory
+            (MONAI ``CacheDataset``), in [0, 1]: 1.0 (default) runs the deterministic transforms once per volume and
+            trial; below 1 the rest is read and preprocessed again every epoch.
+        plan: Decathlon only: ``"auto"`` (default) derives spacing, patch size, batch size and the network's
+            strides from a fingerprint of the task (:mod:`medtune.trainables.plan`); ``"off"`` plans nothing
+            (``patch_size`` must then be given). Every planned value set in the spec wins over the plan. The
+            phantom keeps its fixed settings.
+        foreground_ratio: Share of the training patches centred on a labelled voxel, in [0, 1]
+            (``RandCropByPosNegLabeld``'s ``pos / (pos + neg)``). None: 1/3 for Decathlon (nnU-Net's
+            oversampling), 1/2 for the phantom (its settings since the start).
+        sw_overlap: Overlap of the sliding windows that score whole volumes, in [0, 1). None: 0.5 for Decathlon,
+            0.25 for the phantom.
+        sw_mode: How overlapping windows are blended: ``"gaussian"`` (centre-weighted) or ``"constant"`` (plain
+            mean). None: ``"gaussian"`` for Decathlon, ``"constant"`` for the phantom.
+        augment: Augment the training patches after the crop (MONAI ``RandFlipd`` per axis,
+            ``RandRotate90d`` in-plane where the patch is square, ``RandScaleIntensityd``,
+            ``RandShiftIntensityd``, ``RandGaussianNoised``), seeded by the trial's seed and checkpointed. None: on
+            for Decathlon, off for the phantom.
+        cache: Where a trial keeps its preprocessed volumes: ``"memory"`` (default: MONAI ``CacheDataset`` with
+            ``cache_rate``), ``"disk"`` (MONAI ``PersistentDataset`` in the session folder's ``cache/``, so a second
+            trial, another worker or a resume preprocesses nothing; memory holds only what a batch needs) or
+            ``"none"`` (read and preprocess every volume on every access).
 
     Raises:
         InputError: One line naming the field, the value and the fix.
@@ -91,6 +125,12 @@ class DataConfig:
     patch_size: tuple[int, int, int] | None = None
     patches_per_volume: int = 2
     cache_rate: float = 1.0
+    plan: str = "auto"
+    foreground_ratio: float | None = None
+    sw_overlap: float | None = None
+    sw_mode: str | None = None
+    augment: bool | None = None
+    cache: str = "memory"
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -142,13 +182,42 @@ class DataConfig:
             raise InputError(f"crop_foreground={self.crop_foreground!r} must be true or false")
         patch = tuple(self.patch_size) if isinstance(self.patch_size, list) else self.patch_size
         object.__setattr__(self, "patch_size", patch)
-        if patch is not None and not (
+        if self.source == "phantom" and patch is not None and not (
                 isinstance(patch, tuple) and len(patch) == 3
                 and all(is_int(p) and 0 < p <= s and p % 4 == 0 for p, s in zip(patch, size))):
             raise InputError(
                 f"patch_size={self.patch_size!r} is invalid; use three positive multiples of 4, each at most "
                 f"spatial_size={list(size)!r}, or null to train on whole volumes"
             )
+        if self.source == "decathlon" and patch is not None and not (
+                isinstance(patch, tuple) and len(patch) == 3 and all(is_int(p) and p > 0 for p in patch)):
+            raise InputError(
+                f"patch_size={self.patch_size!r} is invalid; use three positive integers (multiples of the "
+                "network's total stride), or null to let the plan choose"
+            )
+        if self.plan not in PLANS:
+            raise InputError(f"plan={self.plan!r} is not a plan setting; use one of {', '.join(PLANS)}"
+                             f"{did_you_mean(str(self.plan), PLANS)}")
+        if self.source == "decathlon" and self.plan == "off" and patch is None:
+            raise InputError("patch_size is required with plan='off' for source='decathlon'; set data.patch_size "
+                             "(e.g. [64, 64, 64]) or use data.plan=auto")
+        if self.cache not in CACHES:
+            raise InputError(f"cache={self.cache!r} is not a cache setting; use one of {', '.join(CACHES)}"
+                             f"{did_you_mean(str(self.cache), CACHES)}")
+        defaults = SOURCE_DEFAULTS[self.source]
+        for name in defaults:  # None: the source's own default
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, defaults[name])
+        if not (is_number(self.foreground_ratio) and 0 <= self.foreground_ratio <= 1):
+            raise InputError(f"foreground_ratio={self.foreground_ratio!r} is out of range; use a number in [0, 1] "
+                             "(1/3: a third of the patches centred on a labelled voxel)")
+        if not (is_number(self.sw_overlap) and 0 <= self.sw_overlap < 1):
+            raise InputError(f"sw_overlap={self.sw_overlap!r} is out of range; use a number in [0, 1), e.g. 0.5")
+        if self.sw_mode not in SW_MODES:
+            raise InputError(f"sw_mode={self.sw_mode!r} is not a blending mode; use one of {', '.join(SW_MODES)}"
+                             f"{did_you_mean(str(self.sw_mode), SW_MODES)}")
+        if not isinstance(self.augment, bool):
+            raise InputError(f"augment={self.augment!r} must be true or false")
         if not is_int(self.patches_per_volume) or self.patches_per_volume < 1:
             raise InputError(f"patches_per_volume={self.patches_per_volume!r} must be an integer >= 1")
         if not (is_number(self.cache_rate) and 0 <= self.cache_rate <= 1):
@@ -518,15 +587,25 @@ def load_decathlon(root: str | Path) -> list[Case]:
             for h, image, label in _iter_decathlon(root)]
 
 
-def scan_decathlon(root: str | Path) -> list[CaseHeader]:
+def scan_decathlon(root: str | Path, visit: Any = None) -> list[CaseHeader]:
     """Run every :func:`load_decathlon` check, one case at a time, keeping only each case's header.
 
     Meant for the driver, before any trial starts: memory is one case at a time, whatever the task's size.
 
+    Args:
+        root: The task folder.
+        visit: ``(header, image (C, X, Y, Z) float32, label (X, Y, Z) uint8) -> None``, called on each case while
+            it is in memory (the plan's fingerprint reads the task in the same pass).
+
     Raises:
         InputError: As :func:`load_decathlon`.
     """
-    return [header for header, _, _ in _iter_decathlon(root)]
+    headers = []
+    for header, image, label in _iter_decathlon(root):
+        if visit is not None:
+            visit(header, image, label)
+        headers.append(header)
+    return headers
 
 
 def decathlon_class_names(root: str | Path) -> tuple[str, ...]:
@@ -556,23 +635,38 @@ def median_spacing(cases: list[Case]) -> tuple[float, float, float]:
     return tuple(float(x) for x in np.median([ras_spacing(c.affine) for c in cases], axis=0))
 
 
-def _nonzero(x):
-    return x != 0
+class CropToImageOrLabel:
+    """Crop ``image`` and ``label`` (channel-first MetaTensors) to the bounding box of the union of the image's
+    nonzero voxels (any channel) and the labelled voxels: no labelled voxel is ever outside it. An image and label
+    with nothing nonzero are kept whole. (MONAI's ``CropForegroundd`` looks at one key only.)"""
+
+    def __call__(self, data: dict) -> dict:
+        from monai.transforms import SpatialCrop
+        from monai.transforms.utils import generate_spatial_bounding_box
+
+        image, label = data["image"], data["label"]
+        mask = (image != 0).any(0, keepdims=True) | (label > 0)
+        start, end = generate_spatial_bounding_box(mask)
+        if not any(e > s for s, e in zip(start, end)):
+            return data
+        crop = SpatialCrop(roi_start=start, roi_end=end)
+        return {**data, "image": crop(image), "label": crop(label)}
 
 
 def _decathlon_steps(cfg: DataConfig, spacing: tuple[float, float, float] | None,
                      modalities: tuple[str, ...] | None) -> list:
-    """MONAI's ``Orientationd``, ``Spacingd`` (skipped for ``spacing`` None), ``CropForegroundd`` (when
-    ``cfg.crop_foreground``) and the CT window or MR z-score, on channel-first ``image`` and ``label``."""
-    from monai.transforms import CropForegroundd, NormalizeIntensityd, Orientationd, ScaleIntensityRanged, Spacingd
+    """MONAI's ``Orientationd``, :class:`CropToImageOrLabel` (when ``cfg.crop_foreground``), ``Spacingd``
+    (skipped for ``spacing`` None) and the CT window or MR z-score, on channel-first ``image`` and ``label``.
+    Nothing cuts a volume to a fixed size: every labelled voxel is kept."""
+    from monai.transforms import Lambda, NormalizeIntensityd, Orientationd, ScaleIntensityRanged, Spacingd
 
     is_ct = bool(modalities) and all(m.strip().upper() == "CT" for m in modalities)
     keys = ("image", "label")
-    steps = [Orientationd(keys=keys, axcodes="RAS", labels=None)]
+    steps: list = [Orientationd(keys=keys, axcodes="RAS", labels=None)]
+    if cfg.crop_foreground:  # a MONAI Transform, so the caches keep what follows it
+        steps.append(Lambda(func=CropToImageOrLabel()))
     if spacing is not None:
         steps.append(Spacingd(keys=keys, pixdim=spacing, mode=("bilinear", "nearest"), dtype=np.float32))
-    if cfg.crop_foreground:
-        steps.append(CropForegroundd(keys=keys, source_key="image", select_fn=_nonzero, allow_smaller=True))
     if is_ct:
         low, high = cfg.intensity_range
         steps.append(ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
@@ -585,9 +679,10 @@ def preprocess_decathlon(cases: list[Case], cfg: DataConfig, modalities: tuple[s
     """Resample, reorient, crop and normalise Decathlon cases with MONAI's dictionary transforms.
 
     Per case, in this order (images are already channel-first, made so by ``EnsureChannelFirst`` in the
-    reader; labels get their channel axis here): ``Orientationd`` to RAS, ``Spacingd`` to ``cfg.spacing`` (``"median"``: :func:`median_spacing` of
-    ``cases``; None: skipped) with bilinear images and nearest-neighbour labels, ``CropForegroundd`` to the
-    image's nonzero voxels (when ``cfg.crop_foreground``), then intensities: for a CT task (every modality
+    reader; labels get their channel axis here): ``Orientationd`` to RAS, :class:`CropToImageOrLabel` (the
+    union of nonzero image and labelled voxels, when ``cfg.crop_foreground``), ``Spacingd`` to ``cfg.spacing``
+    (``"median"``: :func:`median_spacing` of ``cases``; None: skipped) with bilinear images and
+    nearest-neighbour labels, then intensities: for a CT task (every modality
     ``"CT"``) ``ScaleIntensityRanged`` clipping ``cfg.intensity_range`` to [0, 1]; otherwise
     ``NormalizeIntensityd`` z-scoring the nonzero voxels of each channel. An all-zero image is kept whole
     (nothing to crop to) and stays zero.
@@ -687,16 +782,16 @@ def prepare(cases: list[Case], spatial_size: tuple[int, int, int],
 
 def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float] | None,
                              modalities: tuple[str, ...] | None, in_channels: int) -> list:
-    """The deterministic MONAI chain from a data-list item to a network-ready volume (what a
-    ``CacheDataset`` caches).
+    """The deterministic MONAI chain from a data-list item to a network-ready volume (what a trial caches).
 
     Items are ``{"image", "label"}``. Decathlon: file paths, read by :func:`_reader` (``LoadImaged`` with
     ``NibabelReader``, ``EnsureChannelFirstd``), labels rounded to integers, then ``Orientationd``,
-    ``Spacingd`` (to ``spacing``; None: skipped), ``CropForegroundd`` and the CT or MR intensities, as
-    :func:`preprocess_decathlon`. Phantom: channel-first arrays, z-scored over all voxels
-    (``NormalizeIntensityd``, per channel when ``in_channels`` > 1). Both end with ``ResizeWithPadOrCropd``
-    to ``cfg.spatial_size`` and ``image`` ``float32``, ``label`` ``uint8`` ``(1, D, H, W)`` (cast to int64 per
-    batch, a third of the cache that int64 would take).
+    :class:`CropToImageOrLabel`, ``Spacingd`` (to ``spacing``; None: skipped) and the CT or MR intensities, as
+    :func:`preprocess_decathlon`; the volume keeps its own size (a trial pads a training volume smaller than
+    the patch before cropping, :class:`~medtune.trainables.segmentation.SegmentationRun`). Phantom: channel-first arrays, z-scored over all voxels
+    (``NormalizeIntensityd``, per channel when ``in_channels`` > 1) and padded/cropped
+    (``ResizeWithPadOrCropd``) to ``cfg.spatial_size``. Both end with ``image`` ``float32``, ``label`` ``uint8``
+    ``(1, D, H, W)`` (cast to int64 per batch, a third of the cache that int64 would take).
     """
     import torch
     from monai.transforms import EnsureTyped, Lambdad, NormalizeIntensityd, ResizeWithPadOrCropd
@@ -705,9 +800,9 @@ def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float
     if cfg.source == "decathlon":
         steps = [*_reader(np.float32), *_decathlon_steps(cfg, spacing, modalities)]
     else:  # in-memory arrays, read-only views of Ray's object store in a trial: copied before anything else
-        steps = [Lambdad(keys=keys, func=_writable_copy), NormalizeIntensityd(keys="image", channel_wise=in_channels > 1)]
+        steps = [Lambdad(keys=keys, func=_writable_copy), NormalizeIntensityd(keys="image", channel_wise=in_channels > 1),
+                 ResizeWithPadOrCropd(keys=keys, spatial_size=cfg.spatial_size)]
     return steps + [
-        ResizeWithPadOrCropd(keys=keys, spatial_size=cfg.spatial_size),
         Lambdad(keys="label", func=_round_labels),  # float label maps: rounded, never truncated
         EnsureTyped(keys="image", data_type="tensor", dtype=torch.float32, track_meta=False),
         EnsureTyped(keys="label", data_type="tensor", dtype=torch.uint8, track_meta=False),
@@ -733,11 +828,15 @@ class SegmentationSplit:
             arrays (``float32`` ``(1, D, H, W)``, ``uint8`` ``(1, D, H, W)``); ``test`` empty without a test split.
         num_classes, class_names: As :class:`SegmentationData`.
         in_channels: Image channels C (modalities).
-        spatial_size: ``(D, H, W)`` of every preprocessed volume.
+        spatial_size: ``(D, H, W)`` of every preprocessed volume (the phantom's ``spatial_size``); for a
+            Decathlon task, whose volumes keep their own sizes, the patch size (None before it is planned).
         cache_rate: ``cfg.cache_rate``: the share of each split a trial's ``CacheDataset`` holds.
         modalities: ``dataset.json`` modality names, or None.
         key: What identifies this split's content (a digest of ``cfg``), so a worker process that trains one
             trial after another can keep its preprocessed cache; None: never shared (arrays handed in).
+        cache: ``cfg.cache``: ``"memory"``, ``"disk"`` or ``"none"``.
+        cache_dir: With ``cache: disk``: the folder of the preprocessed volumes (the driver sets it in the
+            session folder); None: a temporary folder per process.
     """
 
     cfg: DataConfig | None
@@ -751,6 +850,13 @@ class SegmentationSplit:
     cache_rate: float = 1.0
     modalities: tuple[str, ...] | None = None
     key: str | None = None
+    cache: str = "memory"
+    cache_dir: str | None = None
+
+    @property
+    def native(self) -> bool:
+        """True when volumes keep their own (differing) sizes: a Decathlon task."""
+        return self.cfg is not None and self.cfg.source == "decathlon"
 
     def check_files(self, where: str = "this node") -> None:
         """Raise ``FileNotFoundError`` naming the first item file that ``where`` cannot see (a trial on another
@@ -769,17 +875,21 @@ class SegmentationSplit:
         return preprocessing_transforms(self.cfg, spacing, self.modalities, self.in_channels)
 
     def materialise(self) -> SegmentationData:
-        """Run the preprocessing over every item and stack the dense arrays (:class:`SegmentationData`)."""
+        """Run the preprocessing over every item and stack the dense arrays (:class:`SegmentationData`). Volumes
+        of differing sizes (a Decathlon task) are zero-padded at their far ends to the largest of the split, never
+        cropped."""
         from monai.transforms import Compose
 
         chain = Compose(self.transforms())
 
         def stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
             out = [chain(dict(item)) for item in items]
-            images = np.zeros((len(out), self.in_channels, *self.spatial_size), np.float32)
-            labels = np.zeros((len(out), 1, *self.spatial_size), np.int64)
+            size = tuple(np.max([item["image"].shape[1:] for item in out], axis=0)) if out else self.spatial_size
+            images = np.zeros((len(out), self.in_channels, *size), np.float32)
+            labels = np.zeros((len(out), 1, *size), np.int64)
             for i, item in enumerate(out):
-                images[i], labels[i] = item["image"].numpy(), item["label"].numpy()
+                d, h, w = item["image"].shape[1:]
+                images[i, :, :d, :h, :w], labels[i, :, :d, :h, :w] = item["image"].numpy(), item["label"].numpy()
             return images, labels
 
         train, val = stack(self.train), stack(self.val)
@@ -814,13 +924,18 @@ class _ArraySplit(SegmentationSplit):
                 EnsureTyped(keys="label", data_type="tensor", dtype=torch.uint8, track_meta=False)]
 
 
-def split_datalists(cfg: DataConfig) -> SegmentationSplit:
+def split_datalists(cfg: DataConfig, headers: list[CaseHeader] | None = None) -> SegmentationSplit:
     """Check the configured source and split it into MONAI data lists, holding no preprocessed volumes.
 
     Decathlon: every file is read and checked one case at a time (:func:`scan_decathlon`), keeping only the
     headers; ``"median"`` spacing becomes the median of the training and validation cases. Phantom: the raw
     generated volumes are the items. The split is :func:`load_split`'s (test first with ``seed + 1``, then
     train/validation with ``seed``).
+
+    Args:
+        cfg: The data section.
+        headers: Decathlon: the :func:`scan_decathlon` of ``cfg.path`` when the caller has it already (the plan
+            scans the task once); None: scanned here.
 
     Raises:
         InputError: From the Decathlon checks or when there are fewer than 2 cases.
@@ -830,7 +945,7 @@ def split_datalists(cfg: DataConfig) -> SegmentationSplit:
         items = [{"image": c.image[None], "label": c.label[None]} for c in cases]
         class_names, modalities, channels, headers = PHANTOM_CLASS_NAMES, None, 1, None
     else:
-        headers = scan_decathlon(cfg.path)
+        headers = scan_decathlon(cfg.path) if headers is None else headers
         items = [{"image": h.image, "label": h.label} for h in headers]
         class_names, modalities = decathlon_class_names(cfg.path), decathlon_modalities(cfg.path)
         channels = headers[0].channels
@@ -848,8 +963,9 @@ def split_datalists(cfg: DataConfig) -> SegmentationSplit:
     return SegmentationSplit(
         cfg=cfg, train=[items[i] for i in rest[train_pos]], val=[items[i] for i in rest[val_pos]],
         test=[items[i] for i in test_idx], num_classes=len(class_names), class_names=tuple(class_names),
-        in_channels=int(channels), spatial_size=tuple(cfg.spatial_size), cache_rate=float(cfg.cache_rate),
-        modalities=modalities, key=split_key(cfg),
+        in_channels=int(channels), cache_rate=float(cfg.cache_rate), modalities=modalities, key=split_key(cfg),
+        spatial_size=(tuple(cfg.patch_size) if cfg.patch_size else None) if headers is not None else tuple(cfg.spatial_size),
+        cache=cfg.cache,
     )
 
 
@@ -872,8 +988,8 @@ def load_split(cfg: DataConfig) -> SegmentationData:
 
     The arrays are :meth:`SegmentationSplit.materialise` of :func:`split_datalists`: phantom volumes are
     z-scored and padded/cropped; Decathlon cases go through MONAI's reader and the transforms of
-    :func:`preprocess_decathlon` (``"median"`` spacing is the median of the training and validation cases),
-    then are padded/cropped. Trials do not use this: they cache the data lists themselves (``CacheDataset``).
+    :func:`preprocess_decathlon` (``"median"`` spacing is the median of the training and validation cases) and
+    keep their size, zero-padded to the largest of their side so they stack. Trials do not use this: they cache the data lists themselves (``CacheDataset``).
 
     The same ``cfg`` always gives the same arrays, so every trial of a study
     trains and validates on identical data, on any machine: the preparation runs

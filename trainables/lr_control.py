@@ -79,6 +79,7 @@ import warnings
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any, Callable, Mapping
 
 from medtune.config import from_dict
@@ -101,6 +102,10 @@ NEEDS_EPOCHS: tuple[str, ...] = (  # schedules over the run's length (schedulefr
 CONFIG_KEY = "lr_control"  # the Tune config section holding an LRControlConfig
 CONTROL_KEY = "lr_control"  # result key set to 1 by LRControl.step: the trial's LR is under control
 CHECKPOINT_FILE = "lr_control_state.pt"
+# When a trial checkpoints (LRControlConfig and TrainConfig share them): every this many epochs, and after this many
+# seconds of training without a checkpoint.
+CHECKPOINT_EVERY = 5
+CHECKPOINT_EVERY_S = 300.0
 MODES = ("max", "min")
 _BOUNDS = ("base_lr", "min_lr", "max_lr")
 
@@ -127,6 +132,20 @@ def check_metric(name: object, what: str = "metric") -> str:
     return name
 
 
+def checkpoint_due(epoch: int, every: int, last: int | None = None, pbt_interval: int | None = None,
+                   waited_s: float = 0.0, every_s: float = math.inf, driven: bool = False) -> bool:
+    """Whether the epoch just finished (``epoch``, 1-based) is one a trial checkpoints: every ``every`` epochs,
+    the last one (``last``, when the run's length is known), PBT's perturbation epochs (multiples of
+    ``pbt_interval``: PBT clones the checkpoint of that epoch), and once ``waited_s`` seconds of training without
+    a checkpoint reach ``every_s``. The one rule of the study's trainable and of :class:`LRControl`.
+
+    ``driven``: the trial's LR is set from outside every epoch (:data:`SCHEDULER_DRIVEN`, the Q-learning
+    scheduler's mailbox, which holds only its latest decision): every epoch, since a restart from an older
+    checkpoint would train the epochs in between again at an LR decided after them."""
+    return (driven or epoch % every == 0 or (last is not None and epoch >= last)
+            or (pbt_interval is not None and epoch % pbt_interval == 0) or waited_s >= every_s)
+
+
 @dataclass(frozen=True)
 class LRControlConfig:
     """What the LR methods need to know about the run (the ``lr_control`` section of a Tune config).
@@ -145,6 +164,13 @@ class LRControlConfig:
             ``qlearning`` outside the scheduler (its table is seeded with 0); the scheduler has its own.
         mailbox: the Q-learning scheduler's mailbox (set by the study; None outside one).
         task: ``effort``: recall only learning curves of this task key.
+        checkpoint_every: with ``step(..., model=model)`` inside Tune, the epoch's checkpoint is written every
+            this many epochs, and also at the last epoch (``epochs``, when set), after ``checkpoint_every_s``
+            seconds of training without one, and for ``pbt`` at every perturbation epoch (multiples of
+            ``perturbation_interval``; every epoch when that is not set). A restored trial trains again at most
+            that many epochs. A diverged epoch writes none (the last good checkpoint stays).
+        checkpoint_every_s: the wall-clock bound above, in seconds.
+        perturbation_interval: PBT's, in epochs (set by the study for its ``pbt`` members; None: unknown).
 
     Raises:
         InputError: one line naming the field, its value and the fix.
@@ -161,6 +187,9 @@ class LRControlConfig:
     qlearning: dict[str, Any] = field(default_factory=dict)
     mailbox: str | None = None
     task: str | None = None
+    checkpoint_every: int = CHECKPOINT_EVERY
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S
+    perturbation_interval: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.schedules, dict):  # LRControlConfig(schedules={"cosine": {...}}) as from a config
@@ -176,6 +205,14 @@ class LRControlConfig:
             raise InputError(f"epochs={self.epochs!r} must be >= 1")
         if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool) or self.steps_per_epoch < 1):
             raise InputError(f"steps_per_epoch={self.steps_per_epoch!r} must be >= 1 (the batches in one epoch)")
+        for name in ("checkpoint_every", "perturbation_interval"):
+            value = getattr(self, name)
+            if (value is not None or name == "checkpoint_every") and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{name}={value!r} must be a whole number of epochs >= 1")
+        every_s = self.checkpoint_every_s
+        if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not every_s > 0:
+            raise InputError(f"checkpoint_every_s={every_s!r} must be a number of seconds > 0")
         for name in ("min_lr", "max_lr"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -340,6 +377,7 @@ class LRControl:
         self._box = None
         self._warned = False
         self._batches = 0  # batch_step calls in the current epoch
+        self._last_checkpoint = monotonic()  # when the trial's state was last saved (or this run started)
         self._driven = (self.trial_id is not None and bool(self.settings.mailbox)) if driven is None else bool(driven)
         self.set_lr(start)
         self.policy = self._policy(start)
@@ -461,7 +499,9 @@ class LRControl:
                 ``test_<metric>`` after the last epoch is the held-out score the comparison prefers.
             checkpoint: a ``ray.tune.Checkpoint`` reported with the result (the loop's own); or
             model: a ``torch.nn.Module`` whose state, with the optimizer's and this object's, is saved as the
-                epoch's checkpoint (what :meth:`resume` loads). Ignored outside Tune.
+                epoch's checkpoint (what :meth:`resume` loads) when one is due: every
+                ``settings.checkpoint_every`` epochs, at the last, after ``checkpoint_every_s`` seconds without
+                one, at PBT's perturbation epochs (:class:`LRControlConfig`). Ignored outside Tune.
 
         Returns:
             The LR of the next epoch, already in the optimizer.
@@ -537,6 +577,9 @@ class LRControl:
         # epoch is this object's count (1-based, kept across restores): the schedulers and MLflow key on it
         result = {**metrics, "epoch": self.epoch, "lr": used, "diverged": int(self.diverged), CONTROL_KEY: 1}
         if checkpoint is None and model is not None:
+            if not self._checkpoint_due():
+                tune.report(result)
+                return
             import torch
 
             with tempfile.TemporaryDirectory() as d:
@@ -544,12 +587,25 @@ class LRControl:
                          "lr_control": self.state_dict()}
                 torch.save(state, os.path.join(d, CHECKPOINT_FILE))
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+            self._last_checkpoint = monotonic()
             return
         if checkpoint is None and self.method == "pbt" and not self._warned:
             self._warned = True
             logger.warning("LRControl: a pbt trial reports no checkpoint, so PBT cannot clone it; pass "
                            "step(metrics, model=model) (and call resume(model) at the start)")
         tune.report(result, checkpoint=checkpoint)
+
+    def _checkpoint_due(self) -> bool:
+        """Whether the epoch just closed carries the ``model=`` checkpoint (``LRControlConfig.checkpoint_every``)."""
+        s = self.settings
+        if self.diverged:
+            return False  # the last good checkpoint stays
+        pbt = self.method == "pbt"
+        if pbt and s.perturbation_interval is None:
+            return True  # PBT may clone the state of any epoch: without its interval, every epoch
+        return checkpoint_due(self.epoch, s.checkpoint_every, s.epochs, s.perturbation_interval if pbt else None,
+                              monotonic() - self._last_checkpoint, s.checkpoint_every_s,
+                              driven=self.method in SCHEDULER_DRIVEN)
 
     def _read_mailbox(self) -> None:
         import ray
@@ -614,6 +670,7 @@ class LRControl:
             model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.load_state_dict(state["lr_control"])
+        self._last_checkpoint = monotonic()  # the state it continues from is saved
         if self.driven and self.settings.mailbox:  # a decision taken on the checkpointed epoch's result
             self._read_mailbox()
         return self.epoch

@@ -16,7 +16,7 @@ MONAI and torch are imported where used.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from medtune.errors import InputError, did_you_mean
@@ -24,6 +24,7 @@ from medtune.errors import InputError, did_you_mean
 NETWORKS = ("UNet", "BasicUNet", "SegResNet", "DynUNet", "AttentionUnet", "UNETR", "SwinUNETR")
 # Set from the data (or not supported by the study's training loop); never from model.kwargs.
 RESERVED = ("spatial_dims", "in_channels", "out_channels", "img_size", "deep_supervision")
+DEFAULT_CHANNELS, DEFAULT_STRIDES = (8, 16, 32), (2, 2)
 
 # Small CPU-sized starting points for the networks that do not read model.channels / model.strides.
 DEFAULT_KWARGS: dict[str, dict[str, Any]] = {
@@ -47,9 +48,11 @@ class ModelConfig:
     Attributes:
         name: One of :data:`NETWORKS`; ``"UNet"`` (default) is the study's original model.
         channels: Widths per level: ``UNet``'s and ``AttentionUnet``'s ``channels`` and ``DynUNet``'s
-            ``filters``. The default (8, 16, 32) is a tiny CPU-sized model.
-        strides: Down-sampling strides between levels (``len(channels) - 1`` entries); ``DynUNet`` gets
-            ``[1, *strides]`` and ``upsample_kernel_size=strides``.
+            ``filters``. The default (8, 16, 32) is a tiny CPU-sized model. None (the LR study's spec): planned
+            from a Decathlon task (:mod:`medtune.trainables.plan`), (8, 16, 32) for the phantom.
+        strides: Down-sampling strides between levels (``len(channels) - 1`` entries), each an integer or one per
+            axis (``[2, 2, 1]``); ``DynUNet`` gets ``[1, *strides]`` and ``upsample_kernel_size=strides``. None:
+            planned as ``channels``, (2, 2) for the phantom.
         num_res_units: ``UNet`` only.
         dropout: ``UNet`` and ``AttentionUnet`` only, in [0, 1).
         kwargs: Passed to the network's constructor, overriding everything above; each key must be an
@@ -60,8 +63,8 @@ class ModelConfig:
     """
 
     name: str = "UNet"
-    channels: tuple[int, ...] = (8, 16, 32)
-    strides: tuple[int, ...] = (2, 2)
+    channels: tuple[int, ...] | None = None  # planned for a Decathlon task; DEFAULT_CHANNELS otherwise
+    strides: tuple[int | tuple[int, int, int], ...] | None = None  # as channels; DEFAULT_STRIDES otherwise
     num_res_units: int = 1
     dropout: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -72,12 +75,24 @@ class ModelConfig:
                 f"name={self.name!r} is not a network medtune builds{did_you_mean(self.name, NETWORKS)}; "
                 f"use one of {', '.join(NETWORKS)}"
             )
-        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
-            raise ValueError(f"channels={list(self.channels)!r} must list at least two positive widths")
-        if len(self.strides) != len(self.channels) - 1:
-            raise ValueError(
-                f"strides={list(self.strides)!r} must have len(channels) - 1 = {len(self.channels) - 1} entries"
-            )
+        if (self.channels is None) != (self.strides is None):
+            raise ValueError(f"channels={self.channels!r} and strides={self.strides!r}: set both (they go together) "
+                             "or neither (planned)")
+        if self.channels is not None:
+            if isinstance(self.strides, list) or isinstance(self.channels, list):
+                object.__setattr__(self, "channels", tuple(self.channels))
+                object.__setattr__(self, "strides", tuple(self.strides))
+            if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+                raise ValueError(f"channels={list(self.channels)!r} must list at least two positive widths")
+            if len(self.strides) != len(self.channels) - 1:
+                raise ValueError(
+                    f"strides={list(self.strides)!r} must have len(channels) - 1 = {len(self.channels) - 1} entries"
+                )
+            for s in self.strides:
+                if not (isinstance(s, int) and s >= 1) and not (
+                        isinstance(s, (tuple, list)) and len(s) == 3 and all(isinstance(x, int) and x >= 1 for x in s)):
+                    raise ValueError(f"strides={list(self.strides)!r}: each entry must be a positive integer or "
+                                     "three of them (one per axis)")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
         if not isinstance(self.kwargs, dict):
@@ -113,6 +128,8 @@ def network_kwargs(cfg: ModelConfig, in_channels: int, out_channels: int,
     """
     name = cfg.name
     io = {"spatial_dims": 3, "in_channels": in_channels, "out_channels": out_channels}
+    if cfg.channels is None:  # not planned (the phantom, or a direct call): the small default
+        cfg = replace(cfg, channels=DEFAULT_CHANNELS, strides=DEFAULT_STRIDES)
     if name == "UNet":
         own = {"channels": tuple(cfg.channels), "strides": tuple(cfg.strides),
                "num_res_units": cfg.num_res_units, "dropout": cfg.dropout}
@@ -139,7 +156,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def check_network(cfg: ModelConfig, in_channels: int, out_channels: int, spatial_size: tuple[int, int, int]) -> int:
+def check_network(cfg: ModelConfig, in_channels: int, out_channels: int, spatial_size: tuple[int, int, int],
+                  what: str = "data.spatial_size") -> int:
     """Build the network once and run it on one zero volume ``(1, in_channels, *spatial_size)``.
 
     Meant for the driver, before any trial starts. Uses its own torch RNG state, leaving the global one as it was.
@@ -149,8 +167,8 @@ def check_network(cfg: ModelConfig, in_channels: int, out_channels: int, spatial
 
     Raises:
         InputError: One line naming ``model.name`` / ``model.kwargs`` when the constructor refuses its arguments,
-            or ``data.spatial_size`` when the network cannot take volumes of that size (e.g. UNETR needs
-            multiples of 16, SwinUNETR multiples of 32).
+            or ``what`` (``data.spatial_size``, or ``data.patch_size`` for patches) when the network cannot take
+            volumes of that size (e.g. UNETR needs multiples of 16, SwinUNETR multiples of 32).
     """
     import torch
 
@@ -171,13 +189,13 @@ def check_network(cfg: ModelConfig, in_channels: int, out_channels: int, spatial
                 out = net.eval()(torch.zeros(1, in_channels, *spatial_size))
         except Exception as exc:
             raise InputError(
-                f"model.name={cfg.name!r} cannot run on volumes of data.spatial_size={list(spatial_size)!r} with "
-                f"{in_channels} channel(s) ({_one_line(exc)}); change data.spatial_size or model.kwargs"
+                f"model.name={cfg.name!r} cannot run on volumes of {what}={list(spatial_size)!r} with "
+                f"{in_channels} channel(s) ({_one_line(exc)}); change {what} or model.kwargs"
             ) from None
     expected = (1, out_channels, *spatial_size)
     if tuple(out.shape) != expected:
         raise InputError(
-            f"model.name={cfg.name!r} gives outputs of shape {tuple(out.shape)} for data.spatial_size="
-            f"{list(spatial_size)!r}, not {expected}; change data.spatial_size or model.kwargs"
+            f"model.name={cfg.name!r} gives outputs of shape {tuple(out.shape)} for {what}="
+            f"{list(spatial_size)!r}, not {expected}; change {what} or model.kwargs"
         )
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

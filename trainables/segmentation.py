@@ -38,7 +38,8 @@ import math
 import os
 import random
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,11 +50,14 @@ from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.trainables.data import DataConfig, SegmentationData, SegmentationSplit, arrays_as_split, split_datalists
 from medtune.trainables.lr_control import (
+    CHECKPOINT_EVERY,
+    CHECKPOINT_EVERY_S,
     METHODS,
     OWN_OPTIMIZERS,
     SCHEDULER_DRIVEN,
     LRControl,
     LRControlConfig,
+    checkpoint_due,
     make_optimizer,
 )
 from medtune.trainables.networks import ModelConfig, build_network
@@ -62,6 +66,7 @@ from medtune.config import from_dict
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+DEFAULT_BATCH_SIZE = 4  # train.batch_size when the spec leaves it to the plan and there is none (the phantom)
 LOSSES = ("dice_ce", "dice", "dice_focal")
 
 
@@ -100,10 +105,16 @@ class TrainConfig:
             mode; no ``cudnn.benchmark``) so a rerun gives the same numbers; False trades that for cuDNN's
             fastest kernels. CPU trials are deterministic either way (one seed, a fixed thread
             count: ``resources.cpus_per_trial``).
+        checkpoint_every: Under Tune, a trial writes its checkpoint (model, optimizer, LR policy, RNGs) every this
+            many epochs, and also at its last epoch, after ``checkpoint_every_s`` seconds of training without
+            one, and, for ``pbt`` members, at every perturbation epoch (what PBT clones). A resumed trial
+            restarts from its last checkpoint, so it trains again at most that many epochs (a diverged trial
+            keeps its last one).
+        checkpoint_every_s: The wall-clock bound above, in seconds.
     """
 
     epochs: int = 30
-    batch_size: int = 4
+    batch_size: int | None = None  # planned for a Decathlon task; DEFAULT_BATCH_SIZE (4) otherwise
     base_lr: float = 1e-3
     min_lr: float = 1e-6
     max_lr: float = 1e-2
@@ -117,6 +128,8 @@ class TrainConfig:
     grad_clip: float | None = None
     loss: str = "dice_ce"
     deterministic: bool = True
+    checkpoint_every: int = CHECKPOINT_EVERY
+    checkpoint_every_s: float = CHECKPOINT_EVERY_S
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -136,8 +149,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
         if self.epochs < 1:
             raise ValueError(f"epochs={self.epochs!r} must be >= 1")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r} must be >= 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} must be >= 1 (or null: planned for a Decathlon task)")
         for name in ("base_lr", "min_lr", "max_lr"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -148,6 +161,11 @@ class TrainConfig:
             raise ValueError(f"base_lr={self.base_lr!r} must lie in [min_lr, max_lr] = [{self.min_lr!r}, {self.max_lr!r}]")
         if self.num_workers < 0:
             raise ValueError(f"num_workers={self.num_workers!r} must be >= 0")
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
+                or self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every!r} must be a whole number of epochs >= 1")
+        if not (isinstance(self.checkpoint_every_s, (int, float)) and self.checkpoint_every_s > 0):
+            raise ValueError(f"checkpoint_every_s={self.checkpoint_every_s!r} must be a number of seconds > 0")
         if not 0 < self.target_dice <= 1:
             raise ValueError(f"target_dice={self.target_dice!r} must lie in (0, 1]")
 
@@ -185,23 +203,39 @@ def choose_pipeline(device: str, amp: bool, deterministic: bool = True) -> Pipel
 
 
 def trial_transforms(split: SegmentationSplit, pipeline: Pipeline, device: str, crop: Any = None) -> list:
-    """The transforms of one split's ``CacheDataset``: the split's deterministic preprocessing (cached), then
-    ``ToDeviced`` to ``device`` when ``pipeline.to_device`` (still deterministic, so the cache lives there), then
-    the random ``crop`` (``RandCropByPosNegLabeld``), which ``CacheDataset`` runs on every access, after the cache."""
+    """The transforms of one split's dataset: the split's deterministic preprocessing (cached), then ``ToDeviced``
+    to ``device`` when ``pipeline.to_device`` and the cache is in memory (still deterministic, so the cache lives
+    there; a disk cache holds CPU tensors), then the random ``crop`` (``RandCropByPosNegLabeld``), which runs on
+    every access, after the cache."""
     steps = split.transforms()
-    if pipeline.to_device:
+    if pipeline.to_device and split.cache == "memory":
         from monai.transforms import ToDeviced
 
         steps.append(ToDeviced(keys=("image", "label"), device=device))
     return steps + ([crop] if crop is not None else [])
 
 
-def make_dataset(items: list[dict], transforms: list, cache_rate: float):
-    """MONAI ``CacheDataset`` over ``items``: the first ``int(cache_rate * len(items))`` are preprocessed once and
-    held (``copy_cache=False``: the patch crop copies what it takes, nothing writes into the cache)."""
-    from monai.data import CacheDataset
+def make_dataset(items: list[dict], transforms: list, cache_rate: float, cache: str = "memory",
+                 cache_dir: str | None = None):
+    """The MONAI dataset over ``items`` that ``cache`` names.
+
+    ``memory``: ``CacheDataset``, the first ``int(cache_rate * len(items))`` preprocessed once and held
+    (``copy_cache=False``: the patch crop copies what it takes, nothing writes into the cache). ``disk``:
+    ``PersistentDataset`` writing each item's preprocessed volume to ``cache_dir`` on first use and reading it back
+    after (another dataset over the same folder, in this process or another, preprocesses nothing); a temporary
+    folder of the process when ``cache_dir`` is None. ``none``: ``Dataset``, every access reads and preprocesses."""
+    from monai.data import CacheDataset, Dataset, PersistentDataset
     from monai.transforms import Compose
 
+    if cache == "disk":
+        if cache_dir is None:
+            import tempfile
+
+            cache_dir = tempfile.mkdtemp(prefix="medtune-cache-")
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(items, transform=Compose(transforms), cache_dir=cache_dir)
+    if cache == "none":
+        return Dataset(items, transform=Compose(transforms))
     return CacheDataset(items, transform=Compose(transforms), cache_rate=cache_rate, progress=False, copy_cache=False)
 
 
@@ -214,13 +248,16 @@ _PROCESS_CACHES: dict[tuple, Any] = {}
 
 def shared_dataset(split: SegmentationSplit, part: str, pipeline: Pipeline, device: str, crop: Any = None):
     """The dataset of ``split``'s ``part`` (``"train"``, ``"val"`` or ``"test"``) for one trial: the process's
-    cached ``CacheDataset`` of the deterministic preprocessing (built on first use, see ``_PROCESS_CACHES``;
-    per trial when ``split.key`` is None), wrapped with the trial's own random ``crop`` when it has one.
+    cached dataset of the deterministic preprocessing (built on first use, see ``_PROCESS_CACHES``; per trial when
+    ``split.key`` is None; kept as ``split.cache`` says), wrapped with the trial's own random ``crop`` (the patch
+    crop, and the augmentation after it) when it has one.
 
     The items a trial reads are those of ``make_dataset(items, trial_transforms(..., crop), cache_rate)``: the
     crop runs on every access after the cached part in both, drawing from the crop's own random state."""
     def build():
-        return make_dataset(getattr(split, part), trial_transforms(split, pipeline, device), split.cache_rate)
+        cache_dir = str(Path(split.cache_dir) / part) if split.cache_dir else None
+        return make_dataset(getattr(split, part), trial_transforms(split, pipeline, device), split.cache_rate,
+                            split.cache, cache_dir)
 
     if split.key is None:
         cached = build()
@@ -293,9 +330,13 @@ class SegmentationRun:
         lr: initial learning rate.
         device: ``"cpu"`` or a CUDA device.
         patch_size: ``(d, h, w)`` to train on ``patches_per_volume`` random patches per volume and epoch
-            (MONAI ``RandCropByPosNegLabeld``, seeded by ``seed``, its state checkpointed) and to score with
+            (MONAI ``RandCropByPosNegLabeld``, ``foreground_ratio`` of them on foreground, seeded by ``seed``, its
+            state checkpointed; then the augmentation, with ``augment``) and to score with
             ``sliding_window_inference``; None (default): whole volumes, one forward pass each.
         patches_per_volume: with ``patch_size`` only; a batch holds ``batch_size * patches_per_volume`` patches.
+        foreground_ratio, sw_overlap, sw_mode, augment: as :class:`~medtune.trainables.data.DataConfig`'s; None:
+            the split's data section's (a split of dense arrays: 0.5, 0.25, ``"constant"``, off, the settings the
+            phantom always had).
     """
 
     method: str
@@ -312,14 +353,29 @@ class SegmentationRun:
     patches_per_volume: int = 2
     score_test: bool = True  # False (a search trial): the test split is never read, test() refuses
     qlearning: dict[str, Any] | None = None  # given: qlearning decides with a private agent of these settings
+    foreground_ratio: float | None = None
+    sw_overlap: float | None = None
+    sw_mode: str | None = None
+    augment: bool | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not an LR method; use one of {', '.join(METHODS)}")
         seed_everything(self.seed)
+        if self.train_cfg.batch_size is None:  # not planned (a direct call): the phantom's 4
+            self.train_cfg = replace(self.train_cfg, batch_size=DEFAULT_BATCH_SIZE)
         split = self.data if isinstance(self.data, SegmentationSplit) else arrays_as_split(self.data)
         self.split = split
         self.num_classes = split.num_classes
+        data_cfg = split.cfg if split.cfg is not None else DataConfig()  # arrays: the phantom's settings
+        for name in ("foreground_ratio", "sw_overlap", "sw_mode", "augment"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(data_cfg, name))
+        if split.native and not self.patch_size:
+            raise ValueError("a Decathlon split keeps each volume's own size: give patch_size (data.patch_size, or "
+                             "plan it with medtune.trainables.plan)")
+        # Whole-volume scoring: volumes of their own sizes do not stack, so one per batch.
+        self.score_batch = 1 if split.native else self.train_cfg.batch_size
         input_size = tuple(self.patch_size) if self.patch_size else tuple(split.spatial_size)
         self.model = build_network(self.model_cfg, split.in_channels, split.num_classes, input_size).to(self.device)
         if self.method in OWN_OPTIMIZERS:  # the recipe's optimizer, at the recipe's LR
@@ -343,15 +399,31 @@ class SegmentationRun:
         if torch.device(self.device).type == "cuda":
             torch.backends.cudnn.benchmark = self.pipeline.cudnn_benchmark
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.crop = None
+        self.crop = self.augmentation = None
         if self.patch_size:
             from monai.transforms import RandCropByPosNegLabeld
 
+            ratio = float(self.foreground_ratio)
             self.crop = RandCropByPosNegLabeld(
-                keys=("image", "label"), label_key="label", spatial_size=tuple(self.patch_size), pos=1, neg=1,
+                keys=("image", "label"), label_key="label", spatial_size=tuple(self.patch_size),
+                pos=1 if ratio == 0.5 else ratio, neg=1 if ratio == 0.5 else 1 - ratio,
                 num_samples=self.patches_per_volume,
             )
-        self.train_set = shared_dataset(split, "train", self.pipeline, self.device, self.crop)
+        if self.augment:
+            self.augmentation = augmentation(tuple(self.patch_size or split.spatial_size))
+        train_crop = self.crop
+        # A volume kept at its own size may be smaller than the patch: zero-padded to it for training only (the
+        # sliding window pads and crops back by itself, so validation and test Dice count only the volume's voxels).
+        pad = None
+        if split.native and self.patch_size:
+            from monai.transforms import SpatialPadd
+
+            pad = SpatialPadd(keys=("image", "label"), spatial_size=tuple(self.patch_size))
+        if self.augmentation is not None or pad is not None:
+            from monai.transforms import Compose
+
+            train_crop = Compose([t for t in (pad, self.crop, self.augmentation) if t is not None])
+        self.train_set = shared_dataset(split, "train", self.pipeline, self.device, train_crop)
         self.val_set = shared_dataset(split, "val", self.pipeline, self.device)
         self._test_set = None  # cached on first use: only the last epoch scores it
         self.test_reads = 0  # how often the test split was scored (a search trial: never)
@@ -359,6 +431,8 @@ class SegmentationRun:
                                   generator=self.generator, num_workers=self.train_cfg.num_workers)
         if self.crop is not None:  # after the loaders, which may draw fresh random states for the transforms
             self.crop.set_random_state(seed=self.seed)
+        if self.augmentation is not None:  # its own stream, so the crops do not move when augmentation is on
+            self.augmentation.set_random_state(seed=(self.seed + AUGMENT_SEED) % 2 ** 32)
         t = self.train_cfg
         # The one LR-policy protocol (medtune.LRControl); this loop reports to Tune itself, and the
         # scheduler-driven methods get their LR through set_lr (train_segmentation reads the mailbox).
@@ -430,17 +504,20 @@ class SegmentationRun:
 
     def _batches(self, dataset):
         # A generator of its own: MONAI's loaders re-seed the one they get, which must not be torch's global one.
-        return make_loader(self.pipeline, dataset, self.train_cfg.batch_size, shuffle=False,
+        return make_loader(self.pipeline, dataset, self.score_batch, shuffle=False,
                            generator=torch.Generator(), num_workers=self.train_cfg.num_workers)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes, D, H, W)`` for volumes ``x`` ``(B, C, D, H, W)``: one forward pass, or with
-        ``patch_size`` MONAI's ``sliding_window_inference`` (windows of ``patch_size``, overlap 0.25, averaged)."""
+        ``patch_size`` MONAI's ``sliding_window_inference`` over the whole volume (windows of ``patch_size``,
+        ``sw_overlap``, blended by ``sw_mode``: 0.25 and a plain mean for the phantom, 0.5 and Gaussian weights
+        for a Decathlon task)."""
         if not self.patch_size:
             return self.model(x)
         from monai.inferers import sliding_window_inference
 
-        return sliding_window_inference(x, tuple(self.patch_size), self.train_cfg.batch_size, self.model, overlap=0.25)
+        return sliding_window_inference(x, tuple(self.patch_size), self.train_cfg.batch_size, self.model,
+                                        overlap=self.sw_overlap, mode=self.sw_mode)
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Mean foreground Dice and loss of the current model on arrays ``images`` (N, C, D, H, W) and ``labels``
@@ -507,6 +584,7 @@ class SegmentationRun:
             "python_rng": random.getstate(),
             # RandCropByPosNegLabeld draws from its inner cropper's RandomState
             "crop_rng": self.crop.cropper.R.get_state() if self.crop is not None else None,
+            "augment_rng": augmentation_state(self.augmentation),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -526,6 +604,54 @@ class SegmentationRun:
         random.setstate(state["python_rng"])
         if self.crop is not None and state.get("crop_rng") is not None:
             self.crop.cropper.R.set_state(state["crop_rng"])
+        if self.augmentation is not None and state.get("augment_rng") is not None:
+            set_augmentation_state(self.augmentation, state["augment_rng"])
+
+
+AUGMENT_SEED = 7919  # the augmentation's seed is the trial's plus this: a stream apart from the crop's
+
+
+def augmentation(patch: tuple[int, int, int]):
+    """The training patches' augmentation (MONAI, on ``image`` and ``label`` after the crop): a flip along each
+    axis (p 0.5 each), a 90-degree rotation in each plane whose two sides are equal in ``patch`` (a rotation
+    elsewhere would change the patch's shape), intensity scale and shift by up to 10% (p 0.5 each), Gaussian
+    noise of std 0.1 (p 0.15); intensities on the image only. Seed it with ``set_random_state``."""
+    from monai.transforms import (Compose, RandFlipd, RandGaussianNoised, RandRotate90d, RandScaleIntensityd,
+                                  RandShiftIntensityd)
+
+    keys = ("image", "label")
+    steps: list = [RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in range(3)]
+    steps += [RandRotate90d(keys=keys, prob=0.5, spatial_axes=(a, b))
+              for a, b in ((0, 1), (0, 2), (1, 2)) if patch[a] == patch[b]]
+    steps += [RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+              RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+              RandGaussianNoised(keys="image", prob=0.15, std=0.1)]
+    return Compose(steps)
+
+
+def augmentation_state(aug) -> list | None:
+    """The random states of an :func:`augmentation`'s transforms (for the checkpoint), None without one."""
+    if aug is None:
+        return None
+    return [r.get_state() for r in _random_states(aug)]
+
+
+def set_augmentation_state(aug, state: list) -> None:
+    """Restore what :func:`augmentation_state` saved."""
+    for r, s in zip(_random_states(aug), state):
+        r.set_state(s)
+
+
+def _random_states(aug) -> list:
+    """Every ``RandomState`` an :func:`augmentation` draws from: the Compose's, each transform's and those of the
+    array transforms inside them (``RandScaleIntensityd`` keeps a ``RandScaleIntensity``, and so on)."""
+    from monai.transforms import Randomizable
+
+    states = [aug.R]
+    for t in aug.transforms:
+        states.append(t.R)
+        states += [v.R for v in vars(t).values() if isinstance(v, Randomizable)]
+    return states
 
 
 def patch_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -582,7 +708,8 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
             Decathlon task, nothing preprocessed), shared through the object store (``tune.with_parameters``);
             built from ``config["data"]`` when omitted. The trial caches it itself (``CacheDataset``).
 
-    Reports every epoch, with a checkpoint; a NaN/inf loss reports ``diverged=1`` and ends the trial.
+    Reports every epoch, with a checkpoint when one is due (``train.checkpoint_every``); a NaN/inf loss reports
+    ``diverged=1`` and ends the trial (its last checkpoint stays).
     """
     import logging
 
@@ -632,6 +759,12 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
     trial_id = tune.get_context().get_trial_id()
     node_id = ray_node_id()
     mailbox = None if search else config.get("mailbox")
+    # Checkpoints when needed (train.checkpoint_every): every that many epochs, after checkpoint_every_s
+    # seconds without one, at the last epoch, and for a PBT member at every perturbation epoch (PBT pauses its
+    # members there and clones the checkpoint of that epoch).
+    ckpt_every = run.train_cfg.checkpoint_every
+    pbt_every = int((config.get("pbt") or {}).get("perturbation_interval") or 0) if run.method == "pbt" else 0
+    last_checkpoint = time.monotonic()
     while run.epoch < run.train_cfg.epochs:
         if run.method in SCHEDULER_DRIVEN and mailbox:
             lr = read_mailbox(mailbox, trial_id)
@@ -642,6 +775,13 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
         if result.diverged:  # end this trial cleanly; keep the last good checkpoint
             tune.report(metrics)
             return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        epoch = run.epoch
+        if checkpoint_due(epoch, ckpt_every, run.train_cfg.epochs, pbt_every or None,
+                          time.monotonic() - last_checkpoint, run.train_cfg.checkpoint_every_s,
+                          driven=run.method in SCHEDULER_DRIVEN):
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(run.state_dict(), os.path.join(d, CHECKPOINT_FILE))
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            last_checkpoint = time.monotonic()
+        else:
+            tune.report(metrics)

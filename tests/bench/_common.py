@@ -73,8 +73,26 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}, Python {platform.python_version()}), {gpu}"
 
 
-def report(title: str, rows: list[tuple[str, Any]], verdict: str) -> None:
-    """Print one benchmark block: the machine, raw numbers, ratio, target, verdict."""
+# What each benchmark reported in this pytest session (``tests/bench/conftest.py`` prints them as one table at the
+# end and fails the run when one MISSED); CURRENT_TEST is the node id of the benchmark running now.
+RECORDS: list[dict[str, str]] = []
+CURRENT_TEST: list[str] = [""]
+
+
+def headline(rows: list[tuple[str, Any]]) -> str:
+    """A block's figure: the first row whose key starts with a word in capitals (``RATIO ...``, ``CALLS/S``)."""
+    for key, value in rows:
+        word = key.split()[0].replace("/", "")
+        if len(word) >= 2 and word.isalpha() and word.isupper():
+            return f"{key}: {value}"
+    return "(see its block)"
+
+
+def report(title: str, rows: list[tuple[str, Any]], verdict: str, figure: str | None = None) -> None:
+    """Print one benchmark block: the machine, raw numbers, ratio, target, verdict; and record it for the table.
+
+    ``figure``: what the closing table shows (default: the first row whose key starts with a word in capitals).
+    """
     width = max(len(k) for k, _ in rows)
     lines = [f"===== BENCH {title} =====", f"{'machine'.ljust(width)} : {machine()}"]
     for key, value in rows:
@@ -82,3 +100,5 @@ def report(title: str, rows: list[tuple[str, Any]], verdict: str) -> None:
     lines.append(f"{'result'.ljust(width)} : {verdict}")
     lines.append("=" * len(lines[0]))
     print("\n" + "\n".join(lines), flush=True)
+    RECORDS.append({"test": CURRENT_TEST[0], "title": title, "figure": figure or headline(rows),
+                    "target": str(dict(rows).get("target", "")), "verdict": verdict})
