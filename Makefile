@@ -32,10 +32,11 @@ browser:
 	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } ; } || \
 	  echo "note: no chromium found or installed; the browser tests will be skipped"
 
-# Two lanes at once: the tests that bring up a cluster of their own (`medtune cluster up`, a three-node Ray) run
-# beside the rest, which spends much of its time waiting on processes that start; the cluster lane's report is
-# printed after the main one, and either lane failing fails the target.
-CLUSTER_LANE := tests/test_integration_cluster.py tests/test_integration_multinode.py
+# Two lanes at once: the tests that bring up a cluster of their own (`medtune cluster up`, a three-node Ray) and the
+# suite's end-to-end run (consecutive sessions of its own, sharing nothing with the rest) run beside the rest, which
+# spends much of its time waiting on processes that start; the second lane's report is printed after the main
+# one, and either lane failing fails the target.
+CLUSTER_LANE := tests/test_integration_cluster.py tests/test_integration_multinode.py tests/test_integration_suite.py
 
 test: $(VENV)/.installed browser
 	@lane_log=$$(mktemp -t medtune-cluster-lane.XXXXXX); \
