@@ -153,11 +153,6 @@ MEMORY_FILE = "episodic-memory.jsonl"
 PBT_DIR = "pbt"
 
 
-def prepare_data(spec: LRStudySpec):
-    """The split of :func:`prepare_study` (its data lists) alone."""
-    return prepare_study(spec)[1]
-
-
 def trial_memory(spec: LRStudySpec) -> tuple[int, str]:
     """``(bytes, device)`` one trial may use: its share of a GPU (``resources.gpus_per_trial``), or half this
     machine's memory split between the trials that run at once on it."""

@@ -62,6 +62,7 @@ import pandas as pd
 from medtune.cluster import studies
 from medtune.cluster.session import log, prepare_tracking, show
 from medtune.cluster.spec import SpecError, _merged, apply_override, check_name, parse_set, read_spec_file
+from medtune.cluster.storage import storage_path
 from medtune.cluster.store import default_tracking_uri, ensure_experiment
 from medtune.config import from_dict, to_dict
 from medtune.dashboards.comparison import INACTIVE, compare, trial_metrics
@@ -243,8 +244,6 @@ def same_spec(old: Any, new: Any) -> bool:
 def _session_root(spec: Any, output: Path) -> Path:
     storage = getattr(spec, "storage", None)
     if storage:
-        from medtune.cluster.storage import storage_path
-
         return storage_path(storage, "storage")
     return output
 

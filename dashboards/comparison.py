@@ -34,6 +34,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from medtune.tags import TAG_ERROR
+
 REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
 MODES = ("max", "min")
 LR_TOL = 1e-9  # relative: an epoch whose LR differs from the previous one's by more than this changed the LR
@@ -289,8 +291,6 @@ def failures_of(runs: list) -> pd.DataFrame:
     """The failed trials among MLflow trial runs (status ``FAILED``, or ``KILLED``: stopped unfinished when the run
     was stopped for another trial's error): ``run_id, method, seed, error`` (the
     ``medtune.error`` tag the tracker set, or a note that none was recorded)."""
-    from medtune.tags import TAG_ERROR
-
     rows = [{"run_id": r.info.run_id, "method": r.data.params.get("method", "?"),
              "seed": int(r.data.params.get("seed", 0)),
              "error": r.data.tags.get(TAG_ERROR) or "no error recorded (see the trial's error.txt)"}

@@ -75,7 +75,7 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient
 
-    from medtune.cluster.lr_study import build_tuner, init_ray, lr_session_keys, prepare_data
+    from medtune.cluster.lr_study import build_tuner, init_ray, lr_session_keys, prepare_study
     from medtune.cluster.session import create_session
     from medtune.cluster.lr_study import LRStudySpec
     from medtune.trainables.data import DataConfig
@@ -91,7 +91,7 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
         data=DataConfig(num_volumes=24, spatial_size=(32, 32, 32)),
         train=TrainConfig(epochs=EPOCHS),
     )
-    data = prepare_data(spec)
+    spec, data, _ = prepare_study(spec)  # the planned values resolved (UNet channels, batch size), as a run does
     session_dir, info = create_session(spec, tmp_path / "out", None, None, lambda d: lr_session_keys(spec, d))
     init_ray(None)
     try:
