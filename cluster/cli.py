@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from medtune import __version__
+from medtune.errors import InputError, TrialsFailedError  # light; every other module is imported by its command
 
 DEFAULT_OUTPUT = "./medtune-runs"
 STORAGE_HELP = ("where the session state lives (Tune's checkpoints, journals, logs): a folder, or file:// URI, "
@@ -210,7 +211,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from medtune.cluster.studies import load_spec, run
-    from medtune.errors import InputError
     from medtune.searchers.search_spaces import TuningConfig
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
@@ -227,8 +227,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from medtune.cluster.suite import read_suite_dir, suite
-    from medtune.errors import InputError
+    from medtune.cluster.suite import read_suite_dir, suite  # by the command that needs it: `medtune --help` stays fast
 
     spec = args.spec
     if spec is None:  # --resume DIR alone: the spec, smoke and overrides the suite ran with
@@ -254,7 +253,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     from medtune.cluster.studies import get_study, session_study
     from medtune.dashboards.runs import mlflow_client, session_runs, study_of
     from medtune.dashboards.views import run_status
-    from medtune.errors import InputError
 
     if args.sync:
         from medtune.cluster.session import read_session, sync_backlog
@@ -278,7 +276,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR or --tracking-uri of the run")
-    from medtune.cluster.suite import build_suite_report, is_suite
+    from medtune.cluster.suite import build_suite_report, is_suite  # (imported by its command, as above)
 
     try:
         if is_suite(uri, args.experiment):  # a suite's parent run: the per-task tables and the cross-task verdict
@@ -317,7 +315,6 @@ def _check_port(port: int, host: str = "127.0.0.1") -> None:
     import errno
     import socket
 
-    from medtune.errors import InputError
 
     if not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a port; use a number from 1 to 65535, e.g. --port 8050")
@@ -333,7 +330,6 @@ def _check_port(port: int, host: str = "127.0.0.1") -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import logging
 
-    from medtune.errors import InputError
 
     uri = _uri(args)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
@@ -401,7 +397,6 @@ def _wait_until_answers(url: str, proc: subprocess.Popen, timeout_s: float) -> b
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from medtune.cluster.console import verbose
-    from medtune.errors import InputError
 
     uri = _uri(args)
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, behind its own login
@@ -512,7 +507,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from medtune.cluster import jobs
-    from medtune.errors import InputError
 
     client, job_id = jobs.submit(
         args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri,
@@ -570,10 +564,9 @@ def _terminate_as_interrupt(signum: int, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from medtune.cluster import console
-    from medtune.errors import InputError, TrialsFailedError
 
     console.setup(verbose_output=args.verbose)
-    from medtune.cluster.session import keep_sigterm_handler
+    from medtune.cluster.session import keep_sigterm_handler  # (imported by its command, as above)
 
     try:
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)

@@ -273,7 +273,7 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
                 progress: tuple[str, int] = ("", 0), fail_fast: FailFast | None = None):
     from ray import tune
 
-    from medtune.cluster.fail_fast import FailFast
+    from medtune.cluster.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
     from medtune.cluster.progress import ProgressLog, trial_files
     from medtune.cluster.tracking import MLflowTracker
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder

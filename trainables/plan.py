@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from medtune.errors import InputError
 from medtune.trainables.data import (
     CaseHeader,
     DataConfig,
