@@ -131,3 +131,16 @@ def paser_smoke(_smoke_runs):
 def all_studies(lr_smoke, apga_smoke, al_smoke, paser_smoke) -> Path:
     """The output folder holding one smoke run of each study (its ``mlflow.db`` has four experiments)."""
     return lr_smoke["out"]
+
+
+@pytest.fixture(scope="module")
+def local_ray(request):
+    """A local Ray of 2 CPUs for one test module, its trainables shipped by value (the workers need not import
+    ``tests/``)."""
+    import ray
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(request.module)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

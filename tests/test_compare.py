@@ -141,17 +141,6 @@ def reports_loss_not_val_loss(config):
         control.step({"accuracy": 0.5, "loss": 1.0})
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-    import ray.cloudpickle
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import tests/
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("trainable, message", [
     (never_calls_lrcontrol, "trial qlearning-seed0 was stopped: it never called medtune.LRControl.step"),

@@ -6,7 +6,6 @@ with one line, no table. Unit tests on hand-made frames, then three short real r
 from __future__ import annotations
 
 import math
-import sys
 from types import SimpleNamespace
 
 import pandas as pd
@@ -162,17 +161,6 @@ def regression(config):
         loss.backward()
         opt.step()
         control.step({"acc": float(1 / (1 + loss.item())), "val_loss": loss.item()}, model=model)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-    import ray.cloudpickle
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import tests/
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.integration
