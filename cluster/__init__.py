@@ -5,22 +5,22 @@ tracking callback, the local head and job submission. Every name loads on first 
 from medtune.util import lazy_exports
 
 _PUBLIC = {
-    "compare": "medtune.cluster.compare",
-    "STUDIES": "medtune.cluster.studies",
-    "Study": "medtune.cluster.studies",
-    "get_study": "medtune.cluster.studies",
-    "load_spec": "medtune.cluster.studies",
-    "run": "medtune.cluster.studies",
-    "resume": "medtune.cluster.studies",
-    "build_report": "medtune.cluster.studies",
-    "load_view": "medtune.cluster.studies",
-    "SpecError": "medtune.cluster.spec",
-    "ResourcesConfig": "medtune.cluster.spec",
-    "MLflowTracker": "medtune.cluster.tracking",
-    "default_tracking_uri": "medtune.cluster.store",
-    "ensure_experiment": "medtune.cluster.store",
-    "submit": "medtune.cluster.jobs",
-    "main": "medtune.cluster.cli",
+    "compare": "medtune.cluster.studies.compare",
+    "STUDIES": "medtune.cluster.studies.registry",
+    "Study": "medtune.cluster.studies.registry",
+    "get_study": "medtune.cluster.studies.registry",
+    "load_spec": "medtune.cluster.studies.registry",
+    "run": "medtune.cluster.studies.registry",
+    "resume": "medtune.cluster.studies.registry",
+    "build_report": "medtune.cluster.studies.registry",
+    "load_view": "medtune.cluster.studies.registry",
+    "SpecError": "medtune.cluster.studies.spec",
+    "ResourcesConfig": "medtune.cluster.studies.spec",
+    "MLflowTracker": "medtune.cluster.runs.tracking",
+    "default_tracking_uri": "medtune.cluster.runs.store",
+    "ensure_experiment": "medtune.cluster.runs.store",
+    "submit": "medtune.cluster.cli.jobs",
+    "main": "medtune.cluster.cli.main",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -5,7 +5,7 @@ the live Dash page and the self-contained HTML report. Every name loads on first
 from medtune.util import lazy_exports
 
 _PUBLIC = {
-    "Report": "medtune.dashboards.report",
+    "Report": "medtune.dashboards.lr_report",
     "ActiveLearningReport": "medtune.dashboards.al_report",
     "APGAReport": "medtune.dashboards.apga_report",
     "PaSeRReport": "medtune.dashboards.paser_report",

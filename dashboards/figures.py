@@ -1,6 +1,6 @@
 """Interactive Plotly figures of the studies, shared by the live dashboard and the static HTML report.
 
-Each function takes the frames a report already holds (see :mod:`medtune.dashboards.report`, :mod:`medtune.dashboards.al_report`,
+Each function takes the frames a report already holds (see :mod:`medtune.dashboards.lr_report`, :mod:`medtune.dashboards.al_report`,
 :mod:`medtune.dashboards.apga_report`, :mod:`medtune.dashboards.paser_report`) and returns a ``plotly.graph_objects.Figure``; none
 reads MLflow. A spread band is mean ± sample std over seeds, drawn only where two or more seeds have a value. Empty
 input gives a figure with a "no data yet" note rather than an error, since the live page draws runs that have

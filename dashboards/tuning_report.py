@@ -1,7 +1,7 @@
 """The tuning section of a comparison: what each method's search chose, how it got there, and whether it was fair.
 
 :class:`TunedReport` wraps any study's report (the final runs' comparison) and adds, from the search outcomes
-of :mod:`medtune.cluster.tuning` (plain dicts, one per method):
+of :mod:`medtune.cluster.studies.tuning` (plain dicts, one per method):
 
 * the chosen configuration of each method and its best validation score;
 * the budget each method actually got: search trials, epochs trained (ASHA stops some trials early) and wall

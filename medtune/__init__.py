@@ -31,12 +31,12 @@ _PUBLIC = {
     "LRControlConfig": "medtune.trainables.lr_control",
     "make_optimizer": "medtune.trainables.lr_control",
     "TuningConfig": "medtune.searchers.search_spaces",
-    "compare": "medtune.cluster.compare",
-    "suite": "medtune.cluster.suite",
-    "load_spec": "medtune.cluster.studies",
-    "run": "medtune.cluster.studies",
-    "resume": "medtune.cluster.studies",
-    "build_report": "medtune.cluster.studies",
+    "compare": "medtune.cluster.studies.compare",
+    "suite": "medtune.cluster.studies.suite",
+    "load_spec": "medtune.cluster.studies.registry",
+    "run": "medtune.cluster.studies.registry",
+    "resume": "medtune.cluster.studies.registry",
+    "build_report": "medtune.cluster.studies.registry",
 }
 
 __all__ = ["__version__", "InputError", *_PUBLIC]

@@ -95,7 +95,7 @@ def single_threaded(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     A multi-threaded torch reduction (a mean, a standard deviation, a resampling) splits its sum by thread, so
     its last bits depend on how many threads the machine gives it. Data prepared outside a trial (a driver, a
-    notebook: :func:`medtune.trainables.data.load_split`) goes through this decorator, so the same spec gives the
+    notebook: :func:`medtune.trainables.lr_data.load_split`) goes through this decorator, so the same spec gives the
     same arrays on a 2-core laptop and a 64-core node, with or without ``OMP_NUM_THREADS``, and the same arrays
     as a trial's cache (which runs on ``resources.cpus_per_trial`` threads, one by default). torch is imported
     only when ``fn`` is called.

@@ -21,7 +21,7 @@ run. (This fails on the current ``ActorProxy``/``run_on_actors``, which only rea
 see the test's docstring.)
 
 Also (unit level, no Ray cluster): the placement-group bundles of a trial (``bundles(cpus, gpus)``, as
-``medtune.cluster.al_study`` hands them to Tune) add up to the trial's CPUs and put its GPUs on the Learner's
+``medtune.cluster.studies.al_study`` hands them to Tune) add up to the trial's CPUs and put its GPUs on the Learner's
 bundle only.
 """
 
@@ -185,8 +185,8 @@ def test_killed_learner_and_annotator_are_recovered_without_losing_or_double_cou
 @pytest.mark.parametrize("cpus", [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
 @pytest.mark.parametrize("gpus", [0.0, 0.5, 1.0])
 def test_trial_bundles_sum_to_the_trial_cpus_and_give_the_gpu_to_the_learner(cpus, gpus):
-    from medtune.cluster.al_study import _trainable
-    from medtune.cluster.al_study import ActiveLearningStudySpec
+    from medtune.cluster.studies.al_study import _trainable
+    from medtune.cluster.studies.al_study import ActiveLearningStudySpec
     from medtune.trainables.active_learning_actors import bundles
 
     b = bundles(cpus, gpus)

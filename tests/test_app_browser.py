@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from medtune.dashboards import al_report, apga_report, paser_report, report
+from medtune.dashboards import al_report, apga_report, paser_report
+from medtune.dashboards import lr_report as report
 from tests.test_integration_lr import MEDTUNE, _client, medtune
 from tests.helpers_net import listen_port
 
@@ -352,7 +353,7 @@ def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(bro
     from werkzeug.serving import make_server
 
     import medtune.dashboards.app as app
-    from medtune.cluster.studies import load_view
+    from medtune.cluster.studies.registry import load_view
 
     uri = _growing_store(tmp_path)
     real, calls = app.experiments, []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from medtune.cluster.studies import load_view
+from medtune.cluster.studies.registry import load_view
 from medtune.dashboards.app import create_app, login
 from tests.helpers_net import listen_port
 

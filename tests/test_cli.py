@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medtune.cluster.cli import main
+from medtune.cluster.cli.main import main
 from tests.helpers_decathlon import write_decathlon
 
 

@@ -1,4 +1,4 @@
-"""Tests for medtune.cluster.compare: argument checks before any trial (no Ray), the reading of broken trials'
+"""Tests for medtune.cluster.studies.compare: argument checks before any trial (no Ray), the reading of broken trials'
 results (fake results), and the loud end of a run whose trainable misses a key or never calls LRControl (a real
 local Ray and a real MLflow SQLite store)."""
 
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 import medtune
-from medtune.cluster.compare import FirstResultCheck, compare, make_spec, problems
-from medtune.cluster.fail_fast import RunStoppedError
+from medtune.cluster.studies.compare import FirstResultCheck, compare, make_spec, problems
+from medtune.cluster.runs.fail_fast import RunStoppedError
 from medtune.errors import InputError
 
 
@@ -67,7 +67,7 @@ def test_checkpoint_every_and_pbts_interval_reach_the_trials_lr_control_section(
     """What LRControl.step(model=) checkpoints by: compare's checkpoint_every (default 5, TrainConfig's), and
     PBT's perturbation interval (scaled to the budget when unset) for its pbt members; an own-training spec's
     checkpoint_every goes the same way."""
-    from medtune.cluster.own_study import OwnTrainingSpec
+    from medtune.cluster.studies.own_study import OwnTrainingSpec
     from medtune.trainables.lr_control import LRControlConfig
 
     section = spec(methods=["fixed", "pbt"], epochs=8, checkpoint_every=3).control_config("box", "task")

@@ -1,4 +1,4 @@
-"""Tests for medtune.cluster.console: medtune's lines on stdout with the [medtune] prefix, others quiet."""
+"""Tests for medtune.cluster.runs.console: medtune's lines on stdout with the [medtune] prefix, others quiet."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 
 def test_lines_warnings_and_plain_text_are_formatted_for_a_person():
-    code = ("import logging; from medtune.cluster import console; console.setup(); "
-            "log = logging.getLogger('medtune.cluster.session'); log.info('session folder: x'); "
+    code = ("import logging; from medtune.cluster.runs import console; console.setup(); "
+            "log = logging.getLogger('medtune.cluster.studies.session'); log.info('session folder: x'); "
             "log.warning('MLflow at y failed'); log.info('table', extra={'plain': True}); "
             "logging.getLogger('ray').info('ray says hi'); logging.getLogger('mlflow').warning('mlflow warns'); "
             "import warnings; warnings.warn('a deprecation', DeprecationWarning)")
@@ -24,7 +24,7 @@ def test_lines_warnings_and_plain_text_are_formatted_for_a_person():
 
 
 def test_verbose_shows_other_libraries_and_reaches_child_processes():
-    code = ("import logging, os; from medtune.cluster import console; console.setup(verbose_output=True); "
+    code = ("import logging, os; from medtune.cluster.runs import console; console.setup(verbose_output=True); "
             "logging.basicConfig(level=logging.INFO); logging.getLogger('ray').info('ray says hi'); "
             "print(os.environ['MEDTUNE_VERBOSE'], console.tune_verbosity(), console.ray_logging_level())")
     env = {k: v for k, v in os.environ.items() if k != "MEDTUNE_VERBOSE"}

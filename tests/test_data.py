@@ -1,4 +1,4 @@
-"""Tests for medtune.trainables.data: phantom, split, array preparation, Decathlon loader, DataConfig."""
+"""Tests for medtune.trainables.lr_data: phantom, split, array preparation, Decathlon loader, DataConfig."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers_decathlon import write_decathlon
-from medtune.trainables.data import (
+from medtune.trainables.lr_data import (
     DataConfig,
     load_decathlon,
     load_split,
@@ -419,7 +419,7 @@ def test_phantom_data_has_one_input_channel():
 
 
 def _case(image, label, affine):
-    from medtune.trainables.data import Case
+    from medtune.trainables.lr_data import Case
 
     return Case("c", np.asarray(image, np.float32), np.asarray(label, np.uint8), np.asarray(affine, np.float64))
 
@@ -432,7 +432,7 @@ def _box_case(affine=np.eye(4), shape=(12, 14, 10), value=100.0):
 
 
 def test_ras_and_median_spacing_follow_the_axes():
-    from medtune.trainables.data import median_spacing, ras_spacing
+    from medtune.trainables.lr_data import median_spacing, ras_spacing
 
     swapped = np.array([[0, 2.0, 0, 0], [3.0, 0, 0, 0], [0, 0, 1.5, 0], [0, 0, 0, 1]])  # voxel axis 0 runs along A
     np.testing.assert_allclose(ras_spacing(swapped), [2.0, 3.0, 1.5])
@@ -441,7 +441,7 @@ def test_ras_and_median_spacing_follow_the_axes():
 
 
 def test_spacing_resamples_images_bilinear_and_labels_nearest():
-    from medtune.trainables.data import preprocess_decathlon
+    from medtune.trainables.lr_data import preprocess_decathlon
 
     case = _box_case(np.diag([2.0, 1.0, 1.0, 1.0]))
     cfg = DataConfig(source="decathlon", path="x", spacing=(1.0, 1.0, 1.0), crop_foreground=False)
@@ -455,7 +455,7 @@ def test_spacing_resamples_images_bilinear_and_labels_nearest():
 
 
 def test_orientation_brings_a_flipped_image_to_ras():
-    from medtune.trainables.data import preprocess_decathlon
+    from medtune.trainables.lr_data import preprocess_decathlon
 
     case = _box_case()
     case.image[0] += np.arange(14, dtype=np.float32)[:, None]  # mark the first slice along x
@@ -467,7 +467,7 @@ def test_orientation_brings_a_flipped_image_to_ras():
 
 
 def test_mr_is_z_scored_over_nonzero_voxels_and_cropped_to_them():
-    from medtune.trainables.data import preprocess_decathlon
+    from medtune.trainables.lr_data import preprocess_decathlon
 
     case = _box_case()
     case.image[:2] = 0  # an empty (skull-stripped) border
@@ -483,7 +483,7 @@ def test_mr_is_z_scored_over_nonzero_voxels_and_cropped_to_them():
 
 
 def test_ct_is_clipped_and_scaled_by_the_intensity_range():
-    from medtune.trainables.data import preprocess_decathlon
+    from medtune.trainables.lr_data import preprocess_decathlon
 
     case = _box_case(value=-2000.0)  # air below the window
     case.image[case.label == 1] = 40.0
@@ -528,7 +528,7 @@ def test_the_split_arrays_do_not_depend_on_the_machine_s_thread_count():
 
     import torch
 
-    from medtune.trainables.data import DataConfig, load_split
+    from medtune.trainables.lr_data import DataConfig, load_split
 
     cfg = dataclasses.replace(DataConfig(), num_volumes=6)
     before = torch.get_num_threads()
@@ -549,7 +549,7 @@ def test_the_split_arrays_do_not_depend_on_the_machine_s_thread_count():
 
 
 def test_decathlon_split_is_file_lists_read_by_monai_and_equals_the_arrays(tmp_path):
-    from medtune.trainables.data import split_datalists
+    from medtune.trainables.lr_data import split_datalists
 
     root = write_decathlon(tmp_path / "task", num_cases=5, modalities=2)
     cfg = DataConfig(source="decathlon", path=str(root), spatial_size=(16, 16, 12))
@@ -565,7 +565,7 @@ def test_decathlon_split_is_file_lists_read_by_monai_and_equals_the_arrays(tmp_p
 
 
 def test_decathlon_split_checks_every_file_before_anything_is_cached(tmp_path):
-    from medtune.trainables.data import split_datalists
+    from medtune.trainables.lr_data import split_datalists
 
     root = write_decathlon(tmp_path / "task", num_cases=4)
     path = root / "imagesTr" / "hippocampus_003.nii.gz"
@@ -585,7 +585,7 @@ def test_config_rejects_a_cache_rate_outside_the_unit_interval(rate):
 
 
 def test_a_split_names_a_file_that_this_node_cannot_see(tmp_path):
-    from medtune.trainables.data import split_datalists
+    from medtune.trainables.lr_data import split_datalists
 
     root = write_decathlon(tmp_path / "task", num_cases=4)
     split = split_datalists(DataConfig(source="decathlon", path=str(root)))

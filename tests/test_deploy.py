@@ -12,10 +12,10 @@ import pytest
 import ray
 import yaml
 
-from medtune.cluster.cli import _parser
+from medtune.cluster.cli.main import _parser
 
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "cluster" / "deploy"
+DEPLOY = ROOT / "cluster" / "ops" / "deploy"
 
 
 def load(name: str) -> dict:

@@ -1,5 +1,5 @@
-"""Tests for medtune.cluster.fail_fast (a trial's error in one line; a run stopped at an error every trial
-repeats) and for the Python API's console (medtune.cluster.console.python_api). Fake trials, no Ray cluster;
+"""Tests for medtune.cluster.runs.fail_fast (a trial's error in one line; a run stopped at an error every trial
+repeats) and for the Python API's console (medtune.cluster.runs.console.python_api). Fake trials, no Ray cluster;
 the real runs are in tests/test_compare.py."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from medtune.cluster.fail_fast import FailFast, RunStoppedError, one_line, repeats, summary
-from medtune.cluster.progress import ProgressLog
+from medtune.cluster.runs.fail_fast import FailFast, RunStoppedError, one_line, repeats, summary
+from medtune.cluster.runs.progress import ProgressLog
 from medtune.errors import InputError, TrialsFailedError
 
 RAY = "/venv/lib/python3.11/site-packages/ray/tune/trainable/function_trainable.py"
@@ -125,13 +125,13 @@ def test_a_missing_key_stops_the_run_as_the_input_error_it_is_and_the_run_stoppe
 
 def test_progress_says_a_failed_trial_in_one_line_with_where_its_traceback_is(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("medtune"), "propagate", True)  # the CLI's setup may have turned it off
-    caplog.set_level(logging.INFO, logger="medtune.cluster.progress")
+    caplog.set_level(logging.INFO, logger="medtune.cluster.runs.progress")
     log = ProgressLog("study", trial_epochs=None, metric="dice")
     log.setup()
     log.on_trial_error(0, [], Trial(tmp_path, "fixed", IMPORT))
     log.on_trial_recover(0, [], Trial(tmp_path, "cosine", CRASH))
     # (each once: a handler an earlier test's CLI set up may echo a record into caplog a second time)
-    lines = list(dict.fromkeys(r.getMessage() for r in caplog.records if r.name == "medtune.cluster.progress"))
+    lines = list(dict.fromkeys(r.getMessage() for r in caplog.records if r.name == "medtune.cluster.runs.progress"))
     assert lines[-2] == ("study: trial fixed seed 0 failed: ModuleNotFoundError: No module named 'monai_extra' "
                          f"(train.py:12 in train); the full traceback is in {tmp_path / 'fixed' / 'error.txt'}")
     assert lines[-1].startswith("study: trial cosine seed 0 failed and restarts from its last checkpoint: "
@@ -144,9 +144,9 @@ sys.modules["mlflow"] = types.ModuleType("mlflow")  # python_api imports both; t
 sys.modules["ray"] = types.ModuleType("ray")
 ray_log = logging.getLogger("ray")  # as Ray sets it up when imported
 ray_log.setLevel(logging.INFO); ray_log.addHandler(logging.StreamHandler(sys.stderr)); ray_log.propagate = False
-from medtune.cluster import console
+from medtune.cluster.runs import console
 
-log = logging.getLogger("medtune.cluster.session")
+log = logging.getLogger("medtune.cluster.studies.session")
 log.info("before: not shown")                         # nothing configured, outside a call
 with console.python_api():
     log.info("during: a progress line")
@@ -179,7 +179,7 @@ def test_the_python_api_shows_medtunes_lines_alone_and_leaves_a_callers_logging_
         "[medtune] verbose: a debug line",
         "verbose env 1 1",
         "after verbose None",
-        "caller medtune.cluster.session configured: a progress line",  # the caller's handler, not medtune's
+        "caller medtune.cluster.studies.session configured: a progress line",  # the caller's handler, not medtune's
     ]
     assert "[medtune] WARNING: during: a warning" in out.stderr
     for noise in ("before", "tune says hi", "Trials did not complete", "a library's warning"):
@@ -190,7 +190,7 @@ def test_compare_run_and_resume_take_verbose_and_run_inside_the_python_api_conso
     import inspect
 
     import medtune
-    from medtune.cluster.console import quiet_api
+    from medtune.cluster.runs.console import quiet_api
 
     wrapper = quiet_api(lambda verbose=False: None).__code__
     for fn in (medtune.compare, medtune.run, medtune.resume):

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 import medtune
-from medtune.cluster.compare import adapted_note, compare, make_spec
-from medtune.cluster.progress import ProgressLog
-from medtune.cluster.spec import SpecError
-from medtune.cluster.studies import load_spec
-from medtune.cluster.tracking import trial_error, trial_params
+from medtune.cluster.studies.compare import adapted_note, compare, make_spec
+from medtune.cluster.runs.progress import ProgressLog
+from medtune.cluster.studies.spec import SpecError
+from medtune.cluster.studies.registry import load_spec
+from medtune.cluster.runs.tracking import trial_error, trial_params
 from medtune.dashboards.comparison import (activity_warnings, compare as table_of, format_table, lr_changes,
                                            skipped_lines)
 from medtune.dashboards.metric_report import MetricReport, verdicts_of
@@ -184,7 +184,7 @@ def test_the_cli_run_of_a_failing_trainable_exits_1_with_the_line_and_no_table(l
 
     import ray.cloudpickle
 
-    from medtune.cluster.cli import main
+    from medtune.cluster.cli.main import main
 
     (tmp_path / "failing_train.py").write_text("def train(config):\n    raise RuntimeError('no data here')\n")
     monkeypatch.chdir(tmp_path)

@@ -22,7 +22,7 @@ import configparser
 import pytest
 import requests
 
-from medtune.cluster.service import is_loopback
+from medtune.cluster.ops.service import is_loopback
 from medtune.searchers.qlearning_agent import ACTIONS, STATES
 from tests.helpers_net import listen_port
 
@@ -297,7 +297,7 @@ def test_submit_smoke_wait_runs_the_study_as_a_job_logging_to_the_cluster_mlflow
         print("\nlisteners of the cluster while a job runs:", *listeners, sep="\n  ")  # shown with -s
         assert exposed == [], f"listening neither on loopback nor behind authentication: {exposed}"
         commands = _command_lines(_cluster_processes(state))
-        assert any("medtune.cluster.cli run" in c for c in commands), "the job's driver is not among our processes"
+        assert any("medtune.cluster.cli.main run" in c for c in commands), "the job's driver is not among our processes"
         assert _leaks(_secrets(state), " ".join(commands)) == []  # no secret on a command line of the running job
         assert any(f":{PORTS['mlflow']} " in f"{w} " for w in listeners) and len(listeners) >= 8, listeners
         stdout, stderr = submit.communicate(timeout=600)

@@ -76,7 +76,7 @@ def test_a_suite_nests_its_task_sessions_resumes_only_the_broken_task_and_report
         assert "=== across the tasks" in text and "Strongest baseline across the suite: fixed" in text
         assert "rho(0.1)" in text
 
-    from medtune.cluster.suite import load_view
+    from medtune.cluster.studies.suite import load_view
     from medtune.dashboards.views import Links
 
     view = load_view(f"sqlite:///{out / 'mlflow.db'}", "tiny-suite")

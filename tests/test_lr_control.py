@@ -19,7 +19,7 @@ from medtune.searchers.qlearning_agent import QLearningConfig, QLearningLRAgent
 from medtune.trainables.lr_control import (
     CHECKPOINT_FILE, METHODS, LRControl, LRControlConfig, checkpoint_due, make_optimizer,
 )
-from medtune.trainables.segmentation import TrainConfig
+from medtune.trainables.lr_segmentation import TrainConfig
 
 
 def sgd(lr: float = 0.05) -> torch.optim.SGD:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from medtune.cluster import mlflow_auth, service
+from medtune.cluster.ops import mlflow_auth, service
 from medtune.errors import InputError
 
 

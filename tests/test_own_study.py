@@ -1,4 +1,4 @@
-"""Tests for medtune.cluster.own_study: a spec naming the user's own trainable (``trainable: module:function``).
+"""Tests for medtune.cluster.studies.own_study: a spec naming the user's own trainable (``trainable: module:function``).
 
 The checks run through the real CLI (`medtune run`, exit status 2 and one line, before Ray starts); one small
 comparison runs end to end on a real local Ray and a real MLflow SQLite store, the trainable's code shipped to

@@ -24,22 +24,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"medtune": "medtune", "searchers": "medtune.searchers", "trainables": "medtune.trainables",
            "dashboards": "medtune.dashboards", "cluster": "medtune.cluster"}
-# Layers, bottom up; trainables and dashboards stand side by side and import neither each other.
-RANK = {"medtune": 0, "medtune.searchers": 1, "medtune.trainables": 2, "medtune.dashboards": 2, "medtune.cluster": 3}
+# Layers, bottom up; trainables and dashboards stand side by side and import neither each other. cluster/ is layered
+# by role too: what a run writes and shows (runs), operations (ops), the studies, the command line (cli).
+RANK = {"medtune": 0, "medtune.searchers": 1, "medtune.trainables": 2, "medtune.dashboards": 2,
+        "medtune.cluster.runs": 3, "medtune.cluster.ops": 4, "medtune.cluster.studies": 5, "medtune.cluster.cli": 6,
+        "medtune.cluster": 7}
 BARE = ("cluster", "trainables", "searchers", "dashboards")
 
 
 def _modules() -> dict[str, Path]:
     out = {}
     for folder, package in FOLDERS.items():
-        for f in sorted((ROOT / folder).glob("*.py")):
-            out[package if f.stem == "__init__" else f"{package}.{f.stem}"] = f
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            parts = f.relative_to(ROOT / folder).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            out[".".join((package, *parts))] = f
     return out
 
 
 def _layer(module: str) -> str:
-    head = ".".join(module.split(".")[:2])
-    return head if head in RANK else "medtune"
+    for depth in (3, 2):
+        head = ".".join(module.split(".")[:depth])
+        if head in RANK:
+            return head
+    return "medtune"
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> tuple[set[str], list[str]]:
@@ -237,7 +245,7 @@ def test_a_wheel_built_from_the_checkout_installs_one_namespace(tmp_path):
     assert install.returncode == 0, install.stderr[-2000:]
     (inner_site / "aaa-medtune.pth").write_text(str(tmp_path / "target") + "\n")
     launcher = tmp_path / "medtune-cmd"
-    launcher.write_text(f"#!/bin/sh\nexec {python} -c 'import sys; from medtune.cluster.cli import main; "
+    launcher.write_text(f"#!/bin/sh\nexec {python} -c 'import sys; from medtune.cluster.cli.main import main; "
                         "sys.exit(main())' \"$@\"\n")
     launcher.chmod(0o755)
     where = tmp_path / "user-project"

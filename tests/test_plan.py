@@ -12,8 +12,8 @@ import torch
 from monai.transforms import Compose
 
 from medtune.errors import InputError
-from medtune.trainables.data import DataConfig, split_datalists
-from medtune.trainables.networks import ModelConfig, check_network
+from medtune.trainables.lr_data import DataConfig, split_datalists
+from medtune.trainables.lr_networks import ModelConfig, check_network
 from medtune.trainables.plan import (
     Fingerprint,
     apply_plan,
@@ -21,7 +21,7 @@ from medtune.trainables.plan import (
     plan_for,
     preprocessed_shape,
 )
-from medtune.trainables.segmentation import SegmentationRun, TrainConfig, make_dataset
+from medtune.trainables.lr_segmentation import SegmentationRun, TrainConfig, make_dataset
 from tests.helpers_decathlon import write_task
 
 GiB = 2 ** 30

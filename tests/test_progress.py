@@ -1,4 +1,4 @@
-"""Tests for medtune.cluster.progress.ProgressLog, fed fake trials and results (no Ray cluster)."""
+"""Tests for medtune.cluster.runs.progress.ProgressLog, fed fake trials and results (no Ray cluster)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from medtune.cluster.progress import ProgressLog
+from medtune.cluster.runs.progress import ProgressLog
 
 
 class Trial:
@@ -18,13 +18,13 @@ class Trial:
 @pytest.fixture
 def lines(caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("medtune"), "propagate", True)  # the CLI's setup may have turned it off
-    caplog.set_level(logging.INFO, logger="medtune.cluster.progress")
-    return lambda: [r.getMessage() for r in caplog.records if r.name == "medtune.cluster.progress"]
+    caplog.set_level(logging.INFO, logger="medtune.cluster.runs.progress")
+    return lambda: [r.getMessage() for r in caplog.records if r.name == "medtune.cluster.runs.progress"]
 
 
 def test_a_line_at_most_every_interval_with_epochs_done_estimate_and_each_running_trial(lines, monkeypatch):
     clock = iter([0.0, 50.0, 51.0, 52.0, 62.0, 63.0])
-    monkeypatch.setattr("medtune.cluster.progress.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("medtune.cluster.runs.progress.time.monotonic", lambda: next(clock))
     log = ProgressLog("study", trial_epochs=20, metric="dice", every_s=10)
     trials = [Trial("a", "fixed", 0), Trial("b", "cosine", 1)]
     log.setup()                                                                    # t = 0

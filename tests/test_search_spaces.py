@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from medtune.cluster.cli import main
+from medtune.cluster.cli.main import main
 from medtune.config import from_dict, to_dict
 from medtune.errors import InputError
 from medtune.searchers.lr_schedules import ScheduleConfig
@@ -15,7 +15,7 @@ from medtune.searchers.qlearning_agent import QLearningConfig
 from medtune.searchers.search_spaces import (NOT_SEARCHED, SPACES, Bound, TuningConfig, apply_values,
                                              check_overrides, on_edge, resolve, sample)
 from medtune.trainables.lr_control import METHODS, OWN_OPTIMIZERS, LRControl, LRControlConfig, make_optimizer
-from medtune.trainables.segmentation import TrainConfig, apply_tuned
+from medtune.trainables.lr_segmentation import TrainConfig, apply_tuned
 
 MIN_LR, MAX_LR, EPOCHS = 1e-6, 1e-2, 20
 
@@ -123,7 +123,7 @@ def test_tuned_settings_reach_the_trials_config_sections_and_its_lr():
 
 
 def test_lr_spec_checks_tuned_settings_against_the_sections_they_set():
-    from medtune.cluster.lr_study import LRStudySpec
+    from medtune.cluster.studies.lr_study import LRStudySpec
 
     spec = from_dict(LRStudySpec, {"methods": ["fixed", "step"], "tuned": {"step": {"schedules.step.gamma": 0.3}}})
     assert spec.tuned["step"]["schedules.step.gamma"] == 0.3
@@ -134,8 +134,8 @@ def test_lr_spec_checks_tuned_settings_against_the_sections_they_set():
 
 
 def test_a_spec_with_tuning_round_trips_as_a_submitted_job_gets_it():
-    from medtune.cluster.lr_study import LRStudySpec
-    from medtune.cluster.studies import load_spec
+    from medtune.cluster.studies.lr_study import LRStudySpec
+    from medtune.cluster.studies.registry import load_spec
 
     spec = load_spec("lr-schedulers", overrides=["tuning.trials=3", "tuning.spaces.step.gamma={low: 0.2, high: 0.8}"])
     assert spec.tuning.trials == 3 and spec.tuning.searcher == "tpe"

@@ -13,9 +13,9 @@ import torch
 
 from medtune.errors import InputError
 from medtune.searchers.lr_schedules import ScheduleConfig, StepConfig
-from medtune.trainables.data import DataConfig, SegmentationData, load_split
-from medtune.trainables.networks import NETWORKS, build_network, check_network, network_kwargs
-from medtune.trainables.segmentation import ModelConfig, SegmentationRun, TrainConfig, seed_everything
+from medtune.trainables.lr_data import DataConfig, SegmentationData, load_split
+from medtune.trainables.lr_networks import NETWORKS, build_network, check_network, network_kwargs
+from medtune.trainables.lr_segmentation import ModelConfig, SegmentationRun, TrainConfig, seed_everything
 
 DATA_CFG = DataConfig(num_volumes=6, val_fraction=0.34, seed=3, spatial_size=(16, 16, 16))
 MODEL = ModelConfig(channels=(4, 8), strides=(2,), num_res_units=0)
@@ -316,8 +316,8 @@ def test_cuda_trials_cache_on_the_gpu_and_use_the_thread_loader_cpu_trials_do_no
     from monai.data import ThreadDataLoader
     from monai.transforms import RandCropByPosNegLabeld, ToDeviced
 
-    from medtune.trainables.data import arrays_as_split
-    from medtune.trainables.segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
+    from medtune.trainables.lr_data import arrays_as_split
+    from medtune.trainables.lr_segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
 
     cuda, cpu = choose_pipeline("cuda", amp=True, deterministic=False), choose_pipeline("cpu", amp=True)
     assert (cuda.loader, cuda.to_device, cuda.cudnn_benchmark, cuda.amp) == ("ThreadDataLoader", True, True, True)
@@ -341,7 +341,7 @@ def test_cuda_trials_cache_on_the_gpu_and_use_the_thread_loader_cpu_trials_do_no
 
 
 def test_cache_rate_bounds_what_is_cached_and_changes_no_number():
-    from medtune.trainables.data import split_datalists
+    from medtune.trainables.lr_data import split_datalists
 
     def epoch(rate):
         split = split_datalists(DataConfig(num_volumes=6, val_fraction=0.34, seed=3, spatial_size=(16, 16, 16),
@@ -359,8 +359,8 @@ def test_cache_rate_bounds_what_is_cached_and_changes_no_number():
 def test_trials_of_one_process_share_the_split_s_preprocessed_cache_and_train_exactly_as_with_their_own():
     """A reused worker process keeps the split's caches: the next trial (and a PBT restart) preprocesses nothing,
     and every number is the one a trial building its own caches gets, patches included."""
-    from medtune.trainables import segmentation
-    from medtune.trainables.data import split_datalists
+    from medtune.trainables import lr_segmentation as segmentation
+    from medtune.trainables.lr_data import split_datalists
 
     cfg = DataConfig(num_volumes=6, val_fraction=0.34, seed=3, spatial_size=(16, 16, 16), test_fraction=0.2)
     split = split_datalists(cfg)
@@ -413,7 +413,7 @@ def test_large_offcentre_task_trains_on_patches_and_scores_the_whole_volume(tmp_
     from monai.networks.utils import one_hot
 
     from tests.helpers_decathlon import write_offcentre_decathlon
-    from medtune.trainables.data import split_datalists
+    from medtune.trainables.lr_data import split_datalists
 
     root = write_offcentre_decathlon(tmp_path / "big", num_cases=4, shape=(48, 48, 48))
     cfg = DataConfig(source="decathlon", path=str(root), test_fraction=0.0, val_fraction=0.25,
@@ -443,7 +443,7 @@ def test_large_offcentre_task_trains_on_patches_and_scores_the_whole_volume(tmp_
 
 
 def test_the_lr_spec_takes_fractional_gpus_and_a_cache_rate():
-    from medtune.cluster.studies import load_spec
+    from medtune.cluster.studies.registry import load_spec
 
     spec = load_spec("lr-schedulers", smoke=True, overrides=["resources.gpus_per_trial=0.25", "data.cache_rate=0.5"])
     assert spec.resources.gpus_per_trial == 0.25 and spec.data.cache_rate == 0.5
@@ -451,8 +451,8 @@ def test_the_lr_spec_takes_fractional_gpus_and_a_cache_rate():
 
 
 def test_the_thread_loader_leaves_torch_global_rng_alone(data):
-    from medtune.trainables.data import arrays_as_split
-    from medtune.trainables.segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
+    from medtune.trainables.lr_data import arrays_as_split
+    from medtune.trainables.lr_segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
 
     cuda = choose_pipeline("cuda", amp=False)
     split = arrays_as_split(data)

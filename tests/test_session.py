@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from medtune.cluster.cli import main
-from medtune.cluster.session import BACKLOG_FILE
+from medtune.cluster.cli.main import main
+from medtune.cluster.studies.session import BACKLOG_FILE
 from medtune.tags import TAG_KIND, TAG_SESSION, TAG_TRIAL
 
 SYNCED_TAG = "medtune.test-synced"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from medtune.cluster.spec import SpecError, read_spec_file
-from medtune.cluster.studies import load_spec
+from medtune.cluster.studies.spec import SpecError, read_spec_file
+from medtune.cluster.studies.registry import load_spec
 
 
 def test_a_variant_overrides_section_by_section_and_resolves_its_base_beside_itself(tmp_path):

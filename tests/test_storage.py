@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from medtune.cluster import session as session_mod
-from medtune.cluster import store, studies
-from medtune.cluster.cli import main
-from medtune.cluster.lr_study import MEMORY_FILE, LRStudySpec, lr_session_keys
-from medtune.cluster.storage import check_writable, find_session, resolve_storage, storage_path
+from medtune.cluster.studies import session as session_mod
+from medtune.cluster.runs import store
+from medtune.cluster.studies import registry as studies
+from medtune.cluster.cli.main import main
+from medtune.cluster.studies.lr_study import MEMORY_FILE, LRStudySpec, lr_session_keys
+from medtune.cluster.runs.storage import check_writable, find_session, resolve_storage, storage_path
 from medtune.errors import InputError
 
 

@@ -138,7 +138,7 @@ def test_a_member_that_cloned_a_donor_restarts_before_the_donor_trains_on():
 
 
 def test_a_new_session_runs_one_tuner_and_a_session_from_before_resumes_its_two():
-    from medtune.cluster.lr_study import LRStudySpec, lr_session_keys, tuner_kinds, tuner_path
+    from medtune.cluster.studies.lr_study import LRStudySpec, lr_session_keys, tuner_kinds, tuner_path
     from pathlib import Path
 
     spec = LRStudySpec(methods=("fixed", "pbt"))

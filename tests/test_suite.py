@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medtune.cluster.spec import SpecError
-from medtune.cluster.suite import load_suite
+from medtune.cluster.studies.spec import SpecError
+from medtune.cluster.studies.suite import load_suite
 
 
 def test_the_built_in_suite_builds_every_task_with_the_suites_methods_seeds_and_budget():
@@ -34,7 +34,7 @@ def test_bad_suite_input_is_one_line_naming_the_field(overrides, needle):
 
 
 def test_a_study_spec_is_no_suite_and_a_suite_is_no_study_spec():
-    from medtune.cluster.studies import load_spec
+    from medtune.cluster.studies.registry import load_spec
 
     with pytest.raises(SpecError, match="medtune run lr-schedulers"):
         load_suite("lr-schedulers")
@@ -43,7 +43,7 @@ def test_a_study_spec_is_no_suite_and_a_suite_is_no_study_spec():
 
 
 def test_a_recorded_task_spec_holds_unless_a_setting_it_recorded_changed():
-    from medtune.cluster.suite import same_spec
+    from medtune.cluster.studies.suite import same_spec
 
     old = {"train": {"epochs": 2, "base_lr": 1e-3}, "seeds": [0]}
     assert same_spec(old, {"train": {"epochs": 2, "base_lr": 1e-3, "new_field": 1}, "seeds": [0]})

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from mlflow.exceptions import MlflowException
 
-from medtune.cluster.tracking import MLflowTracker
+from medtune.cluster.runs.tracking import MLflowTracker
 
 
 class FakeClient:
@@ -162,7 +162,7 @@ def test_a_refused_record_is_set_aside_and_does_not_block_the_rest(tmp_path, cap
     import logging
 
     monkeypatch.setattr(logging.getLogger("medtune"), "propagate", True)  # the CLI's setup may have turned it off
-    caplog.set_level(logging.WARNING, logger="medtune.cluster.tracking")
+    caplog.set_level(logging.WARNING, logger="medtune.cluster.runs.tracking")
     tracker, client = make(tmp_path)
     t = trial()
     tracker.on_trial_start(0, [], t)
@@ -257,7 +257,7 @@ def test_the_sender_thread_delivers_as_results_come_and_outlasts_an_outage(tmp_p
 def test_after_a_quiet_spell_a_result_goes_at_once_and_a_burst_waits_for_the_gather_interval(tmp_path, monkeypatch):
     import time
 
-    import medtune.cluster.tracking as tracking
+    import medtune.cluster.runs.tracking as tracking
 
     monkeypatch.setattr(tracking, "GATHER_S", 60.0)  # so long that only a send without waiting can be seen
     tracker, client = make(tmp_path)

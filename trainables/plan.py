@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from medtune.trainables.data import (
+from medtune.trainables.lr_data import (
     CaseHeader,
     DataConfig,
     decathlon_class_names,
@@ -41,7 +41,7 @@ from medtune.trainables.data import (
     scan_decathlon,
     split_indices,
 )
-from medtune.trainables.networks import ModelConfig
+from medtune.trainables.lr_networks import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Fingerprint:
 
 
 class _Collector:
-    """The ``visit`` of :func:`~medtune.trainables.data.scan_decathlon` that fingerprints each case it reads."""
+    """The ``visit`` of :func:`~medtune.trainables.lr_data.scan_decathlon` that fingerprints each case it reads."""
 
     def __init__(self, num_classes: int, seed: int = 0):
         self.num_classes = num_classes
@@ -162,11 +162,11 @@ class _Collector:
 
 
 def fingerprint_decathlon(root: str | Path, cached: Fingerprint | None = None) -> tuple[list[CaseHeader], Fingerprint]:
-    """Check every case of the task (:func:`~medtune.trainables.data.scan_decathlon`) and fingerprint it in the
+    """Check every case of the task (:func:`~medtune.trainables.lr_data.scan_decathlon`) and fingerprint it in the
     same pass; with ``cached`` (a session's ``fingerprint.json``, same folder and cases) only the checks run.
 
     Returns:
-        The case headers (for :func:`~medtune.trainables.data.split_datalists`) and the fingerprint.
+        The case headers (for :func:`~medtune.trainables.lr_data.split_datalists`) and the fingerprint.
 
     Raises:
         InputError: As the loader's checks.
@@ -484,7 +484,7 @@ def plan_for(fp: Fingerprint, memory_bytes: int, device: str = "cpu", *, model: 
 
 def planning_indices(n: int, cfg: DataConfig) -> list[int]:
     """The training and validation cases of a task of ``n`` cases (the test cases, drawn as
-    :func:`~medtune.trainables.data.split_datalists` draws them, take no part in the plan)."""
+    :func:`~medtune.trainables.lr_data.split_datalists` draws them, take no part in the plan)."""
     if cfg.test_fraction > 0:
         keep, _ = split_indices(n, cfg.test_fraction, cfg.seed + 1)
         return [int(i) for i in keep]

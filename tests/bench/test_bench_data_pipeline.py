@@ -87,9 +87,9 @@ def _bare_loop(split, patch, k, batch_size, model, seed):
 def test_bench_pipeline_epoch_against_a_bare_monai_loop():
     import torch
 
-    from medtune.trainables.data import DataConfig, split_datalists
-    from medtune.trainables.networks import ModelConfig, build_network
-    from medtune.trainables.segmentation import SegmentationRun, TrainConfig
+    from medtune.trainables.lr_data import DataConfig, split_datalists
+    from medtune.trainables.lr_networks import ModelConfig, build_network
+    from medtune.trainables.lr_segmentation import SegmentationRun, TrainConfig
 
     torch.set_num_threads(1)
     shape, patch, k, batch = (48, 48, 48), (16, 16, 16), 4, 2
@@ -135,9 +135,9 @@ def test_bench_pipeline_epoch_against_a_bare_monai_loop():
 _TRIAL = r"""
 import json, resource, sys, torch
 torch.set_num_threads(1)
-from medtune.trainables.data import DataConfig, split_datalists
-from medtune.trainables.networks import ModelConfig
-from medtune.trainables.segmentation import SegmentationRun, TrainConfig
+from medtune.trainables.lr_data import DataConfig, split_datalists
+from medtune.trainables.lr_networks import ModelConfig
+from medtune.trainables.lr_segmentation import SegmentationRun, TrainConfig
 
 root, rate = sys.argv[1], float(sys.argv[2])
 shape, patch = (96, 96, 96), (32, 32, 32)

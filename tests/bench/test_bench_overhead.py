@@ -1,7 +1,7 @@
 """Per-epoch overhead of running the LR study's trainable under Ray Tune + MLflow.
 
-Candidate: the real ``medtune.trainables.segmentation.train_segmentation`` in a real Tune
-run assembled by the production ``medtune.cluster.lr_study.build_tuner`` (one trial,
+Candidate: the real ``medtune.trainables.lr_segmentation.train_segmentation`` in a real Tune
+run assembled by the production ``medtune.cluster.studies.lr_study.build_tuner`` (one trial,
 method ``fixed``, the ``QLearningLRScheduler``, the real ``MLflowTracker`` on a
 real SQLite store, a checkpoint every ``train.checkpoint_every`` epochs (default 5) and at the last one).
 
@@ -56,7 +56,7 @@ class ResultClock:
 def bare_epochs(spec, data) -> list[float]:
     import torch
 
-    from medtune.trainables.segmentation import SegmentationRun
+    from medtune.trainables.lr_segmentation import SegmentationRun
 
     torch.set_num_threads(1)
     run = SegmentationRun(
@@ -75,11 +75,11 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient
 
-    from medtune.cluster.lr_study import build_tuner, init_ray, lr_session_keys, prepare_study
-    from medtune.cluster.session import create_session
-    from medtune.cluster.lr_study import LRStudySpec
-    from medtune.trainables.data import DataConfig
-    from medtune.trainables.segmentation import TrainConfig
+    from medtune.cluster.studies.lr_study import build_tuner, init_ray, lr_session_keys, prepare_study
+    from medtune.cluster.studies.session import create_session
+    from medtune.cluster.studies.lr_study import LRStudySpec
+    from medtune.trainables.lr_data import DataConfig
+    from medtune.trainables.lr_segmentation import TrainConfig
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

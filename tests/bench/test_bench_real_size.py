@@ -160,7 +160,7 @@ def test_bench_fingerprint_and_plan_at_msd_scale(tasks):
 _TRIAL = r"""
 import json, pickle, sys, torch
 torch.set_num_threads(1)
-from medtune.trainables.segmentation import SegmentationRun
+from medtune.trainables.lr_segmentation import SegmentationRun
 
 def hwm():  # this process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across exec)
     with open("/proc/self/status") as status:
@@ -188,8 +188,8 @@ print(json.dumps({"base": base, "peak": peak, "cached": cached, "volumes": len(s
 def test_bench_trial_memory_per_cache_setting(tasks, tmp_path):
     import pickle
 
-    from medtune.cluster.lr_study import prepare_study, record_plan
-    from medtune.cluster.studies import load_spec
+    from medtune.cluster.studies.lr_study import prepare_study, record_plan
+    from medtune.cluster.studies.registry import load_spec
 
     mib = 2 ** 20
     out = {}
@@ -230,9 +230,9 @@ def test_bench_trial_memory_per_cache_setting(tasks, tmp_path):
 def _brain_run(root: Path):
     import torch
 
-    from medtune.cluster.lr_study import prepare_study
-    from medtune.cluster.studies import load_spec
-    from medtune.trainables.segmentation import SegmentationRun
+    from medtune.cluster.studies.lr_study import prepare_study
+    from medtune.cluster.studies.registry import load_spec
+    from medtune.trainables.lr_segmentation import SegmentationRun
 
     torch.set_num_threads(1)
     spec = load_spec("lr-schedulers", overrides=[
@@ -251,8 +251,8 @@ def test_bench_training_patches_per_second_against_bare_monai(tasks):
     from monai.losses import DiceCELoss
     from monai.transforms import Compose
 
-    from medtune.trainables.networks import build_network
-    from medtune.trainables.segmentation import augmentation
+    from medtune.trainables.lr_networks import build_network
+    from medtune.trainables.lr_segmentation import augmentation
 
     spec, split, run = _brain_run(tasks["brain"])
     k = spec.data.patches_per_volume

@@ -162,7 +162,7 @@ def submit_once(state_dir: Path, state: dict, client, experiment_id: str) -> dic
 def test_bench_submit_to_first_result_latency(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from medtune.cluster.mlflow_auth import read_credentials
+    from medtune.cluster.ops.mlflow_auth import read_credentials
 
     # Reference first, with no cluster process on the machine.
     local = [local_run(tmp_path / f"local-{i}") for i in range(REPEATS)]

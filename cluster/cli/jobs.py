@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster.service import apply_auth_env, read_state
-from medtune.cluster.storage import storage_path
+from medtune.cluster.ops.service import apply_auth_env, read_state
+from medtune.cluster.runs.storage import storage_path
 from medtune.errors import InputError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -67,7 +67,7 @@ def submit(
     """
     import yaml
 
-    from medtune.cluster.studies import load_spec
+    from medtune.cluster.studies.registry import load_spec
     from medtune.config import to_dict
 
     parsed = load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted
@@ -84,7 +84,7 @@ def submit(
         Path(folder, "spec.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
         python = state["python"] if state else "python3"  # on another cluster: its own python3 with medtune
         uri = tracking_uri or (state or {}).get("mlflow")
-        args = [python, "-m", "medtune.cluster.cli", "run", "spec.yaml"]
+        args = [python, "-m", "medtune.cluster.cli.main", "run", "spec.yaml"]
         if uri:
             args += ["--tracking-uri", uri]
         if state:
@@ -94,7 +94,7 @@ def submit(
         entrypoint = " ".join(shlex.quote(a) for a in args)
         runtime_env: dict[str, Any] = {"working_dir": folder}
         if getattr(parsed, "trainable", None):  # a user's own trainable: its code travels with the job
-            from medtune.cluster.own_study import resolve_trainable
+            from medtune.cluster.studies.own_study import resolve_trainable
 
             code = Path(resolve_trainable(parsed.trainable)[1])
             if code.is_file():  # a single module: it goes in the job's working directory, on every worker's path

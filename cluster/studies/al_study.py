@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster.session import (
+from medtune.cluster.studies.session import (
     backlog_path,
     check_resources,
     create_session,
@@ -25,12 +25,12 @@ from medtune.cluster.session import (
     reopen_session,
     restore_or_build,
 )
-from medtune.cluster.session import log_session_summary as session_summary
+from medtune.cluster.studies.session import log_session_summary as session_summary
 from medtune.errors import InputError
 from medtune.config import to_dict
 from dataclasses import dataclass, field
-from medtune.cluster.console import tune_verbosity
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
+from medtune.cluster.runs.console import tune_verbosity
+from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.trainables.al_config import METHODS as AL_METHODS
 from medtune.trainables.al_config import ActiveLearningConfig
 from medtune.trainables.classification_data import ClassificationDataConfig
@@ -54,7 +54,7 @@ class ActiveLearningStudySpec:
     budget: int = 0
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,8 +106,8 @@ def _trainable(spec: ActiveLearningStudySpec, data: Any):
 def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
     from ray import tune
 
-    from medtune.cluster.progress import ProgressLog, trial_files
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.progress import ProgressLog, trial_files
+    from medtune.cluster.runs.tracking import MLflowTracker
 
     param_space = {
         "study": "active-learning",

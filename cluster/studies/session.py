@@ -4,9 +4,9 @@ A *session* is one ``medtune run``: the folder ``ROOT/<name>-<timestamp>/``
 holds Tune's experiment state, ``medtune.json`` (the resolved spec and where
 its runs are tracked, which ``medtune resume`` and ``medtune report --sync``
 read) and the report files. ``ROOT`` is the storage root (``--storage`` or the
-spec's ``storage:``, see :mod:`medtune.cluster.storage`), else ``--output``; the
+spec's ``storage:``, see :mod:`medtune.cluster.runs.storage`), else ``--output``; the
 default SQLite MLflow store stays under ``--output``. Each study module
-(:mod:`medtune.cluster.studies`) builds its Tuners on top of these functions.
+(:mod:`medtune.cluster.studies.registry`) builds its Tuners on top of these functions.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster.console import ray_logging_level, verbose
-from medtune.cluster.storage import SESSION_FILE, resolve_storage
+from medtune.cluster.runs.console import ray_logging_level, verbose
+from medtune.cluster.runs.storage import SESSION_FILE, resolve_storage
 from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
 
@@ -82,7 +82,7 @@ def _init_ray(address: str | None) -> None:
                 f"--address {address!r} is a dashboard URL; `medtune run` needs the cluster address HOST:6379 "
                 "(use the dashboard URL with `medtune submit`)"
             )
-        from medtune.cluster.service import use_loopback_ip
+        from medtune.cluster.ops.service import use_loopback_ip
 
         use_loopback_ip(address)  # a head on loopback listens on 127.0.0.1 only
         try:
@@ -129,8 +129,8 @@ def check_resources(resources: Any, remote: bool) -> None:
 
 def prepare_tracking(uri: str) -> None:
     """Before any trial (run and resume): exit 2 if the server is unreachable; make requests fail fast."""
-    from medtune.cluster.service import apply_mlflow_credentials
-    from medtune.cluster.store import check_reachable
+    from medtune.cluster.ops.service import apply_mlflow_credentials
+    from medtune.cluster.runs.store import check_reachable
 
     apply_mlflow_credentials(uri)  # the recorded cluster's server: log in as its trials user
     check_reachable(uri)
@@ -155,7 +155,7 @@ def create_session(
         spec: the study's spec (any spec class with ``name``; its ``storage``, if it has one, is the default
             of ``storage``).
         extra: ``f(session_dir) -> dict`` of study-specific keys for ``medtune.json``.
-        storage: the storage root (a folder or ``file://`` URI; see :mod:`medtune.cluster.storage`).
+        storage: the storage root (a folder or ``file://`` URI; see :mod:`medtune.cluster.runs.storage`).
 
     Returns:
         The session folder and its ``medtune.json`` content (written).
@@ -164,7 +164,7 @@ def create_session(
         InputError: the storage cannot be written, ``--output`` is a file, or the tracking store is unusable
             (all before any trial).
     """
-    from medtune.cluster.store import default_tracking_uri, ensure_experiment
+    from medtune.cluster.runs.store import default_tracking_uri, ensure_experiment
 
     flag = "--storage" if storage is not None else "storage"
     storage = storage if storage is not None else getattr(spec, "storage", None)
@@ -274,7 +274,7 @@ def backlog_path(session_dir: str | os.PathLike) -> str:
 
 def sync_backlog(session_dir: str | os.PathLike) -> int:
     """Deliver a session's MLflow records that the server missed; returns how many are still pending."""
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.tracking import MLflowTracker
 
     session_dir = Path(session_dir).expanduser().resolve()
     info = read_session(session_dir)
@@ -320,7 +320,7 @@ def finish_session(
     """
     from medtune.dashboards.summary import log_summary
 
-    from medtune.cluster.fail_fast import all_failed_error  # imports Ray Tune: only once a study has run
+    from medtune.cluster.runs.fail_fast import all_failed_error  # imports Ray Tune: only once a study has run
 
     errors = [r for r in results if r.error is not None]
     all_failed = all_failed_error(results)

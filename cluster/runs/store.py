@@ -1,8 +1,8 @@
 """The MLflow store: where it is, the experiment, and the tags medtune puts on runs. No Ray import.
 
 Used by the CLI before Ray starts (``medtune report``, ``medtune ui``), by the
-Tune callback that logs trials (:mod:`medtune.cluster.tracking`) and by the reports
-(:mod:`medtune.dashboards.report`).
+Tune callback that logs trials (:mod:`medtune.cluster.runs.tracking`) and by the reports
+(:mod:`medtune.dashboards.lr_report`).
 """
 
 from __future__ import annotations

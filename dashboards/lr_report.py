@@ -221,7 +221,7 @@ def write_artifacts(report: Report, folder: str | Path) -> list[Path]:
 
 
 def lr_view(report: Report) -> View:
-    """The LR study (:class:`medtune.dashboards.report.Report`)."""
+    """The LR study (:class:`medtune.dashboards.lr_report.Report`)."""
 
     rows = []
     for method, r in report.table.iterrows():

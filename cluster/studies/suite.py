@@ -59,11 +59,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from medtune.cluster import studies
-from medtune.cluster.session import log, prepare_tracking, show
-from medtune.cluster.spec import SpecError, _merged, apply_override, check_name, parse_set, read_spec_file
-from medtune.cluster.storage import storage_path
-from medtune.cluster.store import default_tracking_uri, ensure_experiment
+from medtune.cluster.studies import registry as studies
+from medtune.cluster.studies.session import log, prepare_tracking, show
+from medtune.cluster.studies.spec import SpecError, _merged, apply_override, check_name, parse_set, read_spec_file
+from medtune.cluster.runs.storage import storage_path
+from medtune.cluster.runs.store import default_tracking_uri, ensure_experiment
 from medtune.config import from_dict, to_dict
 from medtune.dashboards.comparison import INACTIVE, compare, trial_metrics
 from medtune.dashboards.runs import mlflow_client, session_runs
@@ -549,7 +549,7 @@ def build_suite_report(tracking_uri: str, suite: str, session: str | None = None
 
 def load_view(tracking_uri: str, experiment: str, session: str | None = None):
     """The dashboard's view of ``experiment``: a suite's page when it holds a suite, else its study's
-    (:func:`medtune.cluster.studies.load_view`)."""
+    (:func:`medtune.cluster.studies.registry.load_view`)."""
     client = mlflow_client(tracking_uri)
     parent = suite_parent(client, experiment, session)
     if parent is None:

@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("specs", help="list the built-in specs")
 
-    from medtune.cluster.service import DEFAULT_STATE_DIR
+    from medtune.cluster.ops.service import DEFAULT_STATE_DIR
 
     def state_arg(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
@@ -187,8 +187,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _uri(args: argparse.Namespace) -> str:
-    from medtune.cluster.service import apply_mlflow_credentials
-    from medtune.cluster.store import default_tracking_uri
+    from medtune.cluster.ops.service import apply_mlflow_credentials
+    from medtune.cluster.runs.store import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri(args.output)
     apply_mlflow_credentials(uri)  # the recorded cluster's MLflow server: log in as its trials user
@@ -196,7 +196,7 @@ def _uri(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from medtune.cluster.studies import load_spec, run
+    from medtune.cluster.studies.registry import load_spec, run
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
     origin = {"spec": args.spec, "smoke": args.smoke, "overrides": args.overrides}
@@ -210,7 +210,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """``medtune run`` with the spec's ``tuning:`` section (its defaults when the spec has none)."""
     from dataclasses import replace
 
-    from medtune.cluster.studies import load_spec, run
+    from medtune.cluster.studies.registry import load_spec, run
     from medtune.searchers.search_spaces import TuningConfig
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
@@ -227,7 +227,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from medtune.cluster.suite import read_suite_dir, suite  # by the command that needs it: `medtune --help` stays fast
+    from medtune.cluster.studies.suite import read_suite_dir, suite  # by the command that needs it: `medtune --help` stays fast
 
     spec = args.spec
     if spec is None:  # --resume DIR alone: the spec, smoke and overrides the suite ran with
@@ -244,18 +244,18 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from medtune.cluster.studies import resume
+    from medtune.cluster.studies.registry import resume
 
     return resume(args.dir, address=args.address, storage=args.storage)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from medtune.cluster.studies import get_study, session_study
+    from medtune.cluster.studies.registry import get_study, session_study
     from medtune.dashboards.runs import mlflow_client, session_runs, study_of
     from medtune.dashboards.views import run_status
 
     if args.sync:
-        from medtune.cluster.session import read_session, sync_backlog
+        from medtune.cluster.studies.session import read_session, sync_backlog
 
         session_dir = Path(args.sync).expanduser().resolve()
         info = read_session(session_dir)
@@ -276,7 +276,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise InputError(f"no MLflow store at {uri}; pass --output DIR or --tracking-uri of the run")
-    from medtune.cluster.suite import build_suite_report, is_suite  # (imported by its command, as above)
+    from medtune.cluster.studies.suite import build_suite_report, is_suite  # (imported by its command, as above)
 
     try:
         if is_suite(uri, args.experiment):  # a suite's parent run: the per-task tables and the cross-task verdict
@@ -336,7 +336,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise InputError(f"no MLflow store at {uri}; pass --output DIR of a `medtune run`, or --tracking-uri URI")
     if not 0.5 <= args.refresh <= 86400:
         raise InputError(f"--refresh {args.refresh:g} is out of range; use 0.5 to 86400 seconds, e.g. --refresh 10")
-    from medtune.cluster.service import is_loopback
+    from medtune.cluster.ops.service import is_loopback
 
     remote = not is_loopback(args.host)
     if remote and not args.allow_remote:
@@ -352,7 +352,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise InputError(f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
-    from medtune.cluster.suite import load_view  # a suite's page, else the study's
+    from medtune.cluster.studies.suite import load_view  # a suite's page, else the study's
 
     credentials = None
     if remote:
@@ -396,12 +396,12 @@ def _wait_until_answers(url: str, proc: subprocess.Popen, timeout_s: float) -> b
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from medtune.cluster.console import verbose
+    from medtune.cluster.runs.console import verbose
 
     uri = _uri(args)
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, behind its own login
-        from medtune.cluster.service import mlflow_login_hint
-        from medtune.cluster.store import check_reachable
+        from medtune.cluster.ops.service import mlflow_login_hint
+        from medtune.cluster.runs.store import check_reachable
 
         check_reachable(uri)  # with this process's MLflow login: a refused one is one line, exit 2
         hint = mlflow_login_hint(uri)
@@ -467,7 +467,7 @@ def _stop_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
-    from medtune.cluster.spec import builtin_specs, read_spec_file
+    from medtune.cluster.studies.spec import builtin_specs, read_spec_file
 
     for name in builtin_specs():
         data, _ = read_spec_file(name)
@@ -476,7 +476,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from medtune.cluster import service
+    from medtune.cluster.ops import service
 
     state_dir = Path(args.state_dir).expanduser()
     if args.cluster_command == "up":
@@ -506,7 +506,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from medtune.cluster import jobs
+    from medtune.cluster.cli import jobs
 
     client, job_id = jobs.submit(
         args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri,
@@ -529,7 +529,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from medtune.cluster import jobs
+    from medtune.cluster.cli import jobs
 
     state_dir = Path(args.state_dir).expanduser()
     if args.jobs_command == "list":
@@ -563,10 +563,10 @@ def _terminate_as_interrupt(signum: int, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from medtune.cluster import console
+    from medtune.cluster.runs import console
 
     console.setup(verbose_output=args.verbose)
-    from medtune.cluster.session import keep_sigterm_handler  # (imported by its command, as above)
+    from medtune.cluster.studies.session import keep_sigterm_handler  # (imported by its command, as above)
 
     try:
         previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)

@@ -6,7 +6,7 @@ built-in one: every method x seed is a trial, and every trial runs in one ``Tune
 :class:`~medtune.searchers.qlearning_scheduler.QLearningLRScheduler` drives the ``qlearning`` /
 ``qlearning_warm`` trials through the study's mailbox and PBT its population (one ``pbt`` member per seed),
 beside the other methods, so a slot a waiting member frees goes to another trial. The trials log to one MLflow
-experiment (``name``) and session through :class:`~medtune.cluster.tracking.MLflowTracker`: one run per trial with params
+experiment (``name``) and session through :class:`~medtune.cluster.runs.tracking.MLflowTracker`: one run per trial with params
 (``method``, ``seed``, the ``params`` given and the ``lr_control`` settings) and every number the trial reports
 per epoch; at the end one summary run with the comparison (:mod:`medtune.dashboards.metric_report`).
 
@@ -36,8 +36,8 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from ray.tune import Stopper
 
-from medtune.cluster.console import quiet_api
-from medtune.cluster.fail_fast import FailFast, all_failed_error
+from medtune.cluster.runs.console import quiet_api
+from medtune.cluster.runs.fail_fast import FailFast, all_failed_error
 from medtune.config import from_dict, to_dict
 from medtune.errors import InputError, TrialsFailedError, did_you_mean, error_line
 from medtune.searchers.lr_schedules import ScheduleConfig
@@ -111,7 +111,7 @@ class Comparison:
         tracking_uri, experiment, session: where the MLflow runs are.
         failed: one line per trial that failed for a reason other than a missing key.
         tuning: with ``tune=``: one outcome per searched method (``chosen``, ``best_val``, ``trials``,
-            ``epochs``, ``wall_s``, ``curve``, ``edges``; see :mod:`medtune.cluster.tuning`).
+            ``epochs``, ``wall_s``, ``curve``, ``edges``; see :mod:`medtune.cluster.studies.tuning`).
     """
 
     table: pd.DataFrame
@@ -310,10 +310,10 @@ def _run_config(spec: CompareSpec, name: str, storage: Path, info: dict[str, Any
                 progress: tuple[str, int], fail_fast: FailFast | None = None):
     from ray import tune
 
-    from medtune.cluster.console import tune_verbosity
-    from medtune.cluster.progress import ProgressLog, trial_files
-    from medtune.cluster.session import BACKLOG_FILE
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.console import tune_verbosity
+    from medtune.cluster.runs.progress import ProgressLog, trial_files
+    from medtune.cluster.studies.session import BACKLOG_FILE
+    from medtune.cluster.runs.tracking import MLflowTracker
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder
 
     session = info["session"]
@@ -444,7 +444,7 @@ def compare(
             its last epoch, after 5 minutes without one, and for ``pbt`` at every perturbation epoch), so a
             restarted trial trains again at most that many epochs.
         storage: the folder (or ``file://`` URI) that holds the session folder instead of ``output``; on a
-            cluster one every node reaches at the same path (see :mod:`medtune.cluster.storage`).
+            cluster one every node reaches at the same path (see :mod:`medtune.cluster.runs.storage`).
         tune: the equal-budget protocol (a :class:`~medtune.searchers.search_spaces.TuningConfig` or a mapping
             of its fields): every method with a search space is first searched (``trials`` x ``epochs``, on
             ``metric`` only, the trials' config holding ``search: True`` so the trainable skips its test
@@ -465,17 +465,17 @@ def compare(
             the trial); no table is built, the trial runs in MLflow say FAILED with their error.
         RunStoppedError: a trial raised, at its first epoch, an error every trial would repeat (an import,
             name, attribute, type or key error, a shape mismatch): every trial was stopped at once
-            (:mod:`medtune.cluster.fail_fast`).
+            (:mod:`medtune.cluster.runs.fail_fast`).
     """
     import ray
 
-    from medtune.cluster.session import check_resources, create_session, init_ray, is_remote
-    from medtune.cluster.spec import ResourcesConfig
+    from medtune.cluster.studies.session import check_resources, create_session, init_ray, is_remote
+    from medtune.cluster.studies.spec import ResourcesConfig
     from medtune.dashboards.metric_report import build_metric_report
     from medtune.dashboards.summary import log_summary
     from medtune.searchers.qlearning_scheduler import METHODS as DRIVEN, QLearningLRScheduler, open_mailbox
 
-    from medtune.cluster.tuning import check_compare_tuning
+    from medtune.cluster.studies.tuning import check_compare_tuning
 
     tuning = None
     if tune is not None:
@@ -506,7 +506,7 @@ def compare(
         if tuning is not None:
             from dataclasses import replace
 
-            from medtune.cluster.tuning import qlearning_values, search_compare
+            from medtune.cluster.studies.tuning import qlearning_values, search_compare
 
             outcomes = search_compare(spec, tuning, bounds, trainable, session_dir, info)
             tuned = {o["method"]: o["values"] for o in outcomes}
@@ -539,7 +539,7 @@ def compare(
                                  spec.loss_metric, spec.target, qtable, intervals=decision_intervals(spec),
                                  notes=adapted_note(spec))
     if tuning is not None:
-        from medtune.cluster.tuning import tuned_report
+        from medtune.cluster.studies.tuning import tuned_report
 
         report = tuned_report(report, spec, tuning, outcomes)
     log_summary(info["tracking_uri"], report, session_dir / "report")

@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster.session import (
+from medtune.cluster.studies.session import (
     backlog_path,
     check_resources,
     create_session,
@@ -33,11 +33,11 @@ from medtune.cluster.session import (
     reopen_session,
     restore_or_build,
 )
-from medtune.cluster.session import log_session_summary as session_summary
+from medtune.cluster.studies.session import log_session_summary as session_summary
 from medtune.config import from_dict, to_dict
 from dataclasses import dataclass, field
-from medtune.cluster.console import tune_verbosity
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
+from medtune.cluster.runs.console import tune_verbosity
+from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.errors import did_you_mean
 from medtune.trainables.augmentation import METHODS as AUGMENTATION_METHODS
 from medtune.trainables.augmentation import AugmentationConfig
@@ -67,7 +67,7 @@ class APGAStudySpec:
     train: AugmentationConfig = field(default_factory=AugmentationConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -171,8 +171,8 @@ def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
 def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], data: dict, pretrained: dict):
     from ray import tune
 
-    from medtune.cluster.progress import ProgressLog, trial_files
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.progress import ProgressLog, trial_files
+    from medtune.cluster.runs.tracking import MLflowTracker
 
     param_space = {
         "study": "apga",

@@ -1,6 +1,6 @@
 """What every study's spec shares: reading YAML files and built-in names, ``--set`` overrides, the resources
 section and the seed/method checks. Each study's spec dataclass lives in its own study module, and
-:func:`medtune.cluster.studies.load_spec` builds the right one.
+:func:`medtune.cluster.studies.registry.load_spec` builds the right one.
 
 A spec is checked completely before Ray starts: unknown keys (with the nearest
 valid name), wrong types, out-of-range values, unknown methods, a missing file
@@ -56,7 +56,7 @@ def check_trainable_study(data: dict[str, Any]) -> None:
 def check_storage(storage: str | None) -> None:
     """A spec's ``storage:`` must name a folder path or a ``file://`` URI (written to only when the run starts)."""
     if storage is not None:
-        from medtune.cluster.storage import storage_path
+        from medtune.cluster.runs.storage import storage_path
 
         storage_path(storage, "storage")
 

@@ -107,7 +107,7 @@ class MLflowTracker(Callback):
             reported (Tune's own keys, ``config/...`` and the ``lr_control`` marker left out).
         artifacts: result keys whose (string) value is logged as a text artifact of the trial's run,
             ``{result_key: file_name}``; e.g. the APGA study's mask examples at the last epoch.
-        stop_note: ``() -> str | None``: once it says something (the run was stopped, :mod:`medtune.cluster.fail_fast`),
+        stop_note: ``() -> str | None``: once it says something (the run was stopped, :mod:`medtune.cluster.runs.fail_fast`),
             every trial that ends after is logged ``KILLED`` with that text as its ``medtune.error``, never as finished.
         tags: more tags of every run it creates (they may replace ``medtune.kind``: the search trials of
             ``medtune tune`` are ``medtune.kind = search``, nested by ``mlflow.parentRunId``).

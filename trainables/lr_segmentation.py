@@ -1,7 +1,7 @@
 """3D segmentation training with a learning-rate policy: the trainable of the LR study.
 
 A MONAI 3D network (a UNet by default, or any of
-:data:`medtune.trainables.networks.NETWORKS`) trained with Dice + cross-entropy (or
+:data:`medtune.trainables.lr_networks.NETWORKS`) trained with Dice + cross-entropy (or
 Dice, or Dice + focal) and Adam (or AdamW, or SGD) on the study's volumes (paper
 000, section 5: MSD Task04 Hippocampus, any Decathlon task, or the embedded
 phantom). Every
@@ -48,7 +48,7 @@ import torch
 
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.lr_schedules import ScheduleConfig
-from medtune.trainables.data import DataConfig, SegmentationData, SegmentationSplit, arrays_as_split, split_datalists
+from medtune.trainables.lr_data import DataConfig, SegmentationData, SegmentationSplit, arrays_as_split, split_datalists
 from medtune.trainables.lr_control import (
     CHECKPOINT_EVERY,
     CHECKPOINT_EVERY_S,
@@ -60,7 +60,7 @@ from medtune.trainables.lr_control import (
     checkpoint_due,
     make_optimizer,
 )
-from medtune.trainables.networks import ModelConfig, build_network
+from medtune.trainables.lr_networks import ModelConfig, build_network
 from medtune.errors import did_you_mean
 from medtune.config import from_dict
 
@@ -321,8 +321,8 @@ class SegmentationRun:
         method: an LR method of :data:`METHODS`; ``qlearning``, ``qlearning_warm`` and ``pbt`` mean the LR is
             set from outside via :meth:`set_lr`.
         seed: model initialisation and batch order.
-        data: the split as MONAI data lists (:class:`~medtune.trainables.data.SegmentationSplit`, what the study
-            passes), or dense arrays (:class:`~medtune.trainables.data.SegmentationData`: ``images``
+        data: the split as MONAI data lists (:class:`~medtune.trainables.lr_data.SegmentationSplit`, what the study
+            passes), or dense arrays (:class:`~medtune.trainables.lr_data.SegmentationData`: ``images``
             (N, C, D, H, W) float32, ``labels`` (N, 1, D, H, W) int64). Either way each split becomes a MONAI
             ``CacheDataset`` (``cache_rate`` of it preprocessed once), and the loader is chosen by
             :func:`choose_pipeline`: on CUDA the cache is moved to the GPU (``ToDeviced``) and read by
@@ -334,7 +334,7 @@ class SegmentationRun:
             state checkpointed; then the augmentation, with ``augment``) and to score with
             ``sliding_window_inference``; None (default): whole volumes, one forward pass each.
         patches_per_volume: with ``patch_size`` only; a batch holds ``batch_size * patches_per_volume`` patches.
-        foreground_ratio, sw_overlap, sw_mode, augment: as :class:`~medtune.trainables.data.DataConfig`'s; None:
+        foreground_ratio, sw_overlap, sw_mode, augment: as :class:`~medtune.trainables.lr_data.DataConfig`'s; None:
             the split's data section's (a split of dense arrays: 0.5, 0.25, ``"constant"``, off, the settings the
             phantom always had).
     """
@@ -704,7 +704,7 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
             settings, see :func:`apply_tuned`), ``search`` (True: a search trial of ``medtune tune``: the test
             split is never read and ``qlearning`` decides with a private agent of the config's ``qlearning``
             settings, not the shared scheduler).
-        data: the split as data lists (:class:`~medtune.trainables.data.SegmentationSplit`: file paths for a
+        data: the split as data lists (:class:`~medtune.trainables.lr_data.SegmentationSplit`: file paths for a
             Decathlon task, nothing preprocessed), shared through the object store (``tune.with_parameters``);
             built from ``config["data"]`` when omitted. The trial caches it itself (``CacheDataset``).
 

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster.session import (
+from medtune.cluster.studies.session import (
     backlog_path,
     check_resources,
     create_session,
@@ -29,11 +29,11 @@ from medtune.cluster.session import (
     reopen_session,
     restore_or_build,
 )
-from medtune.cluster.session import log_session_summary as session_summary
+from medtune.cluster.studies.session import log_session_summary as session_summary
 from medtune.config import from_dict, to_dict
 from dataclasses import dataclass, field
-from medtune.cluster.console import tune_verbosity
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
+from medtune.cluster.runs.console import tune_verbosity
+from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.searchers.paser import PaSeRConfig, check_grid
 from medtune.trainables.paser_data import PaSeRDataConfig
 from medtune.trainables.paser_models import PaSeRModelsConfig
@@ -62,7 +62,7 @@ class PaSeRStudySpec:
     pretrain_seed: int = 0
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
     smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -179,8 +179,8 @@ def arms(spec: PaSeRStudySpec) -> list[dict[str, Any]]:
 def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], data: Any, states: dict, tables: Any):
     from ray import tune
 
-    from medtune.cluster.progress import ProgressLog, trial_files
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.progress import ProgressLog, trial_files
+    from medtune.cluster.runs.tracking import MLflowTracker
 
     arm = tune.grid_search(arms(spec))
     param_space = {
@@ -216,7 +216,7 @@ def log_random_runs(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any
     """The ``random`` baseline of every finished paser trial as an MLflow run of its own (idempotent)."""
     if "random" not in spec.baselines:
         return 0
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.tracking import MLflowTracker
 
     tracker = MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                             backlog=backlog_path(session_dir))

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from medtune.cluster.console import ray_logging_level, verbose
-from medtune.cluster.session import log, read_session, show
-from medtune.cluster.session import log_session_summary as session_summary
-from medtune.cluster.spec import ResourcesConfig, check_storage
+from medtune.cluster.runs.console import ray_logging_level, verbose
+from medtune.cluster.studies.session import log, read_session, show
+from medtune.cluster.studies.session import log_session_summary as session_summary
+from medtune.cluster.studies.spec import ResourcesConfig, check_storage
 from medtune.errors import InputError, TrialsFailedError
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig
@@ -113,12 +113,12 @@ class OwnTrainingSpec:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 0
     checkpoint_every: int = CHECKPOINT_EVERY  # epochs between a trial's checkpoints (compare's checkpoint_every)
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
     smoke: dict[str, Any] = field(default_factory=dict)
     tuning: TuningConfig | None = None  # set: the equal-budget protocol (medtune.compare(..., tune=...))
 
     def __post_init__(self) -> None:
-        from medtune.cluster.compare import make_spec
+        from medtune.cluster.studies.compare import make_spec
 
         if self.study != STUDY:
             raise InputError(f"study={self.study!r}: this is the own-training spec; set study: {STUDY}")
@@ -128,7 +128,7 @@ class OwnTrainingSpec:
         fn, _ = resolve_trainable(self.trainable)
         spec = make_spec(fn, **self.compare_kwargs())  # every check of medtune.compare, before Ray starts
         if self.tuning is not None:
-            from medtune.cluster.tuning import check_compare_tuning
+            from medtune.cluster.studies.tuning import check_compare_tuning
 
             check_compare_tuning(spec, self.tuning)
 
@@ -175,7 +175,7 @@ def run(spec: OwnTrainingSpec, output: str | os.PathLike, tracking_uri: str | No
     """``medtune run`` of an own-training spec: :func:`medtune.compare`, the report printed; the exit status."""
     import ray
 
-    from medtune.cluster.compare import compare
+    from medtune.cluster.studies.compare import compare
 
     fn, code = resolve_trainable(spec.trainable)
     started = _init_ray(address, code)

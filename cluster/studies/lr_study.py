@@ -4,12 +4,12 @@ Every method x seed of the spec is a trial, and every trial runs in one ``Tuner`
 ``seed``) under :class:`~medtune.searchers.study_scheduler.StudyScheduler`: the Q-learning scheduler drives the
 ``qlearning`` / ``qlearning_warm`` trials, PBT its population (one ``pbt`` member per seed), and a slot a waiting
 PBT member frees goes to another trial at once, so no slot idles while trials are pending. The trials log to one
-MLflow experiment and session through :class:`~medtune.cluster.tracking.MLflowTracker`, and the comparison is
+MLflow experiment and session through :class:`~medtune.cluster.runs.tracking.MLflowTracker`, and the comparison is
 built from MLflow at the end. (Sessions written before this plan ran ``pbt`` as a second Tuner in
 ``<session>/pbt``; ``medtune resume`` still continues them that way.)
 
 The session folder ``ROOT/<name>-<timestamp>/`` (``ROOT``: the storage root, else
-``--output``; see :mod:`medtune.cluster.storage`) holds Tune's experiment state,
+``--output``; see :mod:`medtune.cluster.runs.storage`) holds Tune's experiment state,
 ``medtune.json`` (what ``medtune resume`` needs), the Q-learning journal and the
 report files; the episodic memory is ``ROOT/episodic-memory.jsonl``.
 """
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medtune.cluster.session import (
+from medtune.cluster.studies.session import (
     BACKLOG_FILE,
     check_resources,
     create_session,
@@ -38,21 +38,21 @@ from medtune.cluster.session import (
 from medtune.errors import InputError
 from medtune.config import from_dict, to_dict
 from dataclasses import dataclass, field, fields, make_dataclass, replace
-from medtune.cluster.console import tune_verbosity
-from medtune.cluster.tuning import check_spaces
-from medtune.cluster.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
+from medtune.cluster.runs.console import tune_verbosity
+from medtune.cluster.studies.tuning import check_spaces
+from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig, default_interval
 from medtune.searchers.qlearning_agent import QLearningConfig, load_qtable_file
 from medtune.searchers.search_spaces import TuningConfig
-from medtune.trainables.data import DataConfig, split_datalists
-from medtune.trainables.networks import DEFAULT_CHANNELS, DEFAULT_STRIDES, check_network
+from medtune.trainables.lr_data import DataConfig, split_datalists
+from medtune.trainables.lr_networks import DEFAULT_CHANNELS, DEFAULT_STRIDES, check_network
 from medtune.trainables.plan import (PLAN_FILE, apply_plan, fingerprint_decathlon, memory_budget, plan_for,
                                      planning_indices, read_fingerprint, write_plan)
-from medtune.trainables.segmentation import DEFAULT_BATCH_SIZE, METHODS, ModelConfig, TrainConfig
+from medtune.trainables.lr_segmentation import DEFAULT_BATCH_SIZE, METHODS, ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from medtune.cluster.fail_fast import FailFast
+    from medtune.cluster.runs.fail_fast import FailFast
 
 
 def _check_warm_start(self) -> None:
@@ -93,9 +93,9 @@ class LRStudySpec:
     pbt: PBTConfig = field(default_factory=PBTConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.storage
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
     smoke: dict[str, Any] = field(default_factory=dict)
-    tuning: TuningConfig | None = None  # set: `medtune run` runs the equal-budget protocol (medtune.cluster.tuning)
+    tuning: TuningConfig | None = None  # set: `medtune run` runs the equal-budget protocol (medtune.cluster.studies.tuning)
     tuned: dict[str, Any] = field(default_factory=dict)  # {method: {dotted key: value}}: per-method settings
 
     def __post_init__(self) -> None:
@@ -198,7 +198,7 @@ def prepare_study(spec: LRStudySpec, session_dir: Path | None = None) -> tuple[L
 
     Returns:
         ``(spec, data, planned)``: the spec with its planned values, the split as MONAI data lists
-        (:func:`~medtune.trainables.data.split_datalists`: a Decathlon task travels to the trials as file paths,
+        (:func:`~medtune.trainables.lr_data.split_datalists`: a Decathlon task travels to the trials as file paths,
         and each trial caches its volumes itself) and what :func:`plan_study` returns beside the spec."""
 
     spec, planned = plan_study(spec, session_dir)
@@ -250,7 +250,7 @@ def with_plan(report: Any, session_dir: Path) -> Any:
 def _trainable(spec: LRStudySpec, data: Any):
     from ray import tune
 
-    from medtune.trainables.segmentation import train_segmentation
+    from medtune.trainables.lr_segmentation import train_segmentation
 
     resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_segmentation, data=data), resources)
@@ -273,9 +273,9 @@ def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any
                 progress: tuple[str, int] = ("", 0), fail_fast: FailFast | None = None):
     from ray import tune
 
-    from medtune.cluster.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
-    from medtune.cluster.progress import ProgressLog, trial_files
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
+    from medtune.cluster.runs.progress import ProgressLog, trial_files
+    from medtune.cluster.runs.tracking import MLflowTracker
     from medtune.searchers.qlearning_scheduler import EpisodeRecorder
 
     session = info["session"]
@@ -399,7 +399,7 @@ def _unfinished(spec: LRStudySpec, results) -> list:
 
 def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results, wrap: Any = None) -> int:
     """Write the final Q-table, build the report from MLflow, log the summary run, print the table."""
-    from medtune.dashboards.report import build_report
+    from medtune.dashboards.lr_report import build_report
     from medtune.searchers.qlearning_scheduler import METHODS
 
     # The journal is the scheduler's durable state; rebuild the final tables from it.
@@ -437,7 +437,7 @@ def run_lr_study(
 
     Raises:
         InputError: bad data or an unusable tracking store, before any trial starts.
-        InputError: also a trial's, at its first epoch (:mod:`medtune.cluster.fail_fast`): every trial is
+        InputError: also a trial's, at its first epoch (:mod:`medtune.cluster.runs.fail_fast`): every trial is
             stopped then; another error every trial would repeat stops them too, logs its line and returns 1.
     """
     if spec.tuning is not None:
@@ -462,7 +462,7 @@ def run_in_session(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], d
         f"{spec.train.epochs} epochs each")
     if "pbt" in spec.methods:
         log(f"PBT population of {len(spec.seeds)} (one member per seed) beside the other methods, in the same Tuner")
-    from medtune.cluster.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
+    from medtune.cluster.runs.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
 
     results = []
     for kind in tuner_kinds(spec, info):
@@ -481,15 +481,15 @@ def run_in_session(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], d
 
 def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, address: str | None = None,
                   origin: dict[str, Any] | None = None) -> int:
-    """The equal-budget protocol (:mod:`medtune.cluster.tuning`): search every method of ``spec`` with the same
+    """The equal-budget protocol (:mod:`medtune.cluster.studies.tuning`): search every method of ``spec`` with the same
     budget in one session, then run the final comparison on fresh seeds there; the exit status.
 
     Raises:
         InputError: no method of the spec has a search space, bad data or tracking store (before any trial).
     """
-    from medtune.cluster.storage import SESSION_FILE
-    from medtune.cluster.tracking import METRICS
-    from medtune.cluster.tuning import (PRIVATE_AGENT_NOTE, SEARCH_DIR, final_spec, method_bounds, search_epochs,
+    from medtune.cluster.runs.storage import SESSION_FILE
+    from medtune.cluster.runs.tracking import METRICS
+    from medtune.cluster.studies.tuning import (PRIVATE_AGENT_NOTE, SEARCH_DIR, final_spec, method_bounds, search_epochs,
                                         search_method, searched)
     from medtune.dashboards.tuning_report import TunedReport
     from medtune.searchers.search_spaces import NOT_SEARCHED, SPACES
@@ -537,7 +537,7 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
 def log_session_summary(session_dir: str | os.PathLike) -> None:
     """(Re)build a finished session's report from MLflow, with its final Q-table, and log its summary run
     (``medtune report --sync``)."""
-    from medtune.dashboards.report import build_report as build  # matplotlib: only when a report is made
+    from medtune.dashboards.lr_report import build_report as build  # matplotlib: only when a report is made
 
     session_dir = Path(session_dir).expanduser().resolve()
     read_session(session_dir, LR_SESSION_KEYS)
@@ -574,13 +574,13 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     return _finish(spec, session_dir, info, results)
 
 
-# The study interface of :mod:`medtune.cluster.studies`.
+# The study interface of :mod:`medtune.cluster.studies.registry`.
 SPEC = LRStudySpec
 run = run_lr_study
 resume = resume_lr_study
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from medtune.dashboards.report import build_report as build
+    from medtune.dashboards.lr_report import build_report as build
 
     return build(tracking_uri, experiment, session)

@@ -12,7 +12,7 @@
    configuration is judged on its own. ``pbt`` (itself a search) and ``qlearning_warm`` are not searched.
 2. **Final runs**: the best configuration of each method (the best validation Dice at the last epoch among the
    trials that ran every epoch) becomes that method's ``tuned`` settings, and the study's own run path
-   (``run_in_session`` of :mod:`medtune.cluster.lr_study`, whose ``tune_lr_study`` drives both steps) trains
+   (``run_in_session`` of :mod:`medtune.cluster.studies.lr_study`, whose ``tune_lr_study`` drives both steps) trains
    every method on ``tuning.final_seeds`` (seeds the search never used) in one parallel, tracked session,
    scored on the test split as ``medtune run`` is.
 
@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster.session import log
+from medtune.cluster.studies.session import log
 from medtune.config import to_dict
 from medtune.searchers.search_spaces import NOT_SEARCHED, SPACES, Bound, check_overrides, on_edge, resolve
 from medtune.tags import TAG_KIND, TAG_SESSION
@@ -161,10 +161,10 @@ def search_method(tuning: Any, method: str, bounds: tuple[Bound, ...], base_spac
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from medtune.cluster.console import tune_verbosity
-    from medtune.cluster.progress import ProgressLog, trial_files
-    from medtune.cluster.session import BACKLOG_FILE
-    from medtune.cluster.tracking import MLflowTracker
+    from medtune.cluster.runs.console import tune_verbosity
+    from medtune.cluster.runs.progress import ProgressLog, trial_files
+    from medtune.cluster.studies.session import BACKLOG_FILE
+    from medtune.cluster.runs.tracking import MLflowTracker
 
     key = key or (lambda k: k)
     parent = _parent_run(info, method, bounds, tuning, epochs)

@@ -20,11 +20,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from medtune.cluster import al_study, apga_study, lr_study, own_study, paser_study
-from medtune.cluster.console import quiet_api
-from medtune.cluster.session import log, read_session
-from medtune.cluster.storage import check_writable, find_session, resolve_storage, storage_path
-from medtune.cluster.spec import SpecError, apply_override, check_trainable_study, parse_set, read_spec_file
+from medtune.cluster.studies import al_study, apga_study, lr_study, own_study, paser_study
+from medtune.cluster.runs.console import quiet_api
+from medtune.cluster.studies.session import log, read_session
+from medtune.cluster.runs.storage import check_writable, find_session, resolve_storage, storage_path
+from medtune.cluster.studies.spec import SpecError, apply_override, check_trainable_study, parse_set, read_spec_file
 from medtune.config import from_dict
 from medtune.dashboards.runs import mlflow_client, session_runs, study_of
 from medtune.dashboards.views import View, run_status

@@ -19,7 +19,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback, TBXLoggerCallback
 
-from medtune.cluster.fail_fast import error_path, error_text, one_line
+from medtune.cluster.runs.fail_fast import error_path, error_text, one_line
 
 log = logging.getLogger(__name__)
 

@@ -788,7 +788,7 @@ def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float
     ``NibabelReader``, ``EnsureChannelFirstd``), labels rounded to integers, then ``Orientationd``,
     :class:`CropToImageOrLabel`, ``Spacingd`` (to ``spacing``; None: skipped) and the CT or MR intensities, as
     :func:`preprocess_decathlon`; the volume keeps its own size (a trial pads a training volume smaller than
-    the patch before cropping, :class:`~medtune.trainables.segmentation.SegmentationRun`). Phantom: channel-first arrays, z-scored over all voxels
+    the patch before cropping, :class:`~medtune.trainables.lr_segmentation.SegmentationRun`). Phantom: channel-first arrays, z-scored over all voxels
     (``NormalizeIntensityd``, per channel when ``in_channels`` > 1) and padded/cropped
     (``ResizeWithPadOrCropd``) to ``cfg.spatial_size``. Both end with ``image`` ``float32``, ``label`` ``uint8``
     ``(1, D, H, W)`` (cast to int64 per batch, a third of the cache that int64 would take).

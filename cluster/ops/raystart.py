@@ -1,4 +1,4 @@
-"""``ray start`` for a worker node joining a loopback head on this machine: ``python -m medtune.cluster.raystart start ...``.
+"""``ray start`` for a worker node joining a loopback head on this machine: ``python -m medtune.cluster.ops.raystart start ...``.
 
 Ray replaces a loopback ``--address`` by the machine's IP before it connects, but a head that
 ``medtune cluster up`` started on loopback listens on 127.0.0.1 only; this entry point keeps the address as given

@@ -9,7 +9,7 @@
   dashboard and jobs API on 127.0.0.1:8265 by default;
 * an MLflow tracking server (``mlflow server``: SQLite backend, artifact
   serving) that trials on every node log to, with MLflow's own login on
-  (:mod:`medtune.cluster.mlflow_auth`): an admin user and a trials user, their
+  (:mod:`medtune.cluster.ops.mlflow_auth`): an admin user and a trials user, their
   generated passwords kept mode 0600 in ``STATE_DIR``. The Ray head gets the
   trials user's ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` in
   its environment, which every worker and job driver it starts inherits.
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster import mlflow_auth
+from medtune.cluster.ops import mlflow_auth
 from medtune.errors import InputError
 from medtune.util import secret_file
 
@@ -313,7 +313,7 @@ def _ray_bin() -> str:
 
 
 def _run_ray_start(args: list[str], env: dict[str, str], log_file: Path, temp_dir: str, loopback_join: bool = False) -> None:
-    ray = [sys.executable, "-m", "medtune.cluster.raystart"] if loopback_join else [_ray_bin()]
+    ray = [sys.executable, "-m", "medtune.cluster.ops.raystart"] if loopback_join else [_ray_bin()]
     with open(log_file, "ab") as out:
         proc = subprocess.run([*ray, "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=180)
     if proc.returncode != 0:
