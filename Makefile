@@ -8,14 +8,14 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: run test bench gpu-check install browser
+.PHONY: run test check bench gpu-check install browser docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[dashboard,test]'
+	$(BIN)/python -m pip install --quiet -e '.[dashboard,test,docs]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,9 +36,15 @@ browser:
 # suite's end-to-end run (consecutive sessions of its own, sharing nothing with the rest) run beside the rest, which
 # spends much of its time waiting on processes that start; the second lane's report is printed after the main
 # one, and either lane failing fails the target.
-CLUSTER_LANE := tests/test_integration_cluster.py tests/test_integration_multinode.py tests/test_integration_suite.py
+CLUSTER_LANE := tests/test_service.py tests/test_session_multinode.py tests/test_suite_end_to_end.py
 
-test: $(VENV)/.installed browser
+# The static checks: ruff over the repository (pyproject.toml's [tool.ruff]) and mypy over the installed medtune
+# namespace (tests/typecheck.py maps cluster/, trainables/, ... to their medtune.* names; [tool.mypy]).
+check: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python tests/typecheck.py
+
+test: $(VENV)/.installed browser check
 	@lane_log=$$(mktemp -t medtune-cluster-lane.XXXXXX); \
 	$(BIN)/python -m pytest -p no:cacheprovider $(CLUSTER_LANE) >"$$lane_log" 2>&1 & lane=$$!; \
 	trap 'kill $$lane 2>/dev/null' INT TERM; \
@@ -46,6 +52,10 @@ test: $(VENV)/.installed browser
 	wait $$lane; cluster=$$?; \
 	echo "=== the cluster lane ($(CLUSTER_LANE)) ==="; cat "$$lane_log"; rm -f "$$lane_log"; \
 	[ $$main -eq 0 ] && [ $$cluster -eq 0 ]
+
+# The documentation site (docs/, mkdocs.yml) built into site/, any warning an error; `.venv/bin/mkdocs serve` serves it.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m pytest tests/bench -s -p no:cacheprovider

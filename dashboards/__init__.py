@@ -9,7 +9,7 @@ _PUBLIC = {
     "ActiveLearningReport": "medtune.dashboards.al_report",
     "APGAReport": "medtune.dashboards.apga_report",
     "PaSeRReport": "medtune.dashboards.paser_report",
-    "compare": "medtune.dashboards.comparison",
+    "compare_runs": "medtune.dashboards.comparison",
     "verdict": "medtune.dashboards.comparison",
     "format_table": "medtune.dashboards.comparison",
     "paired_verdict": "medtune.dashboards.stats",

@@ -19,10 +19,16 @@ from typing import Any
 
 import pandas as pd
 
+from medtune.dashboards import figures
+from medtune.dashboards.plots import plot_f1_curves
 from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards.stats import against_strongest, paired_verdict
-from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Plot, Table, View, cell, report_text
+
+__all__ = [
+    "ActiveLearningReport", "CURVE_METRICS", "PAPER_FRACTIONS", "RELATIVE_TARGET", "TITLE", "al_view",
+    "at_fractions", "build_report", "labels_to_target", "load_curves", "table",
+]
 
 TITLE = "Active-learning study: DRLA against hand-designed query strategies"
 
@@ -33,7 +39,7 @@ RELATIVE_TARGET = 0.95  # labels to reach 95% of ALL's macro-F1
 
 def load_curves(client, runs: list) -> pd.DataFrame:
     """One row per (run, round): run_id, method, seed, round, and :data:`CURVE_METRICS`."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run in runs:
         base = {"run_id": run.info.run_id, "method": run.data.params.get("method", "?"),
                 "seed": int(run.data.params.get("seed", 0))}
@@ -98,10 +104,12 @@ def table(points: pd.DataFrame, reach: pd.DataFrame, fractions: tuple[float, ...
         below = g[g["fraction"] < 1.0]
         row["mean_macro_below_100"] = below["macro_f1"].mean() if len(below) else math.nan
         rows.append(row)
-    columns = ["method", "seeds", *(f"{k}@{f:g}_{s}" for f in fractions for k in ("macro", "micro") for s in ("mean", "std")),
+    columns = ["method", "seeds",
+               *(f"{k}@{f:g}_{s}" for f in fractions for k in ("macro", "micro") for s in ("mean", "std")),
                "labels_to_target_mean", "labels_to_target_reached", "mean_macro_below_100"]
     out = pd.DataFrame(rows, columns=columns)
-    return out.sort_values("mean_macro_below_100", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    out = out.sort_values("mean_macro_below_100", ascending=False, na_position="last", kind="stable")
+    return out.reset_index(drop=True)
 
 
 @dataclass
@@ -137,7 +145,8 @@ class ActiveLearningReport:
             if r["method"] == "all":
                 continue  # labels everything in one request: the reference, not a contender
             v = r["labels_to_target_mean"]
-            lines.append(f"  {r['method']:17s} {'never' if pd.isna(v) else f'{v:7.0f}'} (reached by {r['labels_to_target_reached']} seeds)")
+            lines.append(f"  {r['method']:17s} {'never' if pd.isna(v) else f'{v:7.0f}'} (reached by "
+                         f"{r['labels_to_target_reached']} seeds)")
         methods = set(self.table["method"])
         if "drla" in methods:
             lines += ["", "DRLA against each strategy (mean macro-F1 over the fractions below 100%, paired by seed):"]
@@ -153,12 +162,11 @@ class ActiveLearningReport:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> list[Path]:
-        from medtune.dashboards.plots import plot_f1_curves
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name, df in (("comparison.csv", self.table), ("at_fractions.csv", self.points), ("curves.csv", self.curves)):
+        for name, df in (("comparison.csv", self.table), ("at_fractions.csv", self.points),
+                         ("curves.csv", self.curves)):
             df.to_csv(folder / name, index=False)
             paths.append(folder / name)
         paths.append(plot_f1_curves(self.curves, folder / "f1_curves.png"))
@@ -220,8 +228,10 @@ def al_view(report: ActiveLearningReport) -> View:
                 row[f"labels to {report.target:.3f}"] = ("" if r["method"] == "all" else
                                                           "never" if pd.isna(v) else f"{v:.0f}")
             rows.append(row)
+        caption = "mean ± std over seeds" + (f"; labels to reach {report.target_rule}" if key == "macro" else "")
         tables.append(Table(f"{key}-f1", f"Test {key}-F1 at each share of the pool labeled", pd.DataFrame(rows),
-                            "mean ± std over seeds" + (f"; labels to reach {report.target_rule}" if key == "macro" else "")))
-    blocks: list[Block] = [tables[0], Plot("f1-curves", "F1 against the labeled share", figures.f1_curves(report.curves)),
+                            caption))
+    blocks: list[Block] = [tables[0],
+                           Plot("f1-curves", "F1 against the labeled share", figures.f1_curves(report.curves)),
                            tables[1], report_text(report)]
     return View("active-learning", TITLE, report.experiment, report.session, blocks=blocks)

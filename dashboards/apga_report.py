@@ -18,16 +18,24 @@ import json
 import math
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medtune.dashboards.runs import mlflow_client, session_runs
-from medtune.dashboards.stats import against_strongest, paired_verdict as paired_line
 from medtune.dashboards import figures
+from medtune.dashboards.plots import plot_accuracy_curves, plot_masks
+from medtune.dashboards.runs import mlflow_client, session_runs
+from medtune.dashboards.stats import against_strongest
+from medtune.dashboards.stats import paired_verdict as paired_line
 from medtune.dashboards.views import Block, Image, Plot, Table, Text, View, cell, png, report_text
+
+__all__ = [
+    "APGAReport", "BASELINES", "COLLAPSE", "CURVE_METRICS", "REGIMES", "TITLE", "apga_view", "build_report",
+    "collapsed", "compare", "decode_masks", "load_trials", "paired_verdict",
+]
 
 TITLE = "APGA study: learned augmentation masks against the baselines"
 
@@ -81,7 +89,8 @@ def compare(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_verdict(trials: pd.DataFrame, regime: str, method: str, other: str) -> str:
-    """One line: ``method`` against ``other`` in ``regime``, paired by seed (:func:`medtune.dashboards.stats.paired_verdict`)."""
+    """One line: ``method`` against ``other`` in ``regime``, paired by seed
+    (:func:`medtune.dashboards.stats.paired_verdict`)."""
     t = trials[trials["regime"] == regime]
     return paired_line(method, other, t[t["method"] == method].set_index("seed")["accuracy"],
                   t[t["method"] == other].set_index("seed")["accuracy"])
@@ -145,8 +154,8 @@ class APGAReport:
                       f"  {'method':14s} {'accuracy':>17s} {'n':>3s} {'keeps':>7s} {'vs none':>8s} {'wins':>5s}"]
             for _, r in g.iterrows():
                 vs = "" if pd.isna(r["vs_none_mean"]) else f"{r['vs_none_mean']:+.3f}"
-                lines.append(f"  {r['method']:14s} {r['accuracy_mean']:8.3f} +/- {r['accuracy_std']:.3f} {int(r['n']):3d} "
-                             f"{r['keep_mean']:7.1%} {vs:>8s} {r['vs_none_wins']:>5s}")
+                lines.append(f"  {r['method']:14s} {r['accuracy_mean']:8.3f} +/- {r['accuracy_std']:.3f} "
+                             f"{int(r['n']):3d} {r['keep_mean']:7.1%} {vs:>8s} {r['vs_none_wins']:>5s}")
             methods = set(g["method"])
             if "apga" in methods:
                 t = self.trials[self.trials["regime"] == regime]
@@ -163,8 +172,6 @@ class APGAReport:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> list[Path]:
-        from medtune.dashboards.plots import plot_accuracy_curves, plot_masks
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -180,7 +187,8 @@ class APGAReport:
         return paths
 
     def summary_metrics(self) -> dict[str, float]:
-        return {f"accuracy_mean.{r['regime']}.{r['method']}": float(r["accuracy_mean"]) for _, r in self.table.iterrows()}
+        return {f"accuracy_mean.{r['regime']}.{r['method']}": float(r["accuracy_mean"])
+                for _, r in self.table.iterrows()}
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None) -> APGAReport:
@@ -198,8 +206,6 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
 
 def apga_view(report: APGAReport) -> View:
     """The APGA study (:class:`medtune.dashboards.apga_report.APGAReport`)."""
-    from medtune.dashboards.plots import plot_masks
-
     rows = []
     for _, r in report.table.iterrows():
         rows.append({
@@ -218,7 +224,7 @@ def apga_view(report: APGAReport) -> View:
         decoded = {m: decode_masks(p) for (r, m), p in sorted(report.masks.items()) if r == regime}
         blocks.append(Image(f"masks-{regime}", f"Masks, regime {regime} (first seed; red = erased; "
                             "TrivialAugment and RandAugment rows show their augmented images)",
-                            png(lambda p, d=decoded, g=regime: plot_masks(d, p, title=f"masks ({g}, first seed)"))))
+                            png(partial(plot_masks, decoded, title=f"masks ({regime}, first seed)"))))
     warnings = collapsed(report.trials) if len(report.trials) else []
     if warnings:
         blocks.append(Text("warnings", "Warnings", "\n".join(warnings), warning=True))

@@ -26,14 +26,21 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode
 
 from medtune.dashboards.catalog import experiments, fingerprint
 from medtune.dashboards.html_report import STYLE
 from medtune.dashboards.views import Image, Links, Plot, Table, Text, View
 from medtune.errors import InputError
+from medtune.util import secret_file
+
+__all__ = [
+    "DEFAULT_PASSWORD_FILE", "LOGIN_USER", "PAGE_STYLE", "PASSWORD_ENV", "PASSWORD_FILE_ENV", "choose_experiment",
+    "components", "create_app", "login", "message", "require_login",
+]
 
 PAGE_STYLE = STYLE + """
 header { display: flex; align-items: baseline; gap: 1rem; border-bottom: 2px solid #333; margin-bottom: 1rem; }
@@ -57,9 +64,6 @@ def login() -> tuple[str, str, str]:
     ``MEDTUNE_DASHBOARD_PASSWORD`` wins; otherwise the password file (``MEDTUNE_DASHBOARD_PASSWORD_FILE``, default
     ``~/.medtune/dashboard-password``) is read, and written first with a generated password (mode 0600) if missing.
     """
-    from medtune.errors import InputError
-    from medtune.util import secret_file
-
     given = os.environ.get(PASSWORD_ENV)
     if given is not None:
         if len(given) < 12:
@@ -97,7 +101,8 @@ def _table(block: Table) -> Any:
 
     header = html.Thead(html.Tr([html.Th(str(c)) for c in block.frame.columns]))
     body = html.Tbody([html.Tr([html.Td(str(v)) for v in row]) for row in block.frame.itertuples(index=False)])
-    parts = [html.Div(html.Table([header, body], id=f"table-{block.id}", className="comparison"), className="scroll")]
+    table = html.Table([header, body], id=f"table-{block.id}", className="comparison")
+    parts: list[Any] = [html.Div(table, className="scroll")]
     if block.caption:
         parts.append(html.P(block.caption, className="caption"))
     return parts
@@ -111,6 +116,7 @@ def components(view: View) -> list[Any]:
     meta = f"experiment {view.experiment}, session {view.session}" + (f" — {view.status}" if view.status else "")
     out = [html.H1(view.title, id="view-title"), html.P(meta, className="meta", id="view-status")]
     for b in view.blocks:
+        body: list[Any]
         if isinstance(b, Plot):
             body = [dcc.Graph(id=f"plot-{b.id}", figure=b.figure, config={"displaylogo": False})]
         elif isinstance(b, Table):
@@ -167,12 +173,14 @@ def create_app(tracking_uri: str, load_view: Callable[[str, str], View], refresh
     """
     from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-    app = Dash(__name__, title="medtune dashboard", update_title=None, serve_locally=True)
+    # Dash documents update_title=None (no "Updating..." tab title); its annotation says str
+    app = Dash(__name__, title="medtune dashboard", update_title=None, serve_locally=True)  # type: ignore[arg-type]
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + PAGE_STYLE + "</style>")
     app.layout = html.Div([
         dcc.Location(id="url"),
         html.Header([html.H1("medtune"), html.Span(f"MLflow store {tracking_uri}", className="store")]),
-        html.Div(dcc.Dropdown(id="experiment", clearable=False, placeholder="choose an experiment"), className="picker"),
+        html.Div(dcc.Dropdown(id="experiment", clearable=False, placeholder="choose an experiment"),
+                 className="picker"),
         html.Div(id="refreshed", className="refreshed"),
         dcc.Interval(id="tick", interval=max(1, int(refresh_s * 1000))),
         dcc.Store(id="state"),
@@ -246,7 +254,7 @@ class _Listing:
     def __init__(self, tracking_uri: str, max_age_s: float):
         self.tracking_uri, self.max_age_s = tracking_uri, max_age_s
         self.lock = threading.Lock()
-        self.read_at, self.entries = -float("inf"), []
+        self.read_at, self.entries = -float("inf"), cast(list[Any], [])
 
     def get(self) -> list:
         with self.lock:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from medtune.tags import KIND_SUITE_TASK, TAG_KIND
 
+__all__ = ["Entry", "experiments", "fingerprint"]
+
 
 @dataclass(frozen=True)
 class Entry:

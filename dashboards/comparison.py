@@ -17,7 +17,7 @@ learned one, :data:`LEARNED`, and every classic schedule but those of :data:`CON
 (``pbt``: that never exploited either) is *inactive*, for it trained exactly as ``fixed`` did (``step`` whose
 ``step_size`` exceeds the epochs, say): the table marks it, :func:`activity_warnings` says what to set, and it gets
 no verdict and is never the strongest baseline. A method every trial of which failed has no numbers: the table marks it
-*failed* (``failures=`` of :func:`compare`), never a row of zeros.
+*failed* (``failures=`` of :func:`compare_runs`), never a row of zeros.
 
 Any other metric works the same way (``metric=`` and ``mode=`` on every function; a researcher's own training
 compared by ``medtune.compare``): the curve column is named ``metric``, the held-out one ``test_<metric>``, and
@@ -34,7 +34,18 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from medtune.dashboards.stats import against_strongest
+from medtune.searchers.lr_methods import METHODS as LR_METHODS
+from medtune.searchers.lr_methods import MethodMap, MethodNames
 from medtune.tags import TAG_ERROR
+
+__all__ = [
+    "CLASSIC", "CONSTANT_LR", "EXPLOITS", "FAILED", "FAILURE_COLUMNS", "INACTIVE", "LEARNED", "LR_TOL", "MODES",
+    "ORDER_DEPENDENT", "REQUIRED_COLUMNS", "TABLE_COLUMNS", "TRIAL_COLUMNS", "activity_cell", "activity_warnings",
+    "compare_runs", "criteria", "failure_lines", "failures_of", "format_table", "judged", "label_of", "lr_changes",
+    "moves_lr", "order_note", "rank", "skipped_lines", "status_cell", "strongest_verdicts", "table_columns",
+    "trial_columns", "trial_metrics", "verdict",
+]
 
 REQUIRED_COLUMNS = ("run_id", "method", "seed", "epoch", "dice", "diverged")
 MODES = ("max", "min")
@@ -44,23 +55,19 @@ EXPLOITS = "pbt_exploits"  # the per-epoch metric of a PBT member's exploits (me
 
 
 #: The schedules of paper 000's comparison, reduce-on-plateau, and the schedules and LR-free optimizers a
-#: researcher would pick instead of a learned controller: each decided inside its trial from its own curve.
-CLASSIC: tuple[str, ...] = ("fixed", "step", "exponential", "cosine", "plateau", "warmup_cosine", "onecycle", "poly",
-                            "schedulefree", "prodigy")
-#: The adaptive controllers each study judges against the strongest other method.
-LEARNED: tuple[str, ...] = ("qlearning", "qlearning_warm", "effort", "greedy", "pbt")
+#: researcher would pick instead of a learned controller: each decided inside its trial from its own curve
+#: (the records of kind ``classic`` in medtune.searchers.lr_methods, read at each use).
+CLASSIC = MethodNames(lambda m: m.kind == "classic")
+#: The adaptive controllers each study judges against the strongest other method (the records of kind ``learned``).
+LEARNED = MethodNames(lambda m: m.kind == "learned")
 #: Methods whose LR is constant by design (a fixed LR; Schedule-Free AdamW, which needs no schedule): they act
-#: without changing the LR, so they are never *inactive*.
-CONSTANT_LR: tuple[str, ...] = ("fixed", "schedulefree")
+#: without changing the LR, so they are never *inactive* (the records' ``constant_lr``).
+CONSTANT_LR = MethodNames(lambda m: m.constant_lr)
 #: Methods whose trials share state, so their numbers depend on the order in which trials report, which the
 #: machine's timing decides: a rerun of the same spec and seeds can move them. Every other method is a function
-#: of its own seed and gives the same curve on a rerun, alone or beside other trials, at any concurrency.
-ORDER_DEPENDENT: dict[str, str] = {
-    "qlearning": "one Q-table pooled over the study's qlearning trials, updated in the order their epochs arrive",
-    "qlearning_warm": "one Q-table pooled over the study's qlearning_warm trials, updated in arrival order",
-    "pbt": "members copy the weights of whichever members have reported when an exploit is due",
-    "effort": "recalls the curves of the trials that had finished when it started",
-}
+#: of its own seed and gives the same curve on a rerun, alone or beside other trials, at any concurrency
+#: (method -> why: the records' ``order_dependent``).
+ORDER_DEPENDENT: MethodMap[str] = MethodMap(lambda m: m.order_dependent or None)
 
 
 def order_note(methods: list[str]) -> list[str]:
@@ -79,7 +86,7 @@ def trial_columns(metric: str = "dice") -> list[str]:
 
 
 def table_columns(metric: str = "dice") -> list[str]:
-    """Columns of :func:`compare`'s table for ``metric``."""
+    """Columns of :func:`compare_runs`'s table for ``metric``."""
     m = metric
     return ["seeds", f"test_{m}_mean", f"test_{m}_std", f"final_{m}_mean", f"final_{m}_std", f"best_{m}_mean",
             f"best_{m}_std", "epochs_to_target_mean", "epochs_to_target_std", "reached_target", "auc_mean", "auc_std",
@@ -219,8 +226,8 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 FAILURE_COLUMNS = ("run_id", "method", "seed", "error")
 
 
-def compare(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max",
-            failures: pd.DataFrame | None = None) -> pd.DataFrame:
+def compare_runs(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max",
+                   failures: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per-method comparison table aggregated over seeds.
 
     Args:
@@ -275,9 +282,10 @@ def compare(curves: pd.DataFrame, target_dice: float, metric: str = "dice", mode
 
 def moves_lr(method: str) -> bool:
     """Whether ``method`` is meant to change the LR within a run (so a run where it never did is *inactive*): every
-    method of :data:`LEARNED` and :data:`CLASSIC` but those of :data:`CONSTANT_LR`; False for a name medtune does
-    not know (a user's own method, judged on its numbers alone)."""
-    return method in (*LEARNED, *CLASSIC) and method not in CONSTANT_LR
+    method of :data:`LEARNED` and :data:`CLASSIC` but those of :data:`CONSTANT_LR` (its record's ``moves_lr``);
+    False for a name medtune does not know (a user's own method, judged on its numbers alone)."""
+    record = LR_METHODS.get(method)
+    return record is not None and record.moves_lr
 
 
 def judged(table: pd.DataFrame) -> pd.DataFrame:
@@ -317,26 +325,14 @@ def skipped_lines(table: pd.DataFrame, failures: pd.DataFrame | None = None) -> 
     lines = []
     for method, r in table.iterrows():
         if r.get("status") == FAILED:
-            g = failures[failures["method"].astype(str) == str(method)] if failures is not None and len(failures) else None
+            g = (failures[failures["method"].astype(str) == str(method)]
+                 if failures is not None and len(failures) else None)
             why = f": {g.sort_values('seed', kind='stable').iloc[0]['error']}" if g is not None and len(g) else ""
             lines.append(f"No verdict for {method}: every trial failed{why}.")
         elif r.get("status") == INACTIVE:
             lines.append(f"No verdict for {method}: it never {'exploited' if method == 'pbt' else 'changed the LR'} "
                          "(see the warning).")
     return lines
-
-
-#: What to set when a learned method never acted: the settings that decide when it first acts.
-_WHAT_TO_SET: dict[str, str] = {
-    "pbt": "set pbt.perturbation_interval below the epochs (e.g. epochs // 4)",
-    "qlearning": "set qlearning.patience and qlearning.cooldown below the epochs (e.g. 1 for a short run)",
-    "qlearning_warm": "set qlearning.patience and qlearning.cooldown below the epochs (e.g. 1 for a short run)",
-    "greedy": "lower schedules.greedy.patience and schedules.greedy.warmup",
-    "effort": "lower schedules.effort.warmup",
-    "step": "set schedules.step.step_size below the epochs",
-    "plateau": "lower schedules.plateau.patience",
-    "warmup_cosine": "check schedules.warmup_cosine (warmup_epochs, end_lr)",
-}
 
 
 def activity_warnings(table: pd.DataFrame, epochs: int | None = None,
@@ -356,7 +352,8 @@ def activity_warnings(table: pd.DataFrame, epochs: int | None = None,
         what = "never exploited (no member copied another in any trial)" if m == "pbt" else \
             "never changed the LR in any trial"
         k = (intervals or {}).get(m)
-        todo = f"{_WHAT_TO_SET.get(m, 'make it decide earlier')} or train longer"
+        record = LR_METHODS.get(m)
+        todo = f"{(record.inactive_hint if record else '') or 'make it decide earlier'} or train longer"
         if k is not None and epochs is not None and k >= epochs:
             why = f"; its first decision is due after {k} epochs, and the trials ran {epochs}"
         elif m == "pbt" and int(r.get("seeds", 0)) + int(r.get("failed", 0) or 0) < 2:
@@ -405,10 +402,10 @@ def _cell(mean: float, std: float, decimals: int, n: int = 2) -> str:
 
 
 def format_table(table: pd.DataFrame, target_dice: float, metric: str = "dice", mode: str = "max") -> str:
-    """Fixed-width text rendering of :func:`compare`'s table.
+    """Fixed-width text rendering of :func:`compare_runs`'s table.
 
     Args:
-        table: Output of :func:`compare`.
+        table: Output of :func:`compare_runs`.
         target_dice: The target Dice the table was built with (named in the header).
         metric, mode: the metric the table was built for; its name (``Dice`` for ``dice``) heads the columns,
             and the target reads ``≥`` or ``≤`` by ``mode``.
@@ -421,7 +418,8 @@ def format_table(table: pd.DataFrame, target_dice: float, metric: str = "dice", 
     """
     _check_mode(mode)
     name, m, sign = label_of(metric), metric, "≥" if mode == "max" else "≤"
-    header = ["method", "seeds", f"test {name}", f"final {name}", f"best {name}", f"epochs to {name}{sign}{target_dice:g}",
+    header = ["method", "seeds", f"test {name}", f"final {name}", f"best {name}",
+              f"epochs to {name}{sign}{target_dice:g}",
               "AUC", "oscillation", "diverged", "LR changes", "status"]
     lines = [header]
     for method, r in table.iterrows():
@@ -477,15 +475,16 @@ def verdict(table: pd.DataFrame, candidate: str = "qlearning", metric: str = "di
     """Plain-language comparison of ``candidate`` with the best baseline on each criterion.
 
     The first criterion is the held-out test Dice of the final model (the split nothing watched during training);
-    the others are read off the validation curves. For each criterion the best baseline is the other method with the best mean (higher is better for final and
-    best Dice, AUC and share of seeds reaching the target; lower for epochs to target and oscillation). A line
+    the others are read off the validation curves. For each criterion the best baseline is the other method with
+    the best mean (higher is better for final and best Dice, AUC and share of seeds reaching the target; lower for
+    epochs to target and oscillation). A line
     says "beats", "does not beat" or "ties" (equal at the displayed precision), names the baseline and both
     numbers, and adds that the difference is within the seed spread when |difference of means| is smaller than
     the larger of the two stds. Reaching the target is compared as a share of seeds so unequal seed counts stay
     fair; epochs to target is averaged only over seeds that reached it, which each line states.
 
     Args:
-        table: Output of :func:`compare`.
+        table: Output of :func:`compare_runs`.
         candidate: Method to judge.
         metric, mode: the metric the table was built for (its name replaces "Dice"; ``mode='min'``: lower is
             better on its own criteria).
@@ -579,8 +578,6 @@ def strongest_verdicts(trials: pd.DataFrame, candidates: list[str], metric: str 
     Returns:
         One line per candidate present.
     """
-    from medtune.dashboards.stats import against_strongest
-
     _check_mode(mode)
     name = label_of(metric)
     column = f"test_{metric}"
@@ -600,7 +597,7 @@ def rank(table: pd.DataFrame) -> list[str]:
     """Methods sorted by mean final Dice, best first (stable for ties; NaN last).
 
     Args:
-        table: Output of :func:`compare`.
+        table: Output of :func:`compare_runs`.
 
     Returns:
         Method names.

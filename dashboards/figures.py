@@ -1,10 +1,10 @@
 """Interactive Plotly figures of the studies, shared by the live dashboard and the static HTML report.
 
-Each function takes the frames a report already holds (see :mod:`medtune.dashboards.lr_report`, :mod:`medtune.dashboards.al_report`,
-:mod:`medtune.dashboards.apga_report`, :mod:`medtune.dashboards.paser_report`) and returns a ``plotly.graph_objects.Figure``; none
-reads MLflow. A spread band is mean ± sample std over seeds, drawn only where two or more seeds have a value. Empty
-input gives a figure with a "no data yet" note rather than an error, since the live page draws runs that have
-not logged anything yet.
+Each function takes the frames a report already holds (see :mod:`medtune.dashboards.lr_report`,
+:mod:`medtune.dashboards.al_report`, :mod:`medtune.dashboards.apga_report`, :mod:`medtune.dashboards.paser_report`) and
+returns a ``plotly.graph_objects.Figure``; none reads MLflow. A spread band is mean ± sample std over seeds, drawn only
+where two or more seeds have a value. Empty input gives a figure with a "no data yet" note rather than an error, since
+the live page draws runs that have not logged anything yet.
 """
 
 from __future__ import annotations
@@ -19,9 +19,14 @@ from plotly.subplots import make_subplots
 
 from medtune.searchers.qlearning_agent import ACTIONS, STATES
 
+__all__ = [
+    "LAYOUT", "PALETTE", "accuracy_curves", "add_mean_band", "colours", "dice_curves", "f1_curves", "lr_traces",
+    "pareto", "qtable_heatmap",
+]
+
 PALETTE = qualitative.Plotly + qualitative.D3
 # uirevision: a redraw of the live page (a running study logged an epoch) keeps the user's zoom and hidden traces.
-LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "height": 420,
+LAYOUT: dict[str, Any] = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}, "height": 420,
           "legend": {"font": {"size": 11}}, "uirevision": "medtune"}
 
 

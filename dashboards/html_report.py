@@ -14,6 +14,8 @@ from pathlib import Path
 
 from medtune.dashboards.views import Image, Links, Plot, Table, Text, View
 
+__all__ = ["STYLE", "render", "write"]
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1200px;
        padding: 1rem 2rem; color: #222; }
@@ -46,7 +48,8 @@ def _block(block) -> str:
             body += f'<p class="caption">{html.escape(block.caption)}</p>'
     elif isinstance(block, Image):
         data = base64.b64encode(block.png).decode("ascii")
-        body = f'<img id="image-{html.escape(block.id)}" alt="{html.escape(block.title)}" src="data:image/png;base64,{data}">'
+        body = (f'<img id="image-{html.escape(block.id)}" alt="{html.escape(block.title)}" '
+                f'src="data:image/png;base64,{data}">')
     elif isinstance(block, Text):
         body = f'<pre class="{"warning" if block.warning else ""}">{html.escape(block.text)}</pre>'
     elif isinstance(block, Links):  # offline: name each experiment and the command that shows it

@@ -18,14 +18,33 @@ from typing import Any
 
 import pandas as pd
 
-from medtune.dashboards.comparison import (CLASSIC, LEARNED, activity_cell, activity_warnings, compare,
-                                           failure_lines, failures_of, format_table, judged, order_note, skipped_lines,
-                                           status_cell, strongest_verdicts, trial_metrics, verdict)
-from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
-from medtune.tags import TAG_KIND, TAG_SESSION
-from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards import figures
+from medtune.dashboards.comparison import (
+    CLASSIC,
+    LEARNED,
+    activity_cell,
+    activity_warnings,
+    compare_runs,
+    failure_lines,
+    failures_of,
+    format_table,
+    judged,
+    order_note,
+    skipped_lines,
+    status_cell,
+    strongest_verdicts,
+    trial_metrics,
+    verdict,
+)
+from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
+from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards.views import Block, Plot, Table, Text, View, cell, report_text
+from medtune.tags import TAG_KIND, TAG_SESSION
+
+__all__ = [
+    "CURVE_METRICS", "Report", "TITLE", "build_report", "decision_intervals", "load_curves", "lr_view",
+    "write_artifacts",
+]
 
 TITLE = "Learning-rate study: the Q-learning agent against classic schedules"
 CURVE_METRICS = ("dice", "val_loss", "train_loss", "lr", "diverged", "test_dice", "pbt_exploits")
@@ -162,7 +181,7 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None,
     if qtable is None:
         qtable = _download_qtable(client, exp.experiment_id, session)
     failures = failures_of(runs)
-    table = compare(curves, target, failures=failures)
+    table = compare_runs(curves, target, failures=failures)
     # Best first: by the held-out test Dice where there is one, else by the final validation Dice.
     key = "test_dice_mean" if table["test_dice_mean"].notna().any() else "final_dice_mean"
     table = table.sort_values(key, ascending=False, kind="stable", na_position="last")
@@ -230,8 +249,8 @@ def lr_view(report: Report) -> View:
             "method": str(method), "seeds": str(n), "test Dice": cell(r["test_dice_mean"], r["test_dice_std"], n=n),
             "final Dice": cell(r["final_dice_mean"], r["final_dice_std"], n=n),
             "best Dice": cell(r["best_dice_mean"], r["best_dice_std"], n=n),
-            f"epochs to Dice ≥ {report.target_dice:g}": f"{cell(r['epochs_to_target_mean'], r['epochs_to_target_std'], '.1f', reached)} "
-                                                        f"({reached}/{n})",
+            f"epochs to Dice ≥ {report.target_dice:g}":
+                f"{cell(r['epochs_to_target_mean'], r['epochs_to_target_std'], '.1f', reached)} ({reached}/{n})",
             "AUC": cell(r["auc_mean"], r["auc_std"], n=n),
             "oscillation": cell(r["oscillation_mean"], r["oscillation_std"], n=n),
             "diverged": f"{int(r['diverged'])}/{int(r['seeds'])}",

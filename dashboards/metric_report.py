@@ -24,11 +24,29 @@ from typing import Any
 import pandas as pd
 
 from medtune.dashboards import figures
-from medtune.dashboards.comparison import (CLASSIC, EXPLOITS, LEARNED, activity_cell, activity_warnings, compare,
-                                           failure_lines, failures_of, format_table, judged, label_of, order_note,
-                                           skipped_lines, status_cell, strongest_verdicts, trial_metrics, verdict)
-from medtune.dashboards.views import Plot, Table, Text, View, cell, report_text
+from medtune.dashboards.comparison import (
+    CLASSIC,
+    EXPLOITS,
+    LEARNED,
+    activity_cell,
+    activity_warnings,
+    compare_runs,
+    failure_lines,
+    failures_of,
+    format_table,
+    judged,
+    label_of,
+    order_note,
+    skipped_lines,
+    status_cell,
+    strongest_verdicts,
+    trial_metrics,
+    verdict,
+)
 from medtune.dashboards.runs import mlflow_client, session_runs
+from medtune.dashboards.views import Block, Plot, Table, Text, View, cell, report_text
+
+__all__ = ["MetricReport", "TITLE", "build_metric_report", "load_curves", "verdicts_of"]
 
 TITLE = "Your own training: the LR controllers compared"
 
@@ -85,7 +103,7 @@ class MetricReport:
         skipped = skipped_lines(self.table, self.failures)
         if skipped:
             lines += ["", *skipped]
-        for candidate, verdict_lines in self.verdicts.items():
+        for verdict_lines in self.verdicts.values():
             lines += ["", *verdict_lines]
         note = order_note([str(m) for m in self.table.index])
         if note:
@@ -113,7 +131,7 @@ class MetricReport:
         caption = (f"mean ± sample std over seeds; {'higher' if self.mode == 'max' else 'lower'} is better; best first"
                    + ("" if self.has_test else f"; no held-out test_{m} reported"))
         warnings = self.warnings()
-        blocks = [Table("comparison", "Comparison table", pd.DataFrame(rows), caption),
+        blocks: list[Block] = [Table("comparison", "Comparison table", pd.DataFrame(rows), caption),
                   *([Text("warnings", "Failed and inactive methods", "\n".join(warnings), warning=True)]
                     if warnings else []),
                   Plot("metric-curves", f"Validation {name} per epoch", figures.dice_curves(self.curves, m, name)),
@@ -162,7 +180,8 @@ def verdicts_of(table: pd.DataFrame, metric: str, mode: str,
     classic = [m for m in CLASSIC if m in methods]
     out: dict[str, list[str]] = {}
     for candidate in (m for m in LEARNED if m in methods):
-        paired = strongest_verdicts(trials, [candidate], metric, mode) if trials is not None and len(methods) > 1 else []
+        paired = (strongest_verdicts(trials, [candidate], metric, mode)
+                  if trials is not None and len(methods) > 1 else [])
         lines = [*(f"Paired: {line}" for line in paired),
                  f"{candidate} against the best other method on each criterion:",
                  *verdict(table, candidate, metric, mode)]
@@ -179,7 +198,8 @@ def load_curves(client: Any, runs: list, keys: tuple[str, ...]) -> pd.DataFrame:
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for run in runs:
         rid = run.info.run_id
-        base = {"run_id": rid, "method": run.data.params.get("method", "?"), "seed": int(run.data.params.get("seed", 0))}
+        base = {"run_id": rid, "method": run.data.params.get("method", "?"),
+                "seed": int(run.data.params.get("seed", 0))}
         rows.setdefault((rid, 0), dict(base, epoch=0))  # a trial with no metric at all still shows (dropped below)
         for key in keys:
             for m in client.get_metric_history(rid, key):
@@ -228,7 +248,7 @@ def build_metric_report(
         best = trial_metrics(measured, 0.0, metric, mode)[f"best_{metric}"].astype(float).dropna()
         target = float(f"{best.median():.3g}") if len(best) else 0.0  # 3 significant digits: a readable level
         note = f"target {label_of(metric)} {target:g}: the median of the trials' best values; set target= to fix it"
-    table = compare(curves, target, metric, mode, failures)
+    table = compare_runs(curves, target, metric, mode, failures)
     test_col = f"test_{metric}_mean"
     key = test_col if table[test_col].notna().any() else f"final_{metric}_mean"
     table = table.sort_values(key, ascending=mode == "min", kind="stable", na_position="last")

@@ -17,16 +17,23 @@ import json
 import math
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medtune.dashboards import figures
+from medtune.dashboards.plots import plot_pareto, plot_routing
 from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards.stats import against_strongest, paired_verdict
-from medtune.dashboards import figures
 from medtune.dashboards.views import Block, Image, Plot, Table, View, cell, png, report_text
+
+__all__ = [
+    "FIXED", "METRICS", "PaSeRReport", "TITLE", "build_report", "decode_routing", "load_runs", "pareto_front",
+    "paser_view", "summarise",
+]
 
 TITLE = "PaSeR study: learned patch routing, IoU against compute"
 
@@ -122,7 +129,8 @@ class PaSeRReport:
             lines.append(
                 f"{'*' if i in front else ' '} {self._label(r):18s} {r['iou_mean']:.3f} +/- {r['iou_std']:.3f} "
                 f"{r['gflops_mean']:8.4f} +/- {r['gflops_std']:.4f} {r['iou_per_gflop_mean']:8.1f} +/- "
-                f"{r['iou_per_gflop_std']:6.1f} {shares:>17s} {r['iou_drop_pct_mean']:+9.1f}% +/- {r['iou_drop_pct_std']:.1f}")
+                f"{r['iou_per_gflop_std']:6.1f} {shares:>17s} "
+                f"{r['iou_drop_pct_mean']:+9.1f}% +/- {r['iou_drop_pct_std']:.1f}")
         lines.append("  (* on the Pareto front of IoU against GFLOPs)")
         per_seed = self.runs.set_index("seed")
         paser = self.runs[self.runs["method"] == "paser"]
@@ -144,8 +152,6 @@ class PaSeRReport:
         return "\n".join(lines)
 
     def write(self, folder: str | Path) -> list[Path]:
-        from medtune.dashboards.plots import plot_pareto, plot_routing
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -185,8 +191,6 @@ def build_report(tracking_uri: str, experiment: str, session: str | None = None)
 
 def paser_view(report: PaSeRReport) -> View:
     """The PaSeR study (:class:`medtune.dashboards.paser_report.PaSeRReport`)."""
-    from medtune.dashboards.plots import plot_routing
-
     front = pareto_front(report.table) if len(report.table) else []
     labels = [report._label(r) for _, r in report.table.iterrows()]
     rows = []
@@ -208,6 +212,6 @@ def paser_view(report: PaSeRReport) -> View:
     for lam, payload in sorted(report.routing.items()):
         routing = decode_routing(payload)
         blocks.append(Image(f"routing-lam{lam:g}", f"Routing at lam = {lam:g}",
-                            png(lambda p, r=routing, lam=lam: plot_routing(r, p, title=f"PaSeR routing at lam={lam:g}"))))
+                            png(partial(plot_routing, routing, title=f"PaSeR routing at lam={lam:g}"))))
     blocks.append(report_text(report))
     return View("paser", TITLE, report.experiment, report.session, blocks=blocks)

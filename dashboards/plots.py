@@ -12,17 +12,23 @@ from typing import Any
 
 import matplotlib
 
+__all__ = [
+    "plot_accuracy_curves", "plot_dice_curves", "plot_f1_curves", "plot_lr_traces", "plot_masks", "plot_pareto",
+    "plot_qtable", "plot_routing",
+]
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from medtune.searchers.qlearning_agent import ACTIONS, STATES  # noqa: E402  (pure Python, no Ray/torch import)
 
 
 def _colours(methods: list[str]) -> dict[str, Any]:
-    """One colour per method: tab10 for up to 10 methods, tab20 beyond (the full LR study compares 14, active learning 12)."""
+    """One colour per method: tab10 for up to 10 methods, tab20 beyond (the full LR study compares 14, active
+    learning 12)."""
     cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
     return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 

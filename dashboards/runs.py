@@ -10,6 +10,8 @@ from typing import Any
 from medtune.errors import InputError, did_you_mean
 from medtune.tags import TAG_KIND, TAG_SESSION
 
+__all__ = ["latest_session", "mlflow_client", "session_runs", "study_of", "trial_runs"]
+
 
 def mlflow_client(tracking_uri: str):
     """An ``MlflowClient`` of the store at ``tracking_uri`` (MLflow is imported here, not at import time)."""
@@ -22,7 +24,8 @@ def trial_runs(client, experiment_id: str, session: str | None) -> list:
     flt = f"tags.`{TAG_KIND}` = 'trial'"
     if session:
         flt += f" and tags.`{TAG_SESSION}` = '{session}'"
-    return list(client.search_runs([experiment_id], filter_string=flt, max_results=5000, order_by=["attributes.start_time DESC"]))
+    return list(client.search_runs([experiment_id], filter_string=flt, max_results=5000,
+                                   order_by=["attributes.start_time DESC"]))
 
 
 def latest_session(client, experiment_id: str) -> str | None:
@@ -48,7 +51,7 @@ def session_runs(client, tracking_uri: str, experiment: str, session: str | None
         )
     session = session or latest_session(client, exp.experiment_id)
     runs = trial_runs(client, exp.experiment_id, session) if session else []
-    if not runs:
+    if not runs or not session:
         others = [] if session else client.search_runs([exp.experiment_id], max_results=1)
         if others:  # runs that some other logger wrote (Ray's MLflowLoggerCallback, mlflow.autolog, ...)
             raise InputError(

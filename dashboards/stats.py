@@ -9,9 +9,11 @@ scores, in every study): that choice favours the baseline, never the method judg
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
+
+__all__ = ["against_strongest", "paired_verdict", "strongest"]
 
 
 def paired_verdict(method: str, other: str, a: pd.Series, b: pd.Series, fmt: str = "+.3f",

@@ -7,9 +7,9 @@ judges the methods across the tasks. Its core is pure pandas/numpy/scipy: it rea
 
 with one row per trial: ``score`` is the trial's held-out test metric of the final model (``test_dice`` for the
 LR study, ``test_<metric>`` for a user's own training), ``status`` is ``"ok"`` or the reason the trial cannot be
-scored (``"failed"``: the trial errored or never ended; ``"inactive"``: a learned method that never changed the
-learning rate on that task, the ``inactive`` status of :func:`medtune.dashboards.comparison.compare`). Each task's direction comes from ``modes``
-(``{task: "max" | "min"}``, default ``max``).
+scored (``"failed"``: the trial errored or never ended; ``"inactive"``: a learned method that never changed the learning
+rate on that task, the ``inactive`` status of :func:`medtune.dashboards.comparison.compare_runs`). Each task's direction
+comes from ``modes`` (``{task: "max" | "min"}``, default ``max``).
 
 Per task, each method's score is its mean over seeds. A method is **marked** on a task, and excluded from that
 task's scoring (neither a loss nor a win), when any of its trials there is not ``ok`` or has no finite score: a
@@ -49,9 +49,10 @@ normalised score over the tasks it was scored on), each learned method gets:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,13 @@ import pandas as pd
 from medtune.dashboards import html_report
 from medtune.dashboards.comparison import LEARNED
 from medtune.dashboards.plots import _colours, _no_data, _save, plt
-from medtune.dashboards.views import Image, Links, Table, Text, View, png
+from medtune.dashboards.views import Block, Image, Links, Table, Text, View, png
+
+__all__ = [
+    "ALPHA", "Aggregate", "COLUMNS", "MIN_PAIRS", "OK", "SuiteReport", "SuiteTask", "TAUS", "TEXT_TAUS",
+    "aggregate", "method_summary", "paired_differences", "plot_profile", "plot_ranks", "profile",
+    "strongest_baseline", "task_table", "wilcoxon_test", "win_tie_lose",
+]
 
 COLUMNS = ("task", "method", "seed", "score", "status")
 OK = "ok"
@@ -114,7 +121,7 @@ def task_table(long: pd.DataFrame, modes: Mapping[str, str] | None = None) -> pd
     table = pd.DataFrame(rows, columns=["task", "method", "seeds", "mean", "std", "mark", "sign"])
     table["rank"] = math.nan
     table["normalised"] = math.nan
-    for task, g in table.groupby("task", sort=False):
+    for _, g in table.groupby("task", sort=False):
         scored = g[g["mark"] == ""]
         if scored.empty:
             continue
@@ -445,7 +452,7 @@ class SuiteReport:
     def view(self) -> View:
         """The suite's page: the profile plot, the rank heat map, the cross-task text, links to each task's view."""
         ranks = self.agg.ranks().reset_index().rename(columns={"index": "method"})
-        blocks = [
+        blocks: list[Block] = [
             Image("suite-profile", "Performance profiles across the tasks",
                   png(lambda p: plot_profile(self.agg.profile, p))),
             Image("suite-ranks", "Rank per task", png(lambda p: plot_ranks(self.agg, p))),

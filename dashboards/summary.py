@@ -14,6 +14,8 @@ from medtune.dashboards import html_report
 from medtune.dashboards.runs import mlflow_client
 from medtune.tags import TAG_KIND, TAG_SESSION
 
+__all__ = ["log_summary"]
+
 log = logging.getLogger(__name__)
 
 

@@ -17,10 +17,13 @@ Everything else (the table, the verdicts on the final runs, the dashboard view) 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+__all__ = ["TunedReport", "plot_search_curves"]
 
 
 class TunedReport:
@@ -38,7 +41,7 @@ class TunedReport:
     """
 
     def __init__(self, report: Any, outcomes: list[dict[str, Any]], settings: dict[str, Any],
-                 notes: list[str] = ()) -> None:
+                 notes: Sequence[str] = ()) -> None:
         self.report = report
         self.outcomes = list(outcomes)
         self.settings = dict(settings)

@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
+
+__all__ = [
+    "Block", "Image", "Links", "Plot", "Table", "Text", "View", "cell", "png", "report_text", "run_status", "slug",
+]
 
 
 def slug(text: str) -> str:

@@ -17,7 +17,9 @@ from typing import Any, TypeVar, Union
 
 from medtune.errors import InputError, did_you_mean
 
-T = TypeVar("T")
+__all__ = ["from_dict", "to_dict"]
+
+T = TypeVar("T")  # a dataclass; not bound to one, so that classes made by make_dataclass count too
 
 
 def _type_name(tp: Any) -> str:
@@ -42,7 +44,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             except InputError as exc:
                 errors.append(exc)
         raise errors[0]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -97,7 +99,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, path: str = "") -> T:
     if not isinstance(data, dict):
         raise InputError(f"{path or 'spec'}={data!r} must be a mapping")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]  # T is a dataclass
     for key in data:
         if key not in names:
             raise InputError(

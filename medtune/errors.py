@@ -3,9 +3,11 @@
 Every layer (spec loading, data loaders, configuration dataclasses) raises
 :class:`InputError` with a single line naming the problem, the offending value
 and the fix. The CLI turns it into that line on stderr and exit status 2,
-before any trial starts. It lives in ``trainables`` because that is the lowest
-package every other one may import without pulling in Ray.
+before any trial starts. It lives in the root package ``medtune``, the lowest
+layer, which every other one may import without pulling in Ray or MLflow.
 """
+
+__all__ = ["InputError", "TrialsFailedError", "did_you_mean", "error_line"]
 
 
 class InputError(ValueError):
@@ -18,7 +20,8 @@ class InputError(ValueError):
 def did_you_mean(name: object, valid: "list[str] | tuple[str, ...]") -> str:
     """Return `` (did you mean 'x'?)`` for the valid name nearest to ``name``, else ``""``.
 
-    Case is ignored in the comparison (``SCHEDULEFREE`` suggests ``schedulefree``, ``BADGE`` ``badge``), though not in the names.
+    Case is ignored in the comparison (``SCHEDULEFREE`` suggests ``schedulefree``, ``BADGE`` ``badge``), though not in
+    the names.
     """
     import difflib
 

@@ -4,6 +4,12 @@ and the readers (reports, dashboard). One MLflow experiment per spec ``name``; i
 session.
 """
 
+__all__ = [
+    "EXPLOITS_KEY", "KIND_SUITE", "KIND_SUITE_TASK", "TAG_ERROR", "TAG_KIND", "TAG_PARENT", "TAG_SESSION",
+    "TAG_SUITE_EXIT", "TAG_SUITE_EXPERIMENT", "TAG_SUITE_MESSAGE", "TAG_SUITE_SESSION", "TAG_SUITE_TASK",
+    "TAG_TRIAL",
+]
+
 TAG_SESSION = "medtune.session"  # one `medtune run`: "<name>-<YYYYmmdd-HHMMSS>"
 TAG_TRIAL = "medtune.trial_id"  # the Tune trial a run belongs to
 TAG_KIND = "medtune.kind"  # "trial" or "summary"

@@ -8,18 +8,33 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, TypeGuard
 
 import numpy as np
 
+__all__ = ["atomic_write", "float3", "int3", "is_int", "is_number", "lazy_exports", "secret_file", "single_threaded"]
 
-def is_int(x: object) -> bool:
+
+def is_int(x: object) -> TypeGuard[int | np.integer]:
     """True for a Python or numpy integer, False for ``bool`` (``True`` is not a count)."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def is_number(x: object) -> bool:
+def int3(values: Iterable[Any]) -> tuple[int, int, int]:
+    """Three values as ints (a 3D shape, patch size or stride); ValueError unless there are exactly three."""
+    a, b, c = (int(v) for v in values)
+    return a, b, c
+
+
+def float3(values: Iterable[Any]) -> tuple[float, float, float]:
+    """Three values as floats (a 3D spacing); ValueError unless there are exactly three."""
+    a, b, c = (float(v) for v in values)
+    return a, b, c
+
+
+def is_number(x: object) -> TypeGuard[int | float | np.integer | np.floating]:
     """True for a finite Python or numpy int or float, False for ``bool``, NaN and infinities."""
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 

@@ -1,4 +1,5 @@
-"""What decides: the Q-learning LR agent (a pure core) and its Ray Tune scheduler, the baseline LR schedules,
+"""What decides: the Q-learning LR agent (a pure core) and its Ray Tune scheduler, the baseline LR schedules (every
+LR method one record of :mod:`medtune.searchers.lr_methods`),
 GreedyLR, the effort controller and its episodic memory, PBT, the DDPG sample selector and the query strategies
 (BADGE and TypiClust in their own files),
 the APGA policy update and the PaSeR router.
@@ -19,6 +20,7 @@ _PUBLIC = {
     "EpisodeRecorder": "medtune.searchers.qlearning_scheduler",
     "read_mailbox": "medtune.searchers.qlearning_scheduler",
     "open_mailbox": "medtune.searchers.qlearning_scheduler",
+    "LRMethod": "medtune.searchers.lr_methods",
     "EpochSchedule": "medtune.searchers.lr_schedules",
     "ScheduleConfig": "medtune.searchers.lr_schedules",
     "GreedyLR": "medtune.searchers.greedy_lr",

@@ -34,6 +34,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+__all__ = [
+    "APGAConfig", "RewardBaseline", "adversarial_keep", "aiding_keep", "apply_mask", "keep_fraction", "policy_loss",
+    "reward",
+]
+
 
 @dataclass(frozen=True)
 class APGAConfig:
@@ -57,7 +62,8 @@ class APGAConfig:
 
 
 def adversarial_keep(p: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """1 where a pixel is kept by the adversarial mask (``p <= threshold``), 0 where it is erased. Same shape as ``p``."""
+    """1 where a pixel is kept by the adversarial mask (``p <= threshold``), 0 where it is erased. Same shape as
+    ``p``."""
     return (p <= threshold).to(p.dtype)
 
 

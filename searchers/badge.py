@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["badge", "gradient_embedding", "kmeans_pp_seeding"]
+
 
 def gradient_embedding(probs: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The last-layer gradient embedding ``g = (p - onehot(argmax p)) (outer) h``, per sample.

@@ -66,8 +66,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medtune.searchers.query_strategies import top_n
 from medtune.util import atomic_write
 
+__all__ = [
+    "Actor", "Critic", "DDPGAgent", "DDPGConfig", "OUNoise", "ReplayBuffer", "Transition", "reward_eq3",
+    "soft_update",
+]
 
 # --------------------------------------------------------------------------- reward
 
@@ -195,7 +200,10 @@ def _pool(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     m = mask.unsqueeze(-1).to(h.dtype)
     count = m.sum(dim=1).clamp_min(1.0)
     mean = (h * m).sum(dim=1) / count
-    mx = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1) if h.shape[1] else h.new_zeros(h.shape[0], h.shape[2])
+    if h.shape[1]:
+        mx = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+    else:
+        mx = h.new_zeros(h.shape[0], h.shape[2])
     mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
     return mean, mx
 
@@ -256,11 +264,11 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     with torch.no_grad():
         for t, s in zip(target.parameters(), source.parameters()):
             t.mul_(1.0 - tau).add_(s, alpha=tau)
-        for t, s in zip(target.buffers(), source.buffers()):
-            if t.is_floating_point():
-                t.mul_(1.0 - tau).add_(s, alpha=tau)
+        for tb, sb in zip(target.buffers(), source.buffers()):
+            if tb.is_floating_point():
+                tb.mul_(1.0 - tau).add_(sb, alpha=tau)
             else:
-                t.copy_(s)
+                tb.copy_(sb)
 
 
 # --------------------------------------------------------------------------- noise and replay
@@ -467,8 +475,6 @@ class DDPGAgent:
 
         The action used is kept in :attr:`last_action` for :meth:`observe`.
         """
-        from medtune.searchers.query_strategies import top_n
-
         self.last_action = self.act(state, explore=explore, ids=ids)
         return top_n(self.last_action, n_s)
 

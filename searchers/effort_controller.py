@@ -58,6 +58,8 @@ from typing import Any
 
 from medtune.searchers.episodic_memory import EpisodicMemory
 
+__all__ = ["EffortConfig", "EffortController"]
+
 
 @dataclass(frozen=True)
 class EffortConfig:
@@ -155,7 +157,8 @@ class EffortController:
         return self.lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lr": self.lr, "history": list(self.history), "s_ref": self.s_ref, "last_shortfall": self.last_shortfall}
+        return {"lr": self.lr, "history": list(self.history), "s_ref": self.s_ref,
+                "last_shortfall": self.last_shortfall}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lr = float(state["lr"])

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["Episode", "EpisodicMemory"]
+
 
 @dataclass(frozen=True)
 class Episode:
@@ -115,7 +117,7 @@ class EpisodicMemory:
 
     # -- persistence (JSON lines; one episode a line, appended) --------------
     @classmethod
-    def load(cls, path: str | os.PathLike, k: int = 3) -> "EpisodicMemory":
+    def load(cls, path: str | os.PathLike, k: int = 3) -> EpisodicMemory:
         """Read a memory file; a missing file is an empty memory, a torn line is skipped."""
         memory = cls(k=k)
         p = Path(path)

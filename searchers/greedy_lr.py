@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["GreedyConfig", "GreedyLR"]
+
 
 @dataclass(frozen=True)
 class GreedyConfig:

@@ -64,8 +64,9 @@ Pure torch: no Ray, no MLflow.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
@@ -74,6 +75,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from medtune.errors import InputError, did_you_mean
 from medtune.util import is_int, is_number
+
+__all__ = [
+    "ACTIONS", "COST_KINDS", "ExplorationSchedule", "PaSeRConfig", "RewardBaseline", "Router", "Segmentation",
+    "action_shares", "binary_entropy", "cascade", "cascade_thresholds", "check_grid", "costs", "count_flops",
+    "crop_patches", "execute_routing", "iou", "mc_dropout", "model_costs", "param_count", "patch_mean",
+    "patch_reward", "random_routing", "reinforce_loss", "reinforce_step", "routed_inference", "router_input",
+    "run_patch_model", "sample_actions", "single_model", "split_patches", "stitch_patches", "table_rewards",
+]
+
+R = TypeVar("R")
 
 COST_KINDS: tuple[str, ...] = ("params", "flops")
 ACTIONS: tuple[str, ...] = ("f0", "f1", "f2")   # keep the small model's prediction, or run f1 / f2 on the patch
@@ -273,7 +284,7 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def count_flops(fn, *args, **kwargs) -> tuple[object, int]:
+def count_flops(fn: Callable[..., R], *args: Any, **kwargs: Any) -> tuple[R, int]:
     """Run ``fn(*args, **kwargs)`` under :class:`FlopCounterMode`; return ``(result, flops)``.
 
     FLOPs as torch counts them: convolutions and matrix products at 2 per
@@ -350,7 +361,7 @@ def patch_reward(iou_routed: torch.Tensor, iou_f0: torch.Tensor, cost: torch.Ten
 def _dropout_train(model: nn.Module) -> list[nn.Module]:
     """Put ``model`` in eval mode but its dropout layers in train mode; return those layers."""
     model.eval()
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
     for layer in layers:
         layer.train()
     return layers

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["PBTConfig", "default_interval", "make_pbt"]
+
 
 @dataclass(frozen=True)
 class PBTConfig:
@@ -55,13 +57,13 @@ def make_pbt(config: PBTConfig, min_lr: float, max_lr: float, metric: str = "dic
     ``own_lr``: a member whose config has no ``lr`` starts from its optimizer's own LR
     (:class:`medtune.searchers.pbt_scheduler.OwnLRPBT`) instead of a random draw.
     """
-    from ray import tune
-
-    from medtune.searchers.pbt_scheduler import MemberPBT, OwnLRPBT
-
     import random
 
     import numpy as np
+    from ray import tune
+
+    # Ray Tune: this module's PBTConfig stays importable without Ray, as all of medtune.searchers
+    from medtune.searchers.pbt_scheduler import MemberPBT, OwnLRPBT
 
     # PBT draws its explore/exploit choices from the global RNGs of the driver (``random`` and numpy's,
     # for the resample): seed them so a study's PBT is reproducible.

@@ -20,6 +20,8 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from medtune.tags import EXPLOITS_KEY
 
+__all__ = ["IDENTITY_KEYS", "LR_KEY", "MemberPBT", "OwnLRPBT"]
+
 LR_KEY = "lr"
 
 
@@ -77,7 +79,8 @@ class MemberPBT(PopulationBasedTraining):
         if done and self._synch:  # a member restored mid-run: it restarts from its checkpoint of epoch `done`
             state = self._trial_state[trial]
             state.last_train_time = done
-            state.last_perturbation_time = done - done % self._perturbation_interval
+            # (Ray's trial state infers int from its initial 0; the perturbation interval is a float)
+            state.last_perturbation_time = done - done % self._perturbation_interval  # type: ignore[assignment]
             self._next_perturbation_sync = max(self._next_perturbation_sync,
                                                state.last_perturbation_time + self._perturbation_interval)
 

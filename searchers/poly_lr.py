@@ -19,10 +19,13 @@ it sees unscaled gradients under ``torch.amp.GradScaler`` (``scaler.step`` unsca
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
+
+__all__ = ["ClippedSGD", "PolyConfig", "make_poly_sgd", "poly_factor", "poly_mismatch"]
 
 
 @dataclass(frozen=True)

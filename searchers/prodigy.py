@@ -15,8 +15,11 @@ as the trial's LR. The package is imported when an optimizer is built, not when 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+
+__all__ = ["ProdigyConfig", "is_prodigy", "make_prodigy", "step_size"]
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = [
+    "ACTIONS", "Decision", "METHOD", "PAPER_BASE_LR", "QLearningConfig", "QLearningLRAgent", "QTable", "STATES",
+    "WARM_METHOD", "analyze_trend", "load_qtable_file",
+]
+
 STATES: tuple[str, ...] = (
     "improving",
     "worsening",
@@ -136,7 +141,8 @@ class QLearningConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "must lie in [0, 1]")
         if self.epsilon_min > self.epsilon:
-            raise bad("epsilon_min", f"must be <= epsilon={self.epsilon!r} (exploration only decays); lower epsilon_min")
+            raise bad("epsilon_min",
+                      f"must be <= epsilon={self.epsilon!r} (exploration only decays); lower epsilon_min")
         if not 0.0 < self.decrease_factor < 1.0:
             raise bad("decrease_factor", "must lie in (0, 1); it multiplies the LR on 'decrease'")
         if self.increase_factor <= 1.0:
@@ -322,10 +328,12 @@ def load_qtable_file(path: str | os.PathLike, config: QLearningConfig, seed: int
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise ValueError(f"Q-table file {str(p)!r} does not exist; give the qtable.json of an earlier experiment")
+        raise ValueError(
+            f"Q-table file {str(p)!r} does not exist; give the qtable.json of an earlier experiment") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"Q-table file {str(p)!r} is not readable JSON ({exc}); give a qtable.json written by medtune")
-    table_state = data.get("table", data) if isinstance(data, dict) else None
+        raise ValueError(
+            f"Q-table file {str(p)!r} is not readable JSON ({exc}); give a qtable.json written by medtune") from exc
+    table_state: Any = data.get("table", data) if isinstance(data, dict) else None
     try:
         for s in STATES:
             for a in ACTIONS:
@@ -333,7 +341,7 @@ def load_qtable_file(path: str | os.PathLike, config: QLearningConfig, seed: int
     except (KeyError, TypeError, ValueError):
         raise ValueError(
             f"Q-table file {str(p)!r} lacks a numeric q[state][action] for every state in {', '.join(STATES)}"
-        )
+        ) from None
     table = QTable(config, seed=seed)
     table.load_state_dict(table_state, keep_rng=True)
     # A warm start transfers what was learned (the values), not the earlier experiment's bookkeeping.

@@ -41,9 +41,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 from ray.tune import Callback
@@ -52,8 +53,20 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.qlearning_agent import (
-    METHOD, WARM_METHOD, Decision, QLearningConfig, QLearningLRAgent, QTable, load_qtable_file,
+    METHOD,
+    WARM_METHOD,
+    Decision,
+    QLearningConfig,
+    QLearningLRAgent,
+    QTable,
+    load_qtable_file,
 )
+
+__all__ = [
+    "CONTROL_KEY", "EpisodeRecorder", "JOURNAL_SNAPSHOT_EVERY", "LRMailbox", "METHODS", "QLearningLRScheduler",
+    "SNAPSHOT_RATIO", "TUNE_KEYS", "missing_keys", "open_mailbox", "read_episodes", "read_mailbox",
+    "replay_journal", "reported_keys",
+]
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +147,8 @@ def open_mailbox(name: str) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    return LRMailbox.options(name=name, get_if_exists=True, scheduling_strategy=here).remote()
+    return LRMailbox.options(  # type: ignore[attr-defined]  # @ray.remote made it an ActorClass; the stubs miss that
+        name=name, get_if_exists=True, scheduling_strategy=here).remote()
 
 
 def read_mailbox(name: str, trial_id: str) -> float | None:
@@ -144,7 +158,7 @@ def read_mailbox(name: str, trial_id: str) -> float | None:
     runs outside the Q-learning experiment).
     """
     try:
-        box = ray.get_actor(name)
+        box: Any = ray.get_actor(name)
     except ValueError:
         return None
     return ray.get(box.get.remote(trial_id))
@@ -153,7 +167,7 @@ def read_mailbox(name: str, trial_id: str) -> float | None:
 def read_episodes(name: str, task: str | None = None) -> EpisodicMemory:
     """The trainable's side: the episodic memory held by the board (empty if there is none)."""
     try:
-        box = ray.get_actor(name)
+        box: Any = ray.get_actor(name)
     except ValueError:
         return EpisodicMemory()
     memory = EpisodicMemory()
@@ -181,7 +195,7 @@ class EpisodeRecorder(Callback):
         self.mailbox, self.path, self.task, self.session = mailbox, str(path), task, session
         self.metric = metric
         self._curves: dict[str, dict[int, float]] = {}
-        self._box = None
+        self._box: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_box": None, "_curves": {}}
@@ -192,7 +206,8 @@ class EpisodeRecorder(Callback):
             ray.get(self._box.seed_episodes.remote(self.path))
         return self._box
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self.board()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -285,7 +300,7 @@ class QLearningLRScheduler(FIFOScheduler):
         self.last_epoch: dict[str, int] = {}
         self.warm_started_from: str | None = None
         self.restored_updates = 0
-        self._box = None
+        self._box: Any = None
         self._journal_checked = False
         self.problems: dict[str, str] = {}  # trial id -> why it was stopped
         self._checked: set[str] = set()
@@ -384,9 +399,10 @@ class QLearningLRScheduler(FIFOScheduler):
             agent.load_state_dict(record["agent"])
             self.agents[trial_id] = agent
         else:  # an epoch without a decision
-            agent = self.agents.get(trial_id)
-            if agent is None:
-                agent = self.agents[trial_id] = QLearningLRAgent(self.config, table=table)
+            known = self.agents.get(trial_id)
+            agent = known if known is not None else QLearningLRAgent(self.config, table=table)
+            if known is None:
+                self.agents[trial_id] = agent
                 if record.get("lr") is not None:  # the LR the trial started from (its first result's)
                     agent.run.lr = float(record["lr"])
             agent.record(record["dice"], record["loss"])
@@ -591,7 +607,8 @@ class QLearningLRScheduler(FIFOScheduler):
             self._write(f"[{n},{epoch},{dice!r},{loss!r}]\n")
         else:
             self._write(f"[{n},{epoch},{_num(dice)},{_num(loss)}]\n")
-        if self._tail_records >= self.journal_snapshot_every and self._tail_bytes >= SNAPSHOT_RATIO * self._snapshot_bytes:
+        if (self._tail_records >= self.journal_snapshot_every
+                and self._tail_bytes >= SNAPSHOT_RATIO * self._snapshot_bytes):
             self._write_snapshot()
         return TrialScheduler.CONTINUE
 

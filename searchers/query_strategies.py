@@ -61,13 +61,22 @@ Pure numpy: no torch, no Ray, no MLflow.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 from medtune.errors import did_you_mean
 from medtune.searchers.badge import badge
 from medtune.searchers.typiclust import check_embeddings, typiclust
+
+__all__ = [
+    "PROBABILITY_STRATEGIES", "STRATEGIES", "bald", "bald_scores", "check_probs", "coreset_k_center",
+    "entropy_sampling", "entropy_scores", "fusion", "fusion_candidates", "lc_scores", "least_confidence",
+    "margin_sampling", "margin_scores", "random_sampling", "select", "stratified_random", "top_n",
+]
+
+V = TypeVar("V")
 
 #: Strategy names as they appear in a study's ``method`` parameter (besides ``drla`` and ``all``).
 STRATEGIES: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "bald", "coreset", "badge", "typiclust",
@@ -100,7 +109,8 @@ def check_probs(probs: np.ndarray, name: str = "probs") -> np.ndarray:
     if p.size:
         worst = float(np.abs(p.sum(axis=1) - 1.0).max())
         if worst > _ROW_SUM_TOL:
-            raise ValueError(f"{name} rows must sum to 1 (worst row is off by {worst:.3g}); apply softmax to the logits")
+            raise ValueError(
+                f"{name} rows must sum to 1 (worst row is off by {worst:.3g}); apply softmax to the logits")
     return p
 
 
@@ -380,33 +390,32 @@ def select(
     Raises:
         ValueError: for an unknown name (nearest valid name suggested) or a missing input.
     """
-    def need(value: object, what: str) -> None:
+    def need(value: V | None, what: str) -> V:
         if value is None:
             raise ValueError(f"strategy {name!r} needs {what}")
+        return value
 
     if name not in STRATEGIES:
         hint = did_you_mean(name, list(STRATEGIES))
         raise ValueError(f"strategy={name!r} is unknown{hint}; use one of {', '.join(STRATEGIES)}")
     if name == "bald":
-        need(mc_probs, "mc_probs (T, n_u, M)")
-        return bald(mc_probs, n_s)
+        return bald(need(mc_probs, "mc_probs (T, n_u, M)"), n_s)
     if name == "coreset":
-        need(emb_unlabeled, "emb_unlabeled (n_u, d)")
-        need(emb_labeled, "emb_labeled (n_l, d)")
-        return coreset_k_center(emb_unlabeled, emb_labeled, n_s)
+        unlabeled = need(emb_unlabeled, "emb_unlabeled (n_u, d)")
+        return coreset_k_center(unlabeled, need(emb_labeled, "emb_labeled (n_l, d)"), n_s)
     if name == "typiclust":
-        need(emb_unlabeled, "emb_unlabeled (n_u, d)")
-        need(emb_labeled, "emb_labeled (n_l, d)")
-        need(rng, "rng (a numpy Generator)")
-        return typiclust(emb_unlabeled, emb_labeled, _check_n_s(n_s), rng)
-    need(probs, "probs (n_u, M)")
+        unlabeled = need(emb_unlabeled, "emb_unlabeled (n_u, d)")
+        labeled = need(emb_labeled, "emb_labeled (n_l, d)")
+        generator = need(rng, "rng (a numpy Generator)")
+        return typiclust(unlabeled, labeled, _check_n_s(n_s), generator)
+    p = need(probs, "probs (n_u, M)")
     if name == "badge":
-        need(emb_unlabeled, "emb_unlabeled (n_u, d)")
-        need(rng, "rng (a numpy Generator)")
-        return badge(check_probs(probs), emb_unlabeled, _check_n_s(n_s), rng)
+        unlabeled = need(emb_unlabeled, "emb_unlabeled (n_u, d)")
+        generator = need(rng, "rng (a numpy Generator)")
+        return badge(check_probs(p), unlabeled, _check_n_s(n_s), generator)
     if name in ("random", "fusion", "stratified_random"):
-        need(rng, "rng (a numpy Generator)")
+        generator = need(rng, "rng (a numpy Generator)")
         fn: Callable[..., np.ndarray] = {"random": random_sampling, "fusion": fusion,
                                          "stratified_random": stratified_random}[name]
-        return fn(probs, n_s, rng)
-    return {"lc": least_confidence, "ms": margin_sampling, "en": entropy_sampling}[name](probs, n_s)
+        return fn(p, n_s, generator)
+    return {"lc": least_confidence, "ms": margin_sampling, "en": entropy_sampling}[name](p, n_s)

@@ -18,8 +18,11 @@ none). The package is imported when an optimizer is built, not when this module 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+
+__all__ = ["ScheduleFreeConfig", "in_train_mode", "is_schedule_free", "make_schedule_free", "set_mode"]
 
 
 @dataclass(frozen=True)

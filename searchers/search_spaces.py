@@ -1,10 +1,11 @@
 """The search space of every LR method, for the equal-budget tuning protocol (``medtune tune``).
 
-Each method's own hyperparameters, declared beside the method's name as plain data (:data:`SPACES`), with the
-helpers the protocol needs: the bounds of one run (:func:`resolve`, with the spec's overrides), a sample inside
-them (:func:`sample`), the values written into a trial's config sections (:func:`apply_values`) and the check
-that a chosen configuration sits on the edge of its space (:func:`on_edge`). No Ray here: the cluster layer
-turns :class:`Bound` into ``ray.tune`` distributions.
+Each method's own hyperparameters, declared as plain data in its record (``space`` of
+:mod:`medtune.searchers.lr_methods`; :class:`Param`; read here as :data:`SPACES`), with the helpers the protocol
+needs: the bounds of one run (:func:`resolve`, with the spec's overrides), a sample inside them (:func:`sample`),
+the values written into a trial's config sections (:func:`apply_values`) and the check that a chosen
+configuration sits on the edge of its space (:func:`on_edge`). No Ray here: the cluster layer turns
+:class:`Bound` into ``ray.tune`` distributions.
 
 The protocol is the "equal budget" rule of hyperparameter-optimisation benchmarks (for example AlgoPerf's
 tuning rules, Dahl et al., arXiv 2306.07179): every method gets the same number of search trials of the same
@@ -26,38 +27,19 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from medtune.errors import InputError, did_you_mean
+from medtune.searchers.lr_methods import MethodMap, Param
+
+__all__ = [
+    "NOT_SEARCHED", "SEARCHERS", "SPACES", "Bound", "Param", "TuningConfig", "apply_values", "check_overrides",
+    "on_edge", "resolve", "sample",
+]
 
 SEARCHERS = ("tpe", "random")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One hyperparameter of a method's space.
-
-    Attributes:
-        name: what the user calls it in ``tuning.spaces.<method>.<name>``.
-        key: the dotted config key it sets in a trial (``train.base_lr``, ``schedules.step.gamma``,
-            ``qlearning.alpha``, ``lr_control.schedules.cosine.eta_min``, ...).
-        low, high: the bounds, in the units of ``scale`` (see the module docstring).
-        log: sample log-uniformly.
-        integer: a whole number.
-        scale: None (absolute), ``"lr"`` (low/high multiply nothing: they are replaced by the LR bounds) or
-            ``"epochs"`` (fractions of the trial's epochs).
-        min_value: the smallest value the setting accepts after scaling (e.g. 1 epoch).
-    """
-
-    name: str
-    key: str
-    low: float = 0.0
-    high: float = 1.0
-    log: bool = False
-    integer: bool = False
-    scale: str | None = None
-    min_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -76,49 +58,10 @@ class Bound:
         return self.low == self.high
 
 
-def _lr(name: str, key: str) -> Param:
-    return Param(name, key, log=True, scale="lr")
-
-
-SPACES: dict[str, tuple[Param, ...]] = {
-    "fixed": (_lr("base_lr", "train.base_lr"),),
-    "step": (_lr("base_lr", "train.base_lr"),
-             Param("step_size", "schedules.step.step_size", 0.1, 0.6, integer=True, scale="epochs", min_value=1),
-             Param("gamma", "schedules.step.gamma", 0.1, 0.9)),
-    "exponential": (_lr("base_lr", "train.base_lr"),
-                    Param("gamma", "schedules.exponential.gamma", 0.8, 0.999),),
-    "cosine": (_lr("base_lr", "train.base_lr"),
-               Param("eta_min", "schedules.cosine.eta_min", 1e-7, 1e-4, log=True)),
-    "plateau": (_lr("base_lr", "train.base_lr"),
-                Param("factor", "schedules.plateau.factor", 0.1, 0.9),
-                Param("patience", "schedules.plateau.patience", 1, 10, integer=True)),
-    "warmup_cosine": (_lr("base_lr", "train.base_lr"),
-                      Param("warmup_epochs", "schedules.warmup_cosine.warmup_epochs", 0.0, 0.3, integer=True,
-                            scale="epochs", min_value=0)),
-    "onecycle": (_lr("peak_lr", "schedules.onecycle.peak_lr"),
-                 Param("pct_start", "schedules.onecycle.pct_start", 0.1, 0.5)),
-    "poly": (Param("base_lr", "schedules.poly.base_lr", 1e-3, 1e-1, log=True),),
-    "schedulefree": (Param("lr", "schedules.schedulefree.lr", 1e-4, 1e-2, log=True),),
-    "prodigy": (Param("d_coef", "schedules.prodigy.d_coef", 0.1, 10.0, log=True),),
-    "greedy": (_lr("base_lr", "train.base_lr"),
-               Param("factor", "schedules.greedy.factor", 0.5, 0.95),
-               Param("patience", "schedules.greedy.patience", 1, 6, integer=True)),
-    "effort": (_lr("base_lr", "train.base_lr"),
-               Param("warmup", "schedules.effort.warmup", 0.05, 0.3, integer=True, scale="epochs", min_value=1),
-               Param("neighbours", "schedules.effort.neighbours", 1, 8, integer=True)),
-    "qlearning": (_lr("base_lr", "train.base_lr"),
-                  Param("alpha", "qlearning.alpha", 0.01, 0.5, log=True),
-                  Param("epsilon", "qlearning.epsilon", 0.01, 0.5),
-                  Param("patience", "qlearning.patience", 1, 6, integer=True),
-                  Param("cooldown", "qlearning.cooldown", 0, 8, integer=True),
-                  Param("dice_weight", "qlearning.dice_weight", 1.0, 20.0, log=True),
-                  Param("loss_weight", "qlearning.loss_weight", 1.0, 20.0, log=True)),
-}
-
-NOT_SEARCHED: dict[str, str] = {
-    "pbt": "PBT is itself a search over lr during training; it runs at its own settings",
-    "qlearning_warm": "a warm start is about the table it starts from; it runs at the qlearning settings",
-}
+#: method -> its search space: the records' ``space`` (:mod:`medtune.searchers.lr_methods`), read at each use.
+SPACES: MethodMap[tuple[Param, ...]] = MethodMap(lambda m: m.space or None)
+#: method -> why it has no search space (the records' ``not_searched``).
+NOT_SEARCHED: MethodMap[str] = MethodMap(lambda m: m.not_searched or None)
 
 
 @dataclass(frozen=True)

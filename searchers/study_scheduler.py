@@ -27,10 +27,13 @@ method without shared state (each trial seeds itself and trains the same epochs 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
+
+__all__ = ["StudyScheduler"]
 
 
 class _Only:
@@ -70,7 +73,7 @@ class StudyScheduler(TrialScheduler):
     def _for(self, trial: Trial) -> TrialScheduler:
         return self.members if self.is_member(trial) else self.others
 
-    def _view(self, controller: Any, scheduler: TrialScheduler) -> _Only:
+    def _view(self, controller: Any, scheduler: TrialScheduler) -> Any:  # duck-types the TuneController
         if scheduler is self.members:
             return _Only(controller, self.is_member)
         return _Only(controller, lambda t: not self.is_member(t))

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["K_NEIGHBOURS", "check_embeddings", "typicality", "typiclust"]
+
 #: The paper's neighbourhood size for typicality.
 K_NEIGHBOURS = 20
 

@@ -39,9 +39,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def _lr(root: Path) -> dict:
-    """The LR smoke run: every method plus ``qlearning_warm`` (see tests/test_integration_lr.py), 5 epochs."""
+    """The LR smoke run: every method plus ``qlearning_warm`` (see tests/test_lr_study.py), 5 epochs."""
     from medtune.searchers.qlearning_agent import ACTIONS, STATES
-    from tests.test_integration_lr import EPOCHS, METHODS, medtune
+    from tests.test_lr_study import EPOCHS, METHODS, medtune
 
     out = root / "out"
     qtable = {"q": {s: {a: (1.0 if a == "increase" else 0.0) for a in ACTIONS} for s in STATES}}
@@ -58,7 +58,7 @@ def _lr(root: Path) -> dict:
 
 
 def _smoke(root: Path, spec: str, *overrides: str) -> dict:
-    from tests.test_integration_lr import medtune
+    from tests.test_lr_study import medtune
 
     out = root / "out"
     proc = medtune("run", spec, "--smoke", "--output", str(out), *(a for o in overrides for a in ("--set", o)))

@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from medtune.trainables.al_config import METHODS, ActiveLearningConfig, LearnerConfig, milestone_counts
-from medtune.trainables.al_annotator import AnnotationError, AnnotationQueue, Annotator, BudgetExceeded, check_labels, stratified_initial
-from medtune.trainables.al_learner import Learner, make_al_classifier
-from medtune.trainables.active_learning import labels_to_target, run_active_learning, scores_at_fractions
-from medtune.errors import InputError
 from medtune.config import from_dict
+from medtune.errors import InputError
+from medtune.trainables.active_learning import labels_to_target, run_active_learning, scores_at_fractions
+from medtune.trainables.al_annotator import (
+    AnnotationError,
+    AnnotationQueue,
+    Annotator,
+    BudgetExceeded,
+    check_labels,
+    stratified_initial,
+)
+from medtune.trainables.al_config import METHODS, ActiveLearningConfig, LearnerConfig, milestone_counts
+from medtune.trainables.al_learner import Learner, make_al_classifier
 
 torch.set_num_threads(1)
 
@@ -328,7 +335,8 @@ def test_a_crashed_run_resumes_without_losing_or_double_counting_annotations(met
     with pytest.raises(_Crash):
         _run(method, digits_small, tmp_path / "crash", config=cfg, learner=flaky)
     log = tmp_path / "crash" / "log.jsonl"
-    assert [json.loads(line)["request_id"] for line in log.read_text().splitlines()[1:]] == ["init", "round-1", "round-2"]
+    ids = [json.loads(line)["request_id"] for line in log.read_text().splitlines()[1:]]
+    assert ids == ["init", "round-1", "round-2"]
 
     # restart both actors (fresh objects: only the log and the checkpoints survive); crash 2 in a report
     def dying_report(row):

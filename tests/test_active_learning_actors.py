@@ -35,10 +35,10 @@ import time
 import numpy as np
 import pytest
 
-from medtune.trainables.al_config import ActiveLearningConfig, LearnerConfig
-from medtune.trainables.al_annotator import Annotator
-from medtune.trainables.al_learner import Learner
 from medtune.trainables.active_learning import run_active_learning
+from medtune.trainables.al_annotator import Annotator
+from medtune.trainables.al_config import ActiveLearningConfig, LearnerConfig
+from medtune.trainables.al_learner import Learner
 
 pytestmark = pytest.mark.integration
 
@@ -185,8 +185,7 @@ def test_killed_learner_and_annotator_are_recovered_without_losing_or_double_cou
 @pytest.mark.parametrize("cpus", [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
 @pytest.mark.parametrize("gpus", [0.0, 0.5, 1.0])
 def test_trial_bundles_sum_to_the_trial_cpus_and_give_the_gpu_to_the_learner(cpus, gpus):
-    from medtune.cluster.studies.al_study import _trainable
-    from medtune.cluster.studies.al_study import ActiveLearningStudySpec
+    from medtune.cluster.studies.al_study import ActiveLearningStudySpec, _trainable
     from medtune.trainables.active_learning_actors import bundles
 
     b = bundles(cpus, gpus)

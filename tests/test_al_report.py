@@ -31,7 +31,8 @@ FRACTIONS = (0.25, 0.5, 1.0)          # round(f * 50), halves up: 13, 25, 50
 
 def curves_of(runs: dict[tuple[str, int], list[tuple[int, float, float]]], pool: int = N,
               recoveries: dict[tuple[str, int], int] | None = None) -> pd.DataFrame:
-    """The long layout of ``load_curves``: one row per (run, round) from ``{(method, seed): [(labeled, macro, micro)]}``."""
+    """The long layout of ``load_curves``: one row per (run, round) from
+    ``{(method, seed): [(labeled, macro, micro)]}``."""
     rows = []
     for (method, seed), points in runs.items():
         for r, (labeled, macro, micro) in enumerate(points):

@@ -7,8 +7,16 @@ import math
 import pytest
 import torch
 
-from medtune.searchers.apga import (APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, apply_mask, keep_fraction,
-                            policy_loss, reward)
+from medtune.searchers.apga import (
+    APGAConfig,
+    RewardBaseline,
+    adversarial_keep,
+    aiding_keep,
+    apply_mask,
+    keep_fraction,
+    policy_loss,
+    reward,
+)
 
 
 def test_reward_is_the_loss_gained_by_erasing():
@@ -67,7 +75,8 @@ def test_the_zeros_term_pulls_every_pixel_towards_unimportant():
     assert (new < logits).all()
 
 
-@pytest.mark.parametrize("kw, field", [({"lambda_zeros": -0.1}, "lambda_zeros"), ({"baseline_decay": 1.0}, "baseline_decay"),
+@pytest.mark.parametrize("kw, field",
+                         [({"lambda_zeros": -0.1}, "lambda_zeros"), ({"baseline_decay": 1.0}, "baseline_decay"),
                                        ({"threshold": 1.0}, "threshold")])
 def test_bad_config_names_the_field(kw, field):
     with pytest.raises(ValueError, match=field):

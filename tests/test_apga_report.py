@@ -70,7 +70,8 @@ def test_report_text_lists_each_regime_and_the_verdict_and_writes_non_blank_plot
     assert "APGA against each baseline (full)" in text
     assert "collapsed to all-one" in text  # the few-shot policy keeps everything
     paths = {p.name: p for p in report.write(tmp_path)}
-    assert {"comparison.csv", "trials.csv", "curves.csv", "accuracy_curves.png", "masks-full.png", "report.txt"} <= set(paths)
+    expected = {"comparison.csv", "trials.csv", "curves.csv", "accuracy_curves.png", "masks-full.png", "report.txt"}
+    assert expected <= set(paths)
     pixels = np.asarray(Image.open(paths["masks-full.png"]).convert("RGB")).astype(int)
     assert pixels.std() > 10  # not blank
     reds = (pixels[..., 0] > 120) & (pixels[..., 1] < 60)  # black under the tint: (141, 16, 16)

@@ -27,8 +27,8 @@ import pytest
 
 from medtune.dashboards import al_report, apga_report, paser_report
 from medtune.dashboards import lr_report as report
-from tests.test_integration_lr import MEDTUNE, _client, medtune
 from tests.helpers_net import listen_port
+from tests.test_lr_study import MEDTUNE, _client, medtune
 
 # The first test here may wait for the four shared smoke runs (tests/conftest.py): more than the default 900 s on
 # a busy machine.
@@ -143,7 +143,8 @@ def _plot_traces(page, plot_id: str) -> int:
     """How many traces with data the Plotly graph ``plot-<id>`` drew (its data, and SVG it rendered)."""
     return page.evaluate(
         """id => {
-            const gd = document.querySelector('#plot-' + id + ' .js-plotly-plot') || document.getElementById('plot-' + id);
+            const gd = document.querySelector('#plot-' + id + ' .js-plotly-plot')
+                || document.getElementById('plot-' + id);
             if (!gd || !gd._fullData) return -1;
             const drawn = gd.querySelectorAll('.scatterlayer .trace path, .heatmaplayer image, .hm image').length;
             const withData = gd._fullData.filter(t => (t.x && t.x.length) || (t.z && t.z.length)).length;
@@ -274,14 +275,14 @@ def test_html_report_opens_offline_with_every_view_drawn(browser, all_studies, t
 
     with ThreadPoolExecutor(len(VIEWS)) as pool:  # the four reports at once: each process pays the imports
         written = dict(zip(VIEWS, pool.map(write, VIEWS)))
-    for experiment, (study, plots, pictures) in VIEWS.items():
+    for experiment, (study, plots, _pictures) in VIEWS.items():
         path, proc = written[experiment]
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"wrote the HTML report to {path}" in proc.stdout
 
         context = browser.new_context(viewport={"width": 1300, "height": 900})
         requests: list[str] = []
-        context.on("request", lambda r: requests.append(r.url))
+        context.on("request", lambda r, seen=requests: seen.append(r.url))
         page = context.new_page()
         page.goto(path.as_uri())
         page.wait_for_selector("#view-title")
@@ -366,7 +367,8 @@ def test_a_shared_link_opens_its_experiment_however_the_callbacks_interleave(bro
 
     monkeypatch.setattr(app, "experiments", slow)
     assert [e.name for e in real(uri)][0] == "newer"
-    server = make_server("127.0.0.1", listen_port(), app.create_app(uri, load_view, refresh_s=0.5).server, threaded=True)
+    server = make_server("127.0.0.1", listen_port(), app.create_app(uri, load_view, refresh_s=0.5).server,
+                         threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     context = browser.new_context()
     try:

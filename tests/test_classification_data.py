@@ -1,4 +1,5 @@
-"""Tests for medtune.trainables.classification_data: digits, cluttered digits, folder and MedMNIST loaders, splits, config."""
+"""Tests for medtune.trainables.classification_data: digits, cluttered digits, folder and MedMNIST loaders, splits,
+config."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medtune.errors import InputError
 from medtune.trainables.classification_data import (
     ClassificationDataConfig,
     cluttered_digits,
@@ -20,7 +22,6 @@ from medtune.trainables.classification_data import (
     split_stratified,
     take_few_shot,
 )
-from medtune.errors import InputError
 
 N_DIGITS = 1797
 
@@ -387,7 +388,8 @@ def test_load_classification_digits_default_splits_stratified():
 def test_load_classification_val_and_few_shot_never_touch_test():
     base = ClassificationDataConfig(source="cluttered_digits", seed=3)
     plain = load_classification(base)
-    tuned = load_classification(ClassificationDataConfig(source="cluttered_digits", seed=3, val_fraction=0.2, few_shot=20))
+    tuned = load_classification(ClassificationDataConfig(source="cluttered_digits", seed=3, val_fraction=0.2,
+                                                         few_shot=20))
     np.testing.assert_array_equal(plain.test_images, tuned.test_images)
     np.testing.assert_array_equal(plain.test_labels, tuned.test_labels)
     np.testing.assert_array_equal(np.bincount(tuned.train_labels), [20] * 10)

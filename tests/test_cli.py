@@ -411,7 +411,8 @@ def test_dashboard_bad_option_exits_2(capsys, tmp_path, args, needles):
 
 def test_report_html_of_an_experiment_without_trials_exits_2_and_writes_nothing(capsys, tmp_path):
     out = tmp_path / "report.html"
-    code, err = run_cli(capsys, "report", "empty", "--output", str(_store(tmp_path, capsys, "empty")), "--html", str(out))
+    code, err = run_cli(capsys, "report", "empty", "--output", str(_store(tmp_path, capsys, "empty")), "--html",
+                        str(out))
     assert code == 2 and not out.exists()
     assert_one_line(err, "'empty' has no trial runs", "medtune run SPEC")
 
@@ -485,7 +486,7 @@ def test_a_decathlon_run_prints_its_plan_and_writes_plan_json(tmp_path):
     written to the session folder and logged to the summary run (a process of its own, as a user runs it)."""
     import json
 
-    from tests.test_integration_lr import medtune
+    from tests.test_lr_study import medtune
 
     root = write_decathlon(tmp_path / "Task01_BrainTumour", num_cases=5, shape=(16, 18, 14), modalities=2)
     proc = medtune("run", "lr-schedulers", "--smoke", "--output", str(tmp_path / "out"),

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 import medtune
-from medtune.cluster.studies.compare import FirstResultCheck, compare, make_spec, problems
 from medtune.cluster.runs.fail_fast import RunStoppedError
+from medtune.cluster.studies.compare import FirstResultCheck, compare, make_spec, problems
 from medtune.errors import InputError
 
 
@@ -41,7 +41,8 @@ def test_a_good_call_builds_a_spec_with_the_lr_control_section():
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"methods": ["fixed", "Cosine"]}, "method='Cosine' is not an LR method (did you mean 'cosine'? method names are lower case)"),
+    ({"methods": ["fixed", "Cosine"]},
+     "method='Cosine' is not an LR method (did you mean 'cosine'? method names are lower case)"),
     ({"methods": ["qlerning"]}, "(did you mean 'qlearning'?)"),
     ({"methods": "cosine"}, "must be a non-empty list of LR methods"),
     ({"metric": 3}, "metric=3 must be the name"),
@@ -238,8 +239,9 @@ def imports_a_missing_module(config):
 @pytest.mark.parametrize("trainable, error, kind, message", [
     (imports_a_missing_module, RunStoppedError, "ModuleNotFoundError",
      "trial fixed-seed0 raised ModuleNotFoundError: No module named 'medtune_no_such_module' (test_compare.py:"),
-    (reports_loss_not_val_loss, InputError, "InputError", "trial fixed-seed0 failed: LRControl.step: the epoch's "
-                                                          "metrics lack 'val_loss' (loss_metric); they hold 'accuracy'"),
+    (reports_loss_not_val_loss, InputError, "InputError",
+     "trial fixed-seed0 failed: LRControl.step: the epoch's metrics lack 'val_loss' (loss_metric); "
+     "they hold 'accuracy'"),
 ])
 def test_an_error_every_trial_would_repeat_stops_the_run_at_the_first_trial_in_one_quiet_line(
         local_ray, tmp_path, capfd, trainable, error, kind, message):

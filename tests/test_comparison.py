@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medtune.dashboards.comparison import compare, format_table, rank, trial_metrics, verdict
+from medtune.dashboards.comparison import compare_runs, format_table, rank, trial_metrics, verdict
 from medtune.dashboards.plots import plot_dice_curves, plot_lr_traces, plot_qtable
 
 
@@ -66,7 +66,7 @@ def test_compare_aggregates_seeds_with_sample_std_and_keeps_method_order() -> No
     q = [[0.2, 0.5, 0.7, 0.6], [0.3, 0.6, 0.8, 0.9], [0.3, 0.4, float("nan")]]
     curves = _curves(q, [[0.5, 0.6]])
     curves.loc[(curves["run_id"] == "q2") & (curves["epoch"] == 3), "diverged"] = 1
-    table = compare(curves, target_dice=0.65)
+    table = compare_runs(curves, target_dice=0.65)
     assert list(table.index) == ["qlearning", "fixed", "cosine"]
     r = table.loc["qlearning"]
     assert r["seeds"] == 3 and r["diverged"] == 1
@@ -83,7 +83,7 @@ def test_compare_aggregates_seeds_with_sample_std_and_keeps_method_order() -> No
 def test_verdict_says_does_not_beat_when_candidate_is_worse() -> None:
     worse = [[0.3, 0.5, 0.6]] * 3
     better = [[0.4, 0.7, 0.85], [0.4, 0.7, 0.86], [0.4, 0.7, 0.87]]
-    lines = verdict(compare(_curves(worse, better), 0.8))
+    lines = verdict(compare_runs(_curves(worse, better), 0.8))
     final = next(line for line in lines if line.startswith("final Dice"))
     assert "does not beat fixed" in final and "0.600" in final and "0.860" in final
     assert "within the seed spread" not in final
@@ -92,12 +92,12 @@ def test_verdict_says_does_not_beat_when_candidate_is_worse() -> None:
 
 def test_verdict_says_beats_when_candidate_is_better_and_flags_seed_spread() -> None:
     clear = [[0.4, 0.7, 0.85], [0.4, 0.7, 0.86], [0.4, 0.7, 0.87]]
-    lines = verdict(compare(_curves(clear, [[0.3, 0.5, 0.6]] * 3), 0.8))
+    lines = verdict(compare_runs(_curves(clear, [[0.3, 0.5, 0.6]] * 3), 0.8))
     final = next(line for line in lines if line.startswith("final Dice"))
     assert "qlearning beats fixed" in final and "within the seed spread" not in final
 
     noisy = [[0.4, 0.5, 0.9], [0.4, 0.5, 0.5], [0.4, 0.5, 0.7]]  # mean 0.7, std 0.2
-    lines = verdict(compare(_curves(noisy, [[0.3, 0.5, 0.65]] * 3), 0.8))
+    lines = verdict(compare_runs(_curves(noisy, [[0.3, 0.5, 0.65]] * 3), 0.8))
     final = next(line for line in lines if line.startswith("final Dice"))
     assert "qlearning beats fixed" in final and "within the seed spread" in final
     assert "differences are within the seed spread" in lines[-1]
@@ -105,14 +105,14 @@ def test_verdict_says_beats_when_candidate_is_better_and_flags_seed_spread() -> 
 
 def test_verdict_ties_and_missing_candidate() -> None:
     same = [[0.3, 0.5, 0.6]] * 2
-    lines = verdict(compare(_curves(same, same), 0.8))
+    lines = verdict(compare_runs(_curves(same, same), 0.8))
     assert "ties fixed" in next(line for line in lines if line.startswith("final Dice"))
-    assert len(verdict(compare(_curves(same, same), 0.8), candidate="ddpg")) == 1
-    assert "not in the table" in verdict(compare(_curves(same, same), 0.8), candidate="ddpg")[0]
+    assert len(verdict(compare_runs(_curves(same, same), 0.8), candidate="ddpg")) == 1
+    assert "not in the table" in verdict(compare_runs(_curves(same, same), 0.8), candidate="ddpg")[0]
 
 
 def test_format_table_names_every_method_and_the_target() -> None:
-    table = compare(_curves([[0.2, 0.5, 0.7, 0.6]] * 2, [[0.5, 0.6]]), 0.65)
+    table = compare_runs(_curves([[0.2, 0.5, 0.7, 0.6]] * 2, [[0.5, 0.6]]), 0.65)
     text = format_table(table, 0.65)
     for method in table.index:
         assert method in text
@@ -143,7 +143,7 @@ def test_plots_write_non_blank_pngs(tmp_path: Path) -> None:
 def test_held_out_test_dice_is_taken_from_the_last_epoch_and_judged_first():
     import pandas as pd
 
-    from medtune.dashboards.comparison import compare, trial_metrics, verdict
+    from medtune.dashboards.comparison import compare_runs, trial_metrics, verdict
 
     rows = []
     for method, seed, tests in (("qlearning", 0, 0.70), ("qlearning", 1, 0.60), ("fixed", 0, 0.50), ("fixed", 1, 0.40)):
@@ -152,7 +152,7 @@ def test_held_out_test_dice_is_taken_from_the_last_epoch_and_judged_first():
                          "diverged": 0, "test_dice": tests if epoch == 2 else float("nan")})
     curves = pd.DataFrame(rows)
     assert trial_metrics(curves, 0.9)["test_dice"].tolist() == [0.70, 0.60, 0.50, 0.40]
-    table = compare(curves, 0.9)
+    table = compare_runs(curves, 0.9)
     # qlearning: mean (0.7+0.6)/2 = 0.65, sample std = 0.0707; fixed: 0.45
     assert table.loc["qlearning", "test_dice_mean"] == pytest.approx(0.65)
     assert table.loc["qlearning", "test_dice_std"] == pytest.approx(0.0707107, rel=1e-5)
@@ -165,7 +165,8 @@ def test_a_diverged_trial_is_scored_over_the_whole_budget_for_auc():
 
     from medtune.dashboards.comparison import trial_metrics
 
-    rows = [{"run_id": "ok", "method": "fixed", "seed": 0, "epoch": e, "dice": 0.5, "diverged": 0} for e in (1, 2, 3, 4, 5)]
+    rows = [{"run_id": "ok", "method": "fixed", "seed": 0, "epoch": e, "dice": 0.5, "diverged": 0}
+            for e in (1, 2, 3, 4, 5)]
     rows += [{"run_id": "bad", "method": "qlearning", "seed": 0, "epoch": 1, "dice": 0.5, "diverged": 0},
              {"run_id": "bad", "method": "qlearning", "seed": 0, "epoch": 2, "dice": 0.5, "diverged": 0},
              {"run_id": "bad", "method": "qlearning", "seed": 0, "epoch": 3, "dice": float("nan"), "diverged": 1}]
@@ -196,14 +197,14 @@ def test_a_min_mode_metric_ranks_lower_as_better_and_gives_a_diverged_trial_no_v
     assert trials.loc["qlearning", "epochs_to_target"] == 3  # first epoch at or below 0.2
     assert math.isnan(trials.loc["fixed", "epochs_to_target"])
     assert math.isnan(trials.loc["greedy", "final_error"]) and math.isnan(trials.loc["greedy", "auc"])
-    table = compare(_error_curves(), 0.2, metric="error", mode="min")
+    table = compare_runs(_error_curves(), 0.2, metric="error", mode="min")
     assert "final_error_mean" in table.columns and "final_dice_mean" not in table.columns
     lines = verdict(table, "qlearning", metric="error", mode="min")
     assert lines[1].startswith("final error: qlearning beats fixed (0.100 vs 0.300)")
 
 
 def test_the_table_and_verdict_name_the_metric_and_never_dice() -> None:
-    table = compare(_error_curves(), 0.2, metric="error", mode="min")
+    table = compare_runs(_error_curves(), 0.2, metric="error", mode="min")
     text = format_table(table, 0.2, metric="error", mode="min") + "\n".join(verdict(table, "qlearning", "error", "min"))
     assert "final error" in text and "epochs to error≤0.2" in text
     assert "Dice" not in text and "dice" not in text

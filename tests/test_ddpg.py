@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from medtune.searchers.ddpg import (Actor, Critic, DDPGAgent, DDPGConfig, OUNoise, ReplayBuffer, Transition, _pad,
-                            _pad_actions, reward_eq3, soft_update)
+from medtune.searchers.ddpg import (
+    Actor,
+    Critic,
+    DDPGAgent,
+    DDPGConfig,
+    OUNoise,
+    ReplayBuffer,
+    Transition,
+    _pad,
+    _pad_actions,
+    reward_eq3,
+    soft_update,
+)
 
 torch.set_num_threads(1)
 
@@ -155,7 +166,8 @@ def test_actor_is_permutation_equivariant_and_padding_changes_nothing():
         q = critic(s, a, m)
         q_small = critic(torch.from_numpy(small)[None], a[:1, :5], torch.ones(1, 5, dtype=torch.bool))
         q_perm = critic(torch.from_numpy(big[perm])[None], a[1:, perm], torch.ones(1, 9, dtype=torch.bool))
-        assert q.shape == (2,) and torch.allclose(q[0], q_small[0], atol=1e-5) and torch.allclose(q[1], q_perm[0], atol=1e-5)
+        assert q.shape == (2,)
+        assert torch.allclose(q[0], q_small[0], atol=1e-5) and torch.allclose(q[1], q_perm[0], atol=1e-5)
 
 
 def test_sorted_rows_make_the_policy_blind_to_class_order():
@@ -197,7 +209,8 @@ def test_state_dict_round_trip_continues_identically(tmp_path):
 
 @pytest.mark.parametrize("field,value,match", [
     ("tau", 0.0, "tau=0.0"), ("gamma", 1.5, "gamma"), ("actor_lr", -1e-3, "actor_lr"), ("batch_size", 0, "batch_size"),
-    ("noise_theta", 0.0, "noise_theta"), ("noise_sigma", -0.1, "noise_sigma"), ("updates_per_step", -1, "updates_per_step"),
+    ("noise_theta", 0.0, "noise_theta"), ("noise_sigma", -0.1, "noise_sigma"), ("updates_per_step", -1,
+                                                                                "updates_per_step"),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value, match):
     with pytest.raises(ValueError, match=match):

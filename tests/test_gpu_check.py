@@ -44,7 +44,6 @@ def test_gpu_sampler_summary_reports_mean_and_peak():
 
 def test_the_braintumour_plan_fits_a_patch_to_a_gpus_memory_share():
     from medtune.trainables.plan import plan_for
-
     from tests.bench.gpu_check import braintumour_fingerprint
 
     fp = braintumour_fingerprint()

@@ -1,7 +1,7 @@
 """Tests for medtune.trainables.lr_control.LRControl outside Tune (a plain PyTorch scheduler) and its checks.
 
 No Ray is started: the Tune side (reporting, the mailbox) is covered by tests/test_compare.py and
-tests/test_examples.py on a real local Ray.
+tests/test_compare_examples.py on a real local Ray.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from medtune.errors import InputError
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.qlearning_agent import QLearningConfig, QLearningLRAgent
 from medtune.trainables.lr_control import (
-    CHECKPOINT_FILE, METHODS, LRControl, LRControlConfig, checkpoint_due, make_optimizer,
+    CHECKPOINT_FILE,
+    METHOD_NAMES,
+    LRControl,
+    LRControlConfig,
+    checkpoint_due,
+    make_optimizer,
 )
 from medtune.trainables.lr_segmentation import TrainConfig
 
@@ -40,7 +45,7 @@ def test_every_method_starts_from_the_optimizers_own_lr():
     of it: warmup_cosine 0.1 x, onecycle 1 / 25 x, its peak being the base); the methods with their own
     optimizer start from that optimizer's LR (their section's)."""
     first = {"warmup_cosine": 0.1, "onecycle": 1 / 25}
-    for method in METHODS:
+    for method in METHOD_NAMES:
         opt = make_optimizer(method, [torch.nn.Parameter(torch.zeros(2))], default=lambda p: sgd(0.05))
         own = opt.param_groups[0]["lr"]
         c = LRControl(opt, method=method, steps_per_epoch=3, settings=LRControlConfig(
@@ -223,7 +228,7 @@ def toy_problem(seed: int = 0):
 
 def test_the_new_methods_are_lr_methods_exported_with_make_optimizer():
     for m in ("warmup_cosine", "onecycle", "poly", "schedulefree", "prodigy"):
-        assert m in METHODS
+        assert m in METHOD_NAMES
     assert medtune.make_optimizer is make_optimizer and "make_optimizer" in medtune.__all__
 
 
@@ -301,7 +306,8 @@ def test_warmup_cosine_through_lrcontrol_warms_up_then_ends_at_end_lr():
 def test_onecycle_through_lrcontrol_peaks_per_batch_and_needs_the_batch_hook():
     model, train_step, val_loss = toy_problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.4, momentum=0.9)
-    c = LRControl(opt, method="onecycle", steps_per_epoch=5, settings=LRControlConfig(epochs=2, min_lr=1e-6, max_lr=1.0))
+    c = LRControl(opt, method="onecycle", steps_per_epoch=5,
+                  settings=LRControlConfig(epochs=2, min_lr=1e-6, max_lr=1.0))
     seen = []
     for _ in range(2):
         for _ in range(5):

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from medtune.searchers.lr_schedules import (
-    BASELINES,
     SCHEDULES,
     CosineConfig,
     EpochSchedule,
@@ -227,7 +226,8 @@ def test_state_dict_round_trip_continues_identically(method):
 def test_unknown_method_raises_naming_it():
     w = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([w], lr=BASE)
-    with pytest.raises(ValueError, match=r"method='cosin' is not a schedule \(did you mean 'cosine'\?\); use one of fixed"):
+    with pytest.raises(ValueError,
+                       match=r"method='cosin' is not a schedule \(did you mean 'cosine'\?\); use one of fixed"):
         EpochSchedule("cosin", opt, CFG, epochs=5)
     with pytest.raises(ValueError, match="method='qlearning'"):
         EpochSchedule("qlearning", opt, CFG, epochs=5)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from medtune.tags import TAG_KIND, TAG_SESSION, TAG_TRIAL
 from medtune.dashboards.metric_report import build_metric_report
 from medtune.dashboards.summary import log_summary
 from medtune.errors import InputError
+from medtune.tags import TAG_KIND, TAG_SESSION, TAG_TRIAL
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ class _AuthServer:
 
 def test_setting_up_the_trials_user_again_keeps_its_grant(tmp_path, monkeypatch):
     """A second `cluster up` on the same user store (the user and its grant exist) succeeds; a grant changed by
-    hand is set back to EDIT. (A real MLflow server cycles through it in tests/test_integration_cluster.py.)"""
+    hand is set back to EDIT. (A real MLflow server cycles through it in tests/test_service.py.)"""
     import mlflow.server.auth.client
 
     server = _AuthServer()

@@ -8,12 +8,33 @@ import pytest
 import torch
 import torch.nn as nn
 
-from medtune.searchers.paser import (ExplorationSchedule, PaSeRConfig, RewardBaseline, Router, cascade, check_grid,
-                             count_flops, costs, crop_patches, execute_routing, iou, mc_dropout, model_costs,
-                             patch_reward, random_routing, reinforce_loss, reinforce_step, routed_inference,
-                             run_patch_model, sample_actions, single_model, split_patches, stitch_patches,
-                             table_rewards)
 from medtune.errors import InputError
+from medtune.searchers.paser import (
+    ExplorationSchedule,
+    PaSeRConfig,
+    RewardBaseline,
+    Router,
+    cascade,
+    check_grid,
+    costs,
+    count_flops,
+    crop_patches,
+    execute_routing,
+    iou,
+    mc_dropout,
+    model_costs,
+    patch_reward,
+    random_routing,
+    reinforce_loss,
+    reinforce_step,
+    routed_inference,
+    run_patch_model,
+    sample_actions,
+    single_model,
+    split_patches,
+    stitch_patches,
+    table_rewards,
+)
 
 torch.set_num_threads(1)
 
@@ -381,8 +402,14 @@ def test_random_routing_follows_the_given_shares():
 
 def test_tiny_study_runs_end_to_end_with_every_method():
     from medtune.trainables.paser_data import PaSeRDataConfig, load_paser_data
-    from medtune.trainables.paser_models import (METHODS, PaSeRModelsConfig, evaluate, load_models, pretrain_models,
-                                         train_router)
+    from medtune.trainables.paser_models import (
+        METHODS,
+        PaSeRModelsConfig,
+        evaluate,
+        load_models,
+        pretrain_models,
+        train_router,
+    )
 
     data = load_paser_data(PaSeRDataConfig(n_images=24, canvas=16, val_fraction=0.2, test_fraction=0.25))
     mcfg = PaSeRModelsConfig(f0_channels=(4, 8), f1_channels=(4, 8), f2_channels=(8, 16), num_res_units=1,

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from medtune.errors import InputError
-from medtune.trainables.paser_data import (PHASE_FRACTIONS, PaSeRDataConfig, add_noise, clean_digits, load_paser_data,
-                                   microstructure_phases)
+from medtune.trainables.paser_data import (
+    PHASE_FRACTIONS,
+    PaSeRDataConfig,
+    add_noise,
+    clean_digits,
+    load_paser_data,
+    microstructure_phases,
+)
 
 SMALL = dict(n_images=40, canvas=32, val_fraction=0.1, test_fraction=0.25)
 

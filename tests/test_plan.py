@@ -14,6 +14,7 @@ from monai.transforms import Compose
 from medtune.errors import InputError
 from medtune.trainables.lr_data import DataConfig, split_datalists
 from medtune.trainables.lr_networks import ModelConfig, check_network
+from medtune.trainables.lr_segmentation import SegmentationRun, TrainConfig, make_dataset
 from medtune.trainables.plan import (
     Fingerprint,
     apply_plan,
@@ -21,7 +22,6 @@ from medtune.trainables.plan import (
     plan_for,
     preprocessed_shape,
 )
-from medtune.trainables.lr_segmentation import SegmentationRun, TrainConfig, make_dataset
 from tests.helpers_decathlon import write_task
 
 GiB = 2 ** 30
@@ -54,7 +54,8 @@ def test_fingerprint_and_plan_of_an_anisotropic_task_keep_the_coarse_axis_and_ma
         out = chain(dict(item))
         assert tuple(out["image"].shape[1:]) == preprocessed_shape(case, (0.8, 0.8, 3.0))
     # a network of the planned strides runs on the planned patch
-    _, model = apply_plan(plan, DataConfig(source="decathlon", path=str(root)), ModelConfig(channels=None, strides=None))
+    _, model = apply_plan(plan, DataConfig(source="decathlon", path=str(root)),
+                          ModelConfig(channels=None, strides=None))
     assert check_network(model, 1, 3, plan.patch_size) > 0
 
 
@@ -122,7 +123,7 @@ def test_a_disk_cache_is_read_back_by_a_second_dataset_without_preprocessing(tmp
     second = make_dataset(split.train, split.transforms(), 1.0, "disk", str(tmp_path / "cache"))
     for i, v in enumerate(volumes):
         assert torch.equal(second[i]["image"], v)
-    with pytest.raises(Exception):  # without the cache the files are gone
+    with pytest.raises(RuntimeError, match="applying transform"):  # without the cache the files are gone
         make_dataset(split.train, split.transforms(), 1.0, "none")[0]
     with pytest.raises(InputError, match="did you mean 'disk'"):
         DataConfig(source="decathlon", path=str(root), cache="disc")

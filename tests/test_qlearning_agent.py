@@ -109,7 +109,8 @@ def test_state_only_last_window_epochs_count():
     # full history: dice 0.9 -> 0.5 is a net loss; the last 5 epochs are a clean rise -> improving
     assert analyze_trend([0.9, 0.1, 0.2, 0.3, 0.4, 0.5], [0.1, 1.0, 0.9, 0.8, 0.7, 0.6]) == "improving"
     # a NaN that has left the window no longer matters
-    assert analyze_trend([float("nan"), 0.1, 0.2, 0.3, 0.4, 0.5], [float("nan"), 1.0, 0.9, 0.8, 0.7, 0.6]) == "improving"
+    dice, loss = [float("nan"), 0.1, 0.2, 0.3, 0.4, 0.5], [float("nan"), 1.0, 0.9, 0.8, 0.7, 0.6]
+    assert analyze_trend(dice, loss) == "improving"
     # window 3 sees only [0.3, 0.2, 0.1] of an otherwise rising history -> worsening
     w3 = QLearningConfig(window=3)
     assert analyze_trend([0.0, 0.2, 0.4, 0.3, 0.2, 0.1], [1.0, 0.8, 0.6, 0.7, 0.8, 0.9], w3) == "worsening"
@@ -393,7 +394,8 @@ def test_json_round_trip_continues_identically():
     later = wave(30, start=8)
     lrs1 = [agent.step(d, l) for d, l in later]
     lrs2 = [agent2.step(d, l) for d, l in later]
-    lrs3 = [agent3.step(d, l) for d, l in later]
+    for d, l in later:
+        agent3.step(d, l)
     assert lrs1 == lrs2
     assert agent.decisions == agent2.decisions
     assert table.state_dict() == table2.state_dict()

@@ -493,7 +493,7 @@ def test_the_journal_stays_bounded_by_the_snapshot_over_many_results(tmp_path):
     sched, _ = make(tmp_path, QLearningConfig(), journal_snapshot_every=50)
     path = tmp_path / "journal.jsonl"
     sizes, snapshots = [], 0
-    for i, (trial, res) in enumerate(noisy_results(4, 500)):
+    for trial, res in noisy_results(4, 500):
         sched.on_trial_result(None, trial, res)
         first = path.read_bytes()[:12]
         snapshots += first.startswith(b'{"snapshot"') and sched._tail_records == 0

@@ -1,13 +1,25 @@
-"""The hand-designed query strategies on crafted probability matrices (paper 001 section 3.2, plus BALD and core-set)."""
+"""The hand-designed query strategies on crafted probability matrices (paper 001 section 3.2, plus BALD and
+core-set)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medtune.searchers.query_strategies import (bald, bald_scores, coreset_k_center, entropy_sampling, entropy_scores, fusion,
-                                        fusion_candidates, least_confidence, margin_sampling, random_sampling, select,
-                                        top_n)
+from medtune.searchers.query_strategies import (
+    bald,
+    bald_scores,
+    coreset_k_center,
+    entropy_sampling,
+    entropy_scores,
+    fusion,
+    fusion_candidates,
+    least_confidence,
+    margin_sampling,
+    random_sampling,
+    select,
+    top_n,
+)
 
 # Rows crafted so the three criteria disagree:
 #   row 0: confident                       LC 0.10  MS -0.85 EN low
@@ -280,8 +292,8 @@ def test_stratified_random_covers_every_predicted_class_evenly():
 
 def test_new_strategies_dispatch_and_wrong_case_suggests_the_name():
     from medtune.errors import InputError
-    from medtune.trainables.al_config import METHODS
     from medtune.trainables.active_learning import run_active_learning
+    from medtune.trainables.al_config import METHODS
 
     probs, feats = _badge_case()
     rng = np.random.default_rng(0)

@@ -12,16 +12,25 @@ from medtune.config import from_dict, to_dict
 from medtune.errors import InputError
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.qlearning_agent import QLearningConfig
-from medtune.searchers.search_spaces import (NOT_SEARCHED, SPACES, Bound, TuningConfig, apply_values,
-                                             check_overrides, on_edge, resolve, sample)
-from medtune.trainables.lr_control import METHODS, OWN_OPTIMIZERS, LRControl, LRControlConfig, make_optimizer
+from medtune.searchers.search_spaces import (
+    NOT_SEARCHED,
+    SPACES,
+    Bound,
+    TuningConfig,
+    apply_values,
+    check_overrides,
+    on_edge,
+    resolve,
+    sample,
+)
+from medtune.trainables.lr_control import METHOD_NAMES, OWN_OPTIMIZERS, LRControl, LRControlConfig, make_optimizer
 from medtune.trainables.lr_segmentation import TrainConfig, apply_tuned
 
 MIN_LR, MAX_LR, EPOCHS = 1e-6, 1e-2, 20
 
 
 def test_every_lr_method_has_a_space_or_says_why_not():
-    assert set(SPACES) | set(NOT_SEARCHED) == set(METHODS)
+    assert set(SPACES) | set(NOT_SEARCHED) == set(METHOD_NAMES)
     assert not set(SPACES) & set(NOT_SEARCHED)
 
 

@@ -2,7 +2,7 @@
 it, and ``medtune resume`` finding a session from the storage alone.
 
 No Ray and no MLflow here: the tracking checks are stubbed where a session folder is created, so each test is
-about the storage logic alone (the integration test in tests/test_integration_multinode.py runs it for real).
+about the storage logic alone (the integration test in tests/test_session_multinode.py runs it for real).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from medtune.cluster.studies import session as session_mod
-from medtune.cluster.runs import store
-from medtune.cluster.studies import registry as studies
 from medtune.cluster.cli.main import main
-from medtune.cluster.studies.lr_study import MEMORY_FILE, LRStudySpec, lr_session_keys
 from medtune.cluster.runs.storage import check_writable, find_session, resolve_storage, storage_path
+from medtune.cluster.studies import registry as studies
+from medtune.cluster.studies import session as session_mod
+from medtune.cluster.studies.lr_study import MEMORY_FILE, LRStudySpec, lr_session_keys
 from medtune.errors import InputError
 
 
@@ -109,7 +108,7 @@ def test_submit_refuses_a_relative_storage_before_talking_to_any_cluster(capsys,
 def no_tracking(monkeypatch):
     """create_session without an MLflow store: the storage logic is under test, not MLflow."""
     monkeypatch.setattr(session_mod, "prepare_tracking", lambda uri: None)
-    monkeypatch.setattr(store, "ensure_experiment", lambda uri, name, output: "7")
+    monkeypatch.setattr(session_mod, "ensure_experiment", lambda uri, name, output: "7")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 

@@ -82,7 +82,8 @@ class _Recorder(TrialScheduler):
 
 
 def test_each_trial_reaches_only_its_own_scheduler_which_sees_only_its_own_trials():
-    fixed, q, m0, m1 = (_Trial("f", "fixed"), _Trial("q", "qlearning"), _Trial("p0", "pbt"), _Trial("p1", "pbt", seed=1))
+    fixed, q, m0, m1 = (_Trial("f", "fixed"), _Trial("q", "qlearning"), _Trial("p0", "pbt"),
+                        _Trial("p1", "pbt", seed=1))
     controller = _Controller([fixed, q, m0, m1])
     others, members = _Recorder(TrialScheduler.CONTINUE), _Recorder(TrialScheduler.PAUSE)
     study = StudyScheduler(others, members)
@@ -138,8 +139,9 @@ def test_a_member_that_cloned_a_donor_restarts_before_the_donor_trains_on():
 
 
 def test_a_new_session_runs_one_tuner_and_a_session_from_before_resumes_its_two():
-    from medtune.cluster.studies.lr_study import LRStudySpec, lr_session_keys, tuner_kinds, tuner_path
     from pathlib import Path
+
+    from medtune.cluster.studies.lr_study import LRStudySpec, lr_session_keys, tuner_kinds, tuner_path
 
     spec = LRStudySpec(methods=("fixed", "pbt"))
     session = Path("/runs/lr-schedulers-1")

@@ -7,8 +7,14 @@ import math
 import pandas as pd
 import pytest
 
-from medtune.dashboards.suite_report import (aggregate, paired_differences, profile, strongest_baseline, task_table,
-                                             win_tie_lose)
+from medtune.dashboards.suite_report import (
+    aggregate,
+    paired_differences,
+    profile,
+    strongest_baseline,
+    task_table,
+    win_tie_lose,
+)
 
 
 def _long(rows):

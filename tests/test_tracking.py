@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import pytest
 from mlflow.exceptions import MlflowException
 
 from medtune.cluster.runs.tracking import MLflowTracker
@@ -33,12 +32,14 @@ class FakeClient:
     def search_runs(self, experiment_ids, filter_string, max_results):
         self._check("search_runs")
         trial = filter_string.split("medtune.trial_id` = '")[1].rstrip("'")
-        return [SimpleNamespace(info=SimpleNamespace(run_id=rid)) for rid, r in self.runs.items() if r["trial"] == trial]
+        return [SimpleNamespace(info=SimpleNamespace(run_id=rid))
+                for rid, r in self.runs.items() if r["trial"] == trial]
 
     def create_run(self, experiment_id, run_name, tags):
         self._check("create_run")
         rid = f"run{len(self.runs)}"
-        self.runs[rid] = {"trial": tags["medtune.trial_id"], "params": {}, "metrics": [], "status": "RUNNING", "tags": {}}
+        self.runs[rid] = {"trial": tags["medtune.trial_id"], "params": {}, "metrics": [], "status": "RUNNING",
+                          "tags": {}}
         return SimpleNamespace(info=SimpleNamespace(run_id=rid))
 
     def get_run(self, run_id):

@@ -38,7 +38,8 @@ def test_dice_curves_draw_the_mean_per_method_and_a_band_of_one_std():
     np.testing.assert_allclose(line.y, [0.61, 0.71, 0.81])
     (band,) = _named(fig, "fixed ± std")
     std = np.std([0.0, 0.02], ddof=1)
-    assert band.fill == "toself" and max(band.y) == pytest.approx(0.81 + std) and min(band.y) == pytest.approx(0.61 - std)
+    assert band.fill == "toself"
+    assert max(band.y) == pytest.approx(0.81 + std) and min(band.y) == pytest.approx(0.61 - std)
 
 
 def test_one_seed_draws_no_band_and_no_data_draws_a_note():
@@ -91,7 +92,8 @@ def _view() -> View:
     fig = figures.dice_curves(_curves())
     png = bytes.fromhex("89504e470d0a1a0a") + b"\0" * 8
     return View("lr", "A <title>", "exp", "exp-1", "2 runs: 2 finished", [
-        Table("comparison", "Table", pd.DataFrame({"method": ["fixed", "<b>x</b>"], "Dice": ["0.5 ± 0.1", "—"]}), "cap"),
+        Table("comparison", "Table", pd.DataFrame({"method": ["fixed", "<b>x</b>"], "Dice": ["0.5 ± 0.1", "—"]}),
+              "cap"),
         Plot("dice-curves", "Curves", fig), Image("pic", "Picture", png), Text("notes", "Notes", "a < b", warning=True),
     ])
 

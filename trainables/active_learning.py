@@ -58,18 +58,28 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from medtune.errors import InputError, did_you_mean
 from medtune.searchers.ddpg import DDPGAgent, reward_eq3
 from medtune.searchers.query_strategies import select, top_n
-from medtune.errors import InputError, did_you_mean
-from medtune.util import atomic_write
 from medtune.trainables.al_annotator import AnnotationQueue
-from medtune.trainables.al_config import (LOOP_STREAM, METHODS, PAPER_FRACTIONS, ActiveLearningConfig, milestone_counts, seed_stream)
+from medtune.trainables.al_config import (
+    LOOP_STREAM,
+    METHODS,
+    PAPER_FRACTIONS,
+    ActiveLearningConfig,
+    milestone_counts,
+    seed_stream,
+)
+from medtune.util import atomic_write
+
+__all__ = ["ActiveLearningResult", "labels_to_target", "run_active_learning", "scores_at_fractions"]
 
 
 @dataclass
@@ -201,7 +211,8 @@ def run_active_learning(
     """
     t0 = time.perf_counter()
     if strategy not in METHODS:
-        raise InputError(f"method={strategy!r} is unknown{did_you_mean(strategy, METHODS)}; use one of {', '.join(METHODS)}")
+        raise InputError(f"method={strategy!r} is unknown{did_you_mean(strategy, METHODS)}; "
+                         f"use one of {', '.join(METHODS)}")
     info = learner.info()
     N, M = int(info["pool_size"]), int(info["num_classes"])
     if int(annotator.pool_size()) != N:
@@ -236,10 +247,11 @@ def run_active_learning(
         store.commit({"method": strategy, "seed": int(seed), "pool_size": N, "round": r, "requests": requests,
                       "history": history, "rewards": rewards, "rng": rng.bit_generator.state})
 
-    if saved is not None:
+    if saved is not None and store is not None:
         if saved["method"] != strategy or saved["seed"] != int(seed) or saved["pool_size"] != N:
-            raise InputError(f"state_dir {state_dir} holds run {saved['method']!r} seed {saved['seed']} on {saved['pool_size']} "
-                             f"samples, not {strategy!r} seed {seed} on {N}; use a fresh state_dir per run")
+            raise InputError(f"state_dir {state_dir} holds run {saved['method']!r} seed {saved['seed']} "
+                             f"on {saved['pool_size']} samples, not {strategy!r} seed {seed} on {N}; "
+                             "use a fresh state_dir per run")
         r = int(saved["round"])
         learner.load(store.learner_path(r))
         if agent is not None:
@@ -247,8 +259,9 @@ def run_active_learning(
         history, rewards, requests = saved["history"], saved["rewards"], list(saved["requests"])
         rng.bit_generator.state = saved["rng"]
         resumed_from = r
-        parts = [annotator.lookup(rid) for rid in requests]
-        if any(p is None for p in parts):
+        looked_up = [annotator.lookup(rid) for rid in requests]
+        parts = [p for p in looked_up if p is not None]
+        if len(parts) != len(looked_up):
             raise InputError(f"the annotation log lacks request(s) the checkpoint in {state_dir} relies on; "
                              "resume with the run's own annotation log")
         lab_ids = np.concatenate([p[0] for p in parts]).astype(np.int64)
@@ -257,8 +270,8 @@ def run_active_learning(
         r = 0
         if strategy == "all":
             if annotator.remaining() < N:
-                raise InputError(f"method 'all' needs every label but the budget has {annotator.remaining()} of {N} left; "
-                                 f"raise budget to {N}")
+                raise InputError(f"method 'all' needs every label but the budget has {annotator.remaining()} of {N} "
+                                 f"left; raise budget to {N}")
             lab_ids = np.arange(N, dtype=np.int64)
             requests = ["all"]
             lab_y = annotate(lab_ids, "all")
@@ -297,6 +310,7 @@ def run_active_learning(
         if strategy in ("lc", "ms", "en", "fusion", "random", "drla", "stratified_random", "badge") and S is None:
             S = learner.predict_proba(unl)
         if strategy == "drla":
+            assert agent is not None and S is not None  # made above for drla
             action = agent.act(S, explore=cfg.explore, ids=unl)
             pos = top_n(action, n_s)
         elif strategy == "bald":
@@ -304,7 +318,8 @@ def run_active_learning(
         elif strategy == "coreset":
             pos = select("coreset", n_s, emb_unlabeled=learner.embed(unl), emb_labeled=learner.embed(lab_ids))
         elif strategy == "typiclust":
-            pos = select("typiclust", n_s, emb_unlabeled=learner.embed(unl), emb_labeled=learner.embed(lab_ids), rng=rng)
+            pos = select("typiclust", n_s, emb_unlabeled=learner.embed(unl), emb_labeled=learner.embed(lab_ids),
+                         rng=rng)
         elif strategy == "badge":      # g = (p - onehot) x h from the state and the features of the same eval pass
             pos = select("badge", n_s, probs=S, emb_unlabeled=learner.embed(unl), rng=rng)
         else:
@@ -323,7 +338,8 @@ def run_active_learning(
         learner.fit(lab_ids, lab_y, lcfg.epochs_per_round)
         history.append(row_for(r, len(lab_ids)))
         next_state = None
-        if agent is not None and not replayed_other:   # the logged picks are not this action's: no transition
+        # the logged picks are not this action's: no transition (S and action: set for drla, the agent's method)
+        if agent is not None and not replayed_other and S is not None and action is not None:
             rew = reward_eq3(S[pos], y_new)                                   # Eq. 3 under the classifier that made S
             unl_next = np.setdiff1d(unl, chosen)
             next_state = learner.predict_proba(unl_next)                      # S' (Eq. 2 after the update)

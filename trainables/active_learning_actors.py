@@ -35,13 +35,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from medtune.trainables.al_config import ActiveLearningConfig
+from medtune.config import from_dict
 from medtune.trainables.active_learning import ActiveLearningResult, run_active_learning
 from medtune.trainables.al_annotator import Annotator
+from medtune.trainables.al_config import ActiveLearningConfig
 from medtune.trainables.al_learner import Learner
+
+__all__ = [
+    "ANNOTATOR_SHARE", "ActorProxy", "ActorRestarted", "LEARNER_SHARE", "LOOP_SHARE", "MAX_RECOVERIES", "bundles",
+    "run_on_actors", "start_actors", "train_active_learning",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +123,7 @@ class _LearnerActor(Learner, _Incarnated):
 
         torch.set_num_threads(max(1, threads))
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        super().__init__(*args, device=device, **kwargs)
+        super().__init__(*args, device=device, **kwargs)  # type: ignore[misc]  # args stop before device
         self._start_incarnation()
 
 
@@ -166,7 +173,8 @@ def start_actors(data: Any, config: ActiveLearningConfig, seed: int, log_path: s
         num_cpus=shares[2]["CPU"], max_restarts=MAX_RECOVERIES,
         name=f"medtune-annotator-{name}" if name else None, **placed(2),
     ).remote(labels, budget, log_path, data.num_classes)
-    _PINNED[learner._actor_id.hex()] = (pool, test_x, test_y, labels)
+    # an ActorHandle (Ray's stubs allow the class as well)
+    _PINNED[learner._actor_id.hex()] = (pool, test_x, test_y, labels)  # type: ignore[union-attr]
     return annotator, learner
 
 
@@ -232,13 +240,13 @@ def train_active_learning(config: dict[str, Any], data: Any = None) -> None:
 
     from ray import tune
 
-    from medtune.config import from_dict
 
     cfg = from_dict(ActiveLearningConfig, config.get("loop"), "loop")
     method, seed = config["method"], int(config["seed"])
     root = Path(config["state_root"]) / f"{method}-seed{seed}"
     root.mkdir(parents=True, exist_ok=True)
-    annotator, learner = start_actors(data, cfg, seed, str(root / "annotations.jsonl"), int(config.get("budget") or 0) or None,
+    annotator, learner = start_actors(data, cfg, seed, str(root / "annotations.jsonl"),
+                                      int(config.get("budget") or 0) or None,
                                       float(config.get("cpus", 1.0)), float(config.get("gpus", 0.0)),
                                       name=f"{tune.get_context().get_trial_id()}-{uuid.uuid4().hex[:6]}")
     recovered = {"n": 0}

@@ -20,8 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from medtune.errors import InputError
-from medtune.util import is_int, is_number
 from medtune.trainables.al_config import INIT_STREAM, seed_stream
+from medtune.util import is_int, is_number
+
+__all__ = ["AnnotationError", "AnnotationQueue", "Annotator", "BudgetExceeded", "check_labels", "stratified_initial"]
 
 
 class AnnotationError(ValueError):
@@ -159,25 +161,25 @@ class Annotator:
         self._order: list[str] = []
         self._owner: dict[int, str] = {}                       # pool index -> request that annotated it
         if self.log_path is not None:
-            self._open_log()
+            self._open_log(self.log_path)
 
     # -- the log -----------------------------------------------------------------
     def _header(self) -> dict[str, Any]:
         crc = zlib.crc32(np.ascontiguousarray(self._labels, dtype="<i8").tobytes())
         return {"kind": "header", "version": 1, "pool_size": len(self._labels), "labels_crc32": crc}
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, log_path: str, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
-        with open(self.log_path, "a", encoding="utf-8") as f:
+        with open(log_path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
 
-    def _open_log(self) -> None:
-        path = Path(self.log_path)
+    def _open_log(self, log_path: str) -> None:
+        path = Path(log_path)
         if not path.exists() or path.stat().st_size == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._append(self._header())
+            self._append(log_path, self._header())
             try:                                                # make the new file's name durable too
                 fd = os.open(path.parent, os.O_RDONLY)
                 try:
@@ -204,7 +206,7 @@ class Annotator:
                 raise AnnotationError(f"annotation log {path} line {number} is not JSON; restore the log from a backup "
                                       "or move it aside to start over") from None
         if not records:
-            self._append(self._header())
+            self._append(log_path, self._header())
             return
         header = records[0]
         expected = self._header()
@@ -284,7 +286,7 @@ class Annotator:
                 request_id += "+"
         lab = [int(self._labels[i]) for i in idx]
         if self.log_path is not None:
-            self._append({"kind": "annotation", "request_id": request_id, "indices": idx, "labels": lab})
+            self._append(self.log_path, {"kind": "annotation", "request_id": request_id, "indices": idx, "labels": lab})
         self._record(request_id, idx, lab)
         return np.asarray(lab, np.int64)
 

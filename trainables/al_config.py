@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medtune.searchers.ddpg import DDPGConfig
 from medtune.errors import InputError, did_you_mean
+from medtune.searchers.ddpg import DDPGConfig
 from medtune.util import is_int, is_number
 
+__all__ = [
+    "ActiveLearningConfig", "CLASSIFIERS", "FIT_MODES", "FIT_STREAM", "INIT_STREAM", "LOOP_STREAM", "LearnerConfig",
+    "MC_STREAM", "METHODS", "PAPER_FRACTIONS", "REPORT_KEYS", "milestone_counts", "seed_stream",
+]
 
 #: The methods of the study, as in MLflow's ``method`` parameter.
 METHODS: tuple[str, ...] = ("random", "lc", "ms", "en", "fusion", "drla", "all", "bald", "coreset", "badge",
@@ -74,8 +78,8 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         if self.classifier not in CLASSIFIERS:
-            raise InputError(f"classifier={self.classifier!r} is not supported{did_you_mean(self.classifier, CLASSIFIERS)}; "
-                             f"use one of {', '.join(CLASSIFIERS)}")
+            raise InputError(f"classifier={self.classifier!r} is not supported"
+                             f"{did_you_mean(self.classifier, CLASSIFIERS)}; use one of {', '.join(CLASSIFIERS)}")
         if self.fit_mode not in FIT_MODES:
             raise InputError(f"fit_mode={self.fit_mode!r} is unknown{did_you_mean(self.fit_mode, FIT_MODES)}; "
                              f"use one of {', '.join(FIT_MODES)}")

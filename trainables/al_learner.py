@@ -1,10 +1,10 @@
 """The model side of active learning: the Learner, a small MONAI ResNet or DenseNet classifier.
 
 :class:`Learner` (2D or 3D, from the image shape) offers ``fit``, ``predict_proba`` (the DRLA state, the
-class probabilities of the unlabeled pool ``(n_u, M)``), ``predict_proba_mc`` (MC dropout, for BALD),
-``embed`` (for core-set, TypiClust and BADGE), ``evaluate``, ``save`` and ``load``. Plain Python (picklable, no Ray, no MLflow): a
-Ray actor wraps it one to one. Optimiser: Adam (lr 1e-3) on a small network trained from scratch, not the
-paper's SGD 1e-4 on an ImageNet-pretrained ResNet-50 (a CPU-sized study).
+class probabilities of the unlabeled pool ``(n_u, M)``), ``predict_proba_mc`` (MC dropout, for BALD), ``embed`` (for
+core-set, TypiClust and BADGE), ``evaluate``, ``save`` and ``load``. Plain Python (picklable, no Ray, no MLflow): a Ray
+actor wraps it one to one. Optimiser: Adam (lr 1e-3) on a small network trained from scratch, not the paper's SGD 1e-4
+on an ImageNet-pretrained ResNet-50 (a CPU-sized study).
 """
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from medtune.errors import InputError, did_you_mean
-from medtune.util import atomic_write, is_int
 from medtune.trainables.al_config import CLASSIFIERS, FIT_STREAM, MC_STREAM, LearnerConfig, seed_stream
+from medtune.trainables.classification_data import ClassificationDataConfig, load_classification
+from medtune.util import atomic_write, is_int
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Learner", "make_al_classifier"]
 
 
 def _stem_is_small(image_shape: tuple[int, ...]) -> bool:
@@ -28,7 +34,7 @@ def _stem_is_small(image_shape: tuple[int, ...]) -> bool:
 
 
 def make_al_classifier(kind: str, image_shape: tuple[int, ...], num_classes: int, width: int = 16,
-                       dropout: float = 0.25) -> "torch.nn.Module":
+                       dropout: float = 0.25) -> torch.nn.Module:
     """A small MONAI classifier with an exposed embedding and an MC-dropout head.
 
     The backbone (2D for ``image_shape = (C, H, W)``, 3D for ``(C, D, H, W)``)
@@ -56,23 +62,26 @@ def make_al_classifier(kind: str, image_shape: tuple[int, ...], num_classes: int
     if kind == "resnet":
         from monai.networks.nets import ResNet
 
-        backbone = ResNet(block="basic", layers=(1, 1, 1, 1), block_inplanes=(width, 2 * width, 4 * width, 8 * width),
-                          spatial_dims=spatial_dims, n_input_channels=channels,
-                          conv1_t_size=3 if small else 7, conv1_t_stride=1 if small else 2, no_max_pool=small,
-                          feed_forward=False)
+        backbone: nn.Module = ResNet(block="basic", layers=[1, 1, 1, 1],
+                                     block_inplanes=[width, 2 * width, 4 * width, 8 * width],
+                                     spatial_dims=spatial_dims, n_input_channels=channels,
+                                     conv1_t_size=3 if small else 7, conv1_t_stride=1 if small else 2,
+                                     no_max_pool=small, feed_forward=False)
     elif kind == "densenet":
         from monai.networks.layers.factories import Conv
         from monai.networks.nets import DenseNet
 
         side = min(image_shape[1:]) if small else min(image_shape[1:]) // 4
         blocks = int(min(3, max(1, math.floor(math.log2(max(side, 1))) + 1)))
-        backbone = DenseNet(spatial_dims=spatial_dims, in_channels=channels, out_channels=num_classes,
+        densenet = DenseNet(spatial_dims=spatial_dims, in_channels=channels, out_channels=num_classes,
                             init_features=width, growth_rate=max(2, width // 2), block_config=(2,) * blocks)
+        features, class_layers = cast(nn.Module, densenet.features), cast(nn.Module, densenet.class_layers)
         if small:
-            backbone.features.conv0 = Conv[Conv.CONV, spatial_dims](channels, width, kernel_size=3, stride=1,
-                                                                    padding=1, bias=False)
-            backbone.features.pool0 = nn.Identity()
-        backbone.class_layers.out = nn.Identity()
+            features.conv0 = Conv[Conv.CONV, spatial_dims](channels, width, kernel_size=3, stride=1, padding=1,
+                                                           bias=False)
+            features.pool0 = nn.Identity()
+        class_layers.out = nn.Identity()
+        backbone = densenet
     else:
         raise InputError(f"classifier={kind!r} is not supported{did_you_mean(kind, CLASSIFIERS)}; "
                          f"use one of {', '.join(CLASSIFIERS)}")
@@ -144,7 +153,8 @@ class Learner:
         self.test_y = y
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.model = make_al_classifier(config.classifier, self.image_shape, self.num_classes, config.width,
+            # Any: the network of make_al_classifier, with features(), dropout and head beside forward()
+            self.model: Any = make_al_classifier(config.classifier, self.image_shape, self.num_classes, config.width,
                                             config.dropout).to(self.device)
         self._init_state = copy.deepcopy(self.model.state_dict())
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -153,13 +163,11 @@ class Learner:
 
     @classmethod
     def from_data(cls, data: Any, config: LearnerConfig = LearnerConfig(), seed: int = 0,
-                  device: str | None = None) -> "Learner":
+                  device: str | None = None) -> Learner:
         """Build from a :class:`~medtune.trainables.classification_data.ClassificationData` or its config.
 
         The training labels are dropped: only the annotator reveals them.
         """
-        from medtune.trainables.classification_data import ClassificationDataConfig, load_classification
-
         if isinstance(data, ClassificationDataConfig):
             data = load_classification(data)
         return cls(data.train_images, data.test_images, data.test_labels, data.num_classes, config, seed, device)
@@ -179,7 +187,7 @@ class Learner:
             raise IndexError(f"pool indices must lie in 0..{len(self.pool) - 1}")
         return idx
 
-    def _batches(self, x: "torch.Tensor", size: int = 512):
+    def _batches(self, x: torch.Tensor, size: int = 512):
         for start in range(0, len(x), size):
             yield x[start : start + size].to(self.device)
 
@@ -270,7 +278,8 @@ class Learner:
                 x = self.pool[torch.from_numpy(idx)]
                 out = []
                 for _ in range(T):
-                    out.append(torch.cat([torch.softmax(self.model(xb).double(), dim=1).cpu() for xb in self._batches(x)]))
+                    out.append(torch.cat([torch.softmax(self.model(xb).double(), dim=1).cpu()
+                                          for xb in self._batches(x)]))
         finally:
             self.model.eval()
         return torch.stack(out).numpy()
@@ -317,7 +326,8 @@ class Learner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["num_classes"]) != self.num_classes or tuple(state["image_shape"]) != self.image_shape:
-            raise ValueError(f"checkpoint is for {state['num_classes']} classes and images {tuple(state['image_shape'])}, "
+            raise ValueError(f"checkpoint is for {state['num_classes']} classes and images "
+                             f"{tuple(state['image_shape'])}, "
                              f"this learner has {self.num_classes} and {self.image_shape}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

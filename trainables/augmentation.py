@@ -31,15 +31,22 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medtune.config import from_dict
+from medtune.errors import did_you_mean
 from medtune.searchers.apga import APGAConfig, RewardBaseline, adversarial_keep, aiding_keep, keep_fraction, policy_loss
-from medtune.trainables.auto_augment import (AUTO_AUGMENT_METHODS, MAX_RANDAUGMENT_OPS, auto_augment,
-                                              make_auto_augment)
+from medtune.trainables.auto_augment import AUTO_AUGMENT_METHODS, MAX_RANDAUGMENT_OPS, auto_augment, make_auto_augment
 from medtune.trainables.classification_data import ClassificationData
+
+__all__ = [
+    "AUGMENT_STREAM", "AugmentationConfig", "AugmentationRun", "CHECKPOINT_FILE", "CLASSIFIERS", "METHODS",
+    "gradcam_target_layer", "make_classifier", "make_policy", "pretrain", "train_augmentation",
+]
 
 METHODS: tuple[str, ...] = ("none", "cutout", "gradcam", "apga", *AUTO_AUGMENT_METHODS)
 #: The stream of the seeds that TrivialAugment / RandAugment draw per batch (apart from batch order and init).
@@ -65,11 +72,9 @@ class AugmentationConfig:
     apga: APGAConfig = field(default_factory=APGAConfig)
 
     def __post_init__(self) -> None:
-        from medtune.errors import did_you_mean
-
         if self.classifier not in CLASSIFIERS:
-            raise ValueError(f"classifier={self.classifier!r} is not supported{did_you_mean(self.classifier, CLASSIFIERS)};"
-                             f" use one of {', '.join(CLASSIFIERS)}")
+            raise ValueError(f"classifier={self.classifier!r} is not supported"
+                             f"{did_you_mean(self.classifier, CLASSIFIERS)}; use one of {', '.join(CLASSIFIERS)}")
         for name in ("epochs", "batch_size", "cutout_holes", "cutout_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be >= 1")
@@ -99,7 +104,7 @@ def make_classifier(kind: str, in_channels: int, num_classes: int) -> torch.nn.M
                         growth_rate=8, block_config=(2, 2, 2))
     from monai.networks.nets import ResNet
 
-    return ResNet(block="basic", layers=(1, 1, 1, 1), block_inplanes=(16, 32, 64, 128), spatial_dims=2,
+    return ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[16, 32, 64, 128], spatial_dims=2,
                   n_input_channels=in_channels, num_classes=num_classes)
 
 
@@ -156,11 +161,10 @@ class AugmentationRun:
         pretrained: a classifier ``state_dict`` to start from instead of pre-training here (shared by methods).
     """
 
-    def __init__(self, method: str, seed: int, data: ClassificationData, config: AugmentationConfig = AugmentationConfig(),
+    def __init__(self, method: str, seed: int, data: ClassificationData,
+                 config: AugmentationConfig = AugmentationConfig(),
                  pretrained: dict | None = None, device: str = "cpu") -> None:
         if method not in METHODS:
-            from medtune.errors import did_you_mean
-
             raise ValueError(f"method={method!r} is not an augmentation method{did_you_mean(method, METHODS)}; "
                              f"use one of {', '.join(METHODS)}")
         self.method, self.seed, self.data, self.cfg, self.device = method, seed, data, config, device
@@ -179,7 +183,9 @@ class AugmentationRun:
             pretrained = pretrain(data, config, seed, device)
         self.classifier.load_state_dict(pretrained)
         self.reference = copy.deepcopy(self.classifier).eval()  # the no-augmentation model Grad-CAM reads
-        self.policy = self.policy_optimizer = self.baseline = None
+        self.policy: torch.nn.Module | None = None
+        self.policy_optimizer: torch.optim.Optimizer | None = None
+        self.baseline: RewardBaseline | None = None
         if method == "apga":
             self.policy = make_policy(channels).to(device)
             self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.policy_lr)
@@ -212,14 +218,14 @@ class AugmentationRun:
     def masks(self, x: torch.Tensor) -> torch.Tensor:
         """The keep-mask (B, 1, H, W) the method applies to ``x`` for its augmented half."""
         if self.method == "cutout":
-            return torch.stack([(self.cutout(torch.ones_like(img[:1])) > 0).float() for img in x])
+            return torch.stack([(torch.as_tensor(self.cutout(torch.ones_like(img[:1]))) > 0).float() for img in x])
         if self.method == "gradcam":
             with torch.enable_grad():
                 cam = self.gradcam(x=x.clone().requires_grad_(True))
             return (cam > self.cfg.gradcam_threshold).float().detach()
         if self.method == "apga":
             with torch.no_grad():
-                return aiding_keep(torch.sigmoid(self.policy(x)), self.cfg.apga.threshold)
+                return aiding_keep(torch.sigmoid(self._apga()[0](x)), self.cfg.apga.threshold)
         raise ValueError(f"method {self.method!r} has no masks")
 
     def augmented(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
@@ -230,17 +236,24 @@ class AugmentationRun:
             seed = int(torch.randint(0, 2**62, (1,), generator=self.augment_generator))
         return auto_augment(self.augment, x, seed)
 
+    def _apga(self) -> tuple[torch.nn.Module, torch.optim.Optimizer, RewardBaseline]:
+        """The APGA policy network, its optimizer and its reward baseline (method ``apga`` only)."""
+        if self.policy is None or self.policy_optimizer is None or self.baseline is None:
+            raise ValueError(f"method {self.method!r} has no APGA policy")
+        return self.policy, self.policy_optimizer, self.baseline
+
     def _apga_policy_step(self, x: torch.Tensor, y: torch.Tensor, loss_original: float) -> None:
         c = self.cfg.apga
-        p = torch.sigmoid(self.policy(x))
+        policy, optimizer, baseline = self._apga()
+        p = torch.sigmoid(policy(x))
         keep = adversarial_keep(p.detach(), c.threshold)
         self.classifier.eval()
         with torch.no_grad():
             loss_adv = F.cross_entropy(self.classifier(x * keep), y).item()
-        advantage = self.baseline.advantage(loss_adv - loss_original)
-        self.policy_optimizer.zero_grad(set_to_none=True)
+        advantage = baseline.advantage(loss_adv - loss_original)
+        optimizer.zero_grad(set_to_none=True)
         policy_loss(p, advantage, c.lambda_zeros, c.threshold).backward()
-        self.policy_optimizer.step()
+        optimizer.step()
 
     def _augmented_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         if self.method == "none":
@@ -261,7 +274,8 @@ class AugmentationRun:
 
     # -- public ---------------------------------------------------------------
     def train_epoch(self) -> dict[str, float]:
-        """One epoch with the method's augmentation; returns ``train_loss``, ``accuracy`` (test) and ``keep_fraction``."""
+        """One epoch with the method's augmentation; returns ``train_loss``, ``accuracy`` (test) and
+        ``keep_fraction``."""
         self.epoch += 1
         self.keep_fractions = []
         loss = self._epoch(self._augmented_step)
@@ -329,9 +343,10 @@ class AugmentationRun:
         self.classifier.load_state_dict(state["classifier"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.policy is not None:
-            self.policy.load_state_dict(state["policy"])
-            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
-            self.baseline.value = state["baseline"]
+            policy, optimizer, baseline = self._apga()
+            policy.load_state_dict(state["policy"])
+            optimizer.load_state_dict(state["policy_optimizer"])
+            baseline.value = state["baseline"]
         if self.method == "cutout":
             self.cutout.R.set_state(state["cutout_rng"])
         if self.augment_generator is not None:
@@ -366,13 +381,15 @@ def train_augmentation(config: dict, data: dict | None = None, pretrained: dict 
     import ray
     from ray import tune
 
-    from medtune.config import from_dict
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     cfg = from_dict(AugmentationConfig, config.get("train"), "train")
     regime, seed = config["regime"], int(config["seed"])
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+    if data is None or pretrained is None:
+        raise ValueError("train_augmentation needs data and pretrained: tune.with_parameters(train_augmentation, "
+                         "data=..., pretrained=...)")
     run = AugmentationRun(config["method"], seed, data[regime], cfg, pretrained=pretrained[f"{regime}/{seed}"],
                           device=device)
     checkpoint = tune.get_checkpoint()
@@ -380,7 +397,7 @@ def train_augmentation(config: dict, data: dict | None = None, pretrained: dict 
         with checkpoint.as_directory() as d:
             run.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, map_location="cpu", weights_only=False))
     while run.epoch < cfg.epochs:
-        metrics = run.train_epoch()
+        metrics: dict[str, Any] = run.train_epoch()
         if run.epoch == cfg.epochs:
             metrics["final_accuracy"] = metrics["accuracy"]
             metrics["masks_json"] = json.dumps(run.mask_examples())

@@ -48,6 +48,10 @@ from __future__ import annotations
 
 import torch
 
+__all__ = [
+    "AUTO_AUGMENT_METHODS", "MAX_RANDAUGMENT_OPS", "NOT_IN_RANDAUGMENT_PAPER", "auto_augment", "make_auto_augment",
+]
+
 #: The two methods, as in the study's ``method`` parameter.
 AUTO_AUGMENT_METHODS: tuple[str, ...] = ("trivialaugment", "randaugment")
 #: Kornia's RandAugment operations that are not in Cubuk et al.'s list.

@@ -40,6 +40,12 @@ import numpy as np
 from medtune.errors import InputError, did_you_mean
 from medtune.util import is_int, is_number
 
+__all__ = [
+    "ClassificationData", "ClassificationDataConfig", "DIGIT_CLASS_NAMES", "DIGIT_SIDE", "FRAGMENT_CROP",
+    "FRAGMENT_SIDE", "IMAGE_SUFFIXES", "MEDMNIST_KEYS", "SOURCES", "cluttered_digits", "digits_images",
+    "load_classification", "load_image_folder", "load_medmnist", "split_stratified", "take_few_shot",
+]
+
 SOURCES = ("digits", "cluttered_digits", "folder", "medmnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MEDMNIST_KEYS = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
@@ -123,7 +129,8 @@ class ClassificationDataConfig:
                 "give a string such as 'data/pneumoniamnist.npz'"
             )
         if self.source in ("folder", "medmnist") and not self.path:
-            what = "the root of the class-per-folder image tree" if self.source == "folder" else "the MedMNIST .npz file"
+            what = ("the root of the class-per-folder image tree" if self.source == "folder"
+                    else "the MedMNIST .npz file")
             raise InputError(f"path is required when source={self.source!r}; set path to {what}")
         if not is_int(self.canvas) or self.canvas < DIGIT_SIDE:
             raise InputError(
@@ -348,7 +355,8 @@ def load_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[s
         raise InputError(f"image folder {root} does not exist; point path at a folder holding one sub-folder per class")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
-        raise InputError(f"image folder {root} has no class folders; put the images of each class in root/<class name>/")
+        raise InputError(
+            f"image folder {root} has no class folders; put the images of each class in root/<class name>/")
     images: list[np.ndarray] = []
     labels: list[int] = []
     first: tuple[Path, np.ndarray] | None = None
@@ -359,7 +367,8 @@ def load_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[s
         )
         if not files:
             raise InputError(
-                f"class folder {class_dir} holds no images ({'/'.join(IMAGE_SUFFIXES)}); add images or remove the folder"
+                f"class folder {class_dir} holds no images ({'/'.join(IMAGE_SUFFIXES)}); "
+                "add images or remove the folder"
             )
         for path in files:
             image = _read_image(path)
@@ -374,12 +383,13 @@ def load_image_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[s
             if image.shape[0] != ref.shape[0]:
                 kind = {1: "grey", 3: "colour"}
                 raise InputError(
-                    f"images mix channel counts: {ref_path} is {kind[ref.shape[0]]} ({ref.shape[0]} channel(s)) but {path} "
-                    f"is {kind[image.shape[0]]} ({image.shape[0]}); convert all images to grey or all to RGB"
+                    f"images mix channel counts: {ref_path} is {kind[ref.shape[0]]} ({ref.shape[0]} channel(s)) "
+                    f"but {path} is {kind[image.shape[0]]} ({image.shape[0]}); convert all images to grey or all to RGB"
                 )
             images.append(image)
             labels.append(label)
-    return np.stack(images).astype(np.float32, copy=False), np.asarray(labels, np.int64), tuple(p.name for p in class_dirs)
+    stacked = np.stack(images).astype(np.float32, copy=False)
+    return stacked, np.asarray(labels, np.int64), tuple(p.name for p in class_dirs)
 
 
 # --------------------------------------------------------------------------- MedMNIST
@@ -401,7 +411,8 @@ def _medmnist_images(arr: np.ndarray, path: Path, key: str) -> np.ndarray:
         out = arr.astype(np.float32) / 255.0
     elif np.issubdtype(arr.dtype, np.floating):
         if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1):
-            raise InputError(f"{path} {key} holds floats outside [0, 1] (or NaN); store uint8 images or floats in [0, 1]")
+            raise InputError(f"{path} {key} holds floats outside [0, 1] (or NaN); "
+                             "store uint8 images or floats in [0, 1]")
         out = arr.astype(np.float32)
     else:
         raise InputError(f"{path} {key} has dtype {arr.dtype}; store uint8 images")
@@ -617,6 +628,7 @@ def load_classification(cfg: ClassificationDataConfig) -> ClassificationData:
             exceeds a class's training images (naming the class).
     """
     if cfg.source == "medmnist":
+        assert cfg.path is not None  # the config requires a path for this source
         loaded = load_medmnist(cfg.path)
         (train_x, train_y), (val_x, val_y), (test_x, test_y) = loaded["train"], loaded["val"], loaded["test"]
         num_classes = loaded["num_classes"]
@@ -629,6 +641,7 @@ def load_classification(cfg: ClassificationDataConfig) -> ClassificationData:
             images, labels = cluttered_digits(cfg.seed, cfg.canvas, cfg.clutter, cfg.noise)
             class_names = DIGIT_CLASS_NAMES
         else:
+            assert cfg.path is not None  # the config requires a path for this source
             images, labels, class_names = load_image_folder(cfg.path)
         num_classes = len(class_names)
         keep, held = split_stratified(labels, cfg.test_fraction, _stream(cfg.seed, _TEST_SPLIT))

@@ -11,7 +11,7 @@ runs and sets the optimizer's LR for the next epoch::
             train_one_epoch(model, opt)
             control.step({"accuracy": acc, "val_loss": loss}, model=model)   # reports, checkpoints, sets the LR
 
-The methods (:data:`METHODS`):
+The methods (:data:`METHOD_NAMES`, one record each in :mod:`medtune.searchers.lr_methods`):
 
 * the in-trial baselines of :mod:`medtune.searchers.lr_schedules` (``fixed``, ``step``, ``exponential``,
   ``cosine``, ``plateau``), ``greedy`` (:class:`~medtune.searchers.greedy_lr.GreedyLR`, watches the loss) and
@@ -58,8 +58,8 @@ infinite metric or loss marks the epoch ``diverged`` (reported as ``diverged=1``
 LR is left as it is; the loop decides whether to stop (:attr:`LRControl.diverged`).
 
 Where the starting LR comes from: the ``lr`` argument, else ``config["lr"]`` (a study sets it), else the
-optimizer's own LR (``param_groups[0]["lr"]``). The bounds default to ``[own / 1000, own * 10]`` (``own``: the optimizer's LR); a start
-outside explicit bounds is an error, never a silent clamp. Every param group gets the same LR.
+optimizer's own LR (``param_groups[0]["lr"]``). The bounds default to ``[own / 1000, own * 10]`` (``own``: the
+optimizer's LR); a start outside explicit bounds is an error, never a silent clamp. Every param group gets the same LR.
 
 The Tune config keys (all optional, set by :func:`medtune.compare` and the LR study): ``method``, ``lr``, the
 ``lr_control`` section (:class:`LRControlConfig` as a dict), ``tuned`` (``{method: {dotted key: value}}``, set
@@ -70,35 +70,46 @@ mailbox). This module imports Ray only inside a Tune trial.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import sys
 import tempfile
 import warnings
-import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import monotonic
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from medtune.config import from_dict
 from medtune.errors import InputError, did_you_mean
 from medtune.searchers.effort_controller import EffortController
 from medtune.searchers.episodic_memory import EpisodicMemory
-from medtune.searchers.greedy_lr import GreedyLR
+from medtune.searchers.lr_methods import METHODS as LR_METHODS
+from medtune.searchers.lr_methods import MethodNames, PolicyContext, check_method
 from medtune.searchers.lr_optimizers import OWN_OPTIMIZERS, build_optimizer, optimizer_mismatch
-from medtune.searchers.lr_schedules import PER_BATCH, SCHEDULES, EpochSchedule, ScheduleConfig, STRONG_BASELINES
+from medtune.searchers.lr_schedules import PER_BATCH, EpochSchedule, ScheduleConfig
 from medtune.searchers.prodigy import is_prodigy, step_size
+from medtune.searchers.qlearning_agent import QLearningConfig
 from medtune.searchers.schedule_free import in_train_mode, is_schedule_free, set_mode
-from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig, QLearningLRAgent
+from medtune.searchers.search_spaces import apply_values
+
+__all__ = [
+    "CHECKPOINT_EVERY", "CHECKPOINT_EVERY_S", "CHECKPOINT_FILE", "CONFIG_KEY", "CONTROL_KEY", "METHOD_NAMES", "MODES",
+    "NEEDS_EPOCHS", "OWN_OPTIMIZERS", "SCHEDULER_DRIVEN", "TUNED_KEY", "LRControl", "LRControlConfig", "check_method",
+    "check_metric", "checkpoint_due", "make_optimizer", "tune_trial_id", "with_tuned",
+]
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_DRIVEN: tuple[str, ...] = (METHOD, WARM_METHOD)  # the LR is set by the Q-learning scheduler
-METHODS: tuple[str, ...] = SCHEDULES + ("greedy", "effort", "pbt") + SCHEDULER_DRIVEN
-NEEDS_EPOCHS: tuple[str, ...] = (  # schedules over the run's length (schedulefree has none: a constant LR)
-    "cosine", "effort", *(m for m in STRONG_BASELINES if m != "schedulefree"))
+#: The LR methods' names (the records of medtune.searchers.lr_methods, read at each use).
+METHOD_NAMES = MethodNames(lambda m: True)
+#: The methods whose LR is set by the Q-learning scheduler (records with ``stepping="scheduler"``).
+SCHEDULER_DRIVEN = MethodNames(lambda m: m.stepping == "scheduler")
+#: The methods that plan over the run's length (records with ``needs_epochs``).
+NEEDS_EPOCHS = MethodNames(lambda m: m.needs_epochs)
 CONFIG_KEY = "lr_control"  # the Tune config section holding an LRControlConfig
 CONTROL_KEY = "lr_control"  # result key set to 1 by LRControl.step: the trial's LR is under control
 CHECKPOINT_FILE = "lr_control_state.pt"
@@ -108,20 +119,6 @@ CHECKPOINT_EVERY = 5
 CHECKPOINT_EVERY_S = 300.0
 MODES = ("max", "min")
 _BOUNDS = ("base_lr", "min_lr", "max_lr")
-
-
-def check_method(method: object) -> str:
-    """``method`` if it is an LR method, else one :class:`InputError` line with the nearest name.
-
-    Case matters (``Cosine`` is not ``cosine``), and the message says so.
-    """
-    if not isinstance(method, str):
-        raise InputError(f"method={method!r} must be a string, one of {', '.join(METHODS)}")
-    if method not in METHODS:
-        hint = (f" (did you mean {method.lower()!r}? method names are lower case)" if method.lower() in METHODS
-                else did_you_mean(method, METHODS))
-        raise InputError(f"method={method!r} is not an LR method{hint}; use one of {', '.join(METHODS)}")
-    return method
 
 
 def check_metric(name: object, what: str = "metric") -> str:
@@ -234,8 +231,6 @@ def with_tuned(config: Mapping[str, Any], method: str | None = None) -> dict[str
     ``lr_control.qlearning.alpha``, ...): how the tuning protocol of :func:`medtune.compare` hands each method
     its chosen (or, in a search trial, sampled) settings. Without tuned settings the config is returned as it is.
     """
-    from medtune.searchers.search_spaces import apply_values
-
     config = dict(config)
     values = (config.get(TUNED_KEY) or {}).get(method if method is not None else config.get("method")) or {}
     return apply_values(config, values) if values else config
@@ -374,7 +369,7 @@ class LRControl:
         self.epoch = 0
         self.diverged = False
         self._memory_source = memory_source
-        self._box = None
+        self._box: Any = None  # the mailbox's actor handle, once found
         self._warned = False
         self._batches = 0  # batch_step calls in the current epoch
         self._last_checkpoint = monotonic()  # when the trial's state was last saved (or this run started)
@@ -398,39 +393,36 @@ class LRControl:
                              f"lr={lr!r} does not apply to it: leave lr out, or change schedules.{m}")
 
     def _policy(self, start: float) -> Any:
+        """The method's in-trial policy, from its record: an :class:`EpochSchedule` of its ``schedule``, or what its
+        ``make_policy`` builds (None: the LR is set from outside, ``pbt`` and ``qlearning`` with the mailbox)."""
         s, m = self.settings, self.method
-        if m in NEEDS_EPOCHS and s.epochs is None:
+        record = LR_METHODS[m]
+        if record.needs_epochs and s.epochs is None:
             raise InputError(f"method {m!r} needs the run's length; set lr_control.epochs (settings.epochs)")
-        if m in PER_BATCH and s.steps_per_epoch is None:
+        if record.stepping == "batch" and s.steps_per_epoch is None:
             raise InputError(f"method {m!r} steps its LR once per batch and needs the batches per epoch: "
                              f"LRControl(optimizer, config, steps_per_epoch=len(loader)) (or "
                              "lr_control.steps_per_epoch), and control.batch_step() after every optimizer.step()")
-        if m in SCHEDULES:
+        if record.schedule is not None:
             try:
                 return EpochSchedule(m, self.optimizer, s.schedules, s.epochs or 1, s.steps_per_epoch)
             except ValueError as exc:  # torch's own checks (e.g. OneCycleLR's momentum on a momentum-free optimizer)
                 raise InputError(f"method {m!r}: {exc}") from None
-        if m == "greedy":
-            return GreedyLR(self.optimizer, s.schedules.greedy, self.min_lr, self.max_lr)
-        if m == "effort":
-            if s.mode != "max":
-                raise InputError(f"method 'effort' maximises a metric in [0, 1]; {s.metric!r} has mode='min'. "
-                                 "Report a higher-is-better metric, or leave effort out")
-            if self._memory_source is None and s.mailbox and self.report:
-                from medtune.searchers.qlearning_scheduler import read_episodes
-
-                self._memory_source = lambda: read_episodes(s.mailbox, s.task)
-            return EffortController(s.schedules.effort, base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr,
-                                    horizon=s.epochs, task=s.task, optimizer=self.optimizer)
-        if m in SCHEDULER_DRIVEN and not self._driven:
+        if record.make_policy is None or (record.stepping == "scheduler" and self._driven):
+            return None
+        if record.stepping == "scheduler":
             logger.info("LRControl: %s without the Q-learning scheduler's mailbox: a private agent decides the LR "
                         "in this loop", m)
-            try:
-                cfg = QLearningConfig(base_lr=start, min_lr=self.min_lr, max_lr=self.max_lr, **s.qlearning)
-            except ValueError as exc:
-                raise InputError(f"lr_control.qlearning.{exc}") from None
-            return QLearningLRAgent(cfg, optimizer=self.optimizer, seed=0)
-        return None  # pbt, and qlearning driven through the mailbox
+        policy = record.make_policy(PolicyContext(
+            optimizer=self.optimizer, settings=record.settings(s.schedules), start_lr=start, min_lr=self.min_lr,
+            max_lr=self.max_lr, epochs=s.epochs, steps_per_epoch=s.steps_per_epoch, metric=s.metric, mode=s.mode,
+            task=s.task, qlearning=s.qlearning))
+        if isinstance(policy, EffortController) and self._memory_source is None and s.mailbox and self.report:
+            from medtune.searchers.qlearning_scheduler import read_episodes  # imports Ray: a study's trial only
+
+            mailbox, task = s.mailbox, s.task
+            self._memory_source = lambda: read_episodes(mailbox, task)
+        return policy
 
     # -- the LR ----------------------------------------------------------------
     @property
@@ -495,8 +487,8 @@ class LRControl:
 
         Args:
             metrics: this epoch's results, ``{name: number}``; must hold ``metric`` and ``loss_metric`` in a
-                medtune study (``medtune.compare``), else whatever the method watches. Other keys are reported as they are; a
-                ``test_<metric>`` after the last epoch is the held-out score the comparison prefers.
+                medtune study (``medtune.compare``), else whatever the method watches. Other keys are reported as
+                they are; a ``test_<metric>`` after the last epoch is the held-out score the comparison prefers.
             checkpoint: a ``ray.tune.Checkpoint`` reported with the result (the loop's own); or
             model: a ``torch.nn.Module`` whose state, with the optimizer's and this object's, is saved as the
                 epoch's checkpoint (what :meth:`resume` loads) when one is due: every
@@ -549,27 +541,25 @@ class LRControl:
                              "(control.train()) before training")
 
     def _watched(self) -> list[str]:
-        s, m = self.settings, self.method
-        if m in ("plateau", "greedy"):
-            return [s.loss_metric]
-        if m == "effort":
-            return [s.metric]
-        if m in SCHEDULER_DRIVEN:
-            return [s.metric, s.loss_metric]
-        return []
+        """The keys the method's decisions read (its record's ``watches``)."""
+        s = self.settings
+        keys = {"metric": s.metric, "loss": s.loss_metric}
+        return [keys[w] for w in LR_METHODS[self.method].watches]
 
     def _policy_step(self, value: float, loss: float) -> None:
-        p, s = self.policy, self.settings
+        p = self.policy
         if isinstance(p, EpochSchedule):
             p.step(dice=value, val_loss=loss)
-        elif isinstance(p, GreedyLR):
-            p.step(loss)
-        elif isinstance(p, EffortController):
-            if self._memory_source is not None:
-                p.memory = self._memory_source()
+            return
+        if p is None:
+            return
+        if self._memory_source is not None and hasattr(p, "memory"):  # effort recalls the curves finished so far
+            p.memory = self._memory_source()
+        epoch_end = LR_METHODS[self.method].epoch_end
+        if epoch_end is None:
             p.step(value)
-        elif isinstance(p, QLearningLRAgent):
-            p.step(dice=value if s.mode == "max" else -value, val_loss=loss)
+        else:
+            epoch_end(p, value, loss, self.settings.mode)
 
     def _report(self, metrics: Mapping[str, Any], used: float, checkpoint: Any, model: Any) -> None:
         from ray import tune
@@ -610,13 +600,16 @@ class LRControl:
     def _read_mailbox(self) -> None:
         import ray
 
+        mailbox = self.settings.mailbox
+        if not mailbox:
+            return
         if self._box is None:
             try:
-                self._box = ray.get_actor(self.settings.mailbox)
+                self._box = ray.get_actor(mailbox)
             except ValueError:
                 logger.debug("LRControl: no mailbox %r yet; the LR stays %g", self.settings.mailbox, self.lr)
                 return
-        lr = ray.get(self._box.get.remote(self.trial_id))
+        lr: Any = ray.get(self._box.get.remote(self.trial_id))
         if lr is not None:
             self.set_lr(lr)
 

@@ -32,8 +32,17 @@ from typing import Any
 
 import numpy as np
 
+from medtune.config import to_dict
 from medtune.errors import InputError, did_you_mean
-from medtune.util import is_int, is_number, single_threaded
+from medtune.util import float3, int3, is_int, is_number, single_threaded
+
+__all__ = [
+    "CACHES", "Case", "CaseHeader", "CropToImageOrLabel", "DataConfig", "PHANTOM_CLASS_NAMES", "PLANS", "SOURCES",
+    "SOURCE_DEFAULTS", "SW_MODES", "SegmentationData", "SegmentationSplit", "arrays_as_split",
+    "decathlon_class_names", "decathlon_modalities", "load_decathlon", "load_split", "make_phantom",
+    "median_spacing", "prepare", "preprocess_decathlon", "preprocessing_transforms", "ras_spacing",
+    "scan_decathlon", "split_datalists", "split_indices", "split_key", "validate_decathlon",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +141,11 @@ class DataConfig:
     augment: bool | None = None
     cache: str = "memory"
 
+    @property
+    def given_spacing(self) -> tuple[float, float, float] | None:
+        """The spacing the spec fixes; None where it is ``"median"`` (derived from the data) or not set."""
+        return None if isinstance(self.spacing, str) else self.spacing
+
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             hint = did_you_mean(self.source, SOURCES)
@@ -141,9 +155,11 @@ class DataConfig:
         if not is_int(self.num_volumes) or self.num_volumes < 4:
             raise InputError(f"num_volumes={self.num_volumes!r} is too small; use an integer >= 4")
         if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
-            raise InputError(f"val_fraction={self.val_fraction!r} is out of range; use a number strictly between 0 and 1")
+            raise InputError(f"val_fraction={self.val_fraction!r} is out of range; "
+                             "use a number strictly between 0 and 1")
         if not isinstance(self.test_fraction, (int, float)) or not 0 <= self.test_fraction < 1:
-            raise InputError(f"test_fraction={self.test_fraction!r} is out of range; use a number in [0, 1) (0: no test split)")
+            raise InputError(f"test_fraction={self.test_fraction!r} is out of range; "
+                             "use a number in [0, 1) (0: no test split)")
         if self.val_fraction + self.test_fraction >= 1:
             raise InputError(
                 f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction!r} leaves no training data; "
@@ -389,27 +405,34 @@ def _read_dataset_json(root: Path) -> tuple[list[dict[str, str]], tuple[str, ...
         raise InputError(f"Decathlon folder {root} does not exist; point path at the Task04_Hippocampus folder")
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
-        raise InputError(f"{meta_path} is missing; the Decathlon task folder must hold dataset.json, imagesTr/, labelsTr/")
+        raise InputError(f"{meta_path} is missing; the Decathlon task folder must hold dataset.json, imagesTr/, "
+                         "labelsTr/")
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{meta_path} is not valid JSON ({_one_line(exc)}); restore the file from the task archive") from None
+        raise InputError(
+            f"{meta_path} is not valid JSON ({_one_line(exc)}); restore the file from the task archive") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict) or not meta["labels"]:
         raise InputError(f"{meta_path} has no 'labels' mapping; add e.g. \"labels\": {{\"0\": \"background\", ...}}")
     try:
         labels = {int(k): str(v) for k, v in meta["labels"].items()}
     except ValueError:
-        raise InputError(f"{meta_path} 'labels' keys {list(meta['labels'])} are not integers; use \"0\", \"1\", ...") from None
+        raise InputError(
+            f"{meta_path} 'labels' keys {list(meta['labels'])} are not integers; use \"0\", \"1\", ...") from None
     if sorted(labels) != list(range(len(labels))):
-        raise InputError(f"{meta_path} 'labels' keys {sorted(labels)} are not 0..{len(labels) - 1}; number classes from 0")
+        raise InputError(f"{meta_path} 'labels' keys {sorted(labels)} are not 0..{len(labels) - 1}; "
+                         "number classes from 0")
     modality = meta.get("modality")
     if modality is not None and (not isinstance(modality, dict) or not modality):
-        raise InputError(f"{meta_path} 'modality' is {modality!r}; use a mapping such as {{\"0\": \"FLAIR\", \"1\": \"T1w\"}}")
+        raise InputError(f"{meta_path} 'modality' is {modality!r}; "
+                         f"use a mapping such as {{\"0\": \"FLAIR\", \"1\": \"T1w\"}}")
     training = meta.get("training")
     if not isinstance(training, list) or not training:
-        raise InputError(f"{meta_path} has no non-empty 'training' list; add entries {{\"image\": ..., \"label\": ...}}")
+        raise InputError(
+            f"{meta_path} has no non-empty 'training' list; add entries {{\"image\": ..., \"label\": ...}}")
     for i, entry in enumerate(training):
-        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str) and isinstance(entry.get("label"), str)):
+        if not (isinstance(entry, dict) and isinstance(entry.get("image"), str)
+                and isinstance(entry.get("label"), str)):
             raise InputError(f"{meta_path} training[{i}] is {entry!r}; each entry needs 'image' and 'label' paths")
     items = [{"image": str(d["image"]), "label": str(d["label"])}
              for d in load_decathlon_datalist(meta_path, is_segmentation=True, data_list_key="training", base_dir=root)]
@@ -418,7 +441,8 @@ def _read_dataset_json(root: Path) -> tuple[list[dict[str, str]], tuple[str, ...
         try:
             names = tuple(str(modality[k]) for k in sorted(modality, key=int))
         except ValueError:
-            raise InputError(f"{meta_path} 'modality' keys {list(modality)} are not integers; use \"0\", \"1\", ...") from None
+            raise InputError(
+                f"{meta_path} 'modality' keys {list(modality)} are not integers; use \"0\", \"1\", ...") from None
     return items, tuple(labels[k] for k in range(len(labels))), names
 
 
@@ -469,7 +493,8 @@ def _read_nifti(path: Path, what: str, reader: list | None = None) -> tuple[np.n
         )
     if data.ndim != 4 or (what == "label" and data.shape[0] != 1):
         shape = data.shape[1:] if data.shape[0] == 1 else (*data.shape[1:], data.shape[0])  # as stored
-        expected = "a 3D volume (D, H, W) or a 4D multi-modal one (D, H, W, C)" if what == "image" else "a 3D volume (D, H, W)"
+        expected = ("a 3D volume (D, H, W) or a 4D multi-modal one (D, H, W, C)" if what == "image"
+                    else "a 3D volume (D, H, W)")
         raise InputError(f"{what} file {path} has shape {shape}; expected {expected}")
     if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
         raise InputError(f"{what} file {path} holds {data.dtype} voxels; expected a numeric (integer or float) volume")
@@ -632,7 +657,7 @@ def ras_spacing(affine: np.ndarray) -> np.ndarray:
 
 def median_spacing(cases: list[Case]) -> tuple[float, float, float]:
     """The median RAS voxel size over ``cases`` (each with an affine), per axis, in mm."""
-    return tuple(float(x) for x in np.median([ras_spacing(c.affine) for c in cases], axis=0))
+    return float3(np.median([ras_spacing(c.affine) for c in cases if c.affine is not None], axis=0))
 
 
 class CropToImageOrLabel:
@@ -660,7 +685,7 @@ def _decathlon_steps(cfg: DataConfig, spacing: tuple[float, float, float] | None
     Nothing cuts a volume to a fixed size: every labelled voxel is kept."""
     from monai.transforms import Lambda, NormalizeIntensityd, Orientationd, ScaleIntensityRanged, Spacingd
 
-    is_ct = bool(modalities) and all(m.strip().upper() == "CT" for m in modalities)
+    is_ct = bool(modalities) and all(m.strip().upper() == "CT" for m in modalities or ())
     keys = ("image", "label")
     steps: list = [Orientationd(keys=keys, axcodes="RAS", labels=None)]
     if cfg.crop_foreground:  # a MONAI Transform, so the caches keep what follows it
@@ -699,14 +724,14 @@ def preprocess_decathlon(cases: list[Case], cfg: DataConfig, modalities: tuple[s
     from monai.data import MetaTensor
     from monai.transforms import Compose
 
-    spacing = median_spacing(cases) if cfg.spacing == "median" else cfg.spacing
+    spacing = median_spacing(cases) if cfg.spacing == "median" else cfg.given_spacing
     pipeline = Compose(_decathlon_steps(cfg, spacing, modalities))
     out = []
     for case in cases:
         image = case.image[None] if case.image.ndim == 3 else case.image
-        item = pipeline({
-            "image": MetaTensor(image.astype(np.float32), affine=case.affine),
-            "label": MetaTensor(case.label[None].astype(np.float32), affine=case.affine),
+        item = pipeline({  # MONAI converts an ndarray affine; its annotation says Tensor
+            "image": MetaTensor(image.astype(np.float32), affine=case.affine),  # type: ignore[arg-type]
+            "label": MetaTensor(case.label[None].astype(np.float32), affine=case.affine),  # type: ignore[arg-type]
         })
         img = item["image"].numpy().astype(np.float32)
         label = np.rint(item["label"].numpy()[0]).astype(np.uint8)
@@ -775,8 +800,9 @@ def prepare(cases: list[Case], spatial_size: tuple[int, int, int],
     for i, case in enumerate(cases):
         image = case.image[None] if case.image.ndim == 3 else case.image
         img = zscore(image.astype(np.float32))
-        images[i] = np.asarray(resize(img), dtype=np.float32)
-        labels[i] = np.asarray(resize(case.label[None].astype(np.int64)))
+        # ResizeWithPadOrCrop takes ndarrays too; its annotation says Tensor
+        images[i] = np.asarray(resize(img), dtype=np.float32)  # type: ignore[arg-type]
+        labels[i] = np.asarray(resize(case.label[None].astype(np.int64)))  # type: ignore[arg-type]
     return images, labels
 
 
@@ -787,8 +813,9 @@ def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float
     Items are ``{"image", "label"}``. Decathlon: file paths, read by :func:`_reader` (``LoadImaged`` with
     ``NibabelReader``, ``EnsureChannelFirstd``), labels rounded to integers, then ``Orientationd``,
     :class:`CropToImageOrLabel`, ``Spacingd`` (to ``spacing``; None: skipped) and the CT or MR intensities, as
-    :func:`preprocess_decathlon`; the volume keeps its own size (a trial pads a training volume smaller than
-    the patch before cropping, :class:`~medtune.trainables.lr_segmentation.SegmentationRun`). Phantom: channel-first arrays, z-scored over all voxels
+    :func:`preprocess_decathlon`; the volume keeps its own size (a trial pads a training volume smaller than the patch
+    before cropping, :class:`~medtune.trainables.lr_segmentation.SegmentationRun`). Phantom: channel-first arrays,
+    z-scored over all voxels
     (``NormalizeIntensityd``, per channel when ``in_channels`` > 1) and padded/cropped
     (``ResizeWithPadOrCropd``) to ``cfg.spatial_size``. Both end with ``image`` ``float32``, ``label`` ``uint8``
     ``(1, D, H, W)`` (cast to int64 per batch, a third of the cache that int64 would take).
@@ -800,7 +827,8 @@ def preprocessing_transforms(cfg: DataConfig, spacing: tuple[float, float, float
     if cfg.source == "decathlon":
         steps = [*_reader(np.float32), *_decathlon_steps(cfg, spacing, modalities)]
     else:  # in-memory arrays, read-only views of Ray's object store in a trial: copied before anything else
-        steps = [Lambdad(keys=keys, func=_writable_copy), NormalizeIntensityd(keys="image", channel_wise=in_channels > 1),
+        steps = [Lambdad(keys=keys, func=_writable_copy),
+                 NormalizeIntensityd(keys="image", channel_wise=in_channels > 1),
                  ResizeWithPadOrCropd(keys=keys, spatial_size=cfg.spatial_size)]
     return steps + [
         Lambdad(keys="label", func=_round_labels),  # float label maps: rounded, never truncated
@@ -846,7 +874,7 @@ class SegmentationSplit:
     num_classes: int
     class_names: tuple[str, ...]
     in_channels: int
-    spatial_size: tuple[int, int, int]
+    spatial_size: tuple[int, int, int] | None
     cache_rate: float = 1.0
     modalities: tuple[str, ...] | None = None
     key: str | None = None
@@ -871,8 +899,8 @@ class SegmentationSplit:
 
     def transforms(self) -> list:
         """:func:`preprocessing_transforms` for this split (fresh instances)."""
-        spacing = None if self.cfg.spacing == "median" else self.cfg.spacing
-        return preprocessing_transforms(self.cfg, spacing, self.modalities, self.in_channels)
+        assert self.cfg is not None  # a split of arrays (no cfg) is an _ArraySplit, which has its own
+        return preprocessing_transforms(self.cfg, self.cfg.given_spacing, self.modalities, self.in_channels)
 
     def materialise(self) -> SegmentationData:
         """Run the preprocessing over every item and stack the dense arrays (:class:`SegmentationData`). Volumes
@@ -884,7 +912,8 @@ class SegmentationSplit:
 
         def stack(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
             out = [chain(dict(item)) for item in items]
-            size = tuple(np.max([item["image"].shape[1:] for item in out], axis=0)) if out else self.spatial_size
+            size = (tuple(np.max([item["image"].shape[1:] for item in out], axis=0)) if out
+                    else self.spatial_size or (0, 0, 0))
             images = np.zeros((len(out), self.in_channels, *size), np.float32)
             labels = np.zeros((len(out), 1, *size), np.int64)
             for i, item in enumerate(out):
@@ -900,7 +929,7 @@ class SegmentationSplit:
 def arrays_as_split(data: SegmentationData) -> SegmentationSplit:
     """Wrap already prepared arrays (``(N, C, D, H, W)``, ``(N, 1, D, H, W)``) as a :class:`SegmentationSplit`
     whose preprocessing only re-types them; a trial then caches them as it caches any split."""
-    size = tuple(int(s) for s in data.train_images.shape[2:])
+    size = int3(data.train_images.shape[2:])
 
     def items(images, labels):
         if images is None:
@@ -942,9 +971,11 @@ def split_datalists(cfg: DataConfig, headers: list[CaseHeader] | None = None) ->
     """
     if cfg.source == "phantom":
         cases = make_phantom(cfg.num_volumes, cfg.seed)
-        items = [{"image": c.image[None], "label": c.label[None]} for c in cases]
-        class_names, modalities, channels, headers = PHANTOM_CLASS_NAMES, None, 1, None
+        items: list[dict[str, Any]] = [{"image": c.image[None], "label": c.label[None]} for c in cases]
+        class_names: tuple[str, ...] = PHANTOM_CLASS_NAMES
+        modalities, channels, headers = None, 1, None
     else:
+        assert cfg.path is not None  # DataConfig requires a path for the Decathlon source
         headers = scan_decathlon(cfg.path) if headers is None else headers
         items = [{"image": h.image, "label": h.label} for h in headers]
         class_names, modalities = decathlon_class_names(cfg.path), decathlon_modalities(cfg.path)
@@ -956,7 +987,7 @@ def split_datalists(cfg: DataConfig, headers: list[CaseHeader] | None = None) ->
     if headers is not None:  # the median spacing of the training and validation cases only
         spacing = cfg.spacing
         if spacing == "median":
-            spacing = tuple(float(x) for x in np.median([ras_spacing(headers[i].affine) for i in rest], axis=0))
+            spacing = float3(np.median([ras_spacing(headers[i].affine) for i in rest], axis=0))
         logger.info("decathlon: resampling to %s mm", "the native grid" if spacing is None else list(spacing))
         cfg = replace(cfg, spacing=spacing)
     train_pos, val_pos = split_indices(len(rest), cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
@@ -964,7 +995,8 @@ def split_datalists(cfg: DataConfig, headers: list[CaseHeader] | None = None) ->
         cfg=cfg, train=[items[i] for i in rest[train_pos]], val=[items[i] for i in rest[val_pos]],
         test=[items[i] for i in test_idx], num_classes=len(class_names), class_names=tuple(class_names),
         in_channels=int(channels), cache_rate=float(cfg.cache_rate), modalities=modalities, key=split_key(cfg),
-        spatial_size=(tuple(cfg.patch_size) if cfg.patch_size else None) if headers is not None else tuple(cfg.spatial_size),
+        spatial_size=((int3(cfg.patch_size) if cfg.patch_size else None) if headers is not None
+                      else int3(cfg.spatial_size)),
         cache=cfg.cache,
     )
 
@@ -974,7 +1006,6 @@ def split_key(cfg: DataConfig) -> str:
     import hashlib
     import json
 
-    from medtune.config import to_dict
 
     return hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -988,8 +1019,9 @@ def load_split(cfg: DataConfig) -> SegmentationData:
 
     The arrays are :meth:`SegmentationSplit.materialise` of :func:`split_datalists`: phantom volumes are
     z-scored and padded/cropped; Decathlon cases go through MONAI's reader and the transforms of
-    :func:`preprocess_decathlon` (``"median"`` spacing is the median of the training and validation cases) and
-    keep their size, zero-padded to the largest of their side so they stack. Trials do not use this: they cache the data lists themselves (``CacheDataset``).
+    :func:`preprocess_decathlon` (``"median"`` spacing is the median of the training and validation cases) and keep
+    their size, zero-padded to the largest of their side so they stack. Trials do not use this: they cache the data
+    lists themselves (``CacheDataset``).
 
     The same ``cfg`` always gives the same arrays, so every trial of a study
     trains and validates on identical data, on any machine: the preparation runs

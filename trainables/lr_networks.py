@@ -16,10 +16,15 @@ MONAI and torch are imported where used.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from medtune.errors import InputError, did_you_mean
+
+__all__ = [
+    "DEFAULT_CHANNELS", "DEFAULT_KWARGS", "DEFAULT_STRIDES", "ModelConfig", "NETWORKS", "RESERVED", "build_network",
+    "check_network", "network_kwargs",
+]
 
 NETWORKS = ("UNet", "BasicUNet", "SegResNet", "DynUNet", "AttentionUnet", "UNETR", "SwinUNETR")
 # Set from the data (or not supported by the study's training loop); never from model.kwargs.
@@ -78,20 +83,20 @@ class ModelConfig:
         if (self.channels is None) != (self.strides is None):
             raise ValueError(f"channels={self.channels!r} and strides={self.strides!r}: set both (they go together) "
                              "or neither (planned)")
-        if self.channels is not None:
-            if isinstance(self.strides, list) or isinstance(self.channels, list):
-                object.__setattr__(self, "channels", tuple(self.channels))
-                object.__setattr__(self, "strides", tuple(self.strides))
-            if len(self.channels) < 2 or any(c < 1 for c in self.channels):
-                raise ValueError(f"channels={list(self.channels)!r} must list at least two positive widths")
-            if len(self.strides) != len(self.channels) - 1:
+        if self.channels is not None and self.strides is not None:  # (both or neither, checked above)
+            channels, strides = tuple(self.channels), tuple(self.strides)
+            object.__setattr__(self, "channels", channels)
+            object.__setattr__(self, "strides", strides)
+            if len(channels) < 2 or any(c < 1 for c in channels):
+                raise ValueError(f"channels={list(channels)!r} must list at least two positive widths")
+            if len(strides) != len(channels) - 1:
                 raise ValueError(
-                    f"strides={list(self.strides)!r} must have len(channels) - 1 = {len(self.channels) - 1} entries"
+                    f"strides={list(strides)!r} must have len(channels) - 1 = {len(channels) - 1} entries"
                 )
-            for s in self.strides:
+            for s in strides:
                 if not (isinstance(s, int) and s >= 1) and not (
                         isinstance(s, (tuple, list)) and len(s) == 3 and all(isinstance(x, int) and x >= 1 for x in s)):
-                    raise ValueError(f"strides={list(self.strides)!r}: each entry must be a positive integer or "
+                    raise ValueError(f"strides={list(strides)!r}: each entry must be a positive integer or "
                                      "three of them (one per axis)")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
@@ -99,7 +104,7 @@ class ModelConfig:
             raise ValueError(f"kwargs={self.kwargs!r} must be a mapping of {self.name} arguments")
         if not self.kwargs:
             return  # nothing to look up: MONAI's networks need not be imported
-        params = [p for p in inspect.signature(_network_class(self.name).__init__).parameters if p != "self"]
+        params = [p for p in inspect.signature(_network_class(self.name)).parameters if p != "self"]
         for key, value in self.kwargs.items():
             if key in RESERVED:
                 raise ValueError(
@@ -128,16 +133,18 @@ def network_kwargs(cfg: ModelConfig, in_channels: int, out_channels: int,
     """
     name = cfg.name
     io = {"spatial_dims": 3, "in_channels": in_channels, "out_channels": out_channels}
-    if cfg.channels is None:  # not planned (the phantom, or a direct call): the small default
-        cfg = replace(cfg, channels=DEFAULT_CHANNELS, strides=DEFAULT_STRIDES)
+    # not planned (the phantom, or a direct call): the small default
+    channels = cfg.channels if cfg.channels is not None else DEFAULT_CHANNELS
+    strides = cfg.strides if cfg.strides is not None else DEFAULT_STRIDES
+    own: dict[str, Any]
     if name == "UNet":
-        own = {"channels": tuple(cfg.channels), "strides": tuple(cfg.strides),
+        own = {"channels": tuple(channels), "strides": tuple(strides),
                "num_res_units": cfg.num_res_units, "dropout": cfg.dropout}
     elif name == "AttentionUnet":
-        own = {"channels": tuple(cfg.channels), "strides": tuple(cfg.strides), "dropout": cfg.dropout}
+        own = {"channels": tuple(channels), "strides": tuple(strides), "dropout": cfg.dropout}
     elif name == "DynUNet":
-        own = {"kernel_size": [3] * len(cfg.channels), "strides": [1, *cfg.strides],
-               "upsample_kernel_size": list(cfg.strides), "filters": list(cfg.channels)}
+        own = {"kernel_size": [3] * len(channels), "strides": [1, *strides],
+               "upsample_kernel_size": list(strides), "filters": list(channels)}
     elif name == "UNETR":
         own = {"img_size": tuple(spatial_size), **DEFAULT_KWARGS[name]}
     else:

@@ -39,20 +39,22 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import numpy as np
 import torch
 
+from medtune.config import from_dict
+from medtune.errors import did_you_mean
 from medtune.searchers.episodic_memory import EpisodicMemory
 from medtune.searchers.lr_schedules import ScheduleConfig
-from medtune.trainables.lr_data import DataConfig, SegmentationData, SegmentationSplit, arrays_as_split, split_datalists
+from medtune.searchers.search_spaces import apply_values
 from medtune.trainables.lr_control import (
     CHECKPOINT_EVERY,
     CHECKPOINT_EVERY_S,
-    METHODS,
     OWN_OPTIMIZERS,
     SCHEDULER_DRIVEN,
     LRControl,
@@ -60,17 +62,26 @@ from medtune.trainables.lr_control import (
     checkpoint_due,
     make_optimizer,
 )
+from medtune.trainables.lr_control import (
+    METHOD_NAMES as METHODS,
+)
+from medtune.trainables.lr_data import DataConfig, SegmentationData, SegmentationSplit, arrays_as_split, split_datalists
 from medtune.trainables.lr_networks import ModelConfig, build_network
-from medtune.errors import did_you_mean
-from medtune.config import from_dict
+from medtune.util import int3
 
+__all__ = [
+    "AUGMENT_SEED", "CHECKPOINT_FILE", "DEFAULT_BATCH_SIZE", "EpochResult", "LOSSES", "OPTIMIZERS", "Pipeline",
+    "SegmentationRun", "TrainConfig", "apply_tuned", "augmentation", "augmentation_state", "choose_pipeline",
+    "make_dataset", "make_loader", "make_loss", "make_train_optimizer", "patch_collate", "ray_node_id",
+    "seed_everything", "set_augmentation_state", "shared_dataset", "train_segmentation", "trial_transforms",
+]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEFAULT_BATCH_SIZE = 4  # train.batch_size when the spec leaves it to the plan and there is none (the phantom)
 LOSSES = ("dice_ce", "dice", "dice_focal")
 
 
-def make_train_optimizer(params, cfg: "TrainConfig", lr: float) -> torch.optim.Optimizer:
+def make_train_optimizer(params, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """``torch.optim.Adam`` / ``AdamW`` / ``SGD`` over ``params`` at ``lr`` as ``cfg`` says."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
@@ -133,8 +144,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not supported{did_you_mean(self.optimizer, OPTIMIZERS)}; "
-                             f"use one of {', '.join(OPTIMIZERS)}")
+            raise ValueError(f"optimizer={self.optimizer!r} is not supported"
+                             f"{did_you_mean(self.optimizer, OPTIMIZERS)}; use one of {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r} is not supported{did_you_mean(self.loss, LOSSES)}; "
                              f"use one of {', '.join(LOSSES)}")
@@ -156,9 +167,11 @@ class TrainConfig:
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name}={value!r} must be a positive finite number")
         if self.min_lr >= self.max_lr:
-            raise ValueError(f"min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}; lower min_lr or raise max_lr")
+            raise ValueError(f"min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}; "
+                             "lower min_lr or raise max_lr")
         if not self.min_lr <= self.base_lr <= self.max_lr:
-            raise ValueError(f"base_lr={self.base_lr!r} must lie in [min_lr, max_lr] = [{self.min_lr!r}, {self.max_lr!r}]")
+            raise ValueError(f"base_lr={self.base_lr!r} must lie in [min_lr, max_lr] = [{self.min_lr!r}, "
+                             f"{self.max_lr!r}]")
         if self.num_workers < 0:
             raise ValueError(f"num_workers={self.num_workers!r} must be >= 0")
         if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
@@ -362,8 +375,11 @@ class SegmentationRun:
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is not an LR method; use one of {', '.join(METHODS)}")
         seed_everything(self.seed)
-        if self.train_cfg.batch_size is None:  # not planned (a direct call): the phantom's 4
-            self.train_cfg = replace(self.train_cfg, batch_size=DEFAULT_BATCH_SIZE)
+        batch_size = self.train_cfg.batch_size
+        if batch_size is None:  # not planned (a direct call): the phantom's 4
+            batch_size = DEFAULT_BATCH_SIZE
+            self.train_cfg = replace(self.train_cfg, batch_size=batch_size)
+        self.batch_size = batch_size
         split = self.data if isinstance(self.data, SegmentationSplit) else arrays_as_split(self.data)
         self.split = split
         self.num_classes = split.num_classes
@@ -375,8 +391,8 @@ class SegmentationRun:
             raise ValueError("a Decathlon split keeps each volume's own size: give patch_size (data.patch_size, or "
                              "plan it with medtune.trainables.plan)")
         # Whole-volume scoring: volumes of their own sizes do not stack, so one per batch.
-        self.score_batch = 1 if split.native else self.train_cfg.batch_size
-        input_size = tuple(self.patch_size) if self.patch_size else tuple(split.spatial_size)
+        self.score_batch = 1 if split.native else self.batch_size
+        input_size = int3(self.patch_size or split.spatial_size or ())
         self.model = build_network(self.model_cfg, split.in_channels, split.num_classes, input_size).to(self.device)
         if self.method in OWN_OPTIMIZERS:  # the recipe's optimizer, at the recipe's LR
             self.optimizer = make_optimizer(self.method, self.model.parameters(), self.schedule_cfg)
@@ -399,10 +415,12 @@ class SegmentationRun:
         if torch.device(self.device).type == "cuda":
             torch.backends.cudnn.benchmark = self.pipeline.cudnn_benchmark
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.crop = self.augmentation = None
+        self.crop: Any = None
+        self.augmentation: Any = None
         if self.patch_size:
             from monai.transforms import RandCropByPosNegLabeld
 
+            assert self.foreground_ratio is not None  # from the data section when not given
             ratio = float(self.foreground_ratio)
             self.crop = RandCropByPosNegLabeld(
                 keys=("image", "label"), label_key="label", spatial_size=tuple(self.patch_size),
@@ -410,7 +428,7 @@ class SegmentationRun:
                 num_samples=self.patches_per_volume,
             )
         if self.augment:
-            self.augmentation = augmentation(tuple(self.patch_size or split.spatial_size))
+            self.augmentation = augmentation(int3(self.patch_size or split.spatial_size or ()))
         train_crop = self.crop
         # A volume kept at its own size may be smaller than the patch: zero-padded to it for training only (the
         # sliding window pads and crops back by itself, so validation and test Dice count only the volume's voxels).
@@ -427,7 +445,7 @@ class SegmentationRun:
         self.val_set = shared_dataset(split, "val", self.pipeline, self.device)
         self._test_set = None  # cached on first use: only the last epoch scores it
         self.test_reads = 0  # how often the test split was scored (a search trial: never)
-        self.loader = make_loader(self.pipeline, self.train_set, self.train_cfg.batch_size, shuffle=True,
+        self.loader = make_loader(self.pipeline, self.train_set, self.batch_size, shuffle=True,
                                   generator=self.generator, num_workers=self.train_cfg.num_workers)
         if self.crop is not None:  # after the loaders, which may draw fresh random states for the transforms
             self.crop.set_random_state(seed=self.seed)
@@ -516,14 +534,16 @@ class SegmentationRun:
             return self.model(x)
         from monai.inferers import sliding_window_inference
 
-        return sliding_window_inference(x, tuple(self.patch_size), self.train_cfg.batch_size, self.model,
-                                        overlap=self.sw_overlap, mode=self.sw_mode)
+        assert self.sw_overlap is not None and self.sw_mode is not None  # from the data section when not given
+        logits = sliding_window_inference(x, tuple(self.patch_size), self.batch_size, self.model,
+                                          overlap=self.sw_overlap, mode=self.sw_mode)
+        return cast(torch.Tensor, logits)  # the network has one output: a tensor
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         """Mean foreground Dice and loss of the current model on arrays ``images`` (N, C, D, H, W) and ``labels``
         (N, 1, D, H, W), whole volumes (sliding windows with ``patch_size``)."""
-        images, labels, size = torch.as_tensor(images), torch.as_tensor(labels), self.train_cfg.batch_size
-        return self._score((images[i : i + size], labels[i : i + size]) for i in range(0, len(images), size))
+        x, y, size = torch.as_tensor(images), torch.as_tensor(labels), self.batch_size
+        return self._score((x[i : i + size], y[i : i + size]) for i in range(0, len(x), size))
 
     @torch.no_grad()
     def _score(self, batches) -> tuple[float, float]:
@@ -546,7 +566,7 @@ class SegmentationRun:
             count += len(x)
             pred = one_hot(logits.argmax(dim=1, keepdim=True), n_cls)
             metric(y_pred=pred, y=one_hot(y, n_cls))
-        dice = float(metric.aggregate().item())
+        dice = float(cast(torch.Tensor, metric.aggregate()).item())  # reduction="mean": one tensor
         return dice, total / max(1, count)
 
     def run_epoch(self) -> EpochResult:
@@ -616,8 +636,14 @@ def augmentation(patch: tuple[int, int, int]):
     axis (p 0.5 each), a 90-degree rotation in each plane whose two sides are equal in ``patch`` (a rotation
     elsewhere would change the patch's shape), intensity scale and shift by up to 10% (p 0.5 each), Gaussian
     noise of std 0.1 (p 0.15); intensities on the image only. Seed it with ``set_random_state``."""
-    from monai.transforms import (Compose, RandFlipd, RandGaussianNoised, RandRotate90d, RandScaleIntensityd,
-                                  RandShiftIntensityd)
+    from monai.transforms import (
+        Compose,
+        RandFlipd,
+        RandGaussianNoised,
+        RandRotate90d,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
 
     keys = ("image", "label")
     steps: list = [RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in range(3)]
@@ -683,8 +709,6 @@ def apply_tuned(config: dict[str, Any]) -> dict[str, Any]:
     ``{dotted key: value}`` (``train.base_lr``, ``schedules.step.gamma``, ``qlearning.alpha``, ...), set into
     the config's sections; a tuned ``train.base_lr`` is also the trial's starting ``lr``. Without tuned
     settings for the method the config is returned as it is."""
-    from medtune.searchers.search_spaces import apply_values
-
     values = (config.get("tuned") or {}).get(config.get("method")) or {}
     if not values:
         return config
@@ -715,7 +739,6 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
 
     from ray import tune
 
-    from medtune.searchers.qlearning_scheduler import read_episodes, read_mailbox
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "Checkpoint successfully created" per epoch
 
@@ -728,6 +751,9 @@ def train_segmentation(config: dict[str, Any], data: SegmentationSplit | Segment
     if isinstance(data, SegmentationSplit):
         data.check_files(f"node {ray_node_id()}")
     import ray
+
+    # the Q-learning scheduler's module imports Ray Tune: loading a spec (the driver, before Ray) must not
+    from medtune.searchers.qlearning_scheduler import read_episodes, read_mailbox
 
     # The GPU Ray assigned to this trial, if any (a CPU trial on a GPU node must not take cuda:0). Ray makes only
     # that GPU visible, also for a fraction of one (resources.gpus_per_trial: 0.25 puts four trials on a device).

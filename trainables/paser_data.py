@@ -56,7 +56,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from medtune.errors import InputError, did_you_mean
+from medtune.trainables.classification_data import digits_images
 from medtune.util import is_int, is_number
+
+__all__ = [
+    "DIGIT_SIDE", "DIGIT_THRESHOLD", "NOISE_KINDS", "N_DIGITS", "PHASE_FRACTIONS", "PHASE_GREY", "PaSeRData",
+    "PaSeRDataConfig", "SOURCES", "add_noise", "clean_digits", "clean_microstructure", "load_paser_data",
+    "microstructure_phases",
+]
 
 SOURCES: tuple[str, ...] = ("digits", "microstructure")
 NOISE_KINDS: tuple[str, ...] = ("gaussian", "speckle", "salt_pepper", "none")
@@ -227,7 +234,6 @@ def clean_digits(n_images: int, canvas: int, seed: int) -> tuple[np.ndarray, np.
     """
     from scipy.ndimage import zoom
 
-    from medtune.trainables.classification_data import digits_images
 
     small = digits_images()[0][:, 0]                                   # (1797, 8, 8) in [0, 1]
     pick = _stream(seed, _PICK).permutation(len(small))[:n_images]

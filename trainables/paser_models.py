@@ -45,22 +45,50 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medtune.searchers.paser import (ACTIONS, ExplorationSchedule, PaSeRConfig, RewardBaseline, Router, Segmentation,
-                             action_shares, cascade, cascade_thresholds, check_grid, costs, crop_patches, iou,
-                             mc_dropout, patch_reward, reinforce_loss, reinforce_step, random_routing,
-                             routed_inference, router_input, run_patch_model, sample_actions, single_model,
-                             split_patches, stitch_patches)
 from medtune.errors import InputError, did_you_mean
+from medtune.searchers.paser import (
+    ACTIONS,
+    ExplorationSchedule,
+    PaSeRConfig,
+    RewardBaseline,
+    Router,
+    Segmentation,
+    action_shares,
+    cascade,
+    cascade_thresholds,
+    check_grid,
+    costs,
+    crop_patches,
+    iou,
+    mc_dropout,
+    patch_reward,
+    random_routing,
+    reinforce_loss,
+    reinforce_step,
+    routed_inference,
+    router_input,
+    run_patch_model,
+    sample_actions,
+    single_model,
+    split_patches,
+    stitch_patches,
+)
 from medtune.trainables.paser_data import PaSeRData
 from medtune.util import is_int, is_number
+
+__all__ = [
+    "METHODS", "MODEL_NAMES", "PaSeRModelsConfig", "RouterResult", "RouterTables", "SIZES", "build_models",
+    "distill", "evaluate", "load_models", "make_unet", "patch_logits", "pretrain", "pretrain_models",
+    "router_tables", "run_baselines", "run_paser", "train_router",
+]
 
 METHODS: tuple[str, ...] = ("small", "medium", "large", "cascade", "random", "paser")
 SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
@@ -549,9 +577,16 @@ def _run_method(method: str, models: Sequence[nn.Module], x: torch.Tensor, confi
     if method in ("small", "medium", "large"):
         return single_model(models, METHODS.index(method), x, grid, margin)
     if method == "cascade":
-        return cascade(models, x, grid, config.T, *thresholds, margin=margin)
+        if thresholds is None:
+            raise InputError("method='cascade' needs thresholds= (cascade_thresholds on held-out images)")
+        t1, t2 = thresholds
+        return cascade(models, x, grid, config.T, t1, t2, margin=margin)
     if method == "random":
+        if shares is None:
+            raise InputError("method='random' needs shares= (the router's share of patches per model)")
         return random_routing(models, x, grid, shares, generator, margin)
+    if router is None:
+        raise InputError("method='paser' needs router=; train one with train_router first")
     return routed_inference(models, router, x, grid, config.T, margin)
 
 
@@ -595,7 +630,7 @@ def evaluate(method: str, models: Sequence[nn.Module], data: PaSeRData, config: 
         held = data.val_images if len(data.val_images) else data.train_images
         thresholds = cascade_thresholds(models, torch.as_tensor(held), config.grid, config.T,
                                         config.cascade_quantiles, config.margin)
-    if method == "cascade":
+    if method == "cascade" and thresholds is not None:
         extra = {"cascade_t1": float(thresholds[0]), "cascade_t2": float(thresholds[1])}
 
     def score(images: np.ndarray) -> tuple[float, float, torch.Tensor]:

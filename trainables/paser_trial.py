@@ -26,8 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from medtune.config import from_dict
 from medtune.searchers.paser import PaSeRConfig, routed_inference
 from medtune.trainables.paser_models import PaSeRModelsConfig, evaluate, load_models, train_router
+
+__all__ = ["ROUTING_EXAMPLES", "routing_examples", "train_paser"]
 
 ROUTING_EXAMPLES = 6
 
@@ -59,13 +62,15 @@ def train_paser(config: dict[str, Any], data: Any = None, states: dict | None = 
     """
     from ray import tune
 
-    from medtune.config import from_dict
 
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     method, seed = config["method"], int(config["seed"])
     router_cfg = from_dict(PaSeRConfig, {**(config.get("router") or {}),
                                          **({"lam": config["lam"]} if method == "paser" else {})}, "router")
     models_cfg = from_dict(PaSeRModelsConfig, config.get("models"), "models")
+    if states is None:
+        raise ValueError("train_paser needs states: tune.with_parameters(train_paser, data=..., states=..., "
+                         "tables=...)")
     models = load_models(states, models_cfg, data.image_size, router_cfg)
     if method != "paser":
         tune.report({"epoch": 1, **evaluate(method, models, data, router_cfg, seed=seed)})

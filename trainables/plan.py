@@ -42,6 +42,15 @@ from medtune.trainables.lr_data import (
     split_indices,
 )
 from medtune.trainables.lr_networks import ModelConfig
+from medtune.util import float3, int3
+
+__all__ = [
+    "ANISOTROPY", "BASE_CHANNELS", "BYTES_PER_FEATURE_VOXEL", "FINGERPRINT_FILE", "FINGERPRINT_VERSION",
+    "FIXED_STRIDE", "Fingerprint", "MAX_BATCH", "MAX_CHANNELS", "MAX_LEVELS", "MIN_BATCH", "MIN_FEATURE",
+    "PLANNED_NETS", "PLAN_FILE", "Plan", "SAMPLES_PER_CASE", "VOXEL_CAP", "apply_plan", "estimate_bytes",
+    "fingerprint_decathlon", "fit_network", "memory_budget", "network_strides", "plan_for", "planning_indices",
+    "preprocessed_shape", "read_fingerprint", "target_spacing", "widths", "write_plan",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +103,7 @@ class Fingerprint:
                            "class_names": self.class_names, "cases": self.cases}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "Fingerprint":
+    def from_json(cls, text: str) -> Fingerprint:
         d = json.loads(text)
         return cls(cases=d["cases"], modalities=d["modalities"], class_names=d["class_names"], path=d["path"],
                    version=d.get("version", 0))
@@ -103,7 +112,7 @@ class Fingerprint:
         """Per modality over the cases ``indices`` (all when None): the 0.5 / 99.5 percentiles (the median of the
         per-case ones), the voxel-weighted mean and the pooled std of the labelled voxels."""
         cases = [self.cases[i] for i in (range(len(self.cases)) if indices is None else indices)]
-        out = []
+        out: list[dict[str, float] | None] = []
         for c in range(len(cases[0]["intensity"]) if cases else 0):
             stats = [case["intensity"][c] for case in cases if case["intensity"][c] is not None]
             if not stats:
@@ -143,7 +152,7 @@ class _Collector:
         else:
             box[axes] = image.shape[1:]
         fg = label > 0
-        intensity = []
+        intensity: list[dict[str, float] | None] = []
         for channel in image:
             values = channel[fg]
             if values.size == 0:
@@ -196,7 +205,7 @@ def target_spacing(spacings: np.ndarray) -> tuple[tuple[float, float, float], bo
         axis = int(np.argmax(target))
         others = np.delete(target, axis)
         target[axis] = max(float(np.percentile(spacings[:, axis], 10)), float(others.max()))
-    return tuple(float(round(x, 6)) for x in target), anisotropic
+    return float3(round(x, 6) for x in target), anisotropic
 
 
 def _ras_affine(affine: np.ndarray) -> np.ndarray:
@@ -220,11 +229,11 @@ def preprocessed_shape(case: dict[str, Any], spacing: tuple[float, float, float]
 
     shape = case["box"] if crop else case["shape"]
     if spacing is None:
-        return tuple(int(s) for s in shape)
+        return int3(shape)
     affine = _ras_affine(np.asarray(case["affine"]))
     new_affine = zoom_affine(affine, np.asarray(spacing, float), diagonal=False)
     out, _ = compute_shape_offset(list(shape), affine, new_affine, False)
-    return tuple(int(s) for s in out)
+    return int3(out)
 
 
 def network_strides(patch: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[list[tuple[int, int, int]],
@@ -235,21 +244,22 @@ def network_strides(patch: tuple[int, ...], spacing: tuple[float, ...]) -> tuple
     finest spacing, else 3. Returns ``(strides, kernels)``: ``len(kernels) == len(strides) + 1``, and at least one
     level (stride 2 on the largest axis) for a tiny patch."""
     size, sp = np.array(patch, float), np.array(spacing, float)
-    strides, kernels = [], [tuple(3 if s <= 2 * sp.min() else 1 for s in sp)]
+    strides: list[tuple[int, int, int]] = []
+    kernels = [int3(3 if s <= 2 * sp.min() else 1 for s in sp)]
     for _ in range(MAX_LEVELS):
         can = [a for a in range(3) if size[a] / 2 >= MIN_FEATURE]
         if not can:
             break
         finest = min(sp[a] for a in can)
         pool = [a for a in can if sp[a] <= 2 * finest]
-        strides.append(tuple(2 if a in pool else 1 for a in range(3)))
+        strides.append(int3(2 if a in pool else 1 for a in range(3)))
         for a in pool:
             size[a] /= 2
             sp[a] *= 2
-        kernels.append(tuple(3 if s <= 2 * sp.min() else 1 for s in sp))
+        kernels.append(int3(3 if s <= 2 * sp.min() else 1 for s in sp))
     if not strides:
         big = int(np.argmax(size))
-        strides.append(tuple(2 if a == big else 1 for a in range(3)))
+        strides.append(int3(2 if a == big else 1 for a in range(3)))
         kernels.append((3, 3, 3))
     return strides, kernels
 
@@ -269,14 +279,14 @@ def fit_network(patch: tuple[int, int, int], spacing: tuple[float, float, float]
     ``(patch, strides, kernels)`` (strides and kernels empty for a network of fixed stride)."""
     p = np.array(patch, int)
     if name not in PLANNED_NETS:
-        return tuple(int(x) for x in _round_patch(p, np.full(3, FIXED_STRIDE[name]))), [], []
+        return int3(_round_patch(p, np.full(3, FIXED_STRIDE[name]))), [], []
     for _ in range(4):  # rounding can drop a level; settle in a few passes
         strides, kernels = network_strides(tuple(p), spacing)
         rounded = _round_patch(p, _total_stride(strides))
         if (rounded == p).all():
             break
         p = rounded
-    return tuple(int(x) for x in p), strides, kernels
+    return int3(p), strides, kernels
 
 
 def widths(levels: int, base: int) -> tuple[int, ...]:
@@ -407,12 +417,14 @@ def plan_for(fp: Fingerprint, memory_bytes: int, device: str = "cpu", *, model: 
     use = list(range(len(fp.cases))) if indices is None else list(indices)
     planning = [fp.cases[i] for i in use]
     source: dict[str, str] = {}
+    spacing: tuple[float, float, float] | None
     if cfg.spacing == "median":
         spacing, anisotropic = target_spacing(np.array([c["spacing"] for c in planning]))
     else:
-        spacing, anisotropic, source["spacing"] = cfg.spacing, False, "spec"
+        spacing = cfg.given_spacing
+        anisotropic, source["spacing"] = False, "spec"
     shapes = np.array([preprocessed_shape(c, spacing, cfg.crop_foreground) for c in planning])
-    median = tuple(int(x) for x in np.median(shapes, axis=0))
+    median = int3(np.median(shapes, axis=0))
     in_ch, n_cls = len(planning[0]["intensity"]), len(fp.class_names)
     ppv = cfg.patches_per_volume
     own_net = model.channels is not None or model.strides is not None or model.name not in PLANNED_NETS
@@ -475,8 +487,8 @@ def plan_for(fp: Fingerprint, memory_bytes: int, device: str = "cpu", *, model: 
                       "spacing": case["spacing"], "planned_from": i in use})
     counts = np.sum([c["class_voxels"] for c in planning], axis=0).astype(int).tolist()
     return Plan(
-        spacing=tuple(spacing) if spacing else None, anisotropic=anisotropic, median_shape=median,
-        patch_size=tuple(int(x) for x in patch), batch_size=int(batch), network=net,
+        spacing=float3(spacing) if spacing else None, anisotropic=anisotropic, median_shape=median,
+        patch_size=int3(patch), batch_size=int(batch), network=net,
         memory={"budget": int(memory_bytes), "estimate": int(cost(patch, net, batch * ppv)), "device": device},
         cases=cases, intensity=fp.intensity(use), class_voxels=counts, source=source, notes=notes,
     )
@@ -494,7 +506,7 @@ def planning_indices(n: int, cfg: DataConfig) -> list[int]:
 def apply_plan(plan: Plan, data: DataConfig, model: ModelConfig) -> tuple[DataConfig, ModelConfig]:
     """The data and model sections with the plan's values in place of the unset ones (spacing, patch size,
     channels, strides, DynUNet kernels)."""
-    data = replace(data, spacing=plan.spacing, patch_size=tuple(plan.patch_size))
+    data = replace(data, spacing=plan.spacing, patch_size=int3(plan.patch_size))
     if plan.network.get("strides") and plan.source.get("network") != "spec":
         kwargs = dict(model.kwargs)
         if "kernels" in plan.network and "kernel_size" not in kwargs:

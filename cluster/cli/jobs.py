@@ -21,7 +21,10 @@ from typing import Any
 
 from medtune.cluster.ops.service import apply_auth_env, read_state
 from medtune.cluster.runs.storage import storage_path
+from medtune.config import to_dict
 from medtune.errors import InputError
+
+__all__ = ["TERMINAL", "follow", "job_logs", "list_jobs", "stop_job", "submit"]
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -67,8 +70,8 @@ def submit(
     """
     import yaml
 
+    # torch: `medtune jobs` needs none of the studies
     from medtune.cluster.studies.registry import load_spec
-    from medtune.config import to_dict
 
     parsed = load_spec(spec, smoke=smoke, overrides=overrides)  # bad input: one line, exit 2, nothing submitted
     if storage is not None:
@@ -94,6 +97,7 @@ def submit(
         entrypoint = " ".join(shlex.quote(a) for a in args)
         runtime_env: dict[str, Any] = {"working_dir": folder}
         if getattr(parsed, "trainable", None):  # a user's own trainable: its code travels with the job
+            # torch: `medtune jobs` needs none of the studies
             from medtune.cluster.studies.own_study import resolve_trainable
 
             code = Path(resolve_trainable(parsed.trainable)[1])

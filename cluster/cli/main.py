@@ -1,8 +1,11 @@
 """The ``medtune`` command.
 
-    medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY] [--tracking-uri URI]
-    medtune tune SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY] [--tracking-uri URI]
-    medtune suite [SPEC] [--smoke] [--set key=value ...] [--resume [DIR]] [--output DIR] [--address RAY] [--tracking-uri URI]
+    medtune run SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY]
+                     [--tracking-uri URI]
+    medtune tune SPEC [--smoke] [--set key=value ...] [--output DIR] [--storage ROOT] [--address RAY]
+                      [--tracking-uri URI]
+    medtune suite [SPEC] [--smoke] [--set key=value ...] [--resume [DIR]] [--output DIR] [--address RAY]
+                         [--tracking-uri URI]
     medtune resume DIR [--address RAY] | resume [SESSION] --storage ROOT [--address RAY]
     medtune report EXPERIMENT [--output DIR | --tracking-uri URI] [--session NAME] [--save FOLDER]
     medtune report EXPERIMENT --html FILE
@@ -32,6 +35,11 @@ from pathlib import Path
 from medtune import __version__
 from medtune.errors import InputError, TrialsFailedError  # light; every other module is imported by its command
 
+__all__ = [
+    "COMMANDS", "DEFAULT_OUTPUT", "STORAGE_HELP", "UI_TIMEOUT_S", "cmd_cluster", "cmd_dashboard", "cmd_jobs",
+    "cmd_report", "cmd_resume", "cmd_run", "cmd_specs", "cmd_submit", "cmd_suite", "cmd_tune", "cmd_ui", "main",
+]
+
 DEFAULT_OUTPUT = "./medtune-runs"
 STORAGE_HELP = ("where the session state lives (Tune's checkpoints, journals, logs): a folder, or file:// URI, "
                 "that every node reaches at the same path (default: the spec's storage, else --output)")
@@ -60,16 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="also show Ray's, Tune's and MLflow's own output and the trials' own prints")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_with(common))
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_with(common))
 
     run = sub.add_parser("run", help="run a study spec (a YAML path or a built-in name such as lr-schedulers)")
     run.add_argument("spec", help="YAML path or built-in spec name (see `medtune specs`)")
     run.add_argument("--smoke", action="store_true", help="shrink every budget: finishes in about a minute on 2 CPUs")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec value, e.g. --set train.epochs=10 --set seeds=[0,1]")
-    run.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for sessions and the default MLflow store ({DEFAULT_OUTPUT})")
+    run.add_argument("--output", default=DEFAULT_OUTPUT,
+                     help=f"folder for sessions and the default MLflow store ({DEFAULT_OUTPUT})")
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --output)")
+    run.add_argument("--tracking-uri", default=None,
+                     help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --output)")
     run.add_argument("--storage", default=None, metavar="ROOT", help=STORAGE_HELP)
 
     tune_p = sub.add_parser("tune", help="the equal-budget protocol: search every method's own hyperparameters on "
@@ -89,9 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     suite.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
                        help="continue a suite folder (default: the latest of this suite under --output): finished "
                             "tasks are kept, the others run")
-    suite.add_argument("--output", default=DEFAULT_OUTPUT, help=f"folder for sessions and the default MLflow store ({DEFAULT_OUTPUT})")
+    suite.add_argument("--output", default=DEFAULT_OUTPUT,
+                       help=f"folder for sessions and the default MLflow store ({DEFAULT_OUTPUT})")
     suite.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    suite.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --output)")
+    suite.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --output)")
 
     resume = sub.add_parser("resume", help="continue an interrupted session with the Q-table it had")
     resume.add_argument("dir", nargs="?", default=None,
@@ -126,11 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the store")
     ui.add_argument("--output", default=DEFAULT_OUTPUT, help="where the default MLflow store lives")
     ui.add_argument("--tracking-uri", default=None,
-                    help="MLflow tracking URI: a sqlite:/// or file store, or an MLflow server (which serves its own UI)")
+                    help="MLflow tracking URI: a sqlite:/// or file store, or an MLflow server "
+                         "(which serves its own UI)")
     ui.add_argument("--port", type=int, default=5000)
 
     sub.add_parser("specs", help="list the built-in specs")
 
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.ops.service import DEFAULT_STATE_DIR
 
     def state_arg(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _uri(args: argparse.Namespace) -> str:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.ops.service import apply_mlflow_credentials
     from medtune.cluster.runs.store import default_tracking_uri
 
@@ -196,6 +212,7 @@ def _uri(args: argparse.Namespace) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.studies.registry import load_spec, run
 
     spec = load_spec(args.spec, smoke=args.smoke, overrides=args.overrides)
@@ -210,6 +227,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     """``medtune run`` with the spec's ``tuning:`` section (its defaults when the spec has none)."""
     from dataclasses import replace
 
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.studies.registry import load_spec, run
     from medtune.searchers.search_spaces import TuningConfig
 
@@ -227,7 +245,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from medtune.cluster.studies.suite import read_suite_dir, suite  # by the command that needs it: `medtune --help` stays fast
+    # by the command that needs it: `medtune --help` stays fast
+    from medtune.cluster.studies.suite import read_suite_dir, suite
 
     spec = args.spec
     if spec is None:  # --resume DIR alone: the spec, smoke and overrides the suite ran with
@@ -244,17 +263,20 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.studies.registry import resume
 
     return resume(args.dir, address=args.address, storage=args.storage)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.studies.registry import get_study, session_study
     from medtune.dashboards.runs import mlflow_client, session_runs, study_of
     from medtune.dashboards.views import run_status
 
     if args.sync:
+        # imported by its command: `medtune --help` stays fast
         from medtune.cluster.studies.session import read_session, sync_backlog
 
         session_dir = Path(args.sync).expanduser().resolve()
@@ -269,7 +291,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.tracking_uri, args.session = info["tracking_uri"], info["session"]
         args.experiment = args.experiment or info["spec"]["name"]
     if not args.experiment:
-        raise InputError("give the EXPERIMENT to report on (the spec's name, e.g. lr-schedulers), or --sync SESSION_DIR")
+        raise InputError("give the EXPERIMENT to report on (the spec's name, e.g. lr-schedulers), "
+                         "or --sync SESSION_DIR")
     uri = _uri(args)
     # A report reads a few runs: fail within seconds, not after MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -294,6 +317,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         paths = report.write(args.save)
         print(f"[medtune] wrote {len(paths)} files to {args.save}")
     if args.html:
+        # imported by its command: `medtune --help` stays fast
         from medtune.dashboards import html_report
 
         target = Path(args.html).expanduser()
@@ -336,6 +360,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise InputError(f"no MLflow store at {uri}; pass --output DIR of a `medtune run`, or --tracking-uri URI")
     if not 0.5 <= args.refresh <= 86400:
         raise InputError(f"--refresh {args.refresh:g} is out of range; use 0.5 to 86400 seconds, e.g. --refresh 10")
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.ops.service import is_loopback
 
     remote = not is_loopback(args.host)
@@ -347,15 +372,18 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         import importlib
 
         importlib.import_module("dash")  # the [dashboard] extra
+        # imported by its command: `medtune --help` stays fast
         from medtune.dashboards.app import create_app
     except ImportError as exc:
-        raise InputError(f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None
+        raise InputError(
+            f"the dashboard needs Plotly Dash ({exc}); install it with: pip install 'medtune[dashboard]'") from None
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     from medtune.cluster.studies.suite import load_view  # a suite's page, else the study's
 
     credentials = None
     if remote:
+        # imported by its command: `medtune --help` stays fast
         from medtune.dashboards.app import login
 
         user, password, kept = login()
@@ -396,10 +424,12 @@ def _wait_until_answers(url: str, proc: subprocess.Popen, timeout_s: float) -> b
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.runs.console import verbose
 
     uri = _uri(args)
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI, behind its own login
+        # imported by its command: `medtune --help` stays fast
         from medtune.cluster.ops.service import mlflow_login_hint
         from medtune.cluster.runs.store import check_reachable
 
@@ -467,6 +497,7 @@ def _stop_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
 
 
 def cmd_specs(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.studies.spec import builtin_specs, read_spec_file
 
     for name in builtin_specs():
@@ -476,6 +507,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.ops import service
 
     state_dir = Path(args.state_dir).expanduser()
@@ -506,11 +538,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.cli import jobs
 
     client, job_id = jobs.submit(
-        args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides), args.tracking_uri,
-        args.storage,
+        args.spec, Path(args.state_dir).expanduser(), args.address, args.smoke, tuple(args.overrides),
+        args.tracking_uri, args.storage,
     )
     print(f"[medtune] submitted job {job_id}", flush=True)
     if not args.wait:
@@ -529,6 +562,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.cli import jobs
 
     state_dir = Path(args.state_dir).expanduser()
@@ -546,7 +580,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "tune": cmd_tune, "suite": cmd_suite, "resume": cmd_resume, "report": cmd_report, "dashboard": cmd_dashboard, "ui": cmd_ui, "specs": cmd_specs,
+    "run": cmd_run, "tune": cmd_tune, "suite": cmd_suite, "resume": cmd_resume, "report": cmd_report,
+    "dashboard": cmd_dashboard, "ui": cmd_ui, "specs": cmd_specs,
     "cluster": cmd_cluster, "submit": cmd_submit, "jobs": cmd_jobs,
 }
 
@@ -563,6 +598,7 @@ def _terminate_as_interrupt(signum: int, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # imported by its command: `medtune --help` stays fast
     from medtune.cluster.runs import console
 
     console.setup(verbose_output=args.verbose)

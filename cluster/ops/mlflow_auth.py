@@ -29,12 +29,17 @@ import configparser
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from medtune.errors import InputError
 from medtune.util import secret_file
+
+__all__ = [
+    "ADMIN_USER", "AUTH_CONFIG", "AUTH_DB", "CREDENTIALS", "GRANT", "PASSWORD_ENV", "TRIALS_USER", "USER_ENV",
+    "admin_credentials", "ensure_files", "read_credentials", "server_env", "setup_trials_user",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +108,7 @@ def read_credentials(path: str | os.PathLike) -> dict[str, str]:
 
 def admin_credentials(config: str | os.PathLike) -> dict[str, str]:
     parser = configparser.ConfigParser()
-    parser.read(config)
+    parser.read(os.fspath(config))
     return {USER_ENV: parser["mlflow"]["admin_username"], PASSWORD_ENV: parser["mlflow"]["admin_password"]}
 
 

@@ -1,4 +1,5 @@
-"""``ray start`` for a worker node joining a loopback head on this machine: ``python -m medtune.cluster.ops.raystart start ...``.
+"""``ray start`` for a worker node joining a loopback head on this machine:
+``python -m medtune.cluster.ops.raystart start ...``.
 
 Ray replaces a loopback ``--address`` by the machine's IP before it connects, but a head that
 ``medtune cluster up`` started on loopback listens on 127.0.0.1 only; this entry point keeps the address as given
@@ -8,6 +9,8 @@ and otherwise is Ray's own command line.
 from __future__ import annotations
 
 import sys
+
+__all__ = ["main"]
 
 
 def main() -> int:

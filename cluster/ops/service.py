@@ -34,9 +34,9 @@ is refused unless explicitly forced, and warned about loudly.
 
 from __future__ import annotations
 
-import logging
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -52,6 +52,13 @@ from typing import Any
 from medtune.cluster.ops import mlflow_auth
 from medtune.errors import InputError
 from medtune.util import secret_file
+
+__all__ = [
+    "DASHBOARD_WAIT_S", "DEFAULT_STATE_DIR", "LOOPBACK_ENV", "STATE_FILE", "TOKEN_FILE", "UpConfig",
+    "apply_auth_env", "apply_mlflow_credentials", "auth_env", "auth_status", "cluster_down", "cluster_join",
+    "cluster_status", "cluster_up", "ensure_token", "is_loopback", "log", "mlflow_login_hint", "print_up",
+    "read_state", "state_path", "stop_processes", "use_loopback_ip", "warn", "write_state",
+]
 
 DEFAULT_STATE_DIR = Path(os.environ.get("MEDTUNE_CLUSTER_DIR", "~/.medtune/cluster")).expanduser()
 STATE_FILE = "state.json"
@@ -128,7 +135,8 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cluster state {str(path)!r} is damaged ({exc}); stop leftover processes by hand and delete it")
+        raise InputError(
+            f"cluster state {str(path)!r} is damaged ({exc}); stop leftover processes by hand and delete it") from exc
 
 
 def write_state(state_dir: Path, state: dict[str, Any]) -> None:
@@ -168,7 +176,7 @@ def apply_auth_env(state: dict[str, Any] | None, token_file: str | None = None) 
     if env.get(LOOPBACK_ENV) == "0":
         _loopback_ip()
     try:  # Ray caches its config and the token at first use; refresh both
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # compiled, no stub
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
@@ -312,7 +320,8 @@ def _ray_bin() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
-def _run_ray_start(args: list[str], env: dict[str, str], log_file: Path, temp_dir: str, loopback_join: bool = False) -> None:
+def _run_ray_start(args: list[str], env: dict[str, str], log_file: Path, temp_dir: str,
+                   loopback_join: bool = False) -> None:
     ray = [sys.executable, "-m", "medtune.cluster.ops.raystart"] if loopback_join else [_ray_bin()]
     with open(log_file, "ab") as out:
         proc = subprocess.run([*ray, "start", *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=180)
@@ -364,7 +373,8 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
     credentials = state_dir / mlflow_auth.CREDENTIALS if cfg.auth else None
     loopback = is_loopback(cfg.host)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", LOOPBACK_ENV)}
-    env.update(auth_env({"auth": cfg.auth, "token_path": str(token_path) if token_path else None, "loopback": loopback}))
+    env.update(auth_env({"auth": cfg.auth, "token_path": str(token_path) if token_path else None,
+                         "loopback": loopback}))
     if credentials:  # every worker and job driver of the head inherits the raylet's environment
         env.update(mlflow_auth.read_credentials(credentials))
     # A short private temp dir: Ray's socket paths must stay under ~100 characters, and every process
@@ -425,7 +435,7 @@ def cluster_up(cfg: UpConfig) -> dict[str, Any]:
             f"the MLflow server did not start on {state['mlflow']} (port taken?); see {state_dir / 'mlflow.log'} "
             "and run `medtune cluster down` to stop the Ray head"
         )
-    if auth_config:
+    if auth_config and credentials:
         try:
             mlflow_auth.setup_trials_user(state["mlflow"], auth_config, credentials)
         except Exception as exc:  # a store whose admin password was changed by hand, ...
@@ -455,7 +465,8 @@ def _state_dir(path: str | Path) -> Path:
         state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
     except OSError as exc:
-        raise InputError(f"--state-dir {str(state_dir)!r} cannot be used ({exc.strerror}); give a writable folder") from None
+        raise InputError(
+            f"--state-dir {str(state_dir)!r} cannot be used ({exc.strerror}); give a writable folder") from None
     return state_dir
 
 
@@ -493,7 +504,8 @@ def print_up(state: dict[str, Any], state_dir: Path) -> None:
     log("submit a study:  medtune submit lr-schedulers --smoke --wait")
     token_arg = f" --token-file {state['token_path']}" if state.get("token_path") else ""
     log(f"add a worker:    medtune cluster join {state['address']}{token_arg}   (other machines: up with --host)")
-    log(f"stop everything: medtune cluster down" + ("" if state_dir == DEFAULT_STATE_DIR else f" --state-dir {state_dir}"))
+    state_arg = "" if state_dir == DEFAULT_STATE_DIR else f" --state-dir {state_dir}"
+    log(f"stop everything: medtune cluster down{state_arg}")
 
 
 def cluster_down(state_dir: Path) -> int:
@@ -521,15 +533,16 @@ def cluster_join(address: str, state_dir: Path, token_file: str | None, num_cpus
             f"--state-dir {str(state_dir)!r} already records the cluster at {head_state.get('address')}; "
             f"give another --state-dir to join {address}"
         )
-    token = token_file or (head_state.get("token_path") if own_head else None)
+    head = head_state or {}  # the record of this machine's own head, when that is the one joined
+    token = token_file or (head.get("token_path") if own_head else None)
     if token and not Path(token).is_file():
         raise InputError(f"--token-file {token!r} does not exist; copy the head's token file here (mode 0600)")
     # A worker node takes its own address from the route to the head (127.0.0.1 for a loopback head);
     # Ray refuses to join with the loopback switch set.
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", LOOPBACK_ENV)}
     env.update(auth_env(None, token))
-    if own_head and head_state.get("mlflow_credentials"):  # its trials log to the head's MLflow too
-        env.update(mlflow_auth.read_credentials(head_state["mlflow_credentials"]))
+    if own_head and head.get("mlflow_credentials"):  # its trials log to the head's MLflow too
+        env.update(mlflow_auth.read_credentials(head["mlflow_credentials"]))
     temp_dir = tempfile.mkdtemp(prefix="mtray-", dir="/tmp")
     # Free ports for the node's agents, so a worker can also join from the head's own machine.
     args = [f"--address={address}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
@@ -540,9 +553,9 @@ def cluster_join(address: str, state_dir: Path, token_file: str | None, num_cpus
     _run_ray_start(args, env, state_dir / "ray-join.log", temp_dir, loopback_join=loopback_join)
     record = {"address": address, "temp_dir": temp_dir, "processes": _ours(temp_dir)}
     if own_head:  # a worker on the head's own machine: `down` stops it too
-        head_state.setdefault("joined", []).append(record)
-        write_state(state_dir, head_state)
-        return head_state
+        head.setdefault("joined", []).append(record)
+        write_state(state_dir, head)
+        return head
     state = {"role": "worker", "address": address, "auth": bool(token), "token_path": token, **record}
     write_state(state_dir, state)
     return state
@@ -557,10 +570,11 @@ def cluster_status(state_dir: Path, address: str | None = None) -> dict[str, Any
         state = {}  # another cluster: none of the recorded token, jobs API or MLflow URL applies
     address = address or state.get("address")
     if not address:
-        raise InputError(f"no medtune cluster recorded in {str(state_dir)!r}; run `medtune cluster up` or give --address")
+        raise InputError(f"no medtune cluster recorded in {str(state_dir)!r}; "
+                         "run `medtune cluster up` or give --address")
     apply_auth_env(state)
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as exc:  # ConnectionError, auth errors, ...
         raise InputError(f"cannot reach the Ray cluster at {address} ({str(exc).splitlines()[0][:160]})") from None
     try:
@@ -579,13 +593,15 @@ def cluster_status(state_dir: Path, address: str | None = None) -> dict[str, Any
             client = JobSubmissionClient(state["dashboard"])
             listed = client.list_jobs()
         except Exception as exc:
-            raise InputError(f"the jobs API at {state['dashboard']} does not answer ({str(exc).splitlines()[0][:160]})") from None
+            raise InputError(
+                f"the jobs API at {state['dashboard']} does not answer ({str(exc).splitlines()[0][:160]})") from None
         jobs = [
             {"id": j.submission_id, "status": str(j.status).split(".")[-1], "entrypoint": j.entrypoint[:100]}
             for j in listed
             if j.submission_id  # submitted jobs, not drivers that merely connected (like this one)
         ]
-    return {"address": address, "nodes": nodes, "jobs": jobs, "mlflow": state.get("mlflow"), "dashboard": state.get("dashboard"),
+    return {"address": address, "nodes": nodes, "jobs": jobs, "mlflow": state.get("mlflow"),
+            "dashboard": state.get("dashboard"),
             "auth": auth_status(state)}
 
 

@@ -1,10 +1,11 @@
 """What the ``medtune`` command shows: medtune's own log lines, and other libraries' noise only with ``--verbose``.
 
 medtune's modules log through :mod:`logging` (``logging.getLogger(__name__)``); :func:`setup` gives the
-``medtune`` logger one handler that prints ``[medtune] message`` on standard output (``[medtune] WARNING: ...``
-on standard error for warnings and errors; a record logged with ``extra={"plain": True}``, such as a report's table, as it is). Without ``verbose``, Ray, Tune, MLflow and the web servers log warnings only, Python
-warnings from other packages are hidden (in this process and in the Ray workers it starts), Tune prints no
-status tables, and the trials' own output is not forwarded to the driver.
+``medtune`` logger one handler that prints ``[medtune] message`` on standard output (``[medtune] WARNING: ...`` on
+standard error for warnings and errors; a record logged with ``extra={"plain": True}``, such as a report's table, as it
+is). Without ``verbose``, Ray, Tune, MLflow and the web servers log warnings only, Python warnings from other packages
+are hidden (in this process and in the Ray workers it starts), Tune prints no status tables, and the trials' own output
+is not forwarded to the driver.
 
 The Python API (``medtune.compare``, ``medtune.run``, ``medtune.resume``) shows the same while it runs
 (:func:`python_api`): medtune's lines (a caller that configured :mod:`logging` for them keeps its own
@@ -21,7 +22,13 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = [
+    "ERRORS_ONLY", "QUIET_ENV", "QUIET_LOGGERS", "VERBOSE_ENV", "python_api", "quiet_api", "ray_logging_level",
+    "setup", "tune_verbosity", "verbose",
+]
 
 VERBOSE_ENV = "MEDTUNE_VERBOSE"  # "1": what --verbose turns on, inherited by job drivers and trials
 QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.data", "mlflow", "alembic", "urllib3", "werkzeug",
@@ -181,11 +188,11 @@ def python_api(verbose_output: bool = False) -> Iterator[None]:
                 root.removeHandler(handler)
                 root.setLevel(saved_root[0])
                 root.propagate = saved_root[1]
-            for key, value in saved_env.items():
-                if value is None:
+            for key, previous in saved_env.items():
+                if previous is None:
                     os.environ.pop(key, None)
                 else:
-                    os.environ[key] = value
+                    os.environ[key] = previous
 
 
 def quiet_api(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -24,6 +24,11 @@ from ray.tune import Callback, Stopper
 
 from medtune.errors import InputError, TrialsFailedError
 
+__all__ = [
+    "ERROR_FILE", "FailFast", "REPEATING", "RunStoppedError", "SHAPE_MISMATCH", "all_failed_error", "error_path",
+    "error_text", "one_line", "repeats", "summary", "trial_name",
+]
+
 log = logging.getLogger(__name__)
 
 ERROR_FILE = "error.txt"  # Tune's full text of a trial's errors, in the trial's folder
@@ -142,7 +147,7 @@ class FailFast(Callback):
     def _check(self, trial: Any) -> None:
         if self.reason is not None:
             return
-        reported = self.results.get(getattr(trial, "trial_id", None), 0)
+        reported = self.results.get(getattr(trial, "trial_id", ""), 0)
         text = error_text(trial)
         if reported > self.first_epochs or not repeats(text):
             return

@@ -21,6 +21,8 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallbac
 
 from medtune.cluster.runs.fail_fast import error_path, error_text, one_line
 
+__all__ = ["ESTIMATE_AFTER", "ProgressLog", "trial_files"]
+
 log = logging.getLogger(__name__)
 
 ESTIMATE_AFTER = 3  # trial-epochs measured (past each trial's first) before the time left is estimated
@@ -69,9 +71,12 @@ class ProgressLog(Callback):
         self.finished: set[str] = set()
         self.failed: set[str] = set()
         self.first: dict[str, int] = {}  # trial id -> the epoch of its first result in this run
-        self.started = self.last_line = self.first_result_at = None
+        self.started: float | None = None
+        self.last_line: float | None = None
+        self.first_result_at: float | None = None
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self.started = time.monotonic()
         self.last_line = self.started
         if self.total:

@@ -23,6 +23,11 @@ from urllib.parse import urlparse
 
 from medtune.errors import InputError, did_you_mean
 
+__all__ = [
+    "LOCAL_SCHEMES", "OBJECT_SCHEMES", "SESSION_FILE", "check_writable", "find_session", "resolve_storage",
+    "sessions_in", "storage_path",
+]
+
 LOCAL_SCHEMES = ("file", "local")
 #: Schemes pyarrow.fs.FileSystem.from_uri understands beyond local files.
 OBJECT_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")

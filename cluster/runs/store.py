@@ -12,6 +12,7 @@ from pathlib import Path
 
 from medtune.errors import InputError
 
+__all__ = ["artifact_root", "check_reachable", "default_tracking_uri", "ensure_experiment"]
 
 
 def default_tracking_uri(output_dir: str | os.PathLike) -> str:
@@ -91,6 +92,7 @@ def ensure_experiment(tracking_uri: str, name: str, output_dir: str | os.PathLik
         ) from None
     except Exception as exc:  # connection errors surface as various requests/sqlalchemy types
         raise InputError(
-            f"MLflow tracking store {tracking_uri!r} is unreachable ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"MLflow tracking store {tracking_uri!r} is unreachable "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
             "check --tracking-uri / MLFLOW_TRACKING_URI or start the server"
         ) from None

@@ -20,13 +20,20 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune import Callback
 
 from medtune.errors import error_line
+from medtune.searchers.qlearning_scheduler import reported_keys
 from medtune.tags import EXPLOITS_KEY, TAG_ERROR, TAG_KIND, TAG_SESSION, TAG_TRIAL
+
+__all__ = [
+    "GATHER_S", "MAX_METRICS_PER_BATCH", "METRICS", "MLflowTracker", "PRIVATE_KEYS", "flatten", "own_keys",
+    "trial_error", "trial_params",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +45,6 @@ GATHER_S = 0.5  # while results keep coming, the sender sends at most this often
 
 def own_keys(result: dict[str, Any]) -> list[str]:
     """The keys of a result the trial itself reported (see ``metrics=None`` of :class:`MLflowTracker`)."""
-    from medtune.searchers.qlearning_scheduler import reported_keys
-
     return [k for k in reported_keys(result) if k != "node_id" and not isinstance(result[k], bool)]
 
 
@@ -107,8 +112,9 @@ class MLflowTracker(Callback):
             reported (Tune's own keys, ``config/...`` and the ``lr_control`` marker left out).
         artifacts: result keys whose (string) value is logged as a text artifact of the trial's run,
             ``{result_key: file_name}``; e.g. the APGA study's mask examples at the last epoch.
-        stop_note: ``() -> str | None``: once it says something (the run was stopped, :mod:`medtune.cluster.runs.fail_fast`),
-            every trial that ends after is logged ``KILLED`` with that text as its ``medtune.error``, never as finished.
+        stop_note: ``() -> str | None``: once it says something (the run was stopped,
+            :mod:`medtune.cluster.runs.fail_fast`), every trial that ends after is logged ``KILLED`` with that text as
+            its ``medtune.error``, never as finished.
         tags: more tags of every run it creates (they may replace ``medtune.kind``: the search trials of
             ``medtune tune`` are ``medtune.kind = search``, nested by ``mlflow.parentRunId``).
     """

@@ -11,9 +11,12 @@ retried trial and ``medtune resume`` all continue without annotating twice.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from medtune.cluster.runs.console import tune_verbosity
 from medtune.cluster.studies.session import (
     backlog_path,
     check_resources,
@@ -26,48 +29,42 @@ from medtune.cluster.studies.session import (
     restore_or_build,
 )
 from medtune.cluster.studies.session import log_session_summary as session_summary
-from medtune.errors import InputError
+from medtune.cluster.studies.spec import StudySpec
 from medtune.config import to_dict
-from dataclasses import dataclass, field
-from medtune.cluster.runs.console import tune_verbosity
-from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
+from medtune.errors import InputError
+from medtune.trainables.active_learning_actors import bundles, train_active_learning
+from medtune.trainables.al_annotator import check_labels
 from medtune.trainables.al_config import METHODS as AL_METHODS
 from medtune.trainables.al_config import ActiveLearningConfig
-from medtune.trainables.classification_data import ClassificationDataConfig
+from medtune.trainables.classification_data import ClassificationDataConfig, load_classification
+
+__all__ = ["METRICS", "SPEC", "STATE_DIR", "ActiveLearningStudySpec", "build_report", "build_tuner",
+           "log_session_summary", "prepare_data", "resume", "run"]
 
 
 @dataclass(frozen=True)
-class ActiveLearningStudySpec:
+class ActiveLearningStudySpec(StudySpec):
     """The active-learning study (paper 001): every selection strategy x seed in one Tune experiment.
 
     Each trial owns an Annotator and a Learner actor (see :mod:`medtune.trainables.active_learning_actors`);
     ``budget`` caps the labels each Annotator gives out (0: the whole training pool).
     """
 
+    KNOWN_METHODS: ClassVar[Sequence[str]] = AL_METHODS
+    METHOD_KIND: ClassVar[str] = "a selection strategy"
+    TITLE: ClassVar[str] = "the active-learning study's spec"
+
     name: str = "active-learning"
     study: str = "active-learning"
-    description: str = ""
-    seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = AL_METHODS
     data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
     loop: ActiveLearningConfig = field(default_factory=ActiveLearningConfig)
     budget: int = 0
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
-    smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_name(self.name)
-        check_storage(self.storage)
-        if self.study != "active-learning":
-            raise ValueError(f"study={self.study!r}: this is the active-learning study's spec; set study: active-learning")
-        check_seeds_and_methods(self.seeds, self.methods, AL_METHODS, "a selection strategy")
+        super().__post_init__()  # name, storage, study, seeds and methods, max_failures
         if self.budget < 0:
             raise ValueError(f"budget={self.budget!r} must be >= 0 labels (0: the whole training pool)")
-        if self.max_failures < 0:
-            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
-
 
 
 SPEC = ActiveLearningStudySpec
@@ -77,9 +74,6 @@ STATE_DIR = "al"
 
 def prepare_data(spec: ActiveLearningStudySpec):
     """Load and check the pool: labels in range, no empty class, a budget the pool can meet (exit 2 otherwise)."""
-    from medtune.trainables.al_annotator import check_labels
-    from medtune.trainables.classification_data import load_classification
-
     data = load_classification(spec.data)
     check_labels(data.train_labels, data.num_classes)
     n = len(data.train_labels)
@@ -97,8 +91,6 @@ def prepare_data(spec: ActiveLearningStudySpec):
 def _trainable(spec: ActiveLearningStudySpec, data: Any):
     from ray import tune
 
-    from medtune.trainables.active_learning_actors import bundles, train_active_learning
-
     pg = tune.PlacementGroupFactory(bundles(spec.resources.cpus_per_trial, spec.resources.gpus_per_trial))
     return tune.with_resources(tune.with_parameters(train_active_learning, data=data), pg)
 
@@ -106,6 +98,7 @@ def _trainable(spec: ActiveLearningStudySpec, data: Any):
 def build_tuner(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], data: Any):
     from ray import tune
 
+    # Ray: only when a run is built, so loading a spec stays light
     from medtune.cluster.runs.progress import ProgressLog, trial_files
     from medtune.cluster.runs.tracking import MLflowTracker
 
@@ -141,7 +134,7 @@ def _unfinished(results) -> list:
 
 
 def _finish(spec: ActiveLearningStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
-    from medtune.dashboards.al_report import build_report as build
+    from medtune.dashboards.al_report import build_report as build  # plotly: only when a report is made
 
     notes = [f"annotation logs: {session_dir / STATE_DIR}/<method>-seed<seed>/annotations.jsonl"]
     return finish_session(session_dir, info, list(results), _unfinished(results),
@@ -175,7 +168,7 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from medtune.dashboards.al_report import build_report as build
+    from medtune.dashboards.al_report import build_report as build  # plotly: only when a report is made
 
     return build(tracking_uri, experiment, session)
 

@@ -18,10 +18,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from medtune.cluster.runs.console import tune_verbosity
 from medtune.cluster.studies.session import (
     backlog_path,
     check_resources,
@@ -34,21 +36,22 @@ from medtune.cluster.studies.session import (
     restore_or_build,
 )
 from medtune.cluster.studies.session import log_session_summary as session_summary
+from medtune.cluster.studies.spec import StudySpec
 from medtune.config import from_dict, to_dict
-from dataclasses import dataclass, field
-from medtune.cluster.runs.console import tune_verbosity
-from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.errors import did_you_mean
 from medtune.trainables.augmentation import METHODS as AUGMENTATION_METHODS
-from medtune.trainables.augmentation import AugmentationConfig
-from medtune.trainables.classification_data import ClassificationDataConfig
+from medtune.trainables.augmentation import AugmentationConfig, pretrain, train_augmentation
+from medtune.trainables.classification_data import ClassificationDataConfig, load_classification
+
+__all__ = ["ARTIFACTS", "METRICS", "PRETRAINED_DIR", "REGIMES", "SPEC", "APGAStudySpec", "build_report",
+           "build_tuner", "log_session_summary", "prepare_data", "pretrain_all", "resume", "run"]
 
 
 REGIMES = ("full", "few_shot")
 
 
 @dataclass(frozen=True)
-class APGAStudySpec:
+class APGAStudySpec(StudySpec):
     """The APGA study (paper 002): every augmentation method x regime x seed in one Tune experiment.
 
     ``regimes`` are ``full`` (every training image) and ``few_shot`` (``few_shot`` images per class,
@@ -56,39 +59,32 @@ class APGAStudySpec:
     classifier per (regime, seed) that all methods of that seed start from.
     """
 
+    KNOWN_METHODS: ClassVar[Sequence[str]] = AUGMENTATION_METHODS
+    METHOD_KIND: ClassVar[str] = "an augmentation method"
+    TITLE: ClassVar[str] = "the APGA study's spec"
+
     name: str = "apga"
     study: str = "apga"
-    description: str = ""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     methods: tuple[str, ...] = AUGMENTATION_METHODS
     regimes: tuple[str, ...] = REGIMES
     few_shot: int = 100
     data: ClassificationDataConfig = field(default_factory=lambda: ClassificationDataConfig(source="cluttered_digits"))
     train: AugmentationConfig = field(default_factory=AugmentationConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
-    smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_name(self.name)
-        check_storage(self.storage)
-        if self.study != "apga":
-            raise ValueError(f"study={self.study!r}: this is the APGA study's spec; set study: apga")
-        check_seeds_and_methods(self.seeds, self.methods, AUGMENTATION_METHODS, "an augmentation method")
+        super().__post_init__()  # name, storage, study, seeds and methods, max_failures
         if not self.regimes or len(set(self.regimes)) != len(self.regimes):
             raise ValueError(f"regimes={list(self.regimes)!r} must list some of {', '.join(REGIMES)} once each")
         for r in self.regimes:
             if r not in REGIMES:
-                raise ValueError(f"regimes: {r!r} is not a regime{did_you_mean(r, REGIMES)}; use any of {', '.join(REGIMES)}")
+                raise ValueError(f"regimes: {r!r} is not a regime{did_you_mean(r, REGIMES)}; use any of "
+                                 f"{', '.join(REGIMES)}")
         if "few_shot" in self.regimes and self.few_shot < 1:
             raise ValueError(f"few_shot={self.few_shot!r} must be >= 1 images per class (the paper uses 100)")
         if self.data.few_shot:
             raise ValueError(f"data.few_shot={self.data.few_shot!r}: the study sets it per regime; "
                              "set the top-level few_shot instead and leave data.few_shot at 0")
-        if self.max_failures < 0:
-            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
-
 
 
 SPEC = APGAStudySpec
@@ -99,8 +95,6 @@ PRETRAINED_DIR = "pretrained"
 
 def prepare_data(spec: APGAStudySpec) -> dict[str, Any]:
     """``{regime: ClassificationData}``; bad data (or a few-shot size larger than a class) is one line, exit 2."""
-    from medtune.trainables.classification_data import load_classification
-
     data = {}
     for regime in spec.regimes:
         cfg = replace(spec.data, few_shot=spec.few_shot if regime == "few_shot" else 0)
@@ -113,8 +107,6 @@ def prepare_data(spec: APGAStudySpec) -> dict[str, Any]:
 def _pretrain_task(data: Any, train: dict[str, Any], seed: int, threads: int) -> dict:
     import ray
     import torch
-
-    from medtune.trainables.augmentation import AugmentationConfig, pretrain
 
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
@@ -141,7 +133,8 @@ def pretrain_all(spec: APGAStudySpec, session_dir: Path, data: dict[str, Any]) -
             if path.is_file():
                 out[f"{regime}/{seed}"] = torch.load(path, map_location="cpu", weights_only=True)
             else:
-                pending[remote.remote(refs[regime], to_dict(spec.train), seed, max(1, int(spec.resources.cpus_per_trial)))] = (regime, seed, path)
+                threads = max(1, int(spec.resources.cpus_per_trial))
+                pending[remote.remote(refs[regime], to_dict(spec.train), seed, threads)] = (regime, seed, path)
     if out:
         log(f"reusing {len(out)} pre-trained classifier(s) from {folder}")
     if pending:
@@ -160,8 +153,6 @@ def pretrain_all(spec: APGAStudySpec, session_dir: Path, data: dict[str, Any]) -
 def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
     from ray import tune
 
-    from medtune.trainables.augmentation import train_augmentation
-
     return tune.with_resources(
         tune.with_parameters(train_augmentation, data=data, pretrained=pretrained),
         {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial},
@@ -171,6 +162,7 @@ def _trainable(spec: APGAStudySpec, data: dict, pretrained: dict):
 def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], data: dict, pretrained: dict):
     from ray import tune
 
+    # Ray: only when a run is built, so loading a spec stays light
     from medtune.cluster.runs.progress import ProgressLog, trial_files
     from medtune.cluster.runs.tracking import MLflowTracker
 
@@ -194,7 +186,8 @@ def build_tuner(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], da
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                                      backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS),
-                       ProgressLog(spec.name, len(spec.methods) * len(spec.regimes) * len(spec.seeds) * spec.train.epochs, "accuracy", label_keys=("method", "regime", "seed")),
+                       ProgressLog(spec.name, len(spec.methods) * len(spec.regimes) * len(spec.seeds)
+                                   * spec.train.epochs, "accuracy", label_keys=("method", "regime", "seed")),
                        *trial_files()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -208,7 +201,7 @@ def _unfinished(spec: APGAStudySpec, results) -> list:
 
 
 def _finish(spec: APGAStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
-    from medtune.dashboards.apga_report import build_report as build
+    from medtune.dashboards.apga_report import build_report as build  # plotly: only when a report is made
 
     notes = [f"mask images: {session_dir / 'report'}/masks-<regime>.png; accuracy curves: accuracy_curves.png"]
     return finish_session(session_dir, info, list(results), _unfinished(spec, results),
@@ -250,7 +243,7 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from medtune.dashboards.apga_report import build_report as build
+    from medtune.dashboards.apga_report import build_report as build  # plotly: only when a report is made
 
     return build(tracking_uri, experiment, session)
 

@@ -1,14 +1,15 @@
 """``medtune.compare``: a researcher's own training function, compared across LR methods like the LR study.
 
-The experiment is the one ``medtune run lr-schedulers`` runs, with the user's trainable in place of the
-built-in one: every method x seed is a trial, and every trial runs in one ``Tuner`` under
+The experiment is the one ``medtune run lr-schedulers`` runs, assembled by the same code
+(:mod:`medtune.cluster.studies.lr_experiment`), with the user's trainable in place of the built-in one: every
+method x seed is a trial, and every trial runs in one ``Tuner`` under
 :class:`~medtune.searchers.study_scheduler.StudyScheduler`:
 :class:`~medtune.searchers.qlearning_scheduler.QLearningLRScheduler` drives the ``qlearning`` /
 ``qlearning_warm`` trials through the study's mailbox and PBT its population (one ``pbt`` member per seed),
 beside the other methods, so a slot a waiting member frees goes to another trial. The trials log to one MLflow
-experiment (``name``) and session through :class:`~medtune.cluster.runs.tracking.MLflowTracker`: one run per trial with params
-(``method``, ``seed``, the ``params`` given and the ``lr_control`` settings) and every number the trial reports
-per epoch; at the end one summary run with the comparison (:mod:`medtune.dashboards.metric_report`).
+experiment (``name``) and session through :class:`~medtune.cluster.runs.tracking.MLflowTracker`: one run per
+trial with params (``method``, ``seed``, the ``params`` given and the ``lr_control`` settings) and every number
+the trial reports per epoch; at the end one summary run with the comparison (:mod:`medtune.dashboards.metric_report`).
 
 The trainable is a Tune function trainable ``f(config)`` that builds its optimizer, creates
 ``medtune.LRControl(optimizer, config)`` and calls ``control.step(metrics)`` once per epoch. It reads its own
@@ -25,51 +26,82 @@ report (a trial whose ``LRControl.step`` raised is reported the same way).
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 import pandas as pd
-from ray.tune import Stopper
 
 from medtune.cluster.runs.console import quiet_api
-from medtune.cluster.runs.fail_fast import FailFast, all_failed_error
+from medtune.cluster.studies.lr_experiment import LRExperiment, final_qtable, fit, session_keys
+from medtune.cluster.studies.lr_experiment import build_tuner as build_lr_tuner
+from medtune.cluster.studies.lr_experiment import task_key as lr_task_key
+from medtune.cluster.studies.session import check_resources, create_session, init_ray, is_remote
+from medtune.cluster.studies.spec import ResourcesConfig, StudySpec, unknown_setting
+from medtune.cluster.studies.tuning import check_compare_tuning, qlearning_values, search_compare, tuned_report
 from medtune.config import from_dict, to_dict
-from medtune.errors import InputError, TrialsFailedError, did_you_mean, error_line
+from medtune.dashboards.summary import log_summary
+from medtune.errors import InputError, did_you_mean, error_line
+from medtune.searchers.lr_methods import DEFAULT_SELECTION
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig, default_interval
 from medtune.searchers.qlearning_agent import METHOD, WARM_METHOD, QLearningConfig
+from medtune.searchers.search_spaces import TuningConfig
 from medtune.trainables.lr_control import (
-    CHECKPOINT_EVERY, CONFIG_KEY, METHODS, LRControlConfig, check_method, check_metric,
+    CHECKPOINT_EVERY,
+    CONFIG_KEY,
+    METHOD_NAMES,
+    LRControlConfig,
+    check_method,
+    check_metric,
 )
+
+if typing.TYPE_CHECKING:
+    from ray import tune
+
+    from medtune.cluster.runs.fail_fast import FailFast
+
+__all__ = [
+    "COMPARE_SIGNATURE", "CompareSpec", "Comparison", "FirstResultCheck", "adapt_to_budget", "adapted_note",
+    "build_tuner", "compare", "decision_intervals", "experiment", "make_spec", "problems", "task_key",
+]
 
 logger = logging.getLogger(__name__)
 
-JOURNAL_FILE = "qlearning-journal.jsonl"
-MEMORY_FILE = "episodic-memory.jsonl"
-KEEP_CHECKPOINTS = 6
 QLEARNING_KEYS = tuple(f.name for f in QLearningConfig.__dataclass_fields__.values()
                        if f.name not in ("base_lr", "min_lr", "max_lr"))
+DEFAULT_METHODS = tuple(DEFAULT_SELECTION)  # the records of medtune.searchers.lr_methods
 
 
 @dataclass(frozen=True)
-class CompareSpec:
-    """Everything one ``compare`` call runs (stored in the session's ``medtune.json``)."""
+class CompareSpec(StudySpec):
+    """Everything one :func:`compare` call runs (stored in the session's ``medtune.json``); its fields are
+    ``compare``'s keyword arguments (``resources`` as ``cpus_per_trial``, ``gpus_per_trial``,
+    ``max_concurrent``; ``trainable`` the function's ``module:qualname``), checked here, at construction:
+    every bad value is one :class:`~medtune.errors.InputError` line (``ValueError`` from the
+    :class:`~medtune.cluster.studies.spec.StudySpec` checks)."""
 
-    name: str
-    trainable: str
-    methods: tuple[str, ...]
-    seeds: tuple[int, ...]
-    epochs: int
-    metric: str
-    mode: str
-    loss_metric: str
-    min_lr: float
-    max_lr: float
+    KNOWN_METHODS: ClassVar[Sequence[str]] = METHOD_NAMES
+    METHOD_KIND: ClassVar[str] = "an LR method"
+    TITLE: ClassVar[str] = "the own-training spec"
+
+    name: str = "compare"
+    study: str = "own"  # the registered study of its sessions (resume, report --sync dispatch on it)
+    max_failures: int = 0
+    trainable: str = ""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    epochs: int = 30
+    metric: str = "dice"
+    mode: str = "max"
+    loss_metric: str = "val_loss"
+    min_lr: float = 1e-6
+    max_lr: float = 1.0
     lr: float | None = None
     target: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -78,23 +110,85 @@ class CompareSpec:
     qlearning_seed: int = 0
     warm_start: str | None = None
     pbt: PBTConfig = field(default_factory=PBTConfig)
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int = 0
-    max_failures: int = 0
     checkpoint_every: int = CHECKPOINT_EVERY  # epochs between a trial's checkpoints (LRControlConfig)
-    study: str = "own"  # the registered study of its sessions (resume, report --sync dispatch on it)
     tuned: dict[str, Any] = field(default_factory=dict)  # {method: {config key: value}} (the tuning protocol)
     adapted: dict[str, Any] = field(default_factory=dict)  # {setting: value} scaled to ``epochs`` (not set by the user)
+
+    def __post_init__(self) -> None:
+        methods, seeds = self.methods, self.seeds
+        if isinstance(methods, str) or not methods:
+            raise InputError(f"methods={methods!r} must be a non-empty list of LR methods, some of "
+                             f"{', '.join(METHOD_NAMES)}")
+        if isinstance(seeds, (int, str)) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                for s in seeds):
+            raise InputError(f"seeds={seeds!r} must be a non-empty list of integers, e.g. seeds=[0, 1, 2]")
+        object.__setattr__(self, "methods", tuple(check_method(m) for m in methods))
+        object.__setattr__(self, "seeds", tuple(seeds))
+        super().__post_init__()  # name, storage, study, seeds and methods, max_failures
+        self._check_run()
+        lrs = (("min_lr", self.min_lr), ("max_lr", self.max_lr)) + ((("lr", self.lr),) if self.lr is not None else ())
+        for key, value in lrs:
+            object.__setattr__(self, key, float(value))
+        if self.warm_start:
+            object.__setattr__(self, "warm_start", str(Path(self.warm_start).expanduser().resolve()))
+        object.__setattr__(self, "params", dict(self.params or {}))
+        object.__setattr__(self, "qlearning", dict(self.qlearning or {}))
+        object.__setattr__(self, "qlearning_seed", int(self.qlearning_seed))
+        try:
+            self.agent_config()
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"qlearning.{exc}") from None
+
+    def _check_run(self) -> None:
+        """The checks of the metric, the budget, the LR bounds, the warm start, ``params`` and ``qlearning``."""
+        check_metric(self.metric, "metric")
+        check_metric(self.loss_metric, "loss_metric")
+        if self.mode not in ("max", "min"):
+            raise InputError(f"mode={self.mode!r} must be 'max' (higher {self.metric} is better) or 'min'"
+                             f"{did_you_mean(self.mode, ('max', 'min'))}")
+        for key in ("epochs", "checkpoint_every"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{key}={value!r} must be a whole number of epochs >= 1")
+        lrs = (("min_lr", self.min_lr), ("max_lr", self.max_lr)) + ((("lr", self.lr),) if self.lr is not None else ())
+        for key, value in lrs:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0
+                                                                                       and math.isfinite(value)):
+                raise InputError(f"{key}={value!r} must be a positive finite number")
+        if self.min_lr >= self.max_lr:
+            raise InputError(f"min_lr={self.min_lr!r} must be below max_lr={self.max_lr!r}")
+        if self.lr is not None and not self.min_lr <= self.lr <= self.max_lr:
+            raise InputError(f"lr={self.lr!r} must lie in [min_lr, max_lr] = [{self.min_lr!r}, {self.max_lr!r}]")
+        if WARM_METHOD in self.methods and not self.warm_start:
+            raise InputError("methods: 'qlearning_warm' needs warm_start=, the qtable.json of an earlier comparison")
+        if self.warm_start and not Path(self.warm_start).expanduser().is_file():
+            raise InputError(f"warm_start={self.warm_start!r} is not a file; give the qtable.json of an earlier "
+                             "comparison")
+        if "effort" in self.methods and self.mode != "max":
+            raise InputError(f"method 'effort' maximises a metric in [0, 1]; {self.metric!r} has mode='min'. "
+                             "Leave effort out")
+        reserved = {"method", "seed", "lr", "study", CONFIG_KEY} & set(self.params or {})
+        if reserved:
+            raise InputError(f"params may not set {', '.join(sorted(reserved))}: compare sets those (lr: use lr=)")
+        for key in self.qlearning or {}:
+            if key not in QLEARNING_KEYS:
+                raise InputError(f"qlearning.{key} is not a Q-learning setting{did_you_mean(key, QLEARNING_KEYS)}; "
+                                 f"valid: {', '.join(QLEARNING_KEYS)} (the LR bounds are min_lr= / max_lr=)")
 
     def agent_config(self) -> QLearningConfig:
         return QLearningConfig(min_lr=self.min_lr, max_lr=self.max_lr, **self.qlearning)
 
     def control_config(self, mailbox: str, task: str) -> dict[str, Any]:
-        return to_dict(LRControlConfig(epochs=self.epochs, min_lr=self.min_lr, max_lr=self.max_lr, metric=self.metric,
-                                       mode=self.mode, loss_metric=self.loss_metric, schedules=self.schedules,
-                                       mailbox=mailbox, task=task, checkpoint_every=self.checkpoint_every,
-                                       perturbation_interval=self.pbt.perturbation_interval))
+        control: dict[str, Any] = to_dict(LRControlConfig(
+            epochs=self.epochs, min_lr=self.min_lr, max_lr=self.max_lr, metric=self.metric, mode=self.mode,
+            loss_metric=self.loss_metric, schedules=self.schedules, mailbox=mailbox, task=task,
+            checkpoint_every=self.checkpoint_every, perturbation_interval=self.pbt.perturbation_interval))
+        return control
+
+    def arguments(self) -> dict[str, Any]:
+        """The :func:`compare` keyword arguments this spec holds (``resources`` as its three settings)."""
+        values = {name: getattr(self, name) for name in ARGUMENT_FIELDS}
+        return {**values, **{name: getattr(self.resources, name) for name in RESOURCE_ARGUMENTS}}
 
 
 @dataclass
@@ -125,78 +219,98 @@ class Comparison:
     tuning: list[dict[str, Any]] = field(default_factory=list)
 
 
+# compare's arguments are CompareSpec's fields: the first ones positional (after the trainable), the resources
+# section spread into its settings; a few fields are not arguments (the session's own, and what a run records).
+POSITIONAL = ("methods", "seeds", "epochs", "metric", "mode", "loss_metric", "min_lr", "max_lr", "lr")
+NOT_ARGUMENTS = ("study", "description", "smoke", "trainable", "resources", "tuned", "adapted")
+RESOURCE_ARGUMENTS = tuple(f.name for f in fields(ResourcesConfig))
+ARGUMENT_FIELDS = tuple(f.name for f in fields(CompareSpec) if f.name not in NOT_ARGUMENTS)
+
+
+def _parameters(cls: type, names: Sequence[str], kind: Any) -> list[inspect.Parameter]:
+    """``inspect.Parameter``s of ``cls``'s fields ``names``: a field built by a factory shows ``None`` (its
+    default), which also accepts a mapping of a configuration's fields; a tuple field accepts any sequence."""
+    hints, by_name = typing.get_type_hints(cls), {f.name: f for f in fields(cls)}
+    out = []
+    for name in names:
+        f, tp = by_name[name], hints[name]
+        default: Any = f.default
+        if typing.get_origin(tp) is tuple:
+            tp = Sequence[typing.get_args(tp)[0]]  # type: ignore[misc]  # a runtime annotation
+        if default is MISSING:  # a factory builds it
+            default = None
+            tp = tp | dict[str, Any] | None if is_dataclass(tp) else tp | None
+        out.append(inspect.Parameter(name, kind, default=default, annotation=tp))
+    return out
+
+
+_RUN_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, default, annotation in (
+        ("output", "medtune-runs", str | os.PathLike), ("tracking_uri", None, str | None),
+        ("address", None, str | None), ("tune", None, TuningConfig | dict[str, Any] | None), ("verbose", False, bool),
+    )
+]
+SPEC_SIGNATURE = inspect.Signature([
+    inspect.Parameter("trainable", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                      annotation=Callable[[dict[str, Any]], Any]),
+    *_parameters(CompareSpec, POSITIONAL, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    *_parameters(CompareSpec, [n for n in ARGUMENT_FIELDS if n not in POSITIONAL], inspect.Parameter.KEYWORD_ONLY),
+    *_parameters(ResourcesConfig, RESOURCE_ARGUMENTS, inspect.Parameter.KEYWORD_ONLY),
+])
+COMPARE_SIGNATURE = SPEC_SIGNATURE.replace(parameters=[*SPEC_SIGNATURE.parameters.values(), *_RUN_PARAMETERS],
+                                           return_annotation=Comparison)
+
+
+def bind_arguments(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every argument of ``signature`` (defaults filled in) from a call's ``args`` and ``kwargs``.
+
+    Raises:
+        InputError: an unknown keyword (one line, the nearest name suggested, as an unknown spec key), too many
+            positional arguments, or one given twice.
+    """
+    names = [n for n in signature.parameters if n != "trainable"]
+    for key in kwargs:
+        if key not in signature.parameters:
+            raise unknown_setting(key, names)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise InputError(f"{exc}; see help(medtune.compare) for its arguments") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 def _qualname(fn: Any) -> str:
     module = getattr(fn, "__module__", None) or "?"
     return f"{module}:{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
-def make_spec(trainable: Any, methods: Sequence[str], seeds: Sequence[int], epochs: int, metric: Any, mode: str,
-              loss_metric: Any, min_lr: float, max_lr: float, lr: float | None, name: str, target: float | None,
-              params: dict[str, Any] | None, schedules: Any, qlearning: dict[str, Any] | None, warm_start: str | None,
-              pbt: Any, cpus_per_trial: float, gpus_per_trial: float, max_concurrent: int, max_failures: int,
-              qlearning_seed: int = 0, checkpoint_every: int = CHECKPOINT_EVERY) -> CompareSpec:
-    """Check every argument of :func:`compare` (one :class:`InputError` line each) and build its spec."""
-    if not callable(trainable):
-        raise InputError(f"trainable={trainable!r} must be a function f(config) that calls medtune.LRControl")
-    if isinstance(methods, str) or not methods:
-        raise InputError(f"methods={methods!r} must be a non-empty list of LR methods, some of {', '.join(METHODS)}")
-    methods = tuple(check_method(m) for m in methods)
-    if len(set(methods)) != len(methods):
-        raise InputError(f"methods={list(methods)!r} has duplicates; list each method once")
-    if isinstance(seeds, (int, str)) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                            for s in seeds):
-        raise InputError(f"seeds={seeds!r} must be a non-empty list of integers, e.g. seeds=[0, 1, 2]")
-    if len(set(seeds)) != len(seeds):
-        raise InputError(f"seeds={list(seeds)!r} has duplicates; list each seed once")
-    check_metric(metric, "metric")
-    check_metric(loss_metric, "loss_metric")
-    if mode not in ("max", "min"):
-        raise InputError(f"mode={mode!r} must be 'max' (higher {metric} is better) or 'min'"
-                         f"{did_you_mean(mode, ('max', 'min'))}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise InputError(f"epochs={epochs!r} must be a whole number of epochs >= 1")
-    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-        raise InputError(f"checkpoint_every={checkpoint_every!r} must be a whole number of epochs >= 1")
-    for key, value in (("min_lr", min_lr), ("max_lr", max_lr)) + ((("lr", lr),) if lr is not None else ()):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
-            raise InputError(f"{key}={value!r} must be a positive finite number")
-    if min_lr >= max_lr:
-        raise InputError(f"min_lr={min_lr!r} must be below max_lr={max_lr!r}")
-    if lr is not None and not min_lr <= lr <= max_lr:
-        raise InputError(f"lr={lr!r} must lie in [min_lr, max_lr] = [{min_lr!r}, {max_lr!r}]")
-    if WARM_METHOD in methods and not warm_start:
-        raise InputError("methods: 'qlearning_warm' needs warm_start=, the qtable.json of an earlier comparison")
-    if warm_start and not Path(warm_start).expanduser().is_file():
-        raise InputError(f"warm_start={warm_start!r} is not a file; give the qtable.json of an earlier comparison")
-    if "effort" in methods and mode != "max":
-        raise InputError(f"method 'effort' maximises a metric in [0, 1]; {metric!r} has mode='min'. Leave effort out")
-    params = dict(params or {})
-    reserved = {"method", "seed", "lr", "study", CONFIG_KEY} & set(params)
-    if reserved:
-        raise InputError(f"params may not set {', '.join(sorted(reserved))}: compare sets those (lr: use lr=)")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        raise InputError(f"name={name!r} must be a non-empty word without '/', '\\' or spaces")
-    qlearning = dict(qlearning or {})
-    for key in qlearning:
-        if key not in QLEARNING_KEYS:
-            raise InputError(f"qlearning.{key} is not a Q-learning setting{did_you_mean(key, QLEARNING_KEYS)}; "
-                             f"valid: {', '.join(QLEARNING_KEYS)} (the LR bounds are min_lr= / max_lr=)")
-    spec = CompareSpec(
-        name=name, trainable=_qualname(trainable), methods=methods, seeds=tuple(seeds), epochs=epochs, metric=metric,
-        mode=mode, loss_metric=loss_metric, min_lr=float(min_lr), max_lr=float(max_lr),
-        lr=None if lr is None else float(lr), target=target, params=params,
-        schedules=schedules if isinstance(schedules, ScheduleConfig) else from_dict(ScheduleConfig, schedules,
-                                                                                    "schedules"),
-        qlearning=qlearning, qlearning_seed=int(qlearning_seed),
-        warm_start=None if not warm_start else str(Path(warm_start).expanduser().resolve()),
-        pbt=pbt if isinstance(pbt, PBTConfig) else from_dict(PBTConfig, pbt, "pbt"),
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent,
-        max_failures=max_failures, checkpoint_every=checkpoint_every,
-    )
+def make_spec(trainable: Any, *args: Any, **kwargs: Any) -> CompareSpec:
+    """Check :func:`compare`'s arguments but ``output``, ``tracking_uri``, ``address``, ``tune`` and ``verbose``
+    (one :class:`InputError` line each) and build its spec, the intervals left unset scaled to the budget
+    (:func:`adapt_to_budget`). ``None`` for a configuration (``params``, ``schedules``, ``qlearning``, ``pbt``)
+    means its default."""
+    values = bind_arguments(SPEC_SIGNATURE, (trainable, *args), kwargs)
+    fn = values.pop("trainable")
+    if not callable(fn):
+        raise InputError(f"trainable={fn!r} must be a function f(config) that calls medtune.LRControl")
     try:
-        spec.agent_config()
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"qlearning.{exc}") from None
+        resources = ResourcesConfig(**{name: values.pop(name) for name in RESOURCE_ARGUMENTS})
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    hints = typing.get_type_hints(CompareSpec)
+    for name, value in list(values.items()):
+        if value is None and CompareSpec.__dataclass_fields__[name].default is MISSING:
+            del values[name]  # None: the factory's default
+        elif is_dataclass(hints[name]) and not isinstance(value, hints[name]):
+            values[name] = from_dict(hints[name], value, name)
+    try:
+        spec = CompareSpec(trainable=_qualname(fn), resources=resources, **values)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     return adapt_to_budget(spec)
 
 
@@ -208,8 +322,6 @@ def adapt_to_budget(spec: CompareSpec) -> CompareSpec:
     ``min(default, max(1, epochs // 6))`` (3 and 5 from 30 epochs on, 1 and 1 below 12). Explicit settings win.
     The values that differ from the fixed defaults are kept in ``spec.adapted`` and said in the report.
     """
-    from dataclasses import replace
-
     adapted: dict[str, Any] = {}
     pbt = spec.pbt
     if pbt.perturbation_interval is None:
@@ -217,10 +329,11 @@ def adapt_to_budget(spec: CompareSpec) -> CompareSpec:
         if "pbt" in spec.methods:
             adapted["pbt.perturbation_interval"] = pbt.perturbation_interval
     qlearning = dict(spec.qlearning)
-    defaults = QLearningConfig.__dataclass_fields__
+    defaults = QLearningConfig()
     for key in ("patience", "cooldown"):
-        value = min(defaults[key].default, max(1, spec.epochs // 6))
-        if key not in qlearning and value != defaults[key].default:
+        default: int = getattr(defaults, key)
+        value = min(default, max(1, spec.epochs // 6))
+        if key not in qlearning and value != default:
             qlearning[key] = value
             if {METHOD, WARM_METHOD} & set(spec.methods):
                 adapted[f"qlearning.{key}"] = value
@@ -243,9 +356,11 @@ def decision_intervals(spec: CompareSpec) -> dict[str, int]:
     return {"pbt": int(spec.pbt.perturbation_interval or 0), "qlearning": patience, "qlearning_warm": patience}
 
 
-class FirstResultCheck(Stopper):
-    """A Tune ``Stopper``: a trial whose first result lacks the metric, the loss or the ``LRControl`` marker is
-    stopped at once, and with it every other trial of the Tuner (the same trainable would fail the same way).
+class FirstResultCheck:
+    """A Tune stopper (``__call__`` and ``stop_all``, the interface of ``ray.tune.Stopper``, which FailFast's stop
+    wraps, so this module needs no Ray to import): a trial whose first result lacks the metric, the loss or the
+    ``LRControl`` marker is stopped at once, and with it every other trial of the Tuner (the same trainable
+    would fail the same way).
 
     The reason is rebuilt from the stopped trial's result by :func:`problems` after the Tuner returns.
     """
@@ -256,7 +371,7 @@ class FirstResultCheck(Stopper):
         self._bad = False
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        from medtune.searchers.qlearning_scheduler import missing_keys
+        from medtune.searchers.qlearning_scheduler import missing_keys  # imports Ray Tune: a spec loads without
 
         if trial_id in self._seen:
             return False
@@ -277,9 +392,10 @@ def _error_line(error: Any) -> str:
 
 def problems(results: list, metric: str, loss_metric: str) -> tuple[list[str], list[str]]:
     """``(key problems, other failures)``: one line per trial, from the Tune results alone."""
-    from medtune.searchers.qlearning_scheduler import missing_keys
+    from medtune.searchers.qlearning_scheduler import missing_keys  # imports Ray Tune: a spec loads without
 
-    keys, other = [], []
+    keys: list[str] = []
+    other: list[str] = []
     for r in results:
         config = r.config or {}
         trial = f"{config.get('method', '?')}-seed{config.get('seed', '?')}"
@@ -300,126 +416,50 @@ def problems(results: list, metric: str, loss_metric: str) -> tuple[list[str], l
 
 def task_key(spec: CompareSpec) -> str:
     """Curves are comparable (for the episodic memory) when trainable, params and budget are the same."""
-    import hashlib
-
-    key = json.dumps([spec.trainable, spec.params, spec.epochs, spec.metric], sort_keys=True, default=str)
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
+    return lr_task_key([spec.trainable, spec.params, spec.epochs, spec.metric])
 
 
-def _run_config(spec: CompareSpec, name: str, storage: Path, info: dict[str, Any], stopper: Any, keep: int,
-                progress: tuple[str, int], fail_fast: FailFast | None = None):
-    from ray import tune
-
-    from medtune.cluster.runs.console import tune_verbosity
-    from medtune.cluster.runs.progress import ProgressLog, trial_files
-    from medtune.cluster.studies.session import BACKLOG_FILE
-    from medtune.cluster.runs.tracking import MLflowTracker
-    from medtune.searchers.qlearning_scheduler import EpisodeRecorder
-
-    session = info["session"]
-    fail_fast = fail_fast or FailFast()  # an error every trial would repeat stops them all at once
-    return tune.RunConfig(
-        name=name,
-        storage_path=str(storage),
-        callbacks=[
-            MLflowTracker(info["tracking_uri"], info["experiment_id"], session, metrics=None,
-                          backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE),
-                          stop_note=fail_fast.stop_note),
-            EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session, metric=spec.metric),
-            ProgressLog(progress[0], progress[1], spec.metric),
-            fail_fast,  # after ProgressLog: the trial's error is said before the stop
-            *trial_files(),
-        ],
-        stop=fail_fast.stopper(stopper),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
-        verbose=tune_verbosity(),
+def experiment(spec: CompareSpec) -> LRExperiment:
+    """The comparison as the LR experiment assembly reads it (:mod:`medtune.cluster.studies.lr_experiment`)."""
+    return LRExperiment(
+        name=spec.name, methods=spec.methods, seeds=spec.seeds, epochs=spec.epochs, agent=spec.agent_config(),
+        pbt=spec.pbt, resources=spec.resources, max_failures=spec.max_failures, qlearning_seed=spec.qlearning_seed,
+        warm_start=spec.warm_start, metric=spec.metric, mode=spec.mode, loss_metric=spec.loss_metric,
+        own_lr=spec.lr is None, own_training=True,
     )
 
 
-def build_tuner(spec: CompareSpec, trainable: Callable, session_dir: Path, info: dict[str, Any],
-                fail_fast: FailFast | None = None):
-    """The comparison's one Tuner: every method x seed, PBT's members first (the longest trials); ``fail_fast``
-    tells after ``fit`` whether an error every trial would repeat stopped the run."""
-    from ray import tune
-
-    from medtune.searchers.pbt import make_pbt
-    from medtune.searchers.qlearning_scheduler import QLearningLRScheduler
-    from medtune.searchers.study_scheduler import StudyScheduler
-
-    common: dict[str, Any] = {
+def trial_config(spec: CompareSpec, info: dict[str, Any]) -> dict[str, Any]:
+    """Every trial's config but ``method`` and ``seed``: the user's ``params``, the LRControl section, ``lr``
+    when given, the tuned settings."""
+    config: dict[str, Any] = {
         **spec.params,
         "study": "own",  # `medtune report` finds the own-training report by this param
-        "seed": tune.grid_search(list(spec.seeds)),
         CONFIG_KEY: spec.control_config(info["mailbox"], info["task"]),
     }
     if spec.lr is not None:
-        common["lr"] = spec.lr
+        config["lr"] = spec.lr
     if spec.tuned:
-        common["tuned"] = spec.tuned
-    scheduler = QLearningLRScheduler(
-        spec.agent_config(), state_path=session_dir / JOURNAL_FILE, mailbox=info["mailbox"],
-        seed=spec.qlearning_seed, metric=spec.metric, loss_metric=spec.loss_metric, mode=spec.mode,
-        warm_start=spec.warm_start, warm_method=WARM_METHOD if WARM_METHOD in spec.methods else METHOD,
-        require_control=True,
-    )
-    methods = sorted(spec.methods, key=lambda m: m != "pbt")
-    if "pbt" in methods:  # MemberPBT restarts a copier before its donor trains on: KEEP_CHECKPOINTS suffice
-        scheduler = StudyScheduler(scheduler, make_pbt(spec.pbt, spec.min_lr, spec.max_lr, metric=spec.metric,
-                                                       seed=spec.qlearning_seed, mode=spec.mode,
-                                                       own_lr=spec.lr is None))
-    resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
-    return tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space={"method": tune.grid_search(methods), **common},
-        # A slot's process runs its next trial too (imports paid once; a PBT member restarts in whichever
-        # process is free): every trial seeds itself, so its numbers do not depend on the process.
-        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=spec.max_concurrent or None,
-                                    reuse_actors=True),
-        run_config=_run_config(spec, session_dir.name, session_dir.parent, info,
-                               FirstResultCheck(spec.metric, spec.loss_metric), KEEP_CHECKPOINTS,
-                               (spec.name, len(methods) * len(spec.seeds) * spec.epochs), fail_fast),
-    )
+        config["tuned"] = spec.tuned
+    return config
+
+
+def build_tuner(spec: CompareSpec, trainable: Callable, session_dir: Path, info: dict[str, Any],
+                fail_fast: FailFast | None = None) -> tune.Tuner:
+    """The comparison's one Tuner (:func:`~medtune.cluster.studies.lr_experiment.build_tuner`), its trials
+    checked at their first result (:class:`FirstResultCheck`); ``fail_fast`` tells after ``fit`` whether an
+    error every trial would repeat stopped the run."""
+    return build_lr_tuner(experiment(spec), trainable, trial_config(spec, info), session_dir, info, fail_fast,
+                          stopper=FirstResultCheck(spec.metric, spec.loss_metric))
 
 
 @quiet_api
-def compare(
-    trainable: Callable[[dict[str, Any]], Any],
-    methods: Sequence[str] = ("fixed", "cosine", "greedy", "qlearning", "pbt"),
-    seeds: Sequence[int] = (0, 1, 2),
-    epochs: int = 30,
-    metric: str = "dice",
-    mode: str = "max",
-    loss_metric: str = "val_loss",
-    min_lr: float = 1e-6,
-    max_lr: float = 1.0,
-    lr: float | None = None,
-    *,
-    name: str = "compare",
-    output: str | os.PathLike = "medtune-runs",
-    tracking_uri: str | None = None,
-    address: str | None = None,
-    target: float | None = None,
-    params: dict[str, Any] | None = None,
-    schedules: ScheduleConfig | dict[str, Any] | None = None,
-    qlearning: dict[str, Any] | None = None,
-    qlearning_seed: int = 0,
-    warm_start: str | None = None,
-    pbt: PBTConfig | dict[str, Any] | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
-    max_concurrent: int = 0,
-    max_failures: int = 0,
-    checkpoint_every: int = CHECKPOINT_EVERY,
-    storage: str | None = None,
-    tune: Any = None,
-    verbose: bool = False,
-) -> Comparison:
+def compare(trainable: Callable[[dict[str, Any]], Any], *args: Any, verbose: bool = False, **kwargs: Any) -> Comparison:
     """Compare LR methods on ``trainable`` in one parallel Ray Tune experiment tracked in MLflow.
 
     Args:
         trainable: ``f(config)``, a Tune function trainable that calls ``medtune.LRControl`` once per epoch.
-        methods: LR methods (:data:`medtune.trainables.lr_control.METHODS`), each run for every seed.
+        methods: LR methods (:data:`medtune.trainables.lr_control.METHOD_NAMES`), each run for every seed.
             ``poly``, ``schedulefree`` and ``prodigy`` need the trainable to build its optimizer with
             ``medtune.make_optimizer``; ``onecycle`` needs ``LRControl(..., steps_per_epoch=...)`` and
             ``control.batch_step()`` after every optimizer step.
@@ -467,55 +507,47 @@ def compare(
             name, attribute, type or key error, a shape mismatch): every trial was stopped at once
             (:mod:`medtune.cluster.runs.fail_fast`).
     """
-    import ray
+    import ray  # only when a comparison runs: loading a spec stays light
 
-    from medtune.cluster.studies.session import check_resources, create_session, init_ray, is_remote
-    from medtune.cluster.studies.spec import ResourcesConfig
-    from medtune.dashboards.metric_report import build_metric_report
-    from medtune.dashboards.summary import log_summary
-    from medtune.searchers.qlearning_scheduler import METHODS as DRIVEN, QLearningLRScheduler, open_mailbox
+    from medtune.cluster.runs.fail_fast import FailFast, all_failed_error  # Ray Tune, as above
+    from medtune.dashboards.metric_report import build_metric_report  # plotly: only when a report is made
+    from medtune.searchers.qlearning_scheduler import open_mailbox  # Ray Tune, as above
 
-    from medtune.cluster.studies.tuning import check_compare_tuning
-
+    arguments = bind_arguments(COMPARE_SIGNATURE, (trainable, *args), {**kwargs, "verbose": verbose})
+    output, tracking_uri, address, tune = (arguments.pop(k) for k in ("output", "tracking_uri", "address", "tune"))
+    arguments.pop("verbose")
     tuning = None
     if tune is not None:
-        from medtune.searchers.search_spaces import TuningConfig
-
         tuning = tune if isinstance(tune, TuningConfig) else from_dict(TuningConfig, tune, "tune")
-        seeds = list(tuning.final_seeds)
-    spec = make_spec(trainable, methods, seeds, epochs, metric, mode, loss_metric, min_lr, max_lr, lr, name, target,
-                     params, schedules, qlearning, warm_start, pbt, cpus_per_trial, gpus_per_trial, max_concurrent,
-                     max_failures, qlearning_seed, checkpoint_every)
+        arguments["seeds"] = list(tuning.final_seeds)
+    spec = make_spec(**arguments)
     bounds = check_compare_tuning(spec, tuning) if tuning is not None else {}
-    resources = ResourcesConfig(cpus_per_trial, gpus_per_trial, max_concurrent)
+    lr_exp = experiment(spec)
 
     def keys(session_dir: Path) -> dict[str, Any]:
-        return {"mailbox": f"medtune-compare-{session_dir.name}", "memory_path": str(session_dir.parent / MEMORY_FILE),
-                "task": task_key(spec)}
+        return session_keys("compare", session_dir, task_key(spec))
 
     session_dir, info = create_session(spec, output, tracking_uri, {"api": "medtune.compare"}, keys,
-                                       storage=storage)
+                                       storage=spec.storage)
     started = not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
     init_ray(address)  # nothing configured: a local Ray of our own, never an instance found on this machine
     try:
-        check_resources(resources, remote=is_remote(address))
+        check_resources(spec.resources, remote=is_remote(address))
         box = open_mailbox(info["mailbox"])  # exists before any trial reads it
         logger.info("comparing %d methods x %d seeds of %s on %s (%s)", len(spec.methods), len(spec.seeds),
                     spec.trainable, spec.metric, spec.mode)
         outcomes: list = []
         if tuning is not None:
-            from dataclasses import replace
-
-            from medtune.cluster.studies.tuning import qlearning_values, search_compare
-
             outcomes = search_compare(spec, tuning, bounds, trainable, session_dir, info)
             tuned = {o["method"]: o["values"] for o in outcomes}
             spec = replace(spec, tuned=tuned,
                            qlearning={**spec.qlearning, **qlearning_values(tuned, f"{CONFIG_KEY}.qlearning.")})
+            lr_exp = experiment(spec)
         fail_fast = FailFast()
-        results = list(build_tuner(spec, trainable, session_dir, info, fail_fast).fit())
-        if fail_fast.error() is not None:
-            raise fail_fast.error()
+        results = fit(build_tuner(spec, trainable, session_dir, info, fail_fast))
+        stopped = fail_fast.error()
+        if stopped is not None:
+            raise stopped
         key_problems, failed = problems(results, spec.metric, spec.loss_metric)
         if key_problems:
             for line in key_problems:
@@ -526,12 +558,7 @@ def compare(
         if all_failed is not None:
             raise all_failed  # no result to show: never a table of zeros
         del box
-        qtable = None
-        if set(spec.methods) & set(DRIVEN):
-            replay = QLearningLRScheduler(spec.agent_config(), state_path=session_dir / JOURNAL_FILE, mailbox="",
-                                          seed=spec.qlearning_seed, warm_start=spec.warm_start)
-            qtable = replay.snapshot()
-            (session_dir / "qtable.json").write_text(json.dumps(qtable, indent=1))
+        qtable = final_qtable(lr_exp, session_dir)
     finally:
         if started:
             ray.shutdown()
@@ -539,11 +566,14 @@ def compare(
                                  spec.loss_metric, spec.target, qtable, intervals=decision_intervals(spec),
                                  notes=adapted_note(spec))
     if tuning is not None:
-        from medtune.cluster.studies.tuning import tuned_report
-
         report = tuned_report(report, spec, tuning, outcomes)
     log_summary(info["tracking_uri"], report, session_dir / "report")
     for line in failed:
         logger.warning("%s", line)
     return Comparison(report.table, report.verdicts, report.text(), session_dir, info["tracking_uri"], spec.name,
                       info["session"], failed, outcomes)
+
+
+# help(medtune.compare) and inspect show the arguments CompareSpec declares (the function takes **kwargs, so an
+# unknown keyword is compare's own one-line InputError, not Python's TypeError).
+compare.__signature__ = COMPARE_SIGNATURE  # type: ignore[attr-defined]

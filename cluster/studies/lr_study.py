@@ -16,43 +16,86 @@ report files; the episodic memory is ``ROOT/episodic-memory.jsonl``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from medtune.cluster.runs.storage import SESSION_FILE
+from medtune.cluster.studies.lr_experiment import (
+    JOURNAL_FILE,
+    KEEP_CHECKPOINTS,
+    LEGACY_TUNERS,
+    MEMORY_FILE,
+    PBT_DIR,
+    STUDY_TUNERS,
+    LRExperiment,
+    final_qtable,
+    fit,
+    session_keys,
+    with_resources,
+)
+from medtune.cluster.studies.lr_experiment import build_tuner as build_lr_tuner
+from medtune.cluster.studies.lr_experiment import task_key as lr_task_key
 from medtune.cluster.studies.session import (
-    BACKLOG_FILE,
     check_resources,
     create_session,
     finish_session,
     init_ray,
     is_remote,
     log,
-    log_session_summary as session_summary,
     prepare_tracking,
     read_session,
     restore_or_build,
 )
-from medtune.errors import InputError
+from medtune.cluster.studies.session import log_session_summary as session_summary
+from medtune.cluster.studies.spec import StudySpec
+from medtune.cluster.studies.tuning import (
+    PRIVATE_AGENT_NOTE,
+    SEARCH_DIR,
+    check_spaces,
+    final_spec,
+    method_bounds,
+    search_epochs,
+    search_method,
+    searched,
+)
 from medtune.config import from_dict, to_dict
-from dataclasses import dataclass, field, fields, make_dataclass, replace
-from medtune.cluster.runs.console import tune_verbosity
-from medtune.cluster.studies.tuning import check_spaces
-from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
+from medtune.dashboards.tuning_report import TunedReport
+from medtune.errors import InputError
 from medtune.searchers.lr_schedules import ScheduleConfig
 from medtune.searchers.pbt import PBTConfig, default_interval
 from medtune.searchers.qlearning_agent import QLearningConfig, load_qtable_file
-from medtune.searchers.search_spaces import TuningConfig
+from medtune.searchers.search_spaces import NOT_SEARCHED, SPACES, TuningConfig, apply_values
 from medtune.trainables.lr_data import DataConfig, split_datalists
 from medtune.trainables.lr_networks import DEFAULT_CHANNELS, DEFAULT_STRIDES, check_network
-from medtune.trainables.plan import (PLAN_FILE, apply_plan, fingerprint_decathlon, memory_budget, plan_for,
-                                     planning_indices, read_fingerprint, write_plan)
-from medtune.trainables.lr_segmentation import DEFAULT_BATCH_SIZE, METHODS, ModelConfig, TrainConfig
+from medtune.trainables.lr_segmentation import DEFAULT_BATCH_SIZE, METHODS, ModelConfig, TrainConfig, train_segmentation
+from medtune.trainables.plan import (
+    PLAN_FILE,
+    apply_plan,
+    fingerprint_decathlon,
+    memory_budget,
+    plan_for,
+    planning_indices,
+    read_fingerprint,
+    write_plan,
+)
+from medtune.util import int3
 
 if TYPE_CHECKING:
+    from ray import tune
+
     from medtune.cluster.runs.fail_fast import FailFast
+
+__all__ = [
+    "JOURNAL_FILE", "KEEP_CHECKPOINTS", "LEGACY_TUNERS", "LR_SESSION_KEYS", "MEMORY_FILE", "PBT_DIR", "SPEC",
+    "STUDY_TUNERS", "LRStudySpec", "QLearningSpec", "build_report", "build_tuner", "experiment",
+    "log_session_summary", "lr_session_keys", "plan_study", "prepare_study", "record_plan", "resume",
+    "resume_lr_study", "run", "run_in_session", "run_lr_study", "task_key", "trial_config", "trial_memory",
+    "tune_lr_study", "tuner_kinds", "tuner_path", "with_plan",
+]
 
 
 def _check_warm_start(self) -> None:
@@ -60,59 +103,60 @@ def _check_warm_start(self) -> None:
         return
     if not Path(self.warm_start).expanduser().is_file():
         raise ValueError(f"warm_start={self.warm_start!r} is not a file; give the qtable.json of an earlier experiment")
-    load_qtable_file(Path(self.warm_start).expanduser(), QLearningConfig())  # one line naming the file if it is no Q-table
+    # one line naming the file if it is no Q-table
+    load_qtable_file(Path(self.warm_start).expanduser(), QLearningConfig())
 
 
 # The ``qlearning:`` section: every QLearningConfig field but the LR bounds (those come from ``train``),
 # plus where to warm-start from and the seed of the shared table. Derived, so the two never drift apart.
 LR_BOUNDS = ("base_lr", "min_lr", "max_lr")
-QLearningSpec = make_dataclass(
-    "QLearningSpec",
-    [(f.name, f.type, field(default=f.default)) for f in fields(QLearningConfig) if f.name not in LR_BOUNDS]
-    + [("warm_start", "str | None", field(default=None)), ("seed", "int", field(default=0))],
-    frozen=True,
-    namespace={"__post_init__": _check_warm_start, "__doc__": "The spec's qlearning section (LR bounds come from train)."},
-)
-QLearningSpec.__module__ = __name__  # picklable, like every other spec class
+if TYPE_CHECKING:  # what the type checker sees of the class make_dataclass builds below (it cannot read that)
+    @dataclass(frozen=True)
+    class QLearningSpec(QLearningConfig):
+        warm_start: str | None = None
+        seed: int = 0
+else:
+    QLearningSpec = make_dataclass(
+        "QLearningSpec",
+        [(f.name, f.type, field(default=f.default)) for f in fields(QLearningConfig) if f.name not in LR_BOUNDS]
+        + [("warm_start", "str | None", field(default=None)), ("seed", "int", field(default=0))],
+        frozen=True,
+        namespace={"__post_init__": _check_warm_start,
+                   "__doc__": "The spec's qlearning section (LR bounds come from train)."},
+    )
+    QLearningSpec.__module__ = __name__  # picklable, like every other spec class
 
 
 @dataclass(frozen=True)
-class LRStudySpec:
+class LRStudySpec(StudySpec):
     """The learning-rate study: every method x every seed in one Tune experiment."""
+
+    KNOWN_METHODS: ClassVar[Sequence[str]] = METHODS
+    METHOD_KIND: ClassVar[str] = "an LR method"
+    TITLE: ClassVar[str] = "the LR study's spec"
 
     name: str = "lr-schedulers"
     study: str = "lr"
-    description: str = ""
-    seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = tuple(METHODS)  # every record of medtune.searchers.lr_methods
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     schedules: ScheduleConfig = field(default_factory=ScheduleConfig)
     qlearning: QLearningSpec = field(default_factory=QLearningSpec)
     pbt: PBTConfig = field(default_factory=PBTConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
-    smoke: dict[str, Any] = field(default_factory=dict)
-    tuning: TuningConfig | None = None  # set: `medtune run` runs the equal-budget protocol (medtune.cluster.studies.tuning)
+    tuning: TuningConfig | None = None  # set: `medtune run` runs the equal-budget protocol (studies.tuning)
     tuned: dict[str, Any] = field(default_factory=dict)  # {method: {dotted key: value}}: per-method settings
 
     def __post_init__(self) -> None:
-        check_name(self.name)
-        check_storage(self.storage)
-        if self.study != "lr":
-            raise ValueError(f"study={self.study!r}: this is the LR study's spec; set study: lr")
-        check_seeds_and_methods(self.seeds, self.methods, METHODS, "an LR method")
+        super().__post_init__()  # name, storage, study, seeds and methods, max_failures
         if self.pbt.perturbation_interval is None:  # not set: scaled to the run's length (searchers.pbt)
-            object.__setattr__(self, "pbt", replace(self.pbt, perturbation_interval=default_interval(self.train.epochs)))
+            interval = default_interval(self.train.epochs)
+            object.__setattr__(self, "pbt", replace(self.pbt, perturbation_interval=interval))
         if "qlearning_warm" in self.methods and not self.qlearning.warm_start:
             raise ValueError(
                 "methods: 'qlearning_warm' needs qlearning.warm_start; give the qtable.json of an earlier "
                 "experiment, e.g. --set qlearning.warm_start=medtune-runs/<session>/qtable.json"
             )
-        if self.max_failures < 0:
-            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
         try:
             self.agent_config()
         except ValueError as exc:
@@ -123,8 +167,6 @@ class LRStudySpec:
 
     def _check_tuned(self) -> None:
         """Every ``tuned`` method is in ``methods`` and its settings build the sections they set."""
-        from medtune.searchers.search_spaces import apply_values
-
         sections = {"train": TrainConfig, "schedules": ScheduleConfig, "qlearning": QLearningSpec}
         for method, values in self.tuned.items():
             if method not in self.methods:
@@ -147,10 +189,6 @@ class LRStudySpec:
 
 
 LR_SESSION_KEYS = ("mailbox", "memory_path", "task")
-
-JOURNAL_FILE = "qlearning-journal.jsonl"
-MEMORY_FILE = "episodic-memory.jsonl"
-PBT_DIR = "pbt"
 
 
 def trial_memory(spec: LRStudySpec) -> tuple[int, str]:
@@ -175,6 +213,7 @@ def plan_study(spec: LRStudySpec, session_dir: Path | None = None) -> tuple[LRSt
     """
     planned = None
     if spec.data.source == "decathlon" and spec.data.plan == "auto":
+        assert spec.data.path is not None  # DataConfig refuses source decathlon without a path
         headers, fp = fingerprint_decathlon(spec.data.path, read_fingerprint(session_dir))
         memory, device = trial_memory(spec)
         plan = plan_for(fp, memory, device, model=spec.model, cfg=spec.data, batch_size=spec.train.batch_size,
@@ -208,12 +247,14 @@ def prepare_study(spec: LRStudySpec, session_dir: Path | None = None) -> tuple[L
     if data.native:
         sizes = "their own sizes (nothing cropped; data.spatial_size is the phantom's)"
     else:
-        sizes = str(tuple(data.spatial_size))
+        sizes = str(tuple(data.spatial_size or ()))
     log(f"data: {spec.data.source} - {len(data.train)} training, {len(data.val)} validation and "
         f"{len(data.test)} test volumes of {sizes} with {data.in_channels} channel(s), {cache}")
     patch = spec.data.patch_size
-    n_params = check_network(spec.model, data.in_channels, data.num_classes, tuple(patch or spec.data.spatial_size),
-                             what="data.patch_size" if patch else "data.spatial_size")  # what it sees in training
+    seen = patch or spec.data.spatial_size  # what the network sees in training
+    assert seen is not None  # a Decathlon task is planned (a patch), the phantom has its spatial_size
+    n_params = check_network(spec.model, data.in_channels, data.num_classes, int3(seen),
+                             what="data.patch_size" if patch else "data.spatial_size")
     log(f"model: {spec.model.name} with {n_params:,} parameters")
     return spec, data, planned
 
@@ -247,92 +288,34 @@ def with_plan(report: Any, session_dir: Path) -> Any:
     return _WithPlan(report, plan) if plan.is_file() else report
 
 
-def _trainable(spec: LRStudySpec, data: Any):
-    from ray import tune
+def _trainable(spec: LRStudySpec, data: Any) -> Any:
+    """The study's trainable, the data shipped with it, asking each trial's resources."""
+    from ray import tune  # only when a run is built: loading a spec stays light
 
-    from medtune.trainables.lr_segmentation import train_segmentation
-
-    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_segmentation, data=data), resources)
+    return with_resources(tune.with_parameters(train_segmentation, data=data), spec.resources)
 
 
 def task_key(spec: LRStudySpec) -> str:
     """Curves are comparable (for the episodic memory) when data, model and batch size are the same
     (``data.cache_rate`` and ``data.cache`` change memory and speed, not the curves, so they are left out)."""
     data = {k: v for k, v in to_dict(spec.data).items() if k not in ("cache_rate", "cache")}
-    key = json.dumps([data, to_dict(spec.model), spec.train.batch_size], sort_keys=True)
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
+    return lr_task_key([data, to_dict(spec.model), spec.train.batch_size])
 
 
-# Tune's experiment snapshot lags the trials by up to ~10 s; a driver killed in that window is restored from the
-# checkpoints the snapshot names, so keep enough that rotation has not deleted them yet (2 was seen to fail in CI).
-KEEP_CHECKPOINTS = 6
-
-
-def _run_config(spec: LRStudySpec, name: str, storage: Path, info: dict[str, Any], keep: int = KEEP_CHECKPOINTS,
-                progress: tuple[str, int] = ("", 0), fail_fast: FailFast | None = None):
-    from ray import tune
-
-    from medtune.cluster.runs.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
-    from medtune.cluster.runs.progress import ProgressLog, trial_files
-    from medtune.cluster.runs.tracking import MLflowTracker
-    from medtune.searchers.qlearning_scheduler import EpisodeRecorder
-
-    session = info["session"]
-    fail_fast = fail_fast or FailFast()  # an error every trial would repeat stops them all at once
-    return tune.RunConfig(
-        name=name,
-        storage_path=str(storage),
-        callbacks=[
-            MLflowTracker(info["tracking_uri"], info["experiment_id"], session,
-                          backlog=str(Path(info["memory_path"]).parent / session / BACKLOG_FILE),
-                          stop_note=fail_fast.stop_note),
-            EpisodeRecorder(info["mailbox"], info["memory_path"], info["task"], session),
-            ProgressLog(progress[0] or spec.name, progress[1] or None, "dice"),
-            fail_fast,  # after ProgressLog: the trial's error is said before the stop
-            *trial_files(),
-        ],
-        stop=fail_fast.stopper(),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        # KEEP_CHECKPOINTS, or for a legacy session's PBT Tuner (no copier-first restarts there) one perturbation
-        # interval more: a copier there may start up to an interval after the donor's clone was taken.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
-        verbose=tune_verbosity(),
+def experiment(spec: LRStudySpec) -> LRExperiment:
+    """The study as the LR experiment assembly reads it (:mod:`medtune.cluster.studies.lr_experiment`): the Dice
+    maximised, the validation loss watched, the agent's LR bounds those of ``train``."""
+    return LRExperiment(
+        name=spec.name, methods=spec.methods, seeds=spec.seeds, epochs=spec.train.epochs, agent=spec.agent_config(),
+        pbt=spec.pbt, resources=spec.resources, max_failures=spec.max_failures, qlearning_seed=spec.qlearning.seed,
+        warm_start=spec.qlearning.warm_start, metric="dice", mode="max", loss_metric="val_loss",
     )
 
 
-def qlearning_scheduler(spec: LRStudySpec, session_dir: Path, mailbox: str):
-    """The session's Q-learning scheduler; also rebuilds the final tables from its journal at the end."""
-    from medtune.searchers.qlearning_scheduler import METHOD, WARM_METHOD, QLearningLRScheduler
-
-    return QLearningLRScheduler(
-        spec.agent_config(),
-        state_path=session_dir / JOURNAL_FILE,
-        mailbox=mailbox,
-        seed=spec.qlearning.seed,
-        warm_start=spec.qlearning.warm_start,
-        warm_method=WARM_METHOD if WARM_METHOD in spec.methods else METHOD,
-    )
-
-
-# The Tuners a session runs, in order: "study" (every method, PBT beside the others), or, in a session written
-# before that plan (its medtune.json names no "tuners"), "main" (every method but pbt) and then "pbt".
-STUDY_TUNERS, LEGACY_TUNERS = ("study",), ("main", "pbt")
-
-
-def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any,
-                fail_fast: FailFast | None = None):
-    """The study's Tuner of ``kind`` (see ``STUDY_TUNERS``): ``study``, every method in one Tuner under
-    :class:`~medtune.searchers.study_scheduler.StudyScheduler`; ``main`` / ``pbt``, a legacy session's two.
-    ``fail_fast`` tells after ``fit`` whether an error every trial would repeat stopped the Tuner."""
-    from ray import tune
-
-    from medtune.searchers.pbt import make_pbt
-    from medtune.searchers.study_scheduler import StudyScheduler
-
-    common = {
+def trial_config(spec: LRStudySpec, info: dict[str, Any]) -> dict[str, Any]:
+    """Every trial's config but ``method`` and ``seed``: the spec's sections, the mailbox, the task key."""
+    return {
         "study": "lr",
-        "seed": tune.grid_search(list(spec.seeds)),
         "lr": spec.train.base_lr,
         "data": to_dict(spec.data),
         "model": to_dict(spec.model),
@@ -345,35 +328,18 @@ def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str,
         "task": info["task"],
         "threads": max(1, int(spec.resources.cpus_per_trial)),
     }
-    name, storage, keep = session_dir.name, session_dir.parent, KEEP_CHECKPOINTS
-    if kind == "study":
-        # PBT's members first: they are the study's longest trials (they wait at every perturbation).
-        methods = sorted(spec.methods, key=lambda m: m != "pbt")
-        scheduler = qlearning_scheduler(spec, session_dir, info["mailbox"])
-        if "pbt" in methods:  # MemberPBT restarts a copier before its donor trains on: KEEP_CHECKPOINTS suffice
-            scheduler = StudyScheduler(scheduler, make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr,
-                                                           seed=spec.qlearning.seed))
-    elif kind == "main":
-        scheduler = qlearning_scheduler(spec, session_dir, info["mailbox"])
-        methods = [m for m in spec.methods if m != "pbt"]
-    else:
-        scheduler = make_pbt(spec.pbt, spec.train.min_lr, spec.train.max_lr, seed=spec.qlearning.seed)
-        methods = ["pbt"]
-        name, storage, keep = PBT_DIR, session_dir, 2 * spec.pbt.perturbation_interval + KEEP_CHECKPOINTS
-    # Trials reuse their worker processes (torch and MONAI are imported once per slot, not once per trial; a
-    # PBT member restarts in whichever process is free); every trial seeds itself, so its numbers do not depend
-    # on the process it lands in.
-    tune_config = tune.TuneConfig(
-        scheduler=scheduler, max_concurrent_trials=spec.resources.max_concurrent or None, reuse_actors=kind != "pbt"
-    )
-    return tune.Tuner(
-        _trainable(spec, data),
-        param_space={"method": tune.grid_search(methods), **common},
-        tune_config=tune_config,
-        run_config=_run_config(spec, name, storage, info, keep,
-                               progress=(spec.name + (" (pbt)" if kind == "pbt" else ""),
-                                         len(methods) * len(spec.seeds) * spec.train.epochs), fail_fast=fail_fast),
-    )
+
+
+def build_tuner(kind: str, spec: LRStudySpec, session_dir: Path, info: dict[str, Any], data: Any,
+                fail_fast: FailFast | None = None) -> tune.Tuner:
+    """The study's Tuner of ``kind`` (:data:`~medtune.cluster.studies.lr_experiment.STUDY_TUNERS`, or a legacy
+    session's two), assembled by :func:`medtune.cluster.studies.lr_experiment.build_tuner`. ``fail_fast`` tells
+    after ``fit`` whether an error every trial would repeat stopped the Tuner."""
+    from ray import tune  # only when a run is built: loading a spec stays light
+
+    trainable = tune.with_parameters(train_segmentation, data=data)
+    return build_lr_tuner(experiment(spec), trainable, trial_config(spec, info), session_dir, info, fail_fast,
+                          kind=kind)
 
 
 def tuner_kinds(spec: LRStudySpec, info: dict[str, Any]) -> list[str]:
@@ -399,14 +365,9 @@ def _unfinished(spec: LRStudySpec, results) -> list:
 
 def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results, wrap: Any = None) -> int:
     """Write the final Q-table, build the report from MLflow, log the summary run, print the table."""
-    from medtune.dashboards.lr_report import build_report
-    from medtune.searchers.qlearning_scheduler import METHODS
+    from medtune.dashboards.lr_report import build_report  # matplotlib: only when a report is made
 
-    # The journal is the scheduler's durable state; rebuild the final tables from it.
-    replay = qlearning_scheduler(spec, session_dir, mailbox="")
-    qtable = replay.snapshot() if set(spec.methods) & set(METHODS) else None
-    if qtable is not None:
-        (session_dir / "qtable.json").write_text(json.dumps(qtable, indent=1))
+    qtable = final_qtable(experiment(spec), session_dir)  # rebuilt from the journal, the scheduler's durable state
     notes = [f"final Q-table ({qtable['table']['updates']} updates): {session_dir / 'qtable.json'}"] if qtable else []
     return finish_session(
         session_dir, info, results, _unfinished(spec, results),
@@ -418,12 +379,7 @@ def _finish(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], results,
 
 def lr_session_keys(spec: LRStudySpec, session_dir: Path) -> dict[str, Any]:
     """The LR study's own keys in ``medtune.json``: its Ray mailbox, the episodic memory and the task key."""
-    return {
-        "mailbox": f"medtune-lr-{session_dir.name}",
-        "memory_path": str(session_dir.parent / MEMORY_FILE),
-        "task": task_key(spec),
-        "tuners": list(STUDY_TUNERS),
-    }
+    return {**session_keys("lr", session_dir, task_key(spec)), "tuners": list(STUDY_TUNERS)}
 
 
 def run_lr_study(
@@ -464,10 +420,10 @@ def run_in_session(spec: LRStudySpec, session_dir: Path, info: dict[str, Any], d
         log(f"PBT population of {len(spec.seeds)} (one member per seed) beside the other methods, in the same Tuner")
     from medtune.cluster.runs.fail_fast import FailFast  # imports Ray Tune: here, so loading a spec stays light
 
-    results = []
+    results: list[Any] = []
     for kind in tuner_kinds(spec, info):
         fail_fast = FailFast()
-        results.extend(build_tuner(kind, spec, session_dir, info, data, fail_fast).fit())
+        results.extend(fit(build_tuner(kind, spec, session_dir, info, data, fail_fast)))
         stopped = fail_fast.error()  # every trial would have failed the same way: that line, no report
         if isinstance(stopped, InputError):
             raise stopped
@@ -487,12 +443,7 @@ def tune_lr_study(spec: Any, output: Any, tracking_uri: str | None = None, addre
     Raises:
         InputError: no method of the spec has a search space, bad data or tracking store (before any trial).
     """
-    from medtune.cluster.runs.storage import SESSION_FILE
-    from medtune.cluster.runs.tracking import METRICS
-    from medtune.cluster.studies.tuning import (PRIVATE_AGENT_NOTE, SEARCH_DIR, final_spec, method_bounds, search_epochs,
-                                        search_method, searched)
-    from medtune.dashboards.tuning_report import TunedReport
-    from medtune.searchers.search_spaces import NOT_SEARCHED, SPACES
+    from medtune.cluster.runs.tracking import METRICS  # imports Ray Tune: here, so loading a spec stays light
 
     if not searched(spec):
         raise InputError(f"tuning: none of the methods {', '.join(spec.methods)} has a search space; add one of "
@@ -549,14 +500,15 @@ def log_session_summary(session_dir: str | os.PathLike) -> None:
 
 def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) -> int:
     """Continue an interrupted session (``Tuner.restore``) with the Q-table its journal holds."""
-    from ray import tune
+    from ray import tune  # only when a run is built: loading a spec stays light
 
     session_dir = Path(session_dir).expanduser().resolve()
     info = read_session(session_dir, LR_SESSION_KEYS)
     spec = from_dict(LRStudySpec, info["spec"])
     prepare_tracking(info["tracking_uri"])
     if not any(tune.Tuner.can_restore(str(tuner_path(k, session_dir))) for k in tuner_kinds(spec, info)):
-        raise InputError(f"{str(session_dir)!r} holds no Tune experiment state to resume; start it again with medtune run")
+        raise InputError(f"{str(session_dir)!r} holds no Tune experiment state to resume; start it again with "
+                         "medtune run")
     _, data, planned = prepare_study(spec, session_dir)  # the spec holds the session's planned values already
     record_plan(session_dir, data, planned)
     journal = session_dir / JOURNAL_FILE
@@ -567,8 +519,8 @@ def resume_lr_study(session_dir: str | os.PathLike, address: str | None = None) 
     results = []
     for kind in tuner_kinds(spec, info):
         tuner = restore_or_build(tuner_path(kind, session_dir), _trainable(spec, data),
-                                 lambda: build_tuner(kind, spec, session_dir, info, data))
-        results.extend(tuner.fit())
+                                 lambda kind=kind: build_tuner(kind, spec, session_dir, info, data))
+        results.extend(fit(tuner))
         if _unfinished(spec, results):
             break
     return _finish(spec, session_dir, info, results)
@@ -580,7 +532,7 @@ run = run_lr_study
 resume = resume_lr_study
 
 
-def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from medtune.dashboards.lr_report import build_report as build
+def build_report(tracking_uri: str, experiment: str, session: str | None = None) -> Any:
+    from medtune.dashboards.lr_report import build_report as build  # matplotlib: only when a report is made
 
     return build(tracking_uri, experiment, session)

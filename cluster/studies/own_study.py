@@ -30,19 +30,24 @@ import importlib
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from medtune.cluster.runs.console import ray_logging_level, verbose
+from medtune.cluster.studies.compare import CompareSpec, compare
 from medtune.cluster.studies.session import log, read_session, show
 from medtune.cluster.studies.session import log_session_summary as session_summary
-from medtune.cluster.studies.spec import ResourcesConfig, check_storage
+from medtune.cluster.studies.tuning import check_compare_tuning
+from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.errors import InputError, TrialsFailedError
-from medtune.searchers.lr_schedules import ScheduleConfig
-from medtune.searchers.pbt import PBTConfig
 from medtune.searchers.search_spaces import TuningConfig
-from medtune.trainables.lr_control import CHECKPOINT_EVERY
+
+__all__ = [
+    "SPEC", "STUDY", "OwnTrainingSpec", "build_report", "log_session_summary", "parse_reference",
+    "resolve_trainable", "resume", "run",
+]
 
 STUDY = "own"
 
@@ -87,66 +92,35 @@ def resolve_trainable(ref: str) -> tuple[Callable[[dict[str, Any]], Any], str]:
 
 
 @dataclass(frozen=True)
-class OwnTrainingSpec:
-    """A spec naming the user's own trainable; the fields are :func:`medtune.compare`'s arguments."""
+class OwnTrainingSpec(CompareSpec):
+    """A spec naming the user's own trainable: :func:`medtune.compare`'s arguments (the fields of
+    :class:`~medtune.cluster.studies.compare.CompareSpec`, its checks included, ``resources`` a section as in
+    every study's spec), ``trainable`` as ``package.module:function`` (imported when the spec is checked) and
+    ``tuning`` (``compare``'s ``tune=``)."""
 
     name: str = "own-training"
-    study: str = STUDY
-    description: str = ""
-    trainable: str = ""
-    metric: str = "dice"
-    mode: str = "max"
-    loss_metric: str = "val_loss"
-    methods: tuple[str, ...] = ("fixed", "cosine", "greedy", "qlearning", "pbt")
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 30
-    min_lr: float = 1e-6
-    max_lr: float = 1.0
-    lr: float | None = None
-    target: float | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    schedules: ScheduleConfig = field(default_factory=ScheduleConfig)
-    qlearning: dict[str, Any] = field(default_factory=dict)
-    qlearning_seed: int = 0
-    warm_start: str | None = None
-    pbt: PBTConfig = field(default_factory=PBTConfig)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    max_failures: int = 0
-    checkpoint_every: int = CHECKPOINT_EVERY  # epochs between a trial's checkpoints (compare's checkpoint_every)
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
-    smoke: dict[str, Any] = field(default_factory=dict)
     tuning: TuningConfig | None = None  # set: the equal-budget protocol (medtune.compare(..., tune=...))
 
     def __post_init__(self) -> None:
-        from medtune.cluster.studies.compare import make_spec
-
-        if self.study != STUDY:
-            raise InputError(f"study={self.study!r}: this is the own-training spec; set study: {STUDY}")
         if not self.trainable:
             raise InputError("trainable is missing; name your training function, e.g. trainable: mytrain.loop:train")
-        check_storage(self.storage)
-        fn, _ = resolve_trainable(self.trainable)
-        spec = make_spec(fn, **self.compare_kwargs())  # every check of medtune.compare, before Ray starts
+        for key in ("tuned", "adapted"):  # what a comparison records, never a spec's setting
+            if getattr(self, key):
+                raise InputError(f"{key}={getattr(self, key)!r} is set by medtune itself, not in a spec; remove it "
+                                 "(tuning: runs the equal-budget protocol)")
+        super().__post_init__()  # every check of medtune.compare, before Ray starts
+        resolve_trainable(self.trainable)
         if self.tuning is not None:
-            from medtune.cluster.studies.tuning import check_compare_tuning
-
-            check_compare_tuning(spec, self.tuning)
+            check_compare_tuning(self, self.tuning)
 
     def compare_kwargs(self) -> dict[str, Any]:
-        r = self.resources
-        return dict(methods=list(self.methods), seeds=list(self.seeds), epochs=self.epochs, metric=self.metric,
-                    mode=self.mode, loss_metric=self.loss_metric, min_lr=self.min_lr, max_lr=self.max_lr, lr=self.lr,
-                    name=self.name, target=self.target, params=self.params, schedules=self.schedules,
-                    qlearning=self.qlearning, warm_start=self.warm_start, pbt=self.pbt,
-                    cpus_per_trial=r.cpus_per_trial, gpus_per_trial=r.gpus_per_trial,
-                    max_concurrent=r.max_concurrent, max_failures=self.max_failures,
-                    qlearning_seed=self.qlearning_seed, checkpoint_every=self.checkpoint_every)
+        """The keyword arguments of :func:`medtune.compare` this spec holds."""
+        return self.arguments()
 
 
 def _init_ray(address: str | None, code: str) -> bool:
     """Start or join Ray with the trainable's code as ``py_modules``; returns whether this call started it."""
     import ray
-
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
     if ray.is_initialized():
@@ -173,15 +147,13 @@ def _init_ray(address: str | None, code: str) -> bool:
 def run(spec: OwnTrainingSpec, output: str | os.PathLike, tracking_uri: str | None = None,
         address: str | None = None, origin: dict[str, Any] | None = None) -> int:
     """``medtune run`` of an own-training spec: :func:`medtune.compare`, the report printed; the exit status."""
-    import ray
-
-    from medtune.cluster.studies.compare import compare
+    import ray  # only when a comparison runs: loading a spec stays light
 
     fn, code = resolve_trainable(spec.trainable)
     started = _init_ray(address, code)
     try:
         result = compare(fn, **spec.compare_kwargs(), output=output, tracking_uri=tracking_uri, address=address,
-                         storage=spec.storage, tune=spec.tuning)
+                         tune=spec.tuning)  # the spec's storage is among its compare arguments
     except TrialsFailedError as exc:  # every trial failed (or was stopped): that line, no table
         log(str(exc))
         return 1
@@ -200,9 +172,7 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
     """The session's comparison, in its own metric (read back from the runs' ``lr_control.*`` params)."""
-    from medtune.dashboards.metric_report import build_metric_report
-
-    from medtune.dashboards.runs import mlflow_client, session_runs
+    from medtune.dashboards.metric_report import build_metric_report  # plotly: only when a report is made
 
     _, session, runs = session_runs(mlflow_client(tracking_uri), tracking_uri, experiment, session)
     params = runs[0].data.params

@@ -15,9 +15,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from medtune.cluster.runs.console import tune_verbosity
 from medtune.cluster.studies.session import (
     backlog_path,
     check_resources,
@@ -30,46 +33,43 @@ from medtune.cluster.studies.session import (
     restore_or_build,
 )
 from medtune.cluster.studies.session import log_session_summary as session_summary
+from medtune.cluster.studies.spec import StudySpec
 from medtune.config import from_dict, to_dict
-from dataclasses import dataclass, field
-from medtune.cluster.runs.console import tune_verbosity
-from medtune.cluster.studies.spec import ResourcesConfig, check_name, check_seeds_and_methods, check_storage
 from medtune.searchers.paser import PaSeRConfig, check_grid
-from medtune.trainables.paser_data import PaSeRDataConfig
-from medtune.trainables.paser_models import PaSeRModelsConfig
+from medtune.trainables.paser_data import PaSeRDataConfig, load_paser_data
+from medtune.trainables.paser_models import PaSeRModelsConfig, load_models, pretrain_models, router_tables
+from medtune.trainables.paser_trial import train_paser
+
+__all__ = ["ARTIFACTS", "METRICS", "PASER_BASELINES", "SPEC", "PaSeRStudySpec", "arms", "build_report",
+           "build_tuner", "log_random_runs", "log_session_summary", "prepare_data", "resume", "run", "shared_models"]
 
 
 PASER_BASELINES = ("small", "medium", "large", "cascade", "random")
 
 
 @dataclass(frozen=True)
-class PaSeRStudySpec:
+class PaSeRStudySpec(StudySpec):
     """The PaSeR study (paper 003): a Tune grid over the cost weight ``lams`` x ``seeds`` plus the baselines.
 
     The three models are pre-trained once and shared by every trial; ``router.lam`` is ignored (each
     trial takes its ``lam`` from ``lams``). ``random`` runs inside each ``lam`` trial, at its router's cost.
     """
 
+    KNOWN_METHODS: ClassVar[Sequence[str]] = PASER_BASELINES
+    METHOD_KIND: ClassVar[str] = "a PaSeR baseline"
+    TITLE: ClassVar[str] = "the PaSeR study's spec"
+
     name: str = "paser"
     study: str = "paser"
-    description: str = ""
-    seeds: tuple[int, ...] = (0, 1, 2)
     lams: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)
     baselines: tuple[str, ...] = PASER_BASELINES
     data: PaSeRDataConfig = field(default_factory=PaSeRDataConfig)
     models: PaSeRModelsConfig = field(default_factory=PaSeRModelsConfig)
     router: PaSeRConfig = field(default_factory=PaSeRConfig)
     pretrain_seed: int = 0
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
-    max_failures: int = 2
-    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
-    smoke: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_name(self.name)
-        check_storage(self.storage)
-        if self.study != "paser":
-            raise ValueError(f"study={self.study!r}: this is the PaSeR study's spec; set study: paser")
+        super().__post_init__()  # name, storage, study, seeds and baselines, max_failures
         if not self.lams:
             raise ValueError("lams=[] is an empty grid; list cost weights in [0, 1], e.g. lams: [0, 0.25, 0.5, 0.9]")
         for lam in self.lams:
@@ -78,14 +78,14 @@ class PaSeRStudySpec:
                                  "and 1 (cost only)")
         if len(set(self.lams)) != len(self.lams):
             raise ValueError(f"lams={list(self.lams)!r} has duplicates; list each cost weight once")
-        check_seeds_and_methods(self.seeds, self.baselines or ("random",), PASER_BASELINES, "a PaSeR baseline")
         try:
             check_grid(self.data.canvas, self.router.grid, self.router.margin)
         except ValueError as exc:
             raise ValueError(f"router.{exc} (data.canvas={self.data.canvas})") from None
-        if self.max_failures < 0:
-            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
 
+    def checked_methods(self) -> tuple[str, ...]:
+        """The baselines (none is fine: ``random`` runs inside every ``lam`` trial anyway)."""
+        return self.baselines or ("random",)
 
 
 SPEC = PaSeRStudySpec
@@ -97,8 +97,6 @@ PRETRAINED = "pretrained/models.pt"
 
 
 def prepare_data(spec: PaSeRStudySpec):
-    from medtune.trainables.paser_data import load_paser_data
-
     data = load_paser_data(spec.data)
     log(f"data: {spec.data.source} - {len(data.train_images)} training, {len(data.val_images)} validation and "
         f"{len(data.test_images)} test images of {data.image_size}x{data.image_size}; unseen noise "
@@ -109,9 +107,6 @@ def prepare_data(spec: PaSeRStudySpec):
 def _pretrain_task(data: Any, models: dict, router: dict, seed: int, threads: int) -> dict:
     import torch
 
-    from medtune.searchers.paser import PaSeRConfig
-    from medtune.trainables.paser_models import PaSeRModelsConfig, pretrain_models
-
     torch.set_num_threads(threads)
     return pretrain_models(data, from_dict(PaSeRModelsConfig, models, "models"), seed,
                            from_dict(PaSeRConfig, router, "router"))
@@ -119,9 +114,6 @@ def _pretrain_task(data: Any, models: dict, router: dict, seed: int, threads: in
 
 def _tables_task(data: Any, states: dict, models: dict, router: dict, seed: int, threads: int):
     import torch
-
-    from medtune.searchers.paser import PaSeRConfig
-    from medtune.trainables.paser_models import PaSeRModelsConfig, load_models, router_tables
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -164,8 +156,6 @@ def shared_models(spec: PaSeRStudySpec, session_dir: Path, data: Any) -> tuple[d
 def _trainable(spec: PaSeRStudySpec, data: Any, states: dict, tables: Any):
     from ray import tune
 
-    from medtune.trainables.paser_trial import train_paser
-
     return tune.with_resources(tune.with_parameters(train_paser, data=data, states=states, tables=tables),
                                {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial})
 
@@ -179,6 +169,7 @@ def arms(spec: PaSeRStudySpec) -> list[dict[str, Any]]:
 def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], data: Any, states: dict, tables: Any):
     from ray import tune
 
+    # Ray: only when a run is built, so loading a spec stays light
     from medtune.cluster.runs.progress import ProgressLog, trial_files
     from medtune.cluster.runs.tracking import MLflowTracker
 
@@ -204,7 +195,8 @@ def build_tuner(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], d
             storage_path=str(session_dir.parent),
             callbacks=[MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                                      backlog=backlog_path(session_dir), metrics=METRICS, artifacts=ARTIFACTS),
-                       ProgressLog(spec.name, len(arms(spec)) * len(spec.seeds), "iou", label_keys=("method", "lam", "seed")),
+                       ProgressLog(spec.name, len(arms(spec)) * len(spec.seeds), "iou",
+                                   label_keys=("method", "lam", "seed")),
                        *trial_files()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             verbose=tune_verbosity(),
@@ -216,7 +208,7 @@ def log_random_runs(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any
     """The ``random`` baseline of every finished paser trial as an MLflow run of its own (idempotent)."""
     if "random" not in spec.baselines:
         return 0
-    from medtune.cluster.runs.tracking import MLflowTracker
+    from medtune.cluster.runs.tracking import MLflowTracker  # Ray: only when a run is built
 
     tracker = MLflowTracker(info["tracking_uri"], info["experiment_id"], info["session"],
                             backlog=backlog_path(session_dir))
@@ -240,7 +232,7 @@ def _unfinished(results) -> list:
 
 
 def _finish(spec: PaSeRStudySpec, session_dir: Path, info: dict[str, Any], results) -> int:
-    from medtune.dashboards.paser_report import build_report as build
+    from medtune.dashboards.paser_report import build_report as build  # plotly: only when a report is made
 
     results = list(results)
     log_random_runs(spec, session_dir, info, results)
@@ -278,7 +270,7 @@ def resume(session_dir: str | os.PathLike, address: str | None = None) -> int:
 
 
 def build_report(tracking_uri: str, experiment: str, session: str | None = None):
-    from medtune.dashboards.paser_report import build_report as build
+    from medtune.dashboards.paser_report import build_report as build  # plotly: only when a report is made
 
     return build(tracking_uri, experiment, session)
 

@@ -1,11 +1,12 @@
 """The study registry: one :class:`Study` per study name, and the entry points that dispatch on it.
 
-A study is a plug-in. Its module under ``medtune.cluster`` (``lr_study``, ``al_study``, ``apga_study``,
-``paser_study``, ``own_study`` for a user's own trainable) defines its spec dataclass, ``run(spec, output, tracking_uri, address, origin) -> int``,
-``resume(session_dir, address) -> int``, ``build_report(tracking_uri, experiment, session) -> report`` and
-``log_session_summary(session_dir)`` (the spec class as ``SPEC``); :meth:`Study.of` reads them. A report has ``text()``,
-``write(folder)``, ``summary_metrics()`` and ``view()`` (what the dashboard and the HTML report draw). Adding a
-study means adding its files and one line to :data:`STUDIES`; nothing else keys on its name.
+A study is a plug-in. Its module under ``medtune.cluster`` (``lr_study``, ``al_study``, ``apga_study``, ``paser_study``,
+``own_study`` for a user's own trainable) defines its spec dataclass,
+``run(spec, output, tracking_uri, address, origin) -> int``, ``resume(session_dir, address) -> int``,
+``build_report(tracking_uri, experiment, session) -> report`` and ``log_session_summary(session_dir)`` (the spec class
+as ``SPEC``); :meth:`Study.of` reads them. A report has ``text()``, ``write(folder)``, ``summary_metrics()`` and
+``view()`` (what the dashboard and the HTML report draw). Adding a study means adding its files and one line to
+:data:`STUDIES`; nothing else keys on its name.
 
 Trial runs in MLflow carry the param ``study`` (runs of the LR study written before that param existed have none
 and count as ``lr``), so :func:`build_report` picks the right report without being told.
@@ -15,20 +16,26 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
-from medtune.cluster.studies import al_study, apga_study, lr_study, own_study, paser_study
 from medtune.cluster.runs.console import quiet_api
-from medtune.cluster.studies.session import log, read_session
 from medtune.cluster.runs.storage import check_writable, find_session, resolve_storage, storage_path
+from medtune.cluster.studies import al_study, apga_study, lr_study, own_study, paser_study
+from medtune.cluster.studies.session import log, read_session
 from medtune.cluster.studies.spec import SpecError, apply_override, check_trainable_study, parse_set, read_spec_file
 from medtune.config import from_dict
 from medtune.dashboards.runs import mlflow_client, session_runs, study_of
 from medtune.dashboards.views import View, run_status
 from medtune.errors import InputError, did_you_mean
+
+__all__ = [
+    "FORMER_NAMES", "STUDIES", "Study", "build_report", "get_study", "load_spec", "load_view", "locate_session",
+    "resume", "run", "session_study",
+]
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class Study:
     log_session_summary: Callable[[str | os.PathLike], None]
 
     @classmethod
-    def of(cls, module: ModuleType) -> "Study":
+    def of(cls, module: ModuleType) -> Study:
         """The study a module defines; its name is the default ``study`` of its spec class."""
         spec = module.SPEC
         return cls(spec.__dataclass_fields__["study"].default, spec, module.run, module.resume, module.build_report,
@@ -63,7 +70,8 @@ def get_study(name: object) -> Study:
     """The registered study ``name``; one line naming it and the known ones if there is none."""
     if name not in STUDIES:
         names = tuple(STUDIES)
-        raise InputError(f"study={name!r} is not a study{did_you_mean(str(name), names)}; use one of {', '.join(names)}")
+        raise InputError(
+            f"study={name!r} is not a study{did_you_mean(str(name), names)}; use one of {', '.join(names)}")
     return STUDIES[name]  # type: ignore[index]
 
 

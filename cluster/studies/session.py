@@ -16,13 +16,22 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medtune.cluster.ops.service import apply_mlflow_credentials, use_loopback_ip
 from medtune.cluster.runs.console import ray_logging_level, verbose
 from medtune.cluster.runs.storage import SESSION_FILE, resolve_storage
-from medtune.errors import InputError
+from medtune.cluster.runs.store import check_reachable, default_tracking_uri, ensure_experiment
 from medtune.config import from_dict, to_dict
+from medtune.errors import InputError
+
+__all__ = [
+    "BACKLOG_FILE", "SESSION_KEYS", "backlog_path", "browse_hint", "check_resources", "create_session",
+    "finish_session", "init_ray", "is_remote", "keep_sigterm_handler", "log", "log_session_summary",
+    "prepare_tracking", "read_session", "reopen_session", "restore_or_build", "show", "sync_backlog",
+]
 
 BACKLOG_FILE = "mlflow-backlog.jsonl"  # MLflow records not delivered yet (server unreachable)
 SESSION_KEYS = ("session", "tracking_uri", "experiment_id")
@@ -82,7 +91,6 @@ def _init_ray(address: str | None) -> None:
                 f"--address {address!r} is a dashboard URL; `medtune run` needs the cluster address HOST:6379 "
                 "(use the dashboard URL with `medtune submit`)"
             )
-        from medtune.cluster.ops.service import use_loopback_ip
 
         use_loopback_ip(address)  # a head on loopback listens on 127.0.0.1 only
         try:
@@ -119,7 +127,7 @@ def check_resources(resources: Any, remote: bool) -> None:
     want = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
     if any(all(res.get(k, 0) >= v for k, v in want.items()) for res in nodes):
         return
-    biggest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
+    biggest: dict[str, float] = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
     msg = (f"no node can hold one trial (resources.cpus_per_trial={want['CPU']:g}, gpus_per_trial={want['GPU']:g}; "
            f"the largest node has {biggest.get('CPU', 0):g} CPUs and {biggest.get('GPU', 0):g} GPUs)")
     if not remote:
@@ -129,9 +137,6 @@ def check_resources(resources: Any, remote: bool) -> None:
 
 def prepare_tracking(uri: str) -> None:
     """Before any trial (run and resume): exit 2 if the server is unreachable; make requests fail fast."""
-    from medtune.cluster.ops.service import apply_mlflow_credentials
-    from medtune.cluster.runs.store import check_reachable
-
     apply_mlflow_credentials(uri)  # the recorded cluster's server: log in as its trials user
     check_reachable(uri)
     if uri.startswith(("http://", "https://")):
@@ -164,8 +169,6 @@ def create_session(
         InputError: the storage cannot be written, ``--output`` is a file, or the tracking store is unusable
             (all before any trial).
     """
-    from medtune.cluster.runs.store import default_tracking_uri, ensure_experiment
-
     flag = "--storage" if storage is not None else "storage"
     storage = storage if storage is not None else getattr(spec, "storage", None)
     root = resolve_storage(storage, flag)
@@ -250,7 +253,7 @@ def reopen_session(session_dir: str | os.PathLike, spec_class: type, prepare: An
     """
     session_dir = Path(session_dir).expanduser().resolve()
     info = read_session(session_dir, required, spec_class)
-    spec = from_dict(spec_class, info["spec"])
+    spec: Any = from_dict(spec_class, info["spec"])
     prepare_tracking(info["tracking_uri"])
     data = prepare(spec)
     init_ray(address)
@@ -274,6 +277,7 @@ def backlog_path(session_dir: str | os.PathLike) -> str:
 
 def sync_backlog(session_dir: str | os.PathLike) -> int:
     """Deliver a session's MLflow records that the server missed; returns how many are still pending."""
+    # imports Ray Tune; every command of the CLI imports this module (SIGTERM handling)
     from medtune.cluster.runs.tracking import MLflowTracker
 
     session_dir = Path(session_dir).expanduser().resolve()
@@ -302,7 +306,8 @@ def browse_hint(info: dict[str, Any], session_dir: Path) -> None:
 
 
 def finish_session(
-    session_dir: Path, info: dict[str, Any], results: list, unfinished: list, build: Any, notes: list[str] = ()
+    session_dir: Path, info: dict[str, Any], results: list, unfinished: list, build: Any,
+    notes: Sequence[str] = (),
 ) -> int:
     """The end of every study: build the report from MLflow, log the summary run, print the table.
 
@@ -318,9 +323,9 @@ def finish_session(
     Raises:
         TrialsFailedError: every trial failed (no table; the CLI prints the line and exits 1).
     """
+    # Ray Tune and pandas: every command of the CLI imports this module (SIGTERM handling)
+    from medtune.cluster.runs.fail_fast import all_failed_error
     from medtune.dashboards.summary import log_summary
-
-    from medtune.cluster.runs.fail_fast import all_failed_error  # imports Ray Tune: only once a study has run
 
     errors = [r for r in results if r.error is not None]
     all_failed = all_failed_error(results)
@@ -359,6 +364,7 @@ def finish_session(
 def log_session_summary(session_dir: str | os.PathLike, build: Any) -> None:
     """(Re)build a finished session's report from MLflow with ``build(uri, experiment, session)`` and log its
     summary run (``medtune report --sync`` after an outage)."""
+    # pandas: every command of the CLI imports this module (SIGTERM handling)
     from medtune.dashboards.summary import log_summary
 
     session_dir = Path(session_dir).expanduser().resolve()

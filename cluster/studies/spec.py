@@ -1,6 +1,7 @@
-"""What every study's spec shares: reading YAML files and built-in names, ``--set`` overrides, the resources
-section and the seed/method checks. Each study's spec dataclass lives in its own study module, and
-:func:`medtune.cluster.studies.registry.load_spec` builds the right one.
+"""What every study's spec shares: reading YAML files and built-in names, ``--set`` overrides, and
+:class:`StudySpec`, the base of every study's spec dataclass (its opening fields: name, study, description,
+seeds, resources, max_failures, storage, smoke, and their checks). Each study's spec dataclass lives in its
+own study module, and :func:`medtune.cluster.studies.registry.load_spec` builds the right one.
 
 A spec is checked completely before Ray starts: unknown keys (with the nearest
 valid name), wrong types, out-of-range values, unknown methods, a missing file
@@ -14,21 +15,30 @@ then each ``--set dotted.key=value`` (the value is read as YAML, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from medtune.cluster.runs.storage import storage_path
 from medtune.errors import InputError, did_you_mean
+
+__all__ = [
+    "ResourcesConfig", "SpecError", "StudySpec", "apply_override", "builtin_specs", "check_name",
+    "check_seeds_and_methods", "check_storage", "check_trainable_study", "parse_set", "read_spec_file",
+    "unknown_setting",
+]
 
 
 class SpecError(InputError):
     """A spec medtune cannot run (exit status 2)."""
 
 
-def check_seeds_and_methods(seeds: tuple[int, ...], methods: tuple[str, ...], known: tuple[str, ...], what: str) -> None:
+def check_seeds_and_methods(seeds: tuple[int, ...], methods: tuple[str, ...], known: Sequence[str],
+                            what: str) -> None:
     if not seeds:
         raise ValueError("seeds=[] is empty; list at least one seed, e.g. seeds: [0, 1, 2]")
     if len(set(seeds)) != len(seeds):
@@ -37,7 +47,8 @@ def check_seeds_and_methods(seeds: tuple[int, ...], methods: tuple[str, ...], kn
         raise ValueError(f"methods=[] is empty; list some of {', '.join(known)}")
     for m in methods:
         if m not in known:
-            raise ValueError(f"methods: {m!r} is not {what}{did_you_mean(m, known)}; use any of {', '.join(known)}")
+            raise ValueError(f"methods: {m!r} is not {what}{did_you_mean(m, tuple(known))}; use any of "
+                             f"{', '.join(known)}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods={list(methods)!r} has duplicates; list each method once")
 
@@ -56,13 +67,11 @@ def check_trainable_study(data: dict[str, Any]) -> None:
 def check_storage(storage: str | None) -> None:
     """A spec's ``storage:`` must name a folder path or a ``file://`` URI (written to only when the run starts)."""
     if storage is not None:
-        from medtune.cluster.runs.storage import storage_path
-
         storage_path(storage, "storage")
 
 
-def check_name(name: str) -> None:
-    if not name or any(c in name for c in "/\\ "):
+def check_name(name: object) -> None:
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise ValueError(f"name={name!r} must be a non-empty word without '/', '\\' or spaces")
 
 
@@ -84,6 +93,57 @@ class ResourcesConfig:
                              "(fractions such as 0.25 share one GPU)")
         if self.max_concurrent < 0:
             raise ValueError(f"max_concurrent={self.max_concurrent!r} must be >= 0 (0 means no limit)")
+
+
+def unknown_setting(key: str, names: list[str] | tuple[str, ...], prefix: str = "") -> InputError:
+    """The one line for a setting ``key`` that is none of ``names``: the nearest name suggested, the valid ones
+    listed (an unknown spec key, ``from_dict``'s, and an unknown keyword of :func:`medtune.compare` alike)."""
+    return InputError(f"{prefix}{key} is not a known setting{did_you_mean(key, names)}; "
+                      f"valid keys here: {', '.join(names)}")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """The opening every study's spec shares, checked at construction (before Ray starts).
+
+    A study's spec subclasses it (``@dataclass(frozen=True)``), sets its own defaults of ``name`` and
+    ``study`` (the registered study name, :mod:`medtune.cluster.studies.registry`), adds its fields and its
+    own checks in a ``__post_init__`` that calls this one first. The class attributes name what the seed and
+    method check needs: ``KNOWN_METHODS`` (the valid method names), ``METHOD_KIND`` (how a method is called in
+    the error line, "an LR method") and ``TITLE`` (what the spec is, "the LR study's spec").
+
+    Checks (each a one-line ``ValueError``, an :class:`~medtune.errors.InputError` through ``from_dict``):
+    ``name`` one word, ``storage`` a folder path or ``file://`` URI, ``study`` this spec's own, ``seeds`` and
+    the methods (:meth:`checked_methods`) non-empty, known and without duplicates, ``max_failures >= 0``;
+    ``resources`` checks itself (:class:`ResourcesConfig`).
+    """
+
+    KNOWN_METHODS: ClassVar[Sequence[str]] = ()
+    METHOD_KIND: ClassVar[str] = "a method"
+    TITLE: ClassVar[str] = "a study's spec"
+
+    name: str = "study"
+    study: str = ""
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    max_failures: int = 2
+    storage: str | None = None  # the session state's root (default: --output); see medtune.cluster.runs.storage
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_storage(self.storage)
+        own = type(self).__dataclass_fields__["study"].default
+        if self.study != own:
+            raise ValueError(f"study={self.study!r}: this is {self.TITLE}; set study: {own}")
+        check_seeds_and_methods(self.seeds, self.checked_methods(), self.KNOWN_METHODS, self.METHOD_KIND)
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 0:
+            raise ValueError(f"max_failures={self.max_failures!r} must be >= 0")
+
+    def checked_methods(self) -> tuple[str, ...]:
+        """The method names the seed and method check reads (the spec's ``methods``)."""
+        return tuple(getattr(self, "methods", ()))
 
 
 def builtin_specs() -> list[str]:
@@ -131,7 +191,8 @@ def _read_one(spec: str) -> tuple[dict[str, Any], str]:
     path = Path(spec).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in spec:
         if not path.is_file():
-            raise SpecError(f"spec file {str(path)!r} does not exist; give a YAML path or one of {', '.join(builtin_specs())}")
+            raise SpecError(f"spec file {str(path)!r} does not exist; give a YAML path or one of "
+                            f"{', '.join(builtin_specs())}")
         source = str(path)
         text = path.read_text()
     elif spec in builtin_specs():
@@ -148,7 +209,7 @@ def _read_one(spec: str) -> tuple[dict[str, Any], str]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"spec {source} is not valid YAML{where}: {problem}; fix the YAML syntax there")
+        raise SpecError(f"spec {source} is not valid YAML{where}: {problem}; fix the YAML syntax there") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

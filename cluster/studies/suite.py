@@ -53,26 +53,43 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
+from medtune.cluster.runs.storage import storage_path
+from medtune.cluster.runs.store import default_tracking_uri, ensure_experiment
 from medtune.cluster.studies import registry as studies
 from medtune.cluster.studies.session import log, prepare_tracking, show
 from medtune.cluster.studies.spec import SpecError, _merged, apply_override, check_name, parse_set, read_spec_file
-from medtune.cluster.runs.storage import storage_path
-from medtune.cluster.runs.store import default_tracking_uri, ensure_experiment
 from medtune.config import from_dict, to_dict
-from medtune.dashboards.comparison import INACTIVE, compare, trial_metrics
+from medtune.dashboards.comparison import INACTIVE, compare_runs, trial_metrics
 from medtune.dashboards.runs import mlflow_client, session_runs
 from medtune.dashboards.suite_report import OK, SuiteReport, SuiteTask, aggregate
 from medtune.dashboards.views import run_status
 from medtune.errors import InputError
 from medtune.searchers.search_spaces import TuningConfig
-from medtune.tags import (KIND_SUITE, KIND_SUITE_TASK, TAG_KIND, TAG_PARENT, TAG_SESSION, TAG_SUITE_EXIT,
-                          TAG_SUITE_EXPERIMENT, TAG_SUITE_MESSAGE, TAG_SUITE_SESSION, TAG_SUITE_TASK)
+from medtune.tags import (
+    KIND_SUITE,
+    KIND_SUITE_TASK,
+    TAG_KIND,
+    TAG_PARENT,
+    TAG_SESSION,
+    TAG_SUITE_EXIT,
+    TAG_SUITE_EXPERIMENT,
+    TAG_SUITE_MESSAGE,
+    TAG_SUITE_SESSION,
+    TAG_SUITE_TASK,
+)
+
+__all__ = [
+    "EPOCHS_KEY", "SUITE_FILE", "SUITE_SET", "SUITE_TAG_PREFIX", "SuiteResult", "SuiteSpec", "SuiteTaskSpec",
+    "build_suite_report", "is_suite", "latest_suite_dir", "load_suite", "load_view", "read_suite_dir", "run_suite",
+    "same_spec", "suite", "suite_parent", "task_spec",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -272,7 +289,7 @@ def _run_task(spec: Any, prior: dict[str, Any] | None, output: Path, uri: str, a
     before = _sessions(root, spec.name) if root.is_dir() else set()
     _free_ray_for(spec, address)
     try:
-        if resumable:
+        if resumable and prior is not None:
             log(f"task {spec.name}: resuming its interrupted session {prior['session']}")
             record.update(session=prior["session"], session_dir=prior["session_dir"])
             record["exit"] = studies.resume(prior["session_dir"], address=address)
@@ -437,8 +454,8 @@ def run_suite(suite: SuiteSpec, specs: dict[str, Any], output: str | os.PathLike
         paths = report.write(suite_dir / "report")
         for path in paths:
             client.log_artifact(state["run_id"], str(path))
-        for key, value in report.summary_metrics().items():
-            client.log_metric(state["run_id"], key, value)
+        for key, number in report.summary_metrics().items():
+            client.log_metric(state["run_id"], key, number)
         show(report.text())
         log(f"report files: {suite_dir / 'report'}; one task's view: medtune report {suite.name}-<task>")
     except Exception as exc:
@@ -486,7 +503,7 @@ def _task_rows(client, uri: str, task: str, experiment: str, session: str) -> tu
     # the task report's own mark where it has one (a learned method that changed no LR; pbt: never exploited)
     table = getattr(report, "table", None)
     if table is None or "status" not in table:
-        table = compare(report.curves, target, metric, mode)
+        table = compare_runs(report.curves, target, metric, mode)
     inactive = {str(m) for m, s in table["status"].items() if s == INACTIVE}
     rows = []
     for run in runs:

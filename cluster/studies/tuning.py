@@ -32,10 +32,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from medtune.cluster.studies.session import log
+from medtune.cluster.runs.console import tune_verbosity, verbose
+from medtune.cluster.studies.lr_experiment import fit
+from medtune.cluster.studies.session import BACKLOG_FILE, log
 from medtune.config import to_dict
+from medtune.dashboards.tuning_report import TunedReport
+from medtune.errors import InputError
 from medtune.searchers.search_spaces import NOT_SEARCHED, SPACES, Bound, check_overrides, on_edge, resolve
 from medtune.tags import TAG_KIND, TAG_SESSION
+from medtune.trainables.lr_control import CONFIG_KEY, LRControlConfig
+
+__all__ = [
+    "KIND_PARENT", "KIND_SEARCH", "PRIVATE_AGENT_NOTE", "SEARCH_DIR", "TAG_METHOD", "check_compare_tuning",
+    "check_spaces", "compare_key", "final_spec", "method_bounds", "outcomes_methods", "qlearning_values",
+    "search_compare", "search_epochs", "search_method", "searched", "to_tune", "tuned_report",
+]
 
 SEARCH_DIR = "search"
 KIND_SEARCH, KIND_PARENT = "search", "search-parent"
@@ -94,6 +105,8 @@ def _searcher(t: Any, free: bool):
     from ray.tune.search.optuna import OptunaSearch
 
     startup = max(1, min(10, t.trials // 3))
+    if not verbose():  # Optuna logs "A new study created in memory" per method at INFO; --verbose keeps it
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=startup))
 
 
@@ -161,9 +174,8 @@ def search_method(tuning: Any, method: str, bounds: tuple[Bound, ...], base_spac
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from medtune.cluster.runs.console import tune_verbosity
+    # Ray, Tune and MLflow: only when a search runs, so loading a spec stays light
     from medtune.cluster.runs.progress import ProgressLog, trial_files
-    from medtune.cluster.studies.session import BACKLOG_FILE
     from medtune.cluster.runs.tracking import MLflowTracker
 
     key = key or (lambda k: k)
@@ -189,10 +201,11 @@ def search_method(tuning: Any, method: str, bounds: tuple[Bound, ...], base_spac
         ),
     )
     start = time.monotonic()
-    results = list(tuner.fit())
+    results = fit(tuner)
     wall = time.monotonic() - start
     sign = 1.0 if mode == "max" else -1.0
-    rows, test_keys = [], set()
+    rows: list[dict[str, Any]] = []
+    test_keys: set[str] = set()
     for i, r in enumerate(results, start=1):
         m = r.metrics or {}
         test_keys |= {k for k in m if k.startswith("test_")}
@@ -214,7 +227,7 @@ def search_method(tuning: Any, method: str, bounds: tuple[Bound, ...], base_spac
         curve.append({"trial": row["trial"], "val_score": None if math.isnan(row["score"]) else row["score"],
                       "epochs": row["epochs"], "best_so_far": running})
     names = {key(b.key): b.name for b in bounds}
-    outcome = {
+    outcome: dict[str, Any] = {
         "method": method, "values": best["values"], "chosen": {names[k]: v for k, v in best["values"].items()},
         "best_val": best["score"], "metric": metric, "trials": len(rows), "epochs": sum(r["epochs"] for r in rows),
         "wall_s": wall, "curve": curve, "edges": on_edge(bounds, _unmap(bounds, best["values"], key)),
@@ -259,8 +272,6 @@ def compare_key(key: str) -> str:
 def check_compare_tuning(spec: Any, tuning: Any) -> dict[str, tuple[Bound, ...]]:
     """Before Ray starts: the overrides name the comparison's methods and parameters; the bounds of every
     searched method (at least one) resolve. Raises :class:`~medtune.errors.InputError`."""
-    from medtune.errors import InputError
-
     check_overrides(tuning.spaces, tuple(spec.methods))
     bounds = {m: resolve(m, spec.min_lr, spec.max_lr, tuning.epochs or spec.epochs, tuning.spaces.get(m))
               for m in spec.methods if m in SPACES}
@@ -273,9 +284,7 @@ def check_compare_tuning(spec: Any, tuning: Any) -> dict[str, tuple[Bound, ...]]
 def search_compare(spec: Any, tuning: Any, bounds: dict[str, tuple[Bound, ...]], trainable: Any, session_dir: Path,
                    info: dict[str, Any]) -> list[dict[str, Any]]:
     """The search of every method of a :func:`medtune.compare` call (Ray started), in method order."""
-    from ray import tune
-
-    from medtune.trainables.lr_control import CONFIG_KEY, LRControlConfig
+    from ray import tune  # only when a search runs: loading a spec stays light
 
     epochs = tuning.epochs or spec.epochs
     control = to_dict(LRControlConfig(epochs=epochs, min_lr=spec.min_lr, max_lr=spec.max_lr, metric=spec.metric,
@@ -285,17 +294,17 @@ def search_compare(spec: Any, tuning: Any, bounds: dict[str, tuple[Bound, ...]],
     base = {**spec.params, "study": "own", "seed": tuning.search_seed, "search": True, CONFIG_KEY: control}
     if spec.lr is not None:
         base["lr"] = spec.lr
-    resources = tune.with_resources(trainable, {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    resources = tune.with_resources(trainable, {"cpu": spec.resources.cpus_per_trial,
+                                                "gpu": spec.resources.gpus_per_trial})
     return [search_method(tuning, m, b, {**base, "method": m}, resources, info, session_dir / SEARCH_DIR,
-                          metric=spec.metric, mode=spec.mode, epochs=epochs, max_concurrent=spec.max_concurrent,
+                          metric=spec.metric, mode=spec.mode, epochs=epochs,
+                          max_concurrent=spec.resources.max_concurrent,
                           max_failures=spec.max_failures, key=compare_key)
             for m, b in bounds.items()]
 
 
 def tuned_report(report: Any, spec: Any, tuning: Any, outcomes: list[dict[str, Any]]) -> Any:
     """The comparison ``report`` with its tuning section (:class:`~medtune.dashboards.tuning_report.TunedReport`)."""
-    from medtune.dashboards.tuning_report import TunedReport
-
     settings = {"trials": tuning.trials, "epochs": tuning.epochs or spec.epochs, "searcher": tuning.searcher,
                 "asha": tuning.asha, "metric": spec.metric, "search_seed": tuning.search_seed,
                 "final_seeds": list(tuning.final_seeds)}

@@ -13,8 +13,9 @@ import os
 import platform
 import random
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from medtune.searchers.qlearning_agent import ACTIONS, STATES
 

@@ -8,8 +8,8 @@ On a machine where torch sees a CUDA device it runs, within about 8 minutes:
    ``medtune`` command as a user runs it, each in its own output folder. ``--size N`` raises the phantom's
    volumes from the smoke 24^3 to N^3 so the GPU has something to do.
 2. Per packing: the wall time, each trial's median epoch time (Tune's ``time_this_iter_s`` over epochs 2..),
-   the end of the study's own output (each method's Dice table), and ``nvidia-smi``'s GPU utilisation and memory sampled every 0.5 s while the
-   study ran (mean and peak).
+   the end of the study's own output (each method's Dice table), and ``nvidia-smi``'s GPU utilisation and memory sampled
+   every 0.5 s while the study ran (mean and peak).
 3. The plan medtune derives for a BrainTumour-sized task (4 MR modalities, 240 x 240 x 155 at 1 mm) with this
    GPU's memory at each packing: patch size, batch size, network and the estimated memory of a step.
 
@@ -61,7 +61,7 @@ class GPUSampler:
                 pass
             self._stop.wait(self.period_s)
 
-    def __enter__(self) -> "GPUSampler":
+    def __enter__(self) -> GPUSampler:
         if shutil.which("nvidia-smi"):
             self._thread.start()
         return self

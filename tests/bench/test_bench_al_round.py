@@ -87,16 +87,17 @@ def _interleaved_rounds(data, log_dir: str) -> dict:
     import ray
     import torch
 
-    from medtune.trainables.al_config import ActiveLearningConfig
-    from medtune.trainables.al_annotator import Annotator
-    from medtune.trainables.al_learner import Learner
     from medtune.trainables.active_learning_actors import ActorProxy, start_actors
+    from medtune.trainables.al_annotator import Annotator
+    from medtune.trainables.al_config import ActiveLearningConfig
+    from medtune.trainables.al_learner import Learner
 
     torch.set_num_threads(1)
     cfg = ActiveLearningConfig()
     pool = len(data.train_labels)
     local_ann = Annotator(data.train_labels, None, f"{log_dir}/local.jsonl", data.num_classes)
-    local_lrn = Learner(data.train_images, data.test_images, data.test_labels, data.num_classes, cfg.learner, SEED, "cpu")
+    local_lrn = Learner(data.train_images, data.test_images, data.test_labels, data.num_classes, cfg.learner, SEED,
+                        "cpu")
     ann_h, lrn_h = start_actors(data, cfg, SEED, f"{log_dir}/actors.jsonl", None, cpus=1.0)
     actor_ann, actor_lrn = ActorProxy(ann_h), ActorProxy(lrn_h)
     assert actor_lrn.info()["device"] == "cpu"
@@ -169,12 +170,14 @@ def test_bench_one_round_through_actors_vs_in_process(tmp_path, monkeypatch):
         "one active-learning round: Annotator + Learner Ray actors (ActorProxy) vs the same objects in-process",
         [
             ("setup", f"digits pool {pool} (test {len(data.test_labels)}), {STRATEGY}, n_s {cfg.n_s}, MONAI "
-                      f"{cfg.learner.classifier} width {cfg.learner.width}, {cfg.learner.epochs_per_round} epochs/round, "
+                      f"{cfg.learner.classifier} width {cfg.learner.width}, "
+                      f"{cfg.learner.epochs_per_round} epochs/round, "
                       f"threads 1, {ROUNDS} interleaved rounds from {res['init']} to {labeled} labels"),
             ("actor round s", " ".join(f"{x:.3f}" for x in times["actors"])),
             ("in-process round s", " ".join(f"{x:.3f}" for x in times["local"])),
             ("per-round ratio", " ".join(f"{x:.2f}" for x in per_round)),
-            *[(f"median {k} s (actors / local)", f"{median(phases['actors'][k]):.4f} / {median(phases['local'][k]):.4f}")
+            *[(f"median {k} s (actors / local)",
+               f"{median(phases['actors'][k]):.4f} / {median(phases['local'][k]):.4f}")
               for k in phases["local"]],
             ("process niceness", f"loop + in-process reference {res['nice']}, Learner actor {res['learner_nice']} "
                                  "(both Ray workers, as in a trial)"),
@@ -193,10 +196,10 @@ def test_bench_one_round_through_actors_vs_in_process(tmp_path, monkeypatch):
 def test_bench_label_efficiency_on_the_default_data():
     import torch
 
-    from medtune.trainables.al_config import METHODS, ActiveLearningConfig
-    from medtune.trainables.al_annotator import Annotator
-    from medtune.trainables.al_learner import Learner
     from medtune.trainables.active_learning import labels_to_target, run_active_learning, scores_at_fractions
+    from medtune.trainables.al_annotator import Annotator
+    from medtune.trainables.al_config import METHODS, ActiveLearningConfig
+    from medtune.trainables.al_learner import Learner
 
     torch.set_num_threads(1)
     cfg = ActiveLearningConfig()
@@ -204,7 +207,8 @@ def test_bench_label_efficiency_on_the_default_data():
     pool = len(data.train_labels)
     results = {}
     for method in ["all"] + [m for m in METHODS if m != "all"]:
-        learner = Learner(data.train_images, data.test_images, data.test_labels, data.num_classes, cfg.learner, SEED, "cpu")
+        learner = Learner(data.train_images, data.test_images, data.test_labels, data.num_classes, cfg.learner, SEED,
+                          "cpu")
         results[method] = run_active_learning(method, SEED, Annotator(data.train_labels, None, None, data.num_classes),
                                               learner, cfg)
     all_f1 = results["all"].history[-1]["macro_f1"]
@@ -231,7 +235,8 @@ def test_bench_label_efficiency_on_the_default_data():
         "label efficiency on the default data: labels to reach 95% of ALL's macro-F1 (one seed, in-process)",
         [
             ("setup", f"digits pool {pool}, test {len(data.test_labels)}, default ActiveLearningConfig (n_s {cfg.n_s}, "
-                      f"initial {cfg.initial_fraction:.0%}/class, {cfg.learner.epochs_per_round} epochs/round), seed {SEED}"),
+                      f"initial {cfg.initial_fraction:.0%}/class, {cfg.learner.epochs_per_round} epochs/round), "
+                      f"seed {SEED}"),
             ("ALL macro-F1", f"{all_f1:.4f} -> target {target:.4f}"),
             *rows,
             ("fewest labels first", ", ".join(f"{m} {contenders[m] if contenders[m] is not None else 'never'}"

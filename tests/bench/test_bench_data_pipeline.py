@@ -156,7 +156,8 @@ for ds in (run.train_set, run.val_set):
 for _ in range(2):
     run.run_epoch()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"base": base, "peak": peak, "cached": cached, "cache_num": run.train_set.cache_num + run.val_set.cache_num,
+print(json.dumps({"base": base, "peak": peak, "cached": cached,
+                  "cache_num": run.train_set.cache_num + run.val_set.cache_num,
                   "volumes": len(split.train) + len(split.val)}))
 """
 
@@ -179,11 +180,13 @@ def test_bench_trial_memory_against_its_cache():
         "trial peak RSS vs its CacheDataset (24 volumes 96^3, 18 train / 6 val, patches 32^3, 2 epochs)",
         [
             ("dense arrays of the task MiB", f"{dense / mib:.1f} (float32 images + int64 labels)"),
-            *[(f"cache_rate {r}: cached", f"{o['cache_num']} volumes, {o['cached'] / mib:.1f} MiB") for r, o in out.items()],
+            *[(f"cache_rate {r}: cached", f"{o['cache_num']} volumes, {o['cached'] / mib:.1f} MiB")
+              for r, o in out.items()],
             *[(f"cache_rate {r}: RSS MiB", f"baseline {o['base'] / mib:.0f}, peak {o['peak'] / mib:.0f}, "
                                          f"growth {(o['peak'] - o['base']) / mib:.0f}") for r, o in out.items()],
             ("growth - cache MiB", f"{(grow_full - full['cached']) / mib:.0f} at 1.0, "
-                                   f"{(grow_part - part['cached']) / mib:.0f} at 0.25 (model, activations, one volume)"),
+                                   f"{(grow_part - part['cached']) / mib:.0f} at 0.25 "
+                                   "(model, activations, one volume)"),
             ("saved by 0.25 MiB", f"{saved / mib:.0f} of {not_cached / mib:.0f} not cached"),
             ("target", "0.25 saves at least half of what it does not cache"),
         ],

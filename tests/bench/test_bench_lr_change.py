@@ -218,7 +218,8 @@ def test_bench_lr_change_mailbox_vs_pause_resume(tmp_path, monkeypatch):
                                   f"{a['first_change'] * ms:.2f} ms); journal lines {a['journal_lines']}"),
             ("(a) on_trial_result, change", f"median {m_change * ms:.3f} ms, p90 {pct(a['changes'], 0.9) * ms:.3f} ms, "
                                             f"max {max(a['changes']) * ms:.3f} ms"),
-            ("(a) on_trial_result, no change", f"median {median(a['no_change']) * ms:.3f} ms (n={len(a['no_change'])})"),
+            ("(a) on_trial_result, no change",
+             f"median {median(a['no_change']) * ms:.3f} ms (n={len(a['no_change'])})"),
             ("(a) of which ray.get(put) alone", f"median {m_put * ms:.3f} ms"),
             ("(a) read_mailbox in a worker", f"median {m_read * ms:.3f} ms, p90 {pct(a['read'], 0.9) * ms:.3f} ms"),
             ("(a)   of which the actor call alone", f"median {median(a['read_cached']) * ms:.3f} ms "

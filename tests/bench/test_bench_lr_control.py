@@ -92,6 +92,7 @@ def test_bench_lr_control_step_overhead():
     cost = median(steps[slowest])
     ok = cost <= STEP_TARGET_S and cost <= SHARE * ref
     report("LRControl.step overhead, outside Tune",
-           rows + [("target", f"step <= {STEP_TARGET_S * 1e3:g} ms and <= {SHARE:.0%} of the bare epoch, every method")],
+           rows + [("target",
+                    f"step <= {STEP_TARGET_S * 1e3:g} ms and <= {SHARE:.0%} of the bare epoch, every method")],
            f"{'PASS' if ok else 'FAIL'} (slowest step: {slowest} {cost * 1e6:.0f} us = {cost / ref:.1%} of an epoch)")
     assert ok, (ratios, {m: median(steps[m]) for m in METHODS})

@@ -75,9 +75,8 @@ def test_bench_tune_mlflow_overhead_per_epoch(tmp_path, monkeypatch):
     import ray
     from mlflow.tracking import MlflowClient
 
-    from medtune.cluster.studies.lr_study import build_tuner, init_ray, lr_session_keys, prepare_study
+    from medtune.cluster.studies.lr_study import LRStudySpec, build_tuner, init_ray, lr_session_keys, prepare_study
     from medtune.cluster.studies.session import create_session
-    from medtune.cluster.studies.lr_study import LRStudySpec
     from medtune.trainables.lr_data import DataConfig
     from medtune.trainables.lr_segmentation import TrainConfig
 

@@ -149,7 +149,8 @@ def test_bench_fingerprint_and_plan_at_msd_scale(tasks):
                  (f"{name}: plan s", f"{t2 - t1:.3f}"),
                  (f"{name}: bare MONAI LoadImage s", f"{bare:.2f}"),
                  (f"{name}: plan", f"spacing {plan.spacing}, anisotropic {plan.anisotropic}, median shape "
-                                   f"{list(plan.median_shape)}, patch {list(plan.patch_size)}, batch {plan.batch_size}")]
+                                   f"{list(plan.median_shape)}, patch {list(plan.patch_size)}, "
+                                   f"batch {plan.batch_size}")]
     worst = max(ratios)
     report("fingerprint + plan of MSD-sized tasks vs reading their files", [
         *rows, ("RATIO (fingerprint + plan) / bare read", f"{worst:.2f} (worst task)"), ("target", "<= 2.0")],

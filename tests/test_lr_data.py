@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.helpers_decathlon import write_decathlon
+from medtune.errors import InputError
 from medtune.trainables.lr_data import (
     DataConfig,
     load_decathlon,
@@ -19,7 +19,7 @@ from medtune.trainables.lr_data import (
     split_indices,
     validate_decathlon,
 )
-from medtune.errors import InputError
+from tests.helpers_decathlon import write_decathlon
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +415,7 @@ def test_phantom_data_has_one_input_channel():
     assert data.in_channels == 1 and data.train_images.shape[1] == 1
 
 
-# --------------------------------------------------------------------------- Decathlon: spacing, orientation, intensities
+# ---------------------------------------------------------------------- Decathlon: spacing, orientation, intensities
 
 
 def _case(image, label, affine):
@@ -424,7 +424,8 @@ def _case(image, label, affine):
     return Case("c", np.asarray(image, np.float32), np.asarray(label, np.uint8), np.asarray(affine, np.float64))
 
 
-def _box_case(affine=np.eye(4), shape=(12, 14, 10), value=100.0):
+def _box_case(affine=None, shape=(12, 14, 10), value=100.0):
+    affine = np.eye(4) if affine is None else affine
     label = np.zeros(shape, np.uint8)
     label[4:8, 4:10, 3:7] = 1
     image = np.full(shape, value, np.float32) + 50 * label

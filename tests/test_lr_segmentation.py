@@ -412,8 +412,8 @@ def test_large_offcentre_task_trains_on_patches_and_scores_the_whole_volume(tmp_
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
 
-    from tests.helpers_decathlon import write_offcentre_decathlon
     from medtune.trainables.lr_data import split_datalists
+    from tests.helpers_decathlon import write_offcentre_decathlon
 
     root = write_offcentre_decathlon(tmp_path / "big", num_cases=4, shape=(48, 48, 48))
     cfg = DataConfig(source="decathlon", path=str(root), test_fraction=0.0, val_fraction=0.25,
@@ -452,7 +452,7 @@ def test_the_lr_spec_takes_fractional_gpus_and_a_cache_rate():
 
 def test_the_thread_loader_leaves_torch_global_rng_alone(data):
     from medtune.trainables.lr_data import arrays_as_split
-    from medtune.trainables.lr_segmentation import choose_pipeline, make_dataset, make_loader, trial_transforms
+    from medtune.trainables.lr_segmentation import choose_pipeline, make_dataset, trial_transforms
 
     cuda = choose_pipeline("cuda", amp=False)
     split = arrays_as_split(data)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_integration_lr import _client, medtune
+from tests.test_lr_study import _client, medtune
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +51,14 @@ def test_each_trial_logged_its_masks_and_the_summary_holds_the_report(smoke, tmp
 
     client, runs = _runs(smoke)
     apga = next(r for r in runs if r.data.params["method"] == "apga" and r.data.params["regime"] == "full")
-    images, masks = decode_masks(json.loads(Path(client.download_artifacts(apga.info.run_id, "masks.json", str(tmp_path))).read_text()))
+    masks_json = Path(client.download_artifacts(apga.info.run_id, "masks.json", str(tmp_path)))
+    images, masks = decode_masks(json.loads(masks_json.read_text()))
     assert images.shape == masks.shape == (8, 32, 32) and set(masks.ravel()) <= {0, 1}
     _, summaries = _runs(smoke, "summary")
     assert len(summaries) == 1
     names = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
-    assert {"comparison.csv", "accuracy_curves.png", "masks-full.png", "masks-few_shot.png", "report.txt", "report.html"} <= names
+    assert {"comparison.csv", "accuracy_curves.png", "masks-full.png", "masks-few_shot.png", "report.txt",
+            "report.html"} <= names
     assert "accuracy_mean.full.apga" in summaries[0].data.metrics
 
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.test_integration_lr import _client
+from tests.test_lr_study import _client
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,6 @@
 """The deployment files parse, the `ray up` file passes Ray's own validation, the KubeRay manifests
-are what KubeRay expects, and README's cluster commands are commands medtune accepts."""
+are what KubeRay expects, and the cluster tutorial's commands (docs/tutorials/cluster.md) are commands medtune
+accepts."""
 
 from __future__ import annotations
 
@@ -71,9 +72,8 @@ def test_kuberay_manifests(name, kind):
         assert args.command == "run" and args.spec == "lr-schedulers"
 
 
-def test_readme_cluster_commands_are_commands_medtune_accepts():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Running on a Ray cluster", 1)[1].split("\n## ", 1)[0]
+def test_the_cluster_tutorials_commands_are_commands_medtune_accepts():
+    section = (ROOT / "docs" / "tutorials" / "cluster.md").read_text()
     commands = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S)
                 for line in block.splitlines() if line.strip().startswith("medtune ")]
     assert len(commands) >= 6
@@ -81,6 +81,6 @@ def test_readme_cluster_commands_are_commands_medtune_accepts():
     for command in commands:
         args = _parser().parse_args(shlex.split(command)[1:])
         seen.add((args.command, getattr(args, "cluster_command", None) or getattr(args, "jobs_command", None)))
-    # the ones the integration tests run for real (tests/test_integration_cluster.py)
+    # the ones the integration tests run for real (tests/test_service.py)
     assert {("cluster", "up"), ("submit", None), ("cluster", "status"), ("cluster", "down"), ("jobs", "list"),
             ("jobs", "logs")} <= seen

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_integration_lr import medtune
+from tests.test_lr_study import medtune
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.test_integration_lr import medtune
+from tests.test_lr_study import medtune
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,8 @@
   circle hidden in a function counts): no module names ``cluster``, ``trainables``, ``searchers`` or
   ``dashboards`` as a top-level package, no import goes from a lower layer to a higher one, and no two modules
   reach each other.
+* Every module defines ``__all__`` (names it binds), and the package's own imports sit at module top unless a
+  comment on the line (or above it) says why one is made in a function.
 * ``import medtune`` and ``import medtune.searchers`` load neither Ray nor MLflow (in a fresh interpreter).
 * A wheel built from the checkout and the editable install each work from a folder outside the checkout, also
   from a folder that holds its own ``cluster/`` and ``searchers/`` packages on ``PYTHONPATH``.
@@ -16,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import venv
 from pathlib import Path
 
@@ -158,6 +161,109 @@ def test_every_package_lists_its_public_names_and_they_exist():
             assert getattr(mod, name) is not None, f"{package}.{name}"
 
 
+def test_every_module_lists_its_public_names_in_all_and_they_exist():
+    """Each module of the package (the heavy ones too) defines ``__all__``, a list of distinct names it binds."""
+    import importlib
+
+    missing, absent = [], []
+    for name in _modules():
+        mod = importlib.import_module(name)
+        names = getattr(mod, "__all__", None)
+        if not isinstance(names, (list, tuple)) or len(set(names)) != len(names):
+            missing.append(name)
+            continue
+        absent += [f"{name}.{n}" for n in names if not hasattr(mod, n)]
+    assert not missing, "define __all__ (a list of distinct public names) in: " + ", ".join(missing)
+    assert not absent, "names in __all__ that the module does not define: " + ", ".join(absent)
+
+
+def _unexplained_function_imports(path: Path) -> list[str]:
+    """``line: statement`` of each ``import medtune...`` / ``from medtune... import`` (or relative import) inside a
+    function with no comment on its line or on the line above; consecutive imports share the comment above the
+    first of them."""
+    source = path.read_text()
+    lines = source.splitlines()
+    tree = ast.parse(source, str(path))
+
+    def own(node: ast.stmt) -> bool:
+        if isinstance(node, ast.Import):
+            return any(a.name == "medtune" or a.name.startswith("medtune.") for a in node.names)
+        if isinstance(node, ast.ImportFrom):
+            return bool(node.level) or node.module == "medtune" or (node.module or "").startswith("medtune.")
+        return False
+
+    def explained(node: ast.stmt, previous: ast.stmt | None, previous_ok: bool) -> bool:
+        if any("#" in line for line in lines[node.lineno - 1:node.end_lineno]):
+            return True
+        if node.lineno >= 2 and lines[node.lineno - 2].lstrip().startswith("#"):
+            return True
+        return previous is not None and own(previous) and previous.end_lineno == node.lineno - 1 and previous_ok
+
+    out: list[str] = []
+    seen: set[int] = set()
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            for field in ("body", "orelse", "finalbody"):
+                block = getattr(node, field, None)
+                if not isinstance(block, list):
+                    continue
+                previous, previous_ok = None, False
+                for stmt in block:
+                    ok = True
+                    if own(stmt) and id(stmt) not in seen:
+                        seen.add(id(stmt))
+                        ok = explained(stmt, previous, previous_ok)
+                        if not ok:
+                            out.append(f"{stmt.lineno}: {lines[stmt.lineno - 1].strip()}")
+                    previous, previous_ok = stmt, ok
+    return out
+
+
+def test_medtunes_own_imports_are_at_module_top_unless_a_comment_says_why():
+    """A function-level import of the package's own modules needs a reason on its line or the line above (keeping
+    ``import medtune``, ``medtune.searchers`` or the CLI light); every other one belongs at the top of the module."""
+    bad = [f"{path.relative_to(ROOT)}:{hit}" for path in _modules().values()
+           for hit in _unexplained_function_imports(path)]
+    assert not bad, "move to the module's top, or say why on the line:\n" + "\n".join(bad)
+
+
+def test_the_function_import_check_finds_an_unexplained_import(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(textwrap.dedent("""\
+        import medtune.errors
+
+
+        def f():
+            from medtune.util import is_int
+
+
+        def g():
+            # light: no Ray
+            from medtune.config import to_dict
+            from medtune import util
+            import json
+            from . import sibling
+
+
+        def h():
+            import medtune.tags  # why
+            x = 1
+            from .x import y
+        """))
+    assert _unexplained_function_imports(f) == ["5: from medtune.util import is_int", "13: from . import sibling",
+                                                "19: from .x import y"]
+
+
+def test_the_type_check_names_every_module_by_its_installed_name():
+    """``make check``'s mypy run (tests/typecheck.py) reads the package-dir table of pyproject.toml: it must cover
+    the same modules, under the same ``medtune.*`` names, as the layer checks above."""
+    from tests import typecheck
+
+    assert typecheck.modules() == _modules()
+
+
 def test_importing_medtune_and_its_cores_loads_neither_ray_nor_mlflow():
     code = ("import sys, medtune, medtune.searchers, medtune.searchers.qlearning_agent; "
             "from medtune import InputError, QLearningLRAgent, GreedyLR, EffortController; "
@@ -165,6 +271,35 @@ def test_importing_medtune_and_its_cores_loads_neither_ray_nor_mlflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+# Test files not named after one module, and why.
+NOT_A_MODULE = {"docs": "the documentation site (docs/, mkdocs.yml) and the commands it shows"}
+
+
+def test_every_test_file_is_named_after_the_module_or_package_it_tests():
+    """``tests/test_<module>.py`` or ``tests/test_<module>_<aspect>.py``: the module a test reads first is in its
+    name (a module or subpackage of medtune, or a script of tests/bench)."""
+    names = {name.rsplit(".", 1)[-1] for name in _modules()} | {"medtune"}
+    names |= {f.stem for f in (ROOT / "tests" / "bench").glob("*.py")}
+    unnamed = []
+    for f in sorted((ROOT / "tests").glob("test_*.py")):
+        stem = f.stem.removeprefix("test_")
+        if stem in NOT_A_MODULE:
+            continue
+        if not any(stem == n or stem.startswith(n + "_") for n in names):
+            unnamed.append(f.name)
+    assert not unnamed, f"name these after the module they test (test_<module>[_<aspect>].py): {unnamed}"
+
+
+def test_loading_and_checking_a_spec_imports_no_ray():
+    """A bad spec is one line and exit 2 before Ray: loading a study's spec must not even import it."""
+    code = ("import sys; from medtune.cluster.studies.registry import load_spec; "
+            "[load_spec(s, smoke=True) for s in ('lr-schedulers', 'active-learning', 'apga', 'paser')]; "
+            "print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_version_is_one_string_in_the_package_the_distribution_and_the_cli():
@@ -178,6 +313,7 @@ def test_version_is_one_string_in_the_package_the_distribution_and_the_cli():
     assert out.returncode == 0 and out.stdout.strip() == f"medtune {medtune.__version__}"
 
 
+# the Q-learning agent outside Ray, as docs/studies/lr.md shows it
 README_EXAMPLE = """
 import torch
 from medtune.searchers.qlearning_agent import QLearningConfig, QLearningLRAgent

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 import medtune
-from medtune.cluster.studies.compare import adapted_note, compare, make_spec
 from medtune.cluster.runs.progress import ProgressLog
-from medtune.cluster.studies.spec import SpecError
-from medtune.cluster.studies.registry import load_spec
 from medtune.cluster.runs.tracking import trial_error, trial_params
-from medtune.dashboards.comparison import (activity_warnings, compare as table_of, format_table, lr_changes,
-                                           skipped_lines)
+from medtune.cluster.studies.compare import adapted_note, compare, make_spec
+from medtune.cluster.studies.registry import load_spec
+from medtune.cluster.studies.spec import SpecError
+from medtune.dashboards.comparison import activity_warnings, format_table, lr_changes, skipped_lines
+from medtune.dashboards.comparison import compare_runs as table_of
 from medtune.dashboards.metric_report import MetricReport, verdicts_of
 from medtune.dashboards.views import cell
 from medtune.errors import TrialsFailedError

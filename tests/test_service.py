@@ -8,6 +8,7 @@ recorded nor one the listener audit saw, and that none of its ports listens.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import signal
@@ -16,8 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import configparser
 
 import pytest
 import requests
@@ -96,7 +95,8 @@ def cluster(tmp_path_factory):
         import psutil
 
         leftovers = []
-        records = (state or {}).get("processes", []) + [r for j in (state or {}).get("joined", []) for r in j["processes"]]
+        state = state or {}
+        records = state.get("processes", []) + [r for j in state.get("joined", []) for r in j["processes"]]
         records += SEEN_PIDS  # trials, job drivers, MLflow's workers: children of the recorded ones
         for record in records:
             try:
@@ -111,7 +111,8 @@ def cluster(tmp_path_factory):
         assert not any(d in " ".join(p.info["cmdline"] or []) for d in temp_dirs
                        for p in psutil.process_iter(["cmdline"])), "a Ray process of this cluster is still running"
         ports = {PORTS["port"], PORTS["dashboard"], PORTS["mlflow"]}
-        still = [c.laddr for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
+        still = [c.laddr for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
         assert still == [], f"ports of the cluster still listening after down: {still}"
 
 
@@ -122,7 +123,8 @@ def test_up_prints_how_to_use_the_token_and_keeps_it_private(cluster):
     assert f". {state['mlflow_credentials']}" in cluster["up"].stdout  # how other clients get the MLflow login
     assert state["dashboard"] == f"http://127.0.0.1:{PORTS['dashboard']}"
     assert state["mlflow"] == f"http://127.0.0.1:{PORTS['mlflow']}"
-    for path in (token, Path(state["mlflow_auth"]), Path(state["mlflow_credentials"]), cluster["dir"] / "mlflow-auth.db"):
+    for path in (token, Path(state["mlflow_auth"]), Path(state["mlflow_credentials"]),
+                 cluster["dir"] / "mlflow-auth.db"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE(cluster["dir"].stat().st_mode) == 0o700
 
@@ -418,7 +420,8 @@ def _journal_updates(session: Path) -> int:
 def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, tmp_path, monkeypatch):
     address, mlflow_uri = cluster["state"]["address"], cluster["state"]["mlflow"]
     out = tmp_path / "out"
-    # The token as README says; the MLflow login comes from the recorded cluster (MEDTUNE_CLUSTER_DIR).
+    # The token as docs/tutorials/cluster.md says; the MLflow login comes from the recorded cluster
+    # (MEDTUNE_CLUSTER_DIR).
     env = _env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=cluster["state"]["token_path"],
                MEDTUNE_CLUSTER_DIR=str(cluster["dir"]))
     args = [MEDTUNE, "run", "lr-schedulers", "--smoke", "--output", str(out), "--address", address,
@@ -461,7 +464,8 @@ def test_driver_killed_mid_run_resumes_on_the_cluster_with_its_qtable(cluster, t
     trials = client.search_runs([exp.experiment_id], filter_string="tags.`medtune.kind` = 'trial'")
     assert len(trials) == 2
     for run in trials:
-        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice")) == list(range(1, EPOCHS_KILL + 1))
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "dice"))
+        assert steps == list(range(1, EPOCHS_KILL + 1))
 
 
 OWN_SPEC = """name: own-on-cluster
@@ -507,7 +511,8 @@ def test_submit_ships_a_users_own_trainable_to_a_cluster_that_never_saw_it(clust
 
 def test_join_adds_this_machine_as_a_worker_node_and_down_stops_it_too(cluster):
     # the cluster has a second node from here on (only the up/down cycles below run after it)
-    proc = medtune("cluster", "join", cluster["state"]["address"], "--state-dir", str(cluster["dir"]), "--num-cpus", "1")
+    proc = medtune("cluster", "join", cluster["state"]["address"], "--state-dir", str(cluster["dir"]), "--num-cpus",
+                   "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     status = medtune("cluster", "status", "--state-dir", str(cluster["dir"]))
     assert status.stdout.count(" alive ") == 2 and "CPUs 1" in status.stdout

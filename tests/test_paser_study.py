@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_integration_lr import _client
+from tests.test_lr_study import _client
 
 pytestmark = pytest.mark.integration
 
@@ -50,4 +50,5 @@ def test_models_are_pretrained_once_and_the_report_is_logged(smoke):
     summary = client.search_runs([exp.experiment_id], "tags.`medtune.kind` = 'summary'")
     assert len(summary) == 1
     names = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
-    assert {"comparison.csv", "pareto.png", "routing-lam0.1.png", "routing-lam0.9.png", "report.txt", "report.html"} <= names
+    assert {"comparison.csv", "pareto.png", "routing-lam0.1.png", "routing-lam0.9.png", "report.txt",
+            "report.html"} <= names
