@@ -32,11 +32,12 @@ browser:
 	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } ; } || \
 	  echo "note: no chromium found or installed; the browser tests will be skipped"
 
-# Two lanes at once: the tests that bring up a cluster of their own (`medtune cluster up`, a three-node Ray) and the
-# suite's end-to-end run (consecutive sessions of its own, sharing nothing with the rest) run beside the rest, which
-# spends much of its time waiting on processes that start; the second lane's report is printed after the main
-# one, and either lane failing fails the target.
-CLUSTER_LANE := tests/test_service.py tests/test_session_multinode.py tests/test_suite_end_to_end.py
+# Two lanes at once: the tests that bring up a cluster or a server of their own (`medtune cluster up`, a three-node
+# Ray, an MLflow server stopped mid-run) and the suite's end-to-end run (consecutive sessions of its own, sharing
+# nothing with the rest) run beside the rest, which spends much of its time waiting on processes that start; the
+# second lane's report is printed after the main one, and either lane failing fails the target.
+CLUSTER_LANE := tests/test_service.py tests/test_session_multinode.py tests/test_suite_end_to_end.py \
+	tests/test_tracking_outage.py
 
 # The static checks: ruff over the repository (pyproject.toml's [tool.ruff]) and mypy over the installed medtune
 # namespace (tests/typecheck.py maps cluster/, trainables/, ... to their medtune.* names; [tool.mypy]).

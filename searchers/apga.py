@@ -44,6 +44,14 @@ __all__ = [
 class APGAConfig:
     """The policy update's parameters (paper 002 section 3 defaults).
 
+    Attributes:
+        lambda_zeros: the weight of the ``BCE(p, 0)`` term of the policy loss (Eq. 7; 0.1 as in the paper), >= 0:
+            it penalises marking every pixel important. 0 drops the term.
+        baseline_decay: the decay of the reward baseline's moving average, ``b <- decay * b + (1 - decay) * R``,
+            in [0, 1) (section 3: 0.5); 0 makes the baseline the last reward.
+        threshold: the policy probability, in (0, 1), above which a pixel counts as important: the adversarial
+            mask erases it, the aiding mask keeps it, and it is the action ``a_t`` (Algorithm 1: 0.5).
+
     Raises:
         ValueError: one line naming the field, its value and the fix.
     """

@@ -33,7 +33,17 @@ __all__ = ["GreedyConfig", "GreedyLR"]
 
 @dataclass(frozen=True)
 class GreedyConfig:
-    """GreedyLR's parameters.
+    """GreedyLR's parameters (arXiv 2512.14527; see the module docstring).
+
+    Attributes:
+        factor: ``F`` in (0, 1): a change multiplies the LR by ``F`` (worsening) or by ``1/F`` (improving), always
+            clamped to ``[min_lr, max_lr]``.
+        patience: consecutive improving (or worsening) epochs, >= 1, that trigger a change.
+        warmup: the first epochs (>= 0) in which the LR is never changed; the counters still count; 0: none.
+        cooldown: epochs (>= 0) after a change in which no further change is made; 0: none.
+        threshold: the relative change of the watched loss, ``(previous - loss) / |previous|``, that counts as an
+            improvement (above it) or a worsening (below minus it), >= 0; a smaller move changes neither counter.
+            0 counts every move; a NaN or infinite loss always counts as worsening.
 
     Raises:
         ValueError: one line naming the field, its value and the fix.

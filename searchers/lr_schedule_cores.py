@@ -39,6 +39,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class StepConfig:
+    """Step decay (``torch.optim.lr_scheduler.StepLR``), a baseline of paper 000, section 5.1.
+
+    Attributes:
+        step_size: epochs between two decays (>= 1): the LR is multiplied by ``gamma`` after every
+            ``step_size`` epochs.
+        gamma: the factor of each decay, in (0, 1]; 1 keeps the LR fixed.
+    """
+
     step_size: int = 10
     gamma: float = 0.5
 
@@ -51,6 +59,13 @@ class StepConfig:
 
 @dataclass(frozen=True)
 class ExponentialConfig:
+    """Exponential decay (``torch.optim.lr_scheduler.ExponentialLR``), a baseline of paper 000, section 5.1.
+
+    Attributes:
+        gamma: the factor the LR is multiplied by after every epoch, in (0, 1]; after ``e`` epochs the LR is
+            ``lr * gamma ** e``; 1 keeps it fixed.
+    """
+
     gamma: float = 0.95
 
     def __post_init__(self) -> None:
@@ -60,6 +75,13 @@ class ExponentialConfig:
 
 @dataclass(frozen=True)
 class CosineConfig:
+    """Cosine annealing over the run (``torch.optim.lr_scheduler.CosineAnnealingLR`` with ``T_max = epochs``), a
+    baseline of paper 000, section 5.1.
+
+    Attributes:
+        eta_min: the LR the cosine reaches at the run's last epoch (>= 0; 0 anneals to zero).
+    """
+
     eta_min: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -69,6 +91,15 @@ class CosineConfig:
 
 @dataclass(frozen=True)
 class PlateauConfig:
+    """Reduce-on-plateau of the validation loss (``torch.optim.lr_scheduler.ReduceLROnPlateau``, mode ``min``).
+
+    Attributes:
+        factor: the factor the LR is multiplied by on a plateau, in (0, 1).
+        patience: epochs without a better validation loss that are tolerated before the LR is cut (>= 0; 0 cuts
+            after the first epoch without an improvement).
+        min_lr: the floor the cuts never go below (torch's ``min_lr``).
+    """
+
     factor: float = 0.5
     patience: int = 3
     min_lr: float = 1e-6

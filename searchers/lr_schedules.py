@@ -75,7 +75,24 @@ class ScheduleConfig:
     :mod:`medtune.searchers.lr_methods` with a ``section``, typed by its ``config`` dataclass and defaulting to
     it (``step``, ``exponential``, ``cosine``, ``plateau``, ``warmup_cosine``, ``onecycle``, ``poly``,
     ``schedulefree``, ``prodigy``, ``effort``, ``greedy``). A frozen dataclass, made from the records registered
-    when this module is first imported."""
+    when this module is first imported. Each section is read only by the method of its name.
+
+    Attributes:
+        step: step decay, the LR times ``gamma`` every ``step_size`` epochs (paper 000, section 5.1).
+        exponential: exponential decay, the LR times ``gamma`` every epoch (paper 000, section 5.1).
+        cosine: cosine annealing over the run to ``eta_min`` (paper 000, section 5.1).
+        plateau: the LR times ``factor`` when the validation loss stops improving (torch ``ReduceLROnPlateau``).
+        warmup_cosine: linear warm-up, then a cosine to ``end_lr`` (MONAI ``WarmupCosineSchedule``).
+        onecycle: one cycle up to ``peak_lr`` and down, stepped after every batch (Smith and Topin, arXiv
+            1708.07120).
+        poly: nnU-Net's recipe, poly decay of Nesterov SGD with gradient clipping (its optimizer and LR included).
+        schedulefree: Schedule-Free AdamW at a constant LR (Defazio et al., arXiv 2405.15682), its optimizer's
+            settings.
+        prodigy: the Prodigy optimizer (Mishchenko and Defazio, arXiv 2306.06101), its LR factor cosine-annealed.
+        effort: the effort-cost policy that recalls similar curves (after paper 004).
+        greedy: GreedyLR, which grows the LR while the loss improves and shrinks it while it worsens (arXiv
+            2512.14527).
+    """
 
     if TYPE_CHECKING:  # the sections are made from the records below; a type checker sees any section
         def __init__(self, **sections: Any) -> None: ...

@@ -30,6 +30,17 @@ class PBTConfig:
 
     ``perturbation_interval`` None (the default): scaled to the run, ``max(1, epochs // 4)`` epochs
     (:func:`default_interval`), so a short run still exploits; a number is used as it is.
+
+    Attributes:
+        perturbation_interval: epochs between two exploit/explore steps (>= 1; Ray Tune's ``perturbation_interval``
+            in the trials' ``training_iteration``, one per epoch); every member stops there together (``synch``).
+            Null: ``max(1, epochs // 4)``.
+        quantile_fraction: the share of the population, in (0, 0.5], in each of the bottom quantile (which copies)
+            and the top quantile (which is copied), ranked by the study's metric; Ray Tune rounds its size up, so
+            a population of two or three still has one member in each (a single member never exploits).
+        resample_probability: the probability, in [0, 1], that an exploring member draws a fresh LR from
+            log-uniform ``[min_lr, max_lr]`` instead of multiplying the copied LR by 0.8 or 1.2; 0: always
+            perturb, 1: always resample.
     """
 
     perturbation_interval: int | None = None

@@ -85,6 +85,38 @@ class QLearningConfig:
     ``base_lr`` None (the default) means: start from the optimizer's own LR when the agent is given one, else
     from the paper's 1e-4 (:data:`PAPER_BASE_LR`); a number is used as it is.
 
+    Attributes:
+        min_lr, max_lr: the LR bounds every action's new LR is clamped to (positive, ``min_lr < max_lr``; section
+            4.1: [1e-6, 1e-2]).
+        patience: epochs between two decisions (>= 0; section 4.1: 3); 0 decides after every epoch.
+        cooldown: epochs to wait instead of ``patience`` after a decision that changed the LR (>= 0; section 4.1:
+            5).
+        alpha: the Q-update's learning rate, in [0, 1] (section 3.5; 4.1: 0.1); 0 never changes the table.
+        gamma: the discount of the next state's best Q-value, in [0, 1] (section 3.5; 4.1: 0.9); 0 learns the
+            immediate reward only.
+        epsilon: the starting probability of a random action (epsilon-greedy, section 3.6; 4.1: 0.2), in [0, 1].
+        epsilon_decay: the factor epsilon is multiplied by after every action the table selects (random or greedy),
+            in [0, 1] (section 3.6; 4.1: 0.95); 1 keeps it constant.
+        epsilon_min: the floor of the decayed epsilon, in [0, ``epsilon``] (our choice: 0.01).
+        decrease_factor: the LR factor of the ``decrease`` action, in (0, 1) (section 3.3: 0.5).
+        increase_factor: the LR factor of the ``increase`` action, > 1 (section 3.3: 1.2).
+        window: the last epochs the state is read from (>= ``min_history``; section 4.3: 5).
+        min_history: epochs needed before a trend is read (>= 2); fewer give the state ``insufficient_data``
+            (our choice: 3).
+        dice_tol: an epoch-to-epoch Dice change counts as a move only beyond this, in Dice units (>= 0; our
+            choice: 1e-3); no move in Dice or loss is the state ``plateau``.
+        loss_tol: the same for the validation loss, relative to the window's mean absolute loss (>= 0; 1e-3).
+        consistency: the share of the moves, in [0, 1], that must go one way (and the net change agree) for
+            ``improving`` or ``worsening`` (our choice: 0.75).
+        dice_weight: the reward's weight of the Dice change since the last decision (section 3.4: 10).
+        loss_weight: the reward's weight of the validation-loss decrease since the last decision (section 3.4: 5).
+        best_dice_bonus: added to the reward when the Dice is a new best of the run (our choice: 0.5).
+        bound_penalty: subtracted from the reward when the LR lies within a factor ``bound_margin`` of
+            ``min_lr`` or ``max_lr`` (our choice: 0.5); 0 disables it.
+        bound_margin: that factor, >= 1 (our choice: 2); 1 penalises only an LR at a bound.
+        q_init_high: the Q-table starts ``U(0, q_init_high)`` in every cell (section 4.2: 0.1), >= 0; 0 starts at
+            zero, ties then broken at random.
+
     Raises:
         ValueError: one line naming the field, its value and the fix.
     """

@@ -37,7 +37,7 @@ import pytest
 
 import medtune
 from medtune.cluster.cli.main import _parser
-from medtune.cluster.studies.lr_study import LRStudySpec
+from medtune.cluster.studies.lr_study import LRStudySpec, QLearningSpec
 from medtune.cluster.studies.registry import STUDIES
 from medtune.trainables.lr_data import DataConfig
 
@@ -340,12 +340,41 @@ def test_the_spec_reference_has_every_key_of_every_registered_study():
     assert "### DataConfig {#dataconfig}" in page and "### TrainConfig {#trainconfig}" in page
 
 
+def _undocumented(page: str) -> tuple[list[str], int]:
+    """``("Section.key", ...)`` of the spec page's key rows whose meaning cell is empty, and how many rows it read.
+
+    A row is ``| `key` | type | default | meaning |``; a type cell may hold ``|`` (``int | None``), so the meaning
+    is read off the row's end: an empty cell ends the row with ``|  |``.
+    """
+    section, empty, rows = "", [], 0
+    for line in page.splitlines():
+        if line.startswith("#"):
+            section = line.lstrip("# ").split(" {#")[0]
+        elif line.startswith("| `"):
+            rows += 1
+            if line.rstrip().endswith("|  |"):
+                empty.append(f"{section}.{line.split('`')[1]}")
+    return empty, rows
+
+
+def test_every_key_of_the_spec_reference_has_a_description():
+    page = _hook().spec_reference()
+    empty, rows = _undocumented(page)
+    assert rows > 250, f"read only {rows} key rows: the spec page's table format changed"
+    assert not empty, (f"{len(empty)} spec keys have no description; document each in the Attributes: section of "
+                       f"the class that defines it: {', '.join(empty)}")
+    table = "### X {#x}\n\n| `a` | `int | None` | `1` | fine |\n| `b` | `str` | `x` |  |\n"
+    assert _undocumented(table) == (["X.b"], 2)  # the check itself finds an empty cell
+
+
 def test_field_docs_come_from_attributes_sections_and_comments():
     hook = _hook()
     data = hook.field_docs(DataConfig)
     assert data["source"].startswith("``\"phantom\"`` (embedded default)")
     assert "RandCropByPosNegLabeld" in data["patch_size"]  # a continued entry is joined
     assert "session state's root" in hook.field_docs(LRStudySpec)["storage"]  # a trailing comment
+    qlearning = hook.field_docs(QLearningSpec)  # make_dataclass: its own docstring, then QLearningConfig's fields
+    assert "qtable.json" in qlearning["warm_start"] and "between two decisions" in qlearning["patience"]
     assert hook.docstring_fields("Doc.\n\nAttributes:\n    low, high: the bounds.\n    log: sample\n        log.\n"
                                  "\nRaises:\n    X: y\n") == {"low": "the bounds.", "high": "the bounds.",
                                                             "log": "sample log."}

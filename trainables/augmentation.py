@@ -56,7 +56,29 @@ CLASSIFIERS: tuple[str, ...] = ("densenet", "resnet")
 
 @dataclass(frozen=True)
 class AugmentationConfig:
-    """Training budget and the methods' parameters (defaults: paper 002 section 3 where it gives them)."""
+    """Training budget and the methods' parameters (defaults: paper 002 section 3 where it gives them).
+
+    Attributes:
+        classifier: the classifier trained, ``densenet`` (default) or ``resnet``: a small 2D MONAI network
+            (:func:`make_classifier`).
+        pretrain_epochs: epochs of training on the originals alone before any augmentation (Algorithm 1, line
+            1), >= 0; every method of a (regime, seed) starts from that classifier. 0: from the random
+            initialisation.
+        epochs: training epochs of each method after the pre-training (>= 1).
+        batch_size: original images per batch (>= 1); a method that augments adds as many masked or augmented
+            images (the paper's 1:1 ratio).
+        lr: the Adam learning rate of the classifier, in pre-training and training (> 0).
+        policy_lr: the Adam learning rate of APGA's segmentation policy (> 0); ``apga`` only.
+        cutout_holes: square holes erased per image by ``cutout`` (MONAI ``RandCoarseDropout``), >= 1.
+        cutout_size: each hole's side in pixels (>= 1).
+        gradcam_threshold: ``gradcam`` keeps the pixels whose normalised Grad-CAM saliency lies above this, in
+            (0, 1).
+        randaugment_ops: RandAugment's ``N``, the random operations applied to each image, in 1..12
+            (``randaugment`` only; the usual 2).
+        randaugment_magnitude: RandAugment's ``M`` on its 0..30 scale, in 1..29 (``randaugment`` only; the usual
+            9).
+        apga: the policy update's parameters (:class:`~medtune.searchers.apga.APGAConfig`); ``apga`` only.
+    """
 
     classifier: str = "densenet"
     pretrain_epochs: int = 5

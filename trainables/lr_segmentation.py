@@ -103,6 +103,18 @@ class TrainConfig:
     """Budget, optimiser and loss of every trial (the same for every method).
 
     Attributes:
+        epochs: Each trial's length in epochs (>= 1), the same for every method: cosine and the other schedules
+            anneal over it, and PBT's default ``perturbation_interval`` is scaled to it.
+        base_lr: The starting LR of every trial (> 0, in ``[min_lr, max_lr]``); a tuned ``train.base_lr`` is also
+            that method's starting LR. ``poly``, ``schedulefree`` and ``prodigy`` start from their own section's.
+        min_lr, max_lr: The LR bounds of the adaptive methods (> 0, ``min_lr < max_lr``): the Q-learning agent,
+            GreedyLR and PBT keep the LR within them, and an LR a trial is handed is clipped to them.
+        weight_decay: The optimizer's weight decay (L2 penalty for ``adam`` / ``sgd``, decoupled for ``adamw``),
+            >= 0; 0 (default): none.
+        num_workers: Worker processes of the CPU pipeline's torch ``DataLoader`` (>= 0); 0: batches are built in
+            the trial's own process. On CUDA the ``ThreadDataLoader`` ignores it.
+        amp: Mixed precision (``torch.autocast`` with a ``GradScaler``) on CUDA; ignored on the CPU.
+        target_dice: The validation Dice in (0, 1] that the report's "epochs to target" counts the epochs to.
         optimizer: ``adam`` (default), ``adamw`` or ``sgd`` (torch.optim), all with ``weight_decay``; not for
             ``poly``, ``schedulefree`` and ``prodigy``, which train with their own (their ``schedules``
             section sets it, LR included).

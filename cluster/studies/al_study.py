@@ -48,6 +48,16 @@ class ActiveLearningStudySpec(StudySpec):
 
     Each trial owns an Annotator and a Learner actor (see :mod:`medtune.trainables.active_learning_actors`);
     ``budget`` caps the labels each Annotator gives out (0: the whole training pool).
+
+    Attributes:
+        methods: the selection strategies compared (:data:`medtune.trainables.al_config.METHODS`: ``random``,
+            ``lc``, ``ms``, ``en``, ``fusion``, ``drla``, ``all``, ``bald``, ``coreset``, ``badge``,
+            ``typiclust``, ``stratified_random``), each run once per seed.
+        data: the classification pool (source, split, image size) the strategies label from.
+        loop: the protocol of each run: the initial labeled share, samples per round, the pool shares scored, the
+            learner and DDPG (``drla``).
+        budget: the most labels each trial's Annotator gives out, in images (>= 0, at most the training pool);
+            0: the whole training pool.
     """
 
     KNOWN_METHODS: ClassVar[Sequence[str]] = AL_METHODS

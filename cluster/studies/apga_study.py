@@ -57,6 +57,15 @@ class APGAStudySpec(StudySpec):
     ``regimes`` are ``full`` (every training image) and ``few_shot`` (``few_shot`` images per class,
     100 as in the paper); both share one held-out test split. ``train.pretrain_epochs`` pre-train one
     classifier per (regime, seed) that all methods of that seed start from.
+
+    Attributes:
+        methods: the augmentation methods compared (:data:`medtune.trainables.augmentation.METHODS`: ``none``,
+            ``cutout``, ``gradcam``, ``apga``, ``trivialaugment``, ``randaugment``), each run per regime and seed.
+        regimes: the training-set sizes, some of ``full`` and ``few_shot``, each once.
+        few_shot: training images per class in the ``few_shot`` regime (>= 1; the paper's 100); set here, not
+            as ``data.few_shot``, which must stay 0.
+        data: the classification images (default: ``cluttered_digits``) and their split.
+        train: the training budget and every method's parameters (APGA's policy update included).
     """
 
     KNOWN_METHODS: ClassVar[Sequence[str]] = AUGMENTATION_METHODS

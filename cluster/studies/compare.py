@@ -85,7 +85,36 @@ class CompareSpec(StudySpec):
     ``compare``'s keyword arguments (``resources`` as ``cpus_per_trial``, ``gpus_per_trial``,
     ``max_concurrent``; ``trainable`` the function's ``module:qualname``), checked here, at construction:
     every bad value is one :class:`~medtune.errors.InputError` line (``ValueError`` from the
-    :class:`~medtune.cluster.studies.spec.StudySpec` checks)."""
+    :class:`~medtune.cluster.studies.spec.StudySpec` checks).
+
+    Attributes:
+        max_failures: how many times Ray Tune retries a failed trial before it counts it as failed (>= 0); 0
+            (this spec's default) never retries, so a broken trainable fails fast.
+        trainable: the user's Tune function trainable as ``package.module:function`` (imported, from the current
+            folder first, when the spec is checked); it must call ``medtune.LRControl`` once per epoch.
+        methods: the LR methods to compare (:data:`medtune.trainables.lr_control.METHOD_NAMES`), each run once per
+            seed; ``qlearning_warm`` needs ``warm_start``, ``effort`` needs ``mode: max``.
+        epochs: each trial's length in epochs (>= 1): the trainable runs this many, cosine anneals over them.
+        metric: the result key the table ranks the methods by (e.g. ``dice``), which the trainable reports.
+        mode: ``max`` (a higher ``metric`` is better) or ``min``.
+        loss_metric: the validation loss key of the results, which plateau, GreedyLR and the Q-learning agent
+            watch.
+        min_lr, max_lr: every adaptive method's LR bounds (positive, ``min_lr < max_lr``); PBT resamples in them.
+        lr: the starting LR of every trial, in ``[min_lr, max_lr]``; null: each trial starts from its optimizer's
+            own LR (``poly``, ``schedulefree`` and ``prodigy`` always do).
+        target: the ``metric`` level that "epochs to target" counts to; null: the median of the trials' best
+            values.
+        params: extra config keys the trainable reads (logged as MLflow params); ``method``, ``seed``, ``lr`` and
+            ``study`` are set by medtune and may not appear.
+        schedules: the settings of the in-trial LR policies (step, cosine, plateau, GreedyLR, ...).
+        qlearning: the Q-learning agent's settings, any :class:`~medtune.searchers.qlearning_agent.QLearningConfig`
+            field but the LR bounds (those are ``min_lr`` / ``max_lr``); empty: its defaults.
+        qlearning_seed: the seed of the Q-table the ``qlearning`` trials share (its initialisation and
+            epsilon-greedy draws), and of PBT's perturbation draws.
+        warm_start: a ``qtable.json`` of an earlier comparison to start ``qlearning_warm`` from; null: none (then
+            ``qlearning_warm`` may not be among the methods).
+        pbt: the settings of Population Based Training (the ``pbt`` method).
+    """
 
     KNOWN_METHODS: ClassVar[Sequence[str]] = METHOD_NAMES
     METHOD_KIND: ClassVar[str] = "an LR method"

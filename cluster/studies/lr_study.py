@@ -110,6 +110,17 @@ def _check_warm_start(self) -> None:
 # The ``qlearning:`` section: every QLearningConfig field but the LR bounds (those come from ``train``),
 # plus where to warm-start from and the seed of the shared table. Derived, so the two never drift apart.
 LR_BOUNDS = ("base_lr", "min_lr", "max_lr")
+QLEARNING_SPEC_DOC = """The spec's qlearning section (LR bounds come from train).
+
+    Every other key is :class:`~medtune.searchers.qlearning_agent.QLearningConfig`'s, documented there.
+
+    Attributes:
+        warm_start: the ``qtable.json`` of an earlier experiment that the ``qlearning_warm`` trials start their
+            shared Q-table from (checked to be a Q-table when the spec is loaded); null: none, and then
+            ``qlearning_warm`` may not be among the methods.
+        seed: the seed of the Q-tables the ``qlearning`` / ``qlearning_warm`` trials share (their
+            ``U(0, q_init_high)`` initialisation and epsilon-greedy draws), and of PBT's perturbation draws.
+    """
 if TYPE_CHECKING:  # what the type checker sees of the class make_dataclass builds below (it cannot read that)
     @dataclass(frozen=True)
     class QLearningSpec(QLearningConfig):
@@ -122,14 +133,24 @@ else:
         + [("warm_start", "str | None", field(default=None)), ("seed", "int", field(default=0))],
         frozen=True,
         namespace={"__post_init__": _check_warm_start,
-                   "__doc__": "The spec's qlearning section (LR bounds come from train)."},
+                   "__doc__": QLEARNING_SPEC_DOC},
     )
     QLearningSpec.__module__ = __name__  # picklable, like every other spec class
 
 
 @dataclass(frozen=True)
 class LRStudySpec(StudySpec):
-    """The learning-rate study: every method x every seed in one Tune experiment."""
+    """The learning-rate study: every method x every seed in one Tune experiment.
+
+    Attributes:
+        data: the segmentation data (the embedded phantom or a Medical Decathlon task), its split and sizes.
+        model: the MONAI 3D network every trial trains and its shape.
+        train: each trial's budget, optimizer, loss and LR bounds, the same for every method.
+        schedules: the settings of the in-trial LR schedules and policies, one section per method that has any.
+        qlearning: the Q-learning agent's settings (paper 000), its LR bounds taken from ``train``, plus the seed
+            of the shared Q-table and the table a warm start reads.
+        pbt: Population Based Training's settings (the ``pbt`` method: one member per seed).
+    """
 
     KNOWN_METHODS: ClassVar[Sequence[str]] = METHODS
     METHOD_KIND: ClassVar[str] = "an LR method"

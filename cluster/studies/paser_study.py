@@ -53,6 +53,20 @@ class PaSeRStudySpec(StudySpec):
 
     The three models are pre-trained once and shared by every trial; ``router.lam`` is ignored (each
     trial takes its ``lam`` from ``lams``). ``random`` runs inside each ``lam`` trial, at its router's cost.
+
+    Attributes:
+        lams: the router's cost weights, one ``paser`` trial per value and seed, each in [0, 1] (0: accuracy only,
+            1: cost only), no duplicates, at least one.
+        baselines: the router-free methods run beside PaSeR, some of ``small``, ``medium``, ``large`` (every patch
+            to f0, f1 or f2), ``cascade`` (f0, then f1 and f2 on the patches the previous model is unsure of) and
+            ``random`` (the router's share of patches per model, drawn at random, scored inside each ``lam``
+            trial); empty: none but ``random``.
+        data: the images segmented (``digits`` or ``microstructure``), their noise and split.
+        models: the three segmentation models' sizes and their pre-training budget.
+        router: the router's parameters (patch grid, MC-dropout passes, REINFORCE and fine-tuning budgets, the
+            cascade's thresholds); its ``lam`` is ignored.
+        pretrain_seed: the seed of the one pre-training of the three models (and of the router tables built from
+            them) that every trial shares; the trials' own ``seeds`` do not change it.
     """
 
     KNOWN_METHODS: ClassVar[Sequence[str]] = PASER_BASELINES

@@ -77,11 +77,19 @@ def check_name(name: object) -> None:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """What each trial asks of the cluster."""
+    """What each trial asks of the cluster.
+
+    Attributes:
+        cpus_per_trial: CPU cores Ray reserves for each trial (> 0; fractions are allowed); the studies also size
+            a trial's data-loading and torch threads from it (at least 1).
+        gpus_per_trial: GPUs Ray reserves for each trial (>= 0): a fraction such as 0.25 lets four trials share
+            one GPU, above 1 it must be a whole number. 0 runs the trials on the CPU.
+        max_concurrent: the most trials Ray Tune runs at once (>= 0); 0 means no limit beyond the resources.
+    """
 
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    max_concurrent: int = 0  # 0: as many as the resources allow
+    max_concurrent: int = 0
 
     def __post_init__(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -116,6 +124,21 @@ class StudySpec:
     ``name`` one word, ``storage`` a folder path or ``file://`` URI, ``study`` this spec's own, ``seeds`` and
     the methods (:meth:`checked_methods`) non-empty, known and without duplicates, ``max_failures >= 0``;
     ``resources`` checks itself (:class:`ResourcesConfig`).
+
+    Attributes:
+        name: the run's name, one word without ``/``, ``\\`` or spaces: the MLflow experiment the trials are
+            logged to and the prefix of each session folder (``<name>-<YYYYmmdd-HHMMSS>``).
+        study: the registered study this spec is for (``lr``, ``active-learning``, ``apga``, ``paser``,
+            ``own``); a study's spec accepts only its own name, which is its default.
+        description: free text, one line, shown next to the spec's name by ``medtune specs``; it changes nothing
+            in the run.
+        seeds: the random seeds (at least one, no duplicates): every method runs once per seed, and the report
+            compares the methods over them.
+        resources: what each trial asks of the cluster (:class:`ResourcesConfig`).
+        max_failures: how many times Ray Tune retries a trial that failed (an exception or a lost worker) before
+            it counts it as failed (>= 0; 0 never retries).
+        smoke: dotted keys and values (``train.epochs: 1``) applied on top of the spec when it is run with
+            ``--smoke``, to shrink every budget for a quick end-to-end check; ignored otherwise.
     """
 
     KNOWN_METHODS: ClassVar[Sequence[str]] = ()

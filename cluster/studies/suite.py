@@ -117,7 +117,24 @@ class SuiteTaskSpec:
 
 @dataclass(frozen=True)
 class SuiteSpec:
-    """A suite (see the module docstring); ``tasks`` maps each task's name to its :class:`SuiteTaskSpec`."""
+    """A suite (see the module docstring); ``tasks`` maps each task's name to its :class:`SuiteTaskSpec`.
+
+    Attributes:
+        name: the suite's name, one word without ``/``, ``\\`` or spaces: the MLflow experiment of the suite's
+            parent runs, and the prefix of each task's experiment (``<name>-<task>``) and of the suite folder.
+        description: free text, one line, shown next to the spec's name by ``medtune specs``; it changes nothing
+            in the run.
+        methods: the LR methods every task compares (non-empty); they replace each task's own ``methods``.
+        seeds: the seeds every task runs each method with (non-empty); they replace each task's own ``seeds``.
+        epochs: every task's epoch budget (>= 1), set as ``train.epochs`` of an LR study task and ``epochs`` of
+            an own-training task; null: each task keeps its own.
+        tuning: the equal-budget protocol (:class:`~medtune.searchers.search_spaces.TuningConfig`) every task runs
+            instead of a plain comparison; null: no search, each method at its spec's settings.
+        tasks: ``{task name: {spec: ..., set: ...}}`` (:class:`SuiteTaskSpec`), run one after the other in this
+            order; at least one. A name is letters, digits, ``-`` and ``_``.
+        smoke: dotted keys and values (``seeds: [0]``, ``epochs: 2``) applied to the suite spec by ``--smoke``;
+            the tasks' own ``smoke`` sections are not applied.
+    """
 
     name: str = "lr-suite"
     description: str = ""

@@ -4,7 +4,8 @@
   (:data:`medtune.cluster.studies.registry.STUDIES`: each study's spec dataclass and, recursively, the dataclasses
   its fields hold), plus the suite spec. Per key: its type, its default and its documentation, read from the class
   docstrings' ``Attributes:`` (or ``Args:``) sections and the comments beside or above the field; a class built
-  with ``make_dataclass`` (no source) takes a field's text from a dataclass of its module with a field of that name.
+  with ``make_dataclass`` (no source, or a ``TYPE_CHECKING`` stand-in) takes the text of a field no source declares
+  from a dataclass of its module with a field of that name.
 - ``reference/lr-methods.md``: ``medtune.searchers.lr_methods.markdown_table()`` (guarded: a version without it
   builds, with a line saying so).
 - ``reference/api.md``: one mkdocstrings block per public name of ``medtune`` and ``medtune.dashboards`` (their
@@ -108,14 +109,6 @@ def comment_fields(cls: type) -> dict[str, str]:
     return out
 
 
-def has_source(cls: type) -> bool:
-    try:
-        inspect.getsource(cls)
-    except (OSError, TypeError):
-        return False
-    return True
-
-
 def own_docs(cls: type) -> dict[str, str]:
     """The fields documented by ``cls`` and its bases (docstrings, then comments, the subclass winning)."""
     docs: dict[str, str] = {}
@@ -126,12 +119,27 @@ def own_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def declared(cls: type) -> set[str]:
+    """The fields the source of ``cls`` or of one of its bases declares (``name: type`` in the class body)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        try:
+            node = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0]
+        except (OSError, TypeError, SyntaxError, IndexError):
+            continue
+        names |= {s.target.id for s in getattr(node, "body", [])
+                  if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    return names
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """Every documented field of ``cls``: :func:`own_docs`; for a field it leaves out (a class built with
-    ``make_dataclass`` has no source), a same-named field of another dataclass of its module."""
+    """Every documented field of ``cls``: :func:`own_docs`; for a field it leaves out that no source declares (a
+    class built with ``make_dataclass``: it has no source, or only a ``TYPE_CHECKING`` stand-in of that name), a
+    same-named field of another dataclass of its module."""
     docs = own_docs(cls)
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs]
-    if missing and not has_source(cls):
+    source = declared(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs and f.name not in source]
+    if missing:
         module = sys.modules.get(cls.__module__)
         for other in vars(module).values() if module else ():
             if other is cls or not (isinstance(other, type) and dataclasses.is_dataclass(other)):
